@@ -1,0 +1,158 @@
+"""`App`: the settings, registry, connection and runner a process works with.
+
+Most programs never build one: the first dispatch creates a default App from
+the environment. Tests and scripts build their own (`App(connection="memory")`)
+and make it current with `with app.activate():` or `sqsjobs.use(app)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .connections.base import Connection
+from .errors import ConfigurationError
+from .events import Events
+from .logs import log_event
+from .registry import Registry, default_registry
+from .settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+
+class App:
+    """Everything a dispatch or a worker needs, built once per process.
+
+    Parameters:
+        settings: a Settings object; by default read from `SQSJOBS_*` variables.
+        connection: a connection name (`sqs`, `memory`, `sync`, `null`) or object.
+        registry: the job classes this app may run; by default every `Job` subclass.
+        clock: seconds since the epoch; tests inject one to move time.
+        overrides: settings fields, e.g. `App(queue_prefix="test-")`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        connection: str | Connection | None = None,
+        registry: Registry | None = None,
+        clock: Callable[[], float] = time.time,
+        **overrides: Any,
+    ) -> None:
+        if settings is None:
+            settings = load_settings(**overrides)
+        elif overrides:
+            settings = settings.model_copy(update=overrides)
+        self.settings = settings
+        self.registry = registry or default_registry
+        self.clock = clock
+        self.events = Events()
+        self.events.listen(log_event)
+        self._connection_arg = connection or settings.connection
+        self._connection: Connection | None = None
+        self._runner: Runner | None = None
+        self._lock = threading.Lock()
+        key = settings.signing_key
+        self.signing_key = key.get_secret_value().encode() if key is not None else None
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            with self._lock:
+                if self._connection is None:
+                    self._connection = self._build_connection(self._connection_arg)
+        return self._connection
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            from .runner import Runner
+
+            self._runner = Runner(self)
+        return self._runner
+
+    def _build_connection(self, spec: str | Connection) -> Connection:
+        if not isinstance(spec, str):
+            return spec
+        if spec == "sqs":
+            from .connections.sqs import SqsConnection
+
+            return SqsConnection(self.settings)
+        if spec == "memory":
+            from .connections.memory import MemoryConnection
+
+            return MemoryConnection(
+                visibility_timeout=self.settings.visibility_timeout,
+                max_receive_count=self.settings.max_receive_count,
+                clock=self.clock,
+            )
+        if spec == "sync":
+            from .connections.inline import SyncConnection
+
+            return SyncConnection(self.runner.process)
+        if spec == "null":
+            from .connections.inline import NullConnection
+
+            return NullConnection()
+        raise ConfigurationError(
+            f"unknown connection {spec!r}; SQSJOBS_CONNECTION is one of sqs, sync, memory, null"
+        )
+
+    def load_jobs(self) -> None:
+        """Import the module named by SQSJOBS_APP so its job classes register themselves.
+
+        This is the only import sqsjobs does by name, and the name comes from
+        configuration, never from a message.
+        """
+        if self.settings.app:
+            for module in self.settings.app.split(","):
+                try:
+                    importlib.import_module(module.strip())
+                except ImportError as exc:
+                    raise ConfigurationError(
+                        f"SQSJOBS_APP={self.settings.app!r}: cannot import {module.strip()!r} ({exc}); "
+                        "is it on PYTHONPATH?"
+                    ) from exc
+
+    def queue_for(self, job_cls: type, queue: str | None) -> str:
+        return queue or getattr(job_cls, "queue", None) or self.settings.default_queue
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[App]:
+        """Make this app current for dispatches in this context (thread- and task-local)."""
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+
+_current: contextvars.ContextVar[App | None] = contextvars.ContextVar("sqsjobs_app", default=None)
+_default: App | None = None
+_default_lock = threading.Lock()
+
+
+def use(app: App | None) -> None:
+    """Make `app` the process-wide default (None: rebuild from the environment on next use)."""
+    global _default
+    _default = app
+
+
+def current_app() -> App:
+    """The app dispatches go to: the activated one, else the process default."""
+    app = _current.get()
+    if app is not None:
+        return app
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = App()
+    return _default

@@ -1,0 +1,59 @@
+"""boto3 clients built from the standard AWS configuration, one per service per process.
+
+Credentials, endpoints (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SQS`, ...) and the
+region come from boto3's own chain; we only add `AWS_REGION` (which Lambda
+sets) as a region source and a read timeout longer than a 20 s long poll.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from .errors import ConfigurationError
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str | None], Any] = {}
+
+
+def region() -> str | None:
+    return (
+        os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or boto3.session.Session().region_name
+    )
+
+
+def client(service: str) -> Any:
+    """A shared, thread-safe client for `service` (boto3 clients may be used across threads)."""
+    key = (service, region())
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            if key[1] is None:
+                raise ConfigurationError(
+                    "no AWS region configured; set AWS_REGION or AWS_DEFAULT_REGION (e.g. us-east-1)"
+                )
+            config = Config(
+                region_name=key[1],
+                retries={"mode": "standard", "max_attempts": 5},
+                read_timeout=35,
+                connect_timeout=5,
+                max_pool_connections=64,
+            )
+            found = boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
+            _clients[key] = found
+        return found
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests switch endpoints between runs)."""
+    with _lock:
+        _clients.clear()

@@ -1,0 +1,86 @@
+"""The one contract every connection (sqs, memory, sync, null) implements.
+
+A connection only moves messages: send, receive, delete, change visibility and
+write to the dead-letter queue. It knows nothing about jobs, which is what lets
+the runner core be the only place with job semantics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    """A message to send. `entry_id` correlates batch results with the caller's jobs."""
+
+    body: str
+    delay_seconds: int = 0
+    group_id: str | None = None
+    deduplication_id: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    entry_id: str = ""
+
+
+@dataclass(slots=True)
+class ReceivedMessage:
+    """A message as received; `receive_count` is the attempt number (design §7)."""
+
+    queue: str
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+    sent_at: float
+    attributes: dict[str, str] = field(default_factory=dict)
+    received_at: float = 0.0
+
+
+@dataclass(slots=True)
+class QueueInfo:
+    """What the worker and `check` need to know about a queue, read once."""
+
+    name: str
+    url: str
+    visibility_timeout: int
+    fifo: bool
+    dlq_url: str | None
+    max_receive_count: int | None
+    content_based_dedup: bool = False
+
+
+@dataclass(slots=True)
+class BatchFailure:
+    entry_id: str
+    code: str
+    message: str
+    sender_fault: bool
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """Moves messages for named (logical) queues."""
+
+    name: str
+
+    def send(self, queue: str, message: OutgoingMessage) -> str: ...
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[BatchFailure]:
+        """Send at most 10 messages; return the entries SQS rejected."""
+        ...
+
+    def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]: ...
+
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None: ...
+
+    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None: ...
+
+    def send_to_dlq(self, queue: str, message: OutgoingMessage) -> None: ...
+
+    def queue_info(self, queue: str) -> QueueInfo: ...
+
+    def counts(self, queue: str) -> dict[str, int]:
+        """`ApproximateNumberOfMessages`, `...NotVisible` and `...Delayed` for the queue."""
+        ...

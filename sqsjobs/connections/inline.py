@@ -1,0 +1,112 @@
+"""Connections that do not queue: `sync` runs each job at once, `null` drops it.
+
+`sync` runs the job through the same runner core as a worker, so a job that
+passes here behaves the same under the poller. It is handed the runner as a
+callable so connections never import the runner.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from ..decisions import Decision, Release
+from .base import BatchFailure, Connection, OutgoingMessage, QueueInfo, ReceivedMessage
+
+RunMessage = Callable[[ReceivedMessage, Connection], Decision]
+
+
+class SyncConnection:
+    """Runs a job as it is dispatched; releases retry at once (delays are not waited for)."""
+
+    name = "sync"
+    runs_inline = True
+
+    def __init__(self, run: RunMessage) -> None:
+        self._run = run
+        self._dead: dict[str, list[ReceivedMessage]] = {}
+        self.last_decision: Decision | None = None
+        self._handles = itertools.count(1)
+
+    def send(self, queue: str, message: OutgoingMessage) -> str:
+        message_id = str(uuid.uuid4())
+        now = time.time()
+        for attempt in itertools.count(1):
+            received = ReceivedMessage(
+                queue,
+                message_id,
+                f"sync-{next(self._handles)}",
+                message.body,
+                attempt,
+                now,
+                dict(message.attributes),
+                now,
+            )
+            decision = self._run(received, self)
+            self.last_decision = decision
+            if not isinstance(decision, Release):
+                break
+        return message_id
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[BatchFailure]:
+        for message in messages:
+            self.send(queue, message)
+        return []
+
+    def send_to_dlq(self, queue: str, message: OutgoingMessage) -> None:
+        self._dead.setdefault(queue, []).append(
+            ReceivedMessage(
+                queue, str(uuid.uuid4()), "", message.body, 0, time.time(), dict(message.attributes)
+            )
+        )
+
+    def dead_letters(self, queue: str) -> list[ReceivedMessage]:
+        return list(self._dead.get(queue, []))
+
+    def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
+        return []
+
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
+        return None
+
+    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
+        return None
+
+    def queue_info(self, queue: str) -> QueueInfo:
+        return QueueInfo(queue, f"sync://{queue}", 0, queue.endswith(".fifo"), f"sync://{queue}-dlq", None)
+
+    def counts(self, queue: str) -> dict[str, int]:
+        return {}
+
+
+class NullConnection:
+    """Accepts every message and keeps none: dispatching becomes a no-op."""
+
+    name = "null"
+    runs_inline = True
+
+    def send(self, queue: str, message: OutgoingMessage) -> str:
+        return ""
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[BatchFailure]:
+        return []
+
+    def send_to_dlq(self, queue: str, message: OutgoingMessage) -> None:
+        return None
+
+    def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
+        return []
+
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
+        return None
+
+    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
+        return None
+
+    def queue_info(self, queue: str) -> QueueInfo:
+        return QueueInfo(queue, f"null://{queue}", 0, queue.endswith(".fifo"), None, None)
+
+    def counts(self, queue: str) -> dict[str, int]:
+        return {}

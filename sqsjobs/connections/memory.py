@@ -1,0 +1,184 @@
+"""An in-process queue that behaves like SQS where jobs can tell: for users' fast tests.
+
+It honours delays, visibility timeouts, receive counts, a redrive policy to a
+dead-letter list and FIFO group order, so a test written against it keeps
+passing on SQS. Time comes from an injectable clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .base import BatchFailure, OutgoingMessage, QueueInfo, ReceivedMessage
+
+
+@dataclass(slots=True)
+class _Stored:
+    message_id: str
+    body: str
+    attributes: dict[str, str]
+    sent_at: float
+    visible_at: float
+    group_id: str | None
+    receive_count: int = 0
+    receipt: str = ""
+
+
+@dataclass(slots=True)
+class _Queue:
+    messages: list[_Stored] = field(default_factory=list)
+    dead: list[_Stored] = field(default_factory=list)
+
+
+class MemoryConnection:
+    """SQS semantics in a dict. `dead_letters(queue)` is the DLQ's content."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        *,
+        visibility_timeout: int = 30,
+        max_receive_count: int | None = 10,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.visibility_timeout = visibility_timeout
+        self.max_receive_count = max_receive_count
+        self._clock = clock
+        self._queues: dict[str, _Queue] = {}
+        self._cond = threading.Condition()
+        self._receipts = itertools.count(1)
+
+    def _queue(self, name: str) -> _Queue:
+        return self._queues.setdefault(name, _Queue())
+
+    # -- sending ------------------------------------------------------------------------
+    def send(self, queue: str, message: OutgoingMessage) -> str:
+        now = self._clock()
+        stored = _Stored(
+            message_id=str(uuid.uuid4()),
+            body=message.body,
+            attributes=dict(message.attributes),
+            sent_at=now,
+            visible_at=now + message.delay_seconds,
+            group_id=message.group_id,
+        )
+        with self._cond:
+            self._queue(queue).messages.append(stored)
+            self._cond.notify_all()
+        return stored.message_id
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[BatchFailure]:
+        for message in messages:
+            self.send(queue, message)
+        return []
+
+    def send_to_dlq(self, queue: str, message: OutgoingMessage) -> None:
+        now = self._clock()
+        with self._cond:
+            self._queue(queue).dead.append(
+                _Stored(str(uuid.uuid4()), message.body, dict(message.attributes), now, now, None)
+            )
+
+    # -- receiving ----------------------------------------------------------------------
+    def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
+        deadline = time.monotonic() + wait_seconds
+        with self._cond:
+            while True:
+                found = self._take(queue, max_messages)
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0:
+                    return found
+                self._cond.wait(min(remaining, 0.05))
+
+    def _take(self, queue: str, max_messages: int) -> list[ReceivedMessage]:
+        now = self._clock()
+        q = self._queue(queue)
+        busy_groups = {
+            m.group_id for m in q.messages if m.group_id and m.visible_at > now and m.receive_count
+        }
+        out: list[ReceivedMessage] = []
+        for stored in list(q.messages):
+            if len(out) >= max_messages:
+                break
+            if stored.visible_at > now or (stored.group_id and stored.group_id in busy_groups):
+                continue
+            if self.max_receive_count is not None and stored.receive_count >= self.max_receive_count:
+                q.messages.remove(stored)
+                q.dead.append(stored)
+                continue
+            stored.receive_count += 1
+            stored.visible_at = now + self.visibility_timeout
+            stored.receipt = f"{stored.message_id}#{next(self._receipts)}"
+            if stored.group_id:
+                busy_groups.add(stored.group_id)
+            out.append(
+                ReceivedMessage(
+                    queue=queue,
+                    message_id=stored.message_id,
+                    receipt_handle=stored.receipt,
+                    body=stored.body,
+                    receive_count=stored.receive_count,
+                    sent_at=stored.sent_at,
+                    attributes=dict(stored.attributes),
+                    received_at=now,
+                )
+            )
+        return out
+
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
+        handles = {m.receipt_handle for m in messages}
+        with self._cond:
+            q = self._queue(queue)
+            q.messages = [m for m in q.messages if m.receipt not in handles]
+
+    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
+        now = self._clock()
+        wanted = {m.receipt_handle: vt for m, vt in items}
+        with self._cond:
+            for stored in self._queue(queue).messages:
+                if stored.receipt in wanted:
+                    stored.visible_at = now + wanted[stored.receipt]
+            self._cond.notify_all()
+
+    # -- inspection ---------------------------------------------------------------------
+    def queue_info(self, queue: str) -> QueueInfo:
+        return QueueInfo(
+            name=queue,
+            url=f"memory://{queue}",
+            visibility_timeout=self.visibility_timeout,
+            fifo=queue.endswith(".fifo"),
+            dlq_url=f"memory://{queue}-dlq",
+            max_receive_count=self.max_receive_count,
+        )
+
+    def counts(self, queue: str) -> dict[str, int]:
+        now = self._clock()
+        with self._cond:
+            msgs = self._queue(queue).messages
+            visible = sum(1 for m in msgs if m.visible_at <= now)
+            delayed = sum(1 for m in msgs if m.visible_at > now and not m.receive_count)
+        return {
+            "ApproximateNumberOfMessages": visible,
+            "ApproximateNumberOfMessagesNotVisible": len(msgs) - visible - delayed,
+            "ApproximateNumberOfMessagesDelayed": delayed,
+        }
+
+    def size(self, queue: str) -> int:
+        with self._cond:
+            return len(self._queue(queue).messages)
+
+    def dead_letters(self, queue: str) -> list[ReceivedMessage]:
+        """What the queue's DLQ holds, as messages (attributes carry the failure reason)."""
+        with self._cond:
+            return [
+                ReceivedMessage(
+                    queue, m.message_id, "", m.body, m.receive_count, m.sent_at, dict(m.attributes)
+                )
+                for m in self._queue(queue).dead
+            ]

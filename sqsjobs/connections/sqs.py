@@ -1,0 +1,208 @@
+"""The production connection: Amazon SQS through boto3.
+
+Queue URLs and attributes are resolved once per queue and cached, so the hot
+path is only ReceiveMessage, DeleteMessageBatch and (when needed)
+ChangeMessageVisibilityBatch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..errors import ConfigurationError
+from ..settings import Settings
+from .base import BatchFailure, OutgoingMessage, QueueInfo, ReceivedMessage
+
+_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp"]
+
+
+class SqsConnection:
+    """Speaks SQS directly; logical queue names are mapped through the settings."""
+
+    name = "sqs"
+
+    def __init__(self, settings: Settings, client_factory: Callable[[], Any] | None = None) -> None:
+        from .. import aws
+
+        self._settings = settings
+        self._client_factory = client_factory or (lambda: aws.client("sqs"))
+        self._urls: dict[str, str] = {}
+        self._info: dict[str, QueueInfo] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        return self._client_factory()
+
+    # -- queues -------------------------------------------------------------------------
+    def url(self, queue: str) -> str:
+        found = self._urls.get(queue)
+        if found is not None:
+            return found
+        physical = self._settings.physical_queue_name(queue)
+        if physical.startswith(("https://", "http://")):
+            url = physical
+        else:
+            try:
+                url = self.client.get_queue_url(QueueName=physical)["QueueUrl"]
+            except ClientError as exc:
+                if _code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                    raise ConfigurationError(
+                        f"queue {queue!r} (SQS name {physical!r}) does not exist; run `sqsjobs provision` "
+                        "or map it in SQSJOBS_QUEUES"
+                    ) from None
+                raise
+        with self._lock:
+            self._urls[queue] = url
+        return url
+
+    def queue_info(self, queue: str) -> QueueInfo:
+        found = self._info.get(queue)
+        if found is not None:
+            return found
+        url = self.url(queue)
+        attrs = self.client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]).get("Attributes", {})
+        dlq_url = None
+        max_receive = None
+        if "RedrivePolicy" in attrs:
+            policy = json.loads(attrs["RedrivePolicy"])
+            max_receive = int(policy.get("maxReceiveCount", 0)) or None
+            arn = policy.get("deadLetterTargetArn", "")
+            parts = arn.split(":")
+            if len(parts) == 6:
+                dlq_url = self.client.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])[
+                    "QueueUrl"
+                ]
+        info = QueueInfo(
+            name=queue,
+            url=url,
+            visibility_timeout=int(attrs.get("VisibilityTimeout", 30)),
+            fifo=attrs.get("FifoQueue") == "true" or url.endswith(".fifo"),
+            dlq_url=dlq_url,
+            max_receive_count=max_receive,
+            content_based_dedup=attrs.get("ContentBasedDeduplication") == "true",
+        )
+        with self._lock:
+            self._info[queue] = info
+        return info
+
+    def is_fifo(self, queue: str) -> bool:
+        return self._settings.physical_queue_name(queue).endswith(".fifo")
+
+    # -- sending ------------------------------------------------------------------------
+    def send(self, queue: str, message: OutgoingMessage) -> str:
+        params = _entry(message)
+        params.pop("Id")
+        response = self.client.send_message(QueueUrl=self.url(queue), **params)
+        return str(response["MessageId"])
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[BatchFailure]:
+        response = self.client.send_message_batch(
+            QueueUrl=self.url(queue), Entries=[_entry(m) for m in messages]
+        )
+        return [
+            BatchFailure(f["Id"], f.get("Code", ""), f.get("Message", ""), bool(f.get("SenderFault")))
+            for f in response.get("Failed", [])
+        ]
+
+    def send_to_dlq(self, queue: str, message: OutgoingMessage) -> None:
+        info = self.queue_info(queue)
+        if info.dlq_url is None:
+            raise ConfigurationError(
+                f"queue {queue!r} has no dead-letter queue (RedrivePolicy); failed jobs have nowhere to go. "
+                "Run `sqsjobs provision` or attach a DLQ"
+            )
+        params = _entry(message)
+        params.pop("Id")
+        params.pop("DelaySeconds", None)
+        if info.dlq_url.endswith(".fifo"):
+            params.setdefault("MessageGroupId", "failed")
+            params.setdefault("MessageDeduplicationId", message.deduplication_id or message.entry_id)
+        self.client.send_message(QueueUrl=info.dlq_url, **params)
+
+    # -- receiving ----------------------------------------------------------------------
+    def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
+        response = self.client.receive_message(
+            QueueUrl=self.url(queue),
+            MaxNumberOfMessages=max(1, min(10, max_messages)),
+            WaitTimeSeconds=max(0, min(20, wait_seconds)),
+            MessageSystemAttributeNames=_SYSTEM_ATTRIBUTES,
+            MessageAttributeNames=["All"],
+        )
+        now = time.time()
+        out = []
+        for raw in response.get("Messages", []):
+            attributes = raw.get("Attributes", {})
+            out.append(
+                ReceivedMessage(
+                    queue=queue,
+                    message_id=raw["MessageId"],
+                    receipt_handle=raw["ReceiptHandle"],
+                    body=raw["Body"],
+                    receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+                    sent_at=int(attributes.get("SentTimestamp", 0)) / 1000,
+                    attributes={
+                        k: v.get("StringValue", "") for k, v in raw.get("MessageAttributes", {}).items()
+                    },
+                    received_at=now,
+                )
+            )
+        return out
+
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
+        url = self.url(queue)
+        for start in range(0, len(messages), 10):
+            chunk = messages[start : start + 10]
+            self.client.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)],
+            )
+
+    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
+        url = self.url(queue)
+        for start in range(0, len(items), 10):
+            chunk = items[start : start + 10]
+            self.client.change_message_visibility_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": int(vt)}
+                    for i, (m, vt) in enumerate(chunk)
+                ],
+            )
+
+    def counts(self, queue: str) -> dict[str, int]:
+        """Approximate visible / in-flight / delayed counts (used by --stop-when-empty and monitor)."""
+        attrs = self.client.get_queue_attributes(
+            QueueUrl=self.url(queue),
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
+        return {k: int(v) for k, v in attrs.items()}
+
+
+def _entry(message: OutgoingMessage) -> dict[str, Any]:
+    entry: dict[str, Any] = {"Id": message.entry_id or "0", "MessageBody": message.body}
+    if message.delay_seconds:
+        entry["DelaySeconds"] = message.delay_seconds
+    if message.group_id is not None:
+        entry["MessageGroupId"] = message.group_id
+    if message.deduplication_id is not None:
+        entry["MessageDeduplicationId"] = message.deduplication_id
+    if message.attributes:
+        entry["MessageAttributes"] = {
+            k: {"DataType": "String", "StringValue": v} for k, v in message.attributes.items()
+        }
+    return entry
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -1,0 +1,206 @@
+"""Turning jobs into SQS messages: one at a time, in bulk, or run inline.
+
+Delays up to `max_delay_hop` (900 s, the SQS cap) use DelaySeconds; longer ones
+carry `available_at` in the envelope and travel in hops, so nothing is ever
+silently truncated.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .app import App, current_app
+from .connections.base import OutgoingMessage
+from .decisions import Fail
+from .envelope import Envelope
+from .errors import DispatchError
+from .timing import DelayLike, delay_seconds, utc_iso
+
+if TYPE_CHECKING:
+    from .job import Job
+
+#: SQS caps a message, and a whole batch request, at 1 MiB.
+MAX_MESSAGE_BYTES = 1_048_576
+_BATCH_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    """What a dispatch did: the job's id, where it went, and whether it was queued."""
+
+    job_id: str
+    job: str
+    queue: str
+    message_id: str = ""
+    queued: bool = True
+
+
+def build_message(
+    app: App,
+    job: Job,
+    *,
+    queue: str | None = None,
+    delay: DelayLike | None = None,
+    group: str | None = None,
+    deduplication_id: str | None = None,
+    entry_id: str = "",
+    inline: bool | None = None,
+) -> tuple[str, Envelope, OutgoingMessage]:
+    """The envelope and SQS message for one job; raises DispatchError for what SQS would refuse."""
+    cls = type(job)
+    name = app.queue_for(cls, queue)
+    now = app.clock()
+    seconds = delay_seconds(delay if delay is not None else cls.delay, now)
+    if inline if inline is not None else getattr(app.connection, "runs_inline", False):
+        seconds = 0.0
+    fifo = app.settings.physical_queue_name(name).endswith(".fifo")
+    if fifo and seconds > 0:
+        raise DispatchError(
+            f"queue {name!r} is FIFO and SQS refuses a per-message delay there; "
+            "dispatch to a standard queue, or set DelaySeconds on the FIFO queue itself"
+        )
+    envelope = Envelope(
+        id=str(uuid.uuid4()),
+        job=cls.job_name,
+        payload=job.model_dump(mode="json"),
+        queue=name,
+        dispatched_at=utc_iso(now),
+    )
+    if cls.retry_until is not None:
+        envelope.retry_until = utc_iso(now + cls.retry_until.total_seconds())
+    # available_at is set for every delay so wait times are measured from when the
+    # job became runnable; only delays longer than one hop need it to be re-sent.
+    hop = app.settings.max_delay_hop
+    send_delay = min(hop, math.ceil(seconds))
+    if seconds > 0:
+        envelope.available_at = utc_iso(now + seconds)
+    body = envelope.encode(app.signing_key)
+    size = len(body.encode())
+    if size > MAX_MESSAGE_BYTES:
+        raise DispatchError(
+            f"{cls.job_name} is {size} bytes, over the 1 MiB SQS message limit; "
+            "pass a reference (an S3 key, a database id) instead of the data",
+            [(envelope.id, cls.job_name, "too large")],
+        )
+    message = OutgoingMessage(
+        body=body,
+        delay_seconds=send_delay,
+        group_id=(group or cls.job_name) if fifo else None,
+        deduplication_id=(deduplication_id or envelope.id) if fifo else None,
+        entry_id=entry_id or envelope.id,
+    )
+    return name, envelope, message
+
+
+def dispatch(
+    job: Job,
+    *,
+    queue: str | None = None,
+    delay: DelayLike | None = None,
+    group: str | None = None,
+    deduplication_id: str | None = None,
+    app: App | None = None,
+) -> Dispatched:
+    app = app or current_app()
+    name, envelope, message = build_message(
+        app, job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id
+    )
+    try:
+        message_id = app.connection.send(name, message)
+    except (ClientError, BotoCoreError) as exc:
+        raise DispatchError(
+            f"{envelope.job} ({envelope.id}) was not queued on {name!r}: {exc}",
+            [(envelope.id, envelope.job, str(exc))],
+        ) from exc
+    return Dispatched(envelope.id, envelope.job, name, message_id)
+
+
+def dispatch_many(
+    jobs: Iterable[Job], *, queue: str | None = None, delay: DelayLike | None = None, app: App | None = None
+) -> list[Dispatched]:
+    """Send jobs with SendMessageBatch: 10 entries and at most 1 MiB per call.
+
+    Entries SQS rejects for a transient reason are retried; the rest raise one
+    DispatchError naming every job that was not queued (the others were).
+    """
+    app = app or current_app()
+    by_queue: dict[str, list[tuple[Envelope, OutgoingMessage]]] = {}
+    for index, job in enumerate(jobs):
+        name, envelope, message = build_message(app, job, queue=queue, delay=delay, entry_id=f"e{index}")
+        by_queue.setdefault(name, []).append((envelope, message))
+
+    results: list[Dispatched] = []
+    not_queued: list[tuple[str, str, str]] = []
+    for name, items in by_queue.items():
+        for chunk in _chunks(items):
+            sent, failed = _send_chunk(app, name, chunk)
+            results.extend(Dispatched(env.id, env.job, name) for env in sent)
+            not_queued.extend(failed)
+    if not_queued:
+        listed = ", ".join(f"{job} {job_id} ({reason})" for job_id, job, reason in not_queued)
+        raise DispatchError(f"{len(not_queued)} job(s) were not queued: {listed}", not_queued)
+    return results
+
+
+def _chunks(
+    items: list[tuple[Envelope, OutgoingMessage]],
+) -> Iterable[list[tuple[Envelope, OutgoingMessage]]]:
+    chunk: list[tuple[Envelope, OutgoingMessage]] = []
+    size = 0
+    for item in items:
+        item_size = len(item[1].body.encode())
+        if chunk and (len(chunk) == 10 or size + item_size > MAX_MESSAGE_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item_size
+    if chunk:
+        yield chunk
+
+
+def _send_chunk(
+    app: App, queue: str, chunk: list[tuple[Envelope, OutgoingMessage]]
+) -> tuple[list[Envelope], list[tuple[str, str, str]]]:
+    """Send one batch; retry only entries SQS says were not the sender's fault."""
+    pending = {message.entry_id: (envelope, message) for envelope, message in chunk}
+    not_queued: list[tuple[str, str, str]] = []
+    for attempt in range(_BATCH_RETRIES):
+        try:
+            failures = app.connection.send_batch(queue, [m for _, m in pending.values()])
+        except (ClientError, BotoCoreError) as exc:
+            # botocore already retried throttling and connection errors; what is left is final.
+            not_queued.extend((env.id, env.job, str(exc)) for env, _ in pending.values())
+            break
+        retry = {}
+        for failure in failures:
+            envelope, message = pending[failure.entry_id]
+            if failure.sender_fault or attempt == _BATCH_RETRIES - 1:
+                not_queued.append((envelope.id, envelope.job, f"{failure.code}: {failure.message}"))
+            else:
+                retry[failure.entry_id] = (envelope, message)
+        if not retry:
+            break
+        pending = retry
+        time.sleep(0.05 * 2**attempt)
+    failed_ids = {job_id for job_id, _, _ in not_queued}
+    return [env for env, _ in chunk if env.id not in failed_ids], not_queued
+
+
+def dispatch_sync(job: Job, app: App | None = None) -> None:
+    """Run `job` inline through the runner core; re-raise its exception if it is given up."""
+    from .connections.inline import SyncConnection
+
+    app = app or current_app()
+    connection = SyncConnection(app.runner.process)
+    name, _envelope, message = build_message(app, job, inline=True)
+    connection.send(name, message)
+    decision = connection.last_decision
+    if isinstance(decision, Fail) and decision.exception is not None:
+        raise decision.exception

@@ -1,0 +1,183 @@
+"""`Job`: a pydantic model whose fields are the payload, plus `handle()`.
+
+Class options are plain class attributes, named as Laravel names them, so a
+job reads like its documentation:
+
+    class SendInvoice(Job, name="billing.send-invoice", aliases=("SendInvoice",)):
+        queue = "high"
+        tries = 5
+        backoff = [10, 60, 300]
+        timeout = 120
+
+        invoice_id: int
+
+        def handle(self) -> None: ...
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from .registry import default_registry
+from .timing import BackoffLike, DelayLike, backoff_seconds, clamp_visibility, delay_seconds
+
+if TYPE_CHECKING:
+    from .dispatching import Dispatched
+    from .envelope import Envelope
+
+
+@dataclass(slots=True)
+class JobContext:
+    """What the runner tells a job about the message it came in."""
+
+    job_id: str
+    attempts: int
+    queue: str
+    envelope: Envelope | None = None
+    release_delay: int | None = None
+    released: bool = False
+    fail_reason: str | None = None
+
+
+class Job(BaseModel):
+    """Base class of every job. Subclass it; fields are the payload, `handle()` the work.
+
+    Class options (all optional):
+        queue: logical queue name (default: settings' default queue).
+        tries: how many times the job may be attempted (default SQSJOBS_TRIES, 3; never unlimited).
+        backoff: seconds before a retry — a number, a list per attempt (the last value
+            repeats), or a method `def backoff(self, attempt) -> seconds`.
+        backoff_jitter: spread each wait over [wait/2, wait].
+        timeout: seconds a run may take before it is interrupted and counted as failed
+            (default SQSJOBS_TIMEOUT or the worker's --timeout, 60).
+        fail_on_timeout: a timeout fails the job at once instead of retrying.
+        retry_until: a timedelta from dispatch after which the job is not retried.
+        delay: default delay for every dispatch (seconds, timedelta).
+        fail_on: exception types that skip retries and go straight to the DLQ.
+
+    Class keywords: `name` (the registered name; default the class name), `aliases`
+    (old names that still resolve), `abstract=True` for shared base classes.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    queue: ClassVar[str | None] = None
+    tries: ClassVar[int | None] = None
+    backoff: ClassVar[BackoffLike] = (10, 30, 90, 300, 900)
+    backoff_jitter: ClassVar[bool] = False
+    timeout: ClassVar[float | None] = None
+    fail_on_timeout: ClassVar[bool] = False
+    retry_until: ClassVar[timedelta | None] = None
+    delay: ClassVar[DelayLike | None] = None
+    fail_on: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    job_name: ClassVar[str] = ""
+    job_aliases: ClassVar[tuple[str, ...]] = ()
+
+    _ctx: JobContext | None = PrivateAttr(default=None)
+
+    def __init_subclass__(
+        cls, *, name: str | None = None, aliases: Iterable[str] = (), abstract: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        if cls.tries is not None and (not isinstance(cls.tries, int) or cls.tries < 1):
+            from .errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"{cls.__qualname__}.tries must be a whole number >= 1, got {cls.tries!r}"
+            )
+        cls.job_name = name or cls.__name__
+        cls.job_aliases = tuple(aliases)
+        default_registry.add(cls, cls.job_name, cls.job_aliases)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # Our class keywords were consumed by __init_subclass__; pydantic must not see them.
+        super().__pydantic_init_subclass__()
+
+    # -- the user's side ---------------------------------------------------------------
+    def handle(self) -> Any:
+        """Do the work. May be `async def`. Raise to retry; raise PermanentError to give up."""
+        raise NotImplementedError(f"{type(self).__name__} must define handle()")
+
+    def failed(self, exc: BaseException) -> None:
+        """Called once when the job is given up (tries exhausted, fail(), permanent error)."""
+
+    # -- what a running job knows about itself -----------------------------------------
+    @property
+    def attempts(self) -> int:
+        """1 on the first run; the message's receive count after that (releases count)."""
+        return self._ctx.attempts if self._ctx else 0
+
+    @property
+    def job_id(self) -> str | None:
+        return self._ctx.job_id if self._ctx else None
+
+    def release(self, delay: DelayLike | None = None) -> None:
+        """Put the job back to run again later; with no delay, the job's backoff applies."""
+        if self._ctx is None:
+            return
+        self._ctx.released = True
+        if delay is not None:
+            self._ctx.release_delay = clamp_visibility(delay_seconds(delay, time.time()))
+
+    def fail(self, reason: str | BaseException = "failed by the job") -> None:
+        """Give the job up now: it goes to the DLQ with `reason` and `failed()` runs."""
+        if self._ctx is not None:
+            self._ctx.fail_reason = str(reason)
+
+    def backoff_for(self, attempt: int) -> int:
+        """Seconds to wait after failed attempt number `attempt`."""
+        option = inspect.getattr_static(type(self), "backoff")
+        if isinstance(option, staticmethod):
+            return backoff_seconds(option.__func__, attempt, jitter=self.backoff_jitter)
+        if inspect.isfunction(option):
+            return backoff_seconds(lambda a: option(self, a), attempt, jitter=self.backoff_jitter)
+        return backoff_seconds(option, attempt, jitter=self.backoff_jitter)
+
+    # -- dispatching -------------------------------------------------------------------
+    def dispatch(
+        self,
+        *,
+        queue: str | None = None,
+        delay: DelayLike | None = None,
+        group: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> Dispatched:
+        """Queue this job. Delays over 15 minutes are carried in hops, never truncated."""
+        from .dispatching import dispatch
+
+        return dispatch(self, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id)
+
+    def dispatch_if(self, condition: bool, **options: Any) -> Dispatched | None:
+        return self.dispatch(**options) if condition else None
+
+    def dispatch_unless(self, condition: bool, **options: Any) -> Dispatched | None:
+        return None if condition else self.dispatch(**options)
+
+    def dispatch_sync(self) -> None:
+        """Run the job now, in this process, through the same core a worker uses.
+
+        Retries run at once; if the job is finally given up, its last exception is raised.
+        """
+        from .dispatching import dispatch_sync
+
+        dispatch_sync(self)
+
+    @classmethod
+    def dispatch_many(
+        cls, jobs: Iterable[Job], *, queue: str | None = None, delay: DelayLike | None = None
+    ) -> list[Dispatched]:
+        """Queue many jobs with SendMessageBatch (10 per call, <= 1 MiB per call)."""
+        from .dispatching import dispatch_many
+
+        return dispatch_many(jobs, queue=queue, delay=delay)

@@ -1,0 +1,279 @@
+"""The one core: a received message in, a decision out.
+
+Every way in (the poller, the Lambda adapter, the sync connection) calls
+`Runner.process` and only applies what it returns. Tries, backoff, retry_until,
+permanent errors, bad messages, long-delay hops and the DLQ write all live here
+and nowhere else (design §3 and §7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from .connections.base import Connection, OutgoingMessage, ReceivedMessage
+from .decisions import Ack, Decision, Defer, Fail, Release
+from .envelope import Envelope, decode
+from .errors import (
+    BadMessageError,
+    JobFailedError,
+    JobTimeoutError,
+    MaxAttemptsExceededError,
+    PermanentError,
+    RetryUntilPassedError,
+)
+from .events import JobEvent
+from .failures import dead_letter
+from .job import Job, JobContext
+from .timing import parse_iso
+
+if TYPE_CHECKING:
+    from .app import App
+
+log = logging.getLogger("sqsjobs.runner")
+
+#: Wraps one run of `handle()`; the poller uses it to enforce `timeout`.
+Guard = Callable[[Job], contextlib.AbstractContextManager[None]]
+
+#: A message that arrives this early for its `available_at` still runs (clock skew, rounding).
+_EARLY_TOLERANCE_S = 1.0
+#: How long to wait before trying again when the DLQ itself could not be written.
+_DLQ_RETRY_DELAY_S = 30
+
+
+class Runner:
+    """Decides what happens to one message. Stateless between messages; safe across threads."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def process(
+        self, message: ReceivedMessage, via: Connection | None = None, guard: Guard | None = None
+    ) -> Decision:
+        """Run the job a message carries (when it should run) and decide its fate.
+
+        `via` is the connection the message came from (DLQ writes and delay hops go
+        there); `guard` wraps `handle()` so a way in can enforce the job's timeout.
+        """
+        connection = via or self.app.connection
+        now = self.app.clock()
+        envelope: Envelope | None = None
+        try:
+            envelope = decode(message.body, self.app.signing_key)
+            cls = self.app.registry.get(envelope.job)
+        except BadMessageError as exc:
+            return self._reject(message, connection, exc, envelope, now)
+
+        if envelope.available_at is not None:
+            remaining = parse_iso(envelope.available_at) - now
+            if remaining > _EARLY_TOLERANCE_S:
+                return self._defer(message, connection, envelope, remaining)
+
+        try:
+            job = cls.model_validate(envelope.payload)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(payload)'}: {e['msg']}" for e in exc.errors()
+            )
+            bad = BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {problems}")
+            return self._reject(message, connection, bad, envelope, now)
+
+        attempts = message.receive_count
+        tries = cls.tries or self.app.settings.tries
+        context = JobContext(envelope.id, attempts, message.queue, envelope)
+        job._ctx = context
+        if attempts > tries:
+            exhausted = MaxAttemptsExceededError(
+                f"{cls.job_name} was received {attempts} times but allows {tries} tries; "
+                "the last run never decided (crash, kill or timeout), so it is not run again"
+            )
+            return self._fail(message, connection, job, exhausted, "tries_exhausted", now, 0.0)
+        if envelope.retry_until is not None and parse_iso(envelope.retry_until) < now:
+            expired = RetryUntilPassedError(f"{cls.job_name} passed its retry_until ({envelope.retry_until})")
+            return self._fail(message, connection, job, expired, "retry_until", now, 0.0)
+
+        start_ref = envelope.available_at or envelope.dispatched_at
+        self._emit("processing", job, message, wait_s=max(0.0, now - _ts(start_ref, now)))
+        started = time.perf_counter()
+        try:
+            with guard(job) if guard is not None else contextlib.nullcontext():
+                result = job.handle()
+                if inspect.isawaitable(result):
+                    asyncio.run(_await(result))
+        except Exception as exc:
+            return self._after_exception(message, connection, job, exc, time.perf_counter() - started)
+        runtime = time.perf_counter() - started
+
+        if context.fail_reason is not None:
+            failed = JobFailedError(context.fail_reason)
+            return self._fail(message, connection, job, failed, "failed_by_job", self.app.clock(), runtime)
+        if context.released:
+            delay = context.release_delay if context.release_delay is not None else job.backoff_for(attempts)
+            self._emit("released", job, message, runtime_s=runtime, delay=delay)
+            return Release(delay, "released by the job")
+        self._emit("processed", job, message, runtime_s=runtime)
+        return Ack()
+
+    # -- the paths out -----------------------------------------------------------------
+    def _after_exception(
+        self, message: ReceivedMessage, connection: Connection, job: Job, exc: Exception, runtime: float
+    ) -> Decision:
+        cls = type(job)
+        attempts = message.receive_count
+        now = self.app.clock()
+        if isinstance(exc, PermanentError) or (cls.fail_on and isinstance(exc, cls.fail_on)):
+            kind = "permanent"
+        elif isinstance(exc, JobTimeoutError) and cls.fail_on_timeout:
+            kind = "timeout"
+        elif attempts >= (cls.tries or self.app.settings.tries):
+            kind = "tries_exhausted"
+        elif (
+            job._ctx
+            and job._ctx.envelope
+            and job._ctx.envelope.retry_until
+            and (parse_iso(job._ctx.envelope.retry_until) < now)
+        ):
+            kind = "retry_until"
+        else:
+            delay = job.backoff_for(attempts)
+            self._emit("released", job, message, runtime_s=runtime, error=exc, delay=delay)
+            return Release(delay, f"{type(exc).__name__}: {exc}")
+        return self._fail(message, connection, job, exc, kind, now, runtime)
+
+    def _fail(
+        self,
+        message: ReceivedMessage,
+        connection: Connection,
+        job: Job,
+        exc: BaseException,
+        kind: str,
+        now: float,
+        runtime: float,
+    ) -> Decision:
+        cls = type(job)
+        letter = dead_letter(
+            message,
+            kind=kind,
+            error=exc,
+            attempts=message.receive_count,
+            now=now,
+            job_name=cls.job_name,
+            job_id=job.job_id or "",
+        )
+        if not self._write_dlq(message, connection, letter):
+            return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
+        try:
+            job.failed(exc)
+        except Exception:
+            log.exception("%s.failed() raised; the job is in the DLQ regardless", cls.__name__)
+        self._emit("failed", job, message, runtime_s=runtime, error=exc)
+        return Fail(kind, type(exc).__name__, exc)
+
+    def _reject(
+        self,
+        message: ReceivedMessage,
+        connection: Connection,
+        exc: BadMessageError,
+        envelope: Envelope | None,
+        now: float,
+    ) -> Decision:
+        """A message that cannot become a job: to the DLQ with its reason, never run, never retried."""
+        letter = dead_letter(
+            message,
+            kind=exc.kind,
+            error=exc,
+            attempts=message.receive_count,
+            now=now,
+            job_name=envelope.job if envelope else "",
+            job_id=envelope.id if envelope else "",
+        )
+        if not self._write_dlq(message, connection, letter):
+            return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
+        self.app.events.emit(
+            JobEvent(
+                "rejected",
+                envelope.id if envelope else message.message_id,
+                envelope.job if envelope else "?",
+                message.queue,
+                message.receive_count,
+                error_type=exc.kind,
+                error=str(exc),
+            )
+        )
+        return Fail(exc.kind, type(exc).__name__, exc)
+
+    def _defer(
+        self, message: ReceivedMessage, connection: Connection, envelope: Envelope, remaining: float
+    ) -> Decision:
+        """The next hop of a long delay: re-send the same body, then the source is deleted."""
+        hop = min(math.ceil(remaining), self.app.settings.max_delay_hop)
+        try:
+            connection.send(message.queue, OutgoingMessage(body=message.body, delay_seconds=hop))
+        except Exception:
+            log.exception("could not re-send the next delay hop of %s; keeping the message", envelope.id)
+            # Keeping it invisible for the same time is an equally good delay; only the
+            # receive count pays for it.
+            return Release(hop, "delay hop could not be sent")
+        self.app.events.emit(
+            JobEvent("deferred", envelope.id, envelope.job, message.queue, message.receive_count, delay=hop)
+        )
+        return Defer(hop)
+
+    def _write_dlq(self, message: ReceivedMessage, connection: Connection, letter: OutgoingMessage) -> bool:
+        try:
+            connection.send_to_dlq(message.queue, letter)
+        except Exception:
+            log.exception(
+                "could not write message %s to the DLQ of %r; it stays on its queue and is tried again",
+                message.message_id,
+                message.queue,
+            )
+            return False
+        return True
+
+    def _emit(
+        self,
+        kind: str,
+        job: Job,
+        message: ReceivedMessage,
+        *,
+        wait_s: float = 0.0,
+        runtime_s: float = 0.0,
+        error: BaseException | None = None,
+        delay: int = 0,
+    ) -> None:
+        ctx = job._ctx
+        self.app.events.emit(
+            JobEvent(
+                kind,
+                ctx.job_id if ctx else "",
+                type(job).job_name,
+                message.queue,
+                message.receive_count,
+                dispatched_at=ctx.envelope.dispatched_at if ctx and ctx.envelope else "",
+                wait_s=wait_s,
+                runtime_s=runtime_s,
+                error_type=type(error).__name__ if error else "",
+                error=str(error) if error else "",
+                delay=delay,
+            )
+        )
+
+
+async def _await(awaitable: object) -> None:
+    await awaitable  # type: ignore[misc]
+
+
+def _ts(text: str, default: float) -> float:
+    try:
+        return parse_iso(text)
+    except ValueError:
+        return default

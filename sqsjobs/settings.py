@@ -1,0 +1,104 @@
+"""All of sqsjobs' own configuration, read from `SQSJOBS_*` variables or given in code.
+
+AWS configuration (credentials, region, endpoints) is deliberately not here:
+boto3's own chain reads it, including `AWS_ENDPOINT_URL` and
+`AWS_ENDPOINT_URL_<SERVICE>`, so sqsjobs behaves like every other AWS tool.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigurationError
+
+ConnectionName = Literal["sqs", "sync", "memory", "null"]
+
+
+class Settings(BaseSettings):
+    """sqsjobs settings; every field maps to `SQSJOBS_<FIELD>`.
+
+    Parameters:
+        app: module that defines (and so registers) the job classes, e.g. `myapp.jobs`.
+        connection: `sqs` in production, `memory` or `sync` in tests, `null` to drop everything.
+        queues: logical queue names (`high,default`) or a JSON map name -> queue URL or
+            physical name. Names not mapped resolve to `queue_prefix + name + queue_suffix`.
+        default_queue: where a job goes when neither the job nor the dispatch names a queue.
+        signing_key: when set, every message is signed (HMAC-SHA256) and unsigned or
+            tampered messages are failed to the DLQ instead of run.
+        max_delay_hop: the longest single `DelaySeconds` used; longer delays travel in hops.
+            900 is the SQS maximum; lower it only to test hops quickly.
+        tries: attempts for jobs that do not set `tries` (never unlimited).
+        timeout: seconds a job may run when it does not set `timeout` (poller-enforced).
+        dlq_suffix: name suffix of the dead-letter queues that `provision` creates.
+        max_receive_count: redrive `maxReceiveCount` that `provision` sets (raised to
+            exceed the largest `tries` of the jobs it knows).
+        visibility_timeout: visibility timeout `provision` sets; the poller heartbeats
+            long jobs, so this need not cover the longest job.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SQSJOBS_", extra="ignore")
+
+    app: str | None = None
+    connection: ConnectionName = "sqs"
+    queues: Annotated[dict[str, str], NoDecode] = Field(default_factory=lambda: {"default": "default"})
+    queue_prefix: str = ""
+    queue_suffix: str = ""
+    default_queue: str = "default"
+    signing_key: SecretStr | None = None
+    table: str = "sqsjobs"
+    bucket: str = "sqsjobs-payloads"
+    tries: int = Field(default=3, ge=1, le=1000)
+    timeout: float = Field(default=60, gt=0, le=43200)
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    max_delay_hop: int = Field(default=900, ge=1, le=900)
+    dlq_suffix: str = "-dlq"
+    max_receive_count: int = Field(default=10, ge=2, le=1000)
+    visibility_timeout: int = Field(default=60, ge=5, le=43200)
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _parse_queues(cls, value: Any) -> Any:
+        """Accept `high,default`, a JSON object, a list, or a dict."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            value = [part.strip() for part in text.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            return {str(name): str(name) for name in value}
+        return value
+
+    def physical_queue_name(self, name: str) -> str:
+        """The SQS queue name (or URL) a logical queue name stands for."""
+        target = self.queues.get(name, name)
+        if target.startswith(("https://", "http://")):
+            return target
+        fifo = target.endswith(".fifo")
+        base = target[: -len(".fifo")] if fifo else target
+        return f"{self.queue_prefix}{base}{self.queue_suffix}" + (".fifo" if fifo else "")
+
+    def dlq_name(self, physical_name: str) -> str:
+        """The dead-letter queue name `provision` pairs with a queue."""
+        if physical_name.endswith(".fifo"):
+            return physical_name[: -len(".fifo")] + self.dlq_suffix + ".fifo"
+        return physical_name + self.dlq_suffix
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, turning validation errors into a named ConfigurationError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SQSJOBS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid sqsjobs settings — {problems}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(
+            f"SQSJOBS_QUEUES is not valid JSON ({exc}); use `a,b` or a JSON object"
+        ) from exc

@@ -1,0 +1,51 @@
+"""The poller's knobs, as one value object (Laravel's WorkerOptions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class WorkerOptions:
+    """How a worker polls, runs and stops.
+
+    Parameters:
+        queues: logical queue names in strict priority order.
+        concurrency: jobs run at once (one thread each).
+        prefetch: messages held beyond `concurrency` so the next job starts without a
+            round trip. 0 means a worker never holds a message it cannot start.
+        sleep: seconds to long-poll when every queue was empty (SQS allows up to 20).
+        timeout: seconds a job may run when it does not set `timeout`; None uses SQSJOBS_TIMEOUT.
+        timeout_grace: seconds a timed-out job gets to stop after being interrupted; past
+            that the worker stops taking work and exits 1 so its supervisor replaces it.
+        memory_mb: stop (exit 12) once resident memory exceeds this, after the current jobs.
+        max_jobs / max_time: stop (exit 0) after this many jobs / seconds.
+        stop_when_empty: stop once every queue is empty (including delayed and in-flight).
+        once: run at most one job, then stop.
+        heartbeat: extend visibility while a job runs, so long jobs never run twice.
+        delete_flush_s: longest a finished message waits to be deleted in a batch.
+    """
+
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    concurrency: int = 1
+    prefetch: int = 0
+    sleep: float = 10.0
+    timeout: float | None = None
+    timeout_grace: float = 10.0
+    memory_mb: int | None = None
+    max_jobs: int | None = None
+    max_time: float | None = None
+    stop_when_empty: bool = False
+    once: bool = False
+    heartbeat: bool = True
+    delete_flush_s: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if self.prefetch < 0:
+            raise ValueError("prefetch must be >= 0")
+        if not self.queues:
+            raise ValueError("at least one queue is needed")
+        if self.once:
+            self.max_jobs = 1
