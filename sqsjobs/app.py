@@ -101,9 +101,7 @@ class App:
             from .connections.inline import NullConnection
 
             return NullConnection()
-        raise ConfigurationError(
-            f"unknown connection {spec!r}; SQSJOBS_CONNECTION is one of sqs, sync, memory, null"
-        )
+        raise ConfigurationError(f"unknown connection {spec!r}; SQSJOBS_CONNECTION is one of sqs, sync, memory, null")
 
     def load_jobs(self) -> None:
         """Import the module named by SQSJOBS_APP so its job classes register themselves.

@@ -21,11 +21,7 @@ _clients: dict[tuple[str, str | None], Any] = {}
 
 
 def region() -> str | None:
-    return (
-        os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-        or boto3.session.Session().region_name
-    )
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or boto3.session.Session().region_name
 
 
 def client(service: str) -> Any:

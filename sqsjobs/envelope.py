@@ -64,17 +64,13 @@ def decode(body: str, signing_key: bytes | None = None) -> Envelope:
     try:
         data = json.loads(body)
     except (ValueError, TypeError) as exc:
-        raise BadMessageError(
-            "malformed", f"message body is not JSON ({exc}); it was not sent by sqsjobs"
-        ) from None
+        raise BadMessageError("malformed", f"message body is not JSON ({exc}); it was not sent by sqsjobs") from None
     if not isinstance(data, dict):
         raise BadMessageError("malformed", "message body is JSON but not an sqsjobs envelope object")
     if signing_key is not None:
         sig = data.pop("sig", None)
         if not isinstance(sig, str):
-            raise BadMessageError(
-                "signature", "message is not signed but SQSJOBS_SIGNING_KEY is set; it was not run"
-            )
+            raise BadMessageError("signature", "message is not signed but SQSJOBS_SIGNING_KEY is set; it was not run")
         if not hmac.compare_digest(sig, _signature(data, signing_key)):
             raise BadMessageError(
                 "signature", "message signature does not match SQSJOBS_SIGNING_KEY (tampered, or another key)"

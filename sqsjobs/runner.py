@@ -55,9 +55,7 @@ class Runner:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    def process(
-        self, message: ReceivedMessage, via: Connection | None = None, guard: Guard | None = None
-    ) -> Decision:
+    def process(self, message: ReceivedMessage, via: Connection | None = None, guard: Guard | None = None) -> Decision:
         """Run the job a message carries (when it should run) and decide its fate.
 
         `via` is the connection the message came from (DLQ writes and delay hops go
@@ -80,9 +78,7 @@ class Runner:
         try:
             job = cls.model_validate(envelope.payload)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '(payload)'}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(payload)'}: {e['msg']}" for e in exc.errors())
             bad = BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {problems}")
             return self._reject(message, connection, bad, envelope, now)
 

@@ -99,6 +99,4 @@ def load_settings(**overrides: Any) -> Settings:
         )
         raise ConfigurationError(f"invalid sqsjobs settings — {problems}") from exc
     except json.JSONDecodeError as exc:
-        raise ConfigurationError(
-            f"SQSJOBS_QUEUES is not valid JSON ({exc}); use `a,b` or a JSON object"
-        ) from exc
+        raise ConfigurationError(f"SQSJOBS_QUEUES is not valid JSON ({exc}); use `a,b` or a JSON object") from exc

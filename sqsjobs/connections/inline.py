@@ -57,9 +57,7 @@ class SyncConnection:
 
     def send_to_dlq(self, queue: str, message: OutgoingMessage) -> None:
         self._dead.setdefault(queue, []).append(
-            ReceivedMessage(
-                queue, str(uuid.uuid4()), "", message.body, 0, time.time(), dict(message.attributes)
-            )
+            ReceivedMessage(queue, str(uuid.uuid4()), "", message.body, 0, time.time(), dict(message.attributes))
         )
 
     def dead_letters(self, queue: str) -> list[ReceivedMessage]:

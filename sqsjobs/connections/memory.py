@@ -99,9 +99,7 @@ class MemoryConnection:
     def _take(self, queue: str, max_messages: int) -> list[ReceivedMessage]:
         now = self._clock()
         q = self._queue(queue)
-        busy_groups = {
-            m.group_id for m in q.messages if m.group_id and m.visible_at > now and m.receive_count
-        }
+        busy_groups = {m.group_id for m in q.messages if m.group_id and m.visible_at > now and m.receive_count}
         out: list[ReceivedMessage] = []
         for stored in list(q.messages):
             if len(out) >= max_messages:
@@ -177,8 +175,6 @@ class MemoryConnection:
         """What the queue's DLQ holds, as messages (attributes carry the failure reason)."""
         with self._cond:
             return [
-                ReceivedMessage(
-                    queue, m.message_id, "", m.body, m.receive_count, m.sent_at, dict(m.attributes)
-                )
+                ReceivedMessage(queue, m.message_id, "", m.body, m.receive_count, m.sent_at, dict(m.attributes))
                 for m in self._queue(queue).dead
             ]

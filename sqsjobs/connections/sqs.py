@@ -76,9 +76,7 @@ class SqsConnection:
             arn = policy.get("deadLetterTargetArn", "")
             parts = arn.split(":")
             if len(parts) == 6:
-                dlq_url = self.client.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])[
-                    "QueueUrl"
-                ]
+                dlq_url = self.client.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])["QueueUrl"]
         info = QueueInfo(
             name=queue,
             url=url,
@@ -103,9 +101,7 @@ class SqsConnection:
         return str(response["MessageId"])
 
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[BatchFailure]:
-        response = self.client.send_message_batch(
-            QueueUrl=self.url(queue), Entries=[_entry(m) for m in messages]
-        )
+        response = self.client.send_message_batch(QueueUrl=self.url(queue), Entries=[_entry(m) for m in messages])
         return [
             BatchFailure(f["Id"], f.get("Code", ""), f.get("Message", ""), bool(f.get("SenderFault")))
             for f in response.get("Failed", [])
@@ -147,9 +143,7 @@ class SqsConnection:
                     body=raw["Body"],
                     receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
                     sent_at=int(attributes.get("SentTimestamp", 0)) / 1000,
-                    attributes={
-                        k: v.get("StringValue", "") for k, v in raw.get("MessageAttributes", {}).items()
-                    },
+                    attributes={k: v.get("StringValue", "") for k, v in raw.get("MessageAttributes", {}).items()},
                     received_at=now,
                 )
             )

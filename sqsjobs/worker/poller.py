@@ -200,8 +200,7 @@ class Worker:
                 while not self._held and not self._stop.is_set():
                     self._cond.wait(0.5)
                 if self._stop.is_set() or (
-                    self.options.max_jobs is not None
-                    and self.processed + self._running >= self.options.max_jobs
+                    self.options.max_jobs is not None and self.processed + self._running >= self.options.max_jobs
                 ):
                     return
                 message = self._held.popleft()
@@ -241,9 +240,7 @@ class Worker:
             try:
                 self.connection.change_visibility(message.queue, [(message, decision.delay)])
             except Exception:
-                log.exception(
-                    "could not release %s; it returns after its visibility timeout", message.message_id
-                )
+                log.exception("could not release %s; it returns after its visibility timeout", message.message_id)
 
     # -- stopping ----------------------------------------------------------------------
     def _shutdown(self) -> None:

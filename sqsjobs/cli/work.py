@@ -1,0 +1,59 @@
+"""`sqsjobs work`: run a worker (the long-running poller)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..worker import Worker, WorkerOptions
+from .common import AppOption, QueueOption, build_app, reported, split
+
+EXAMPLES = """[bold]Examples[/]
+
+  sqsjobs work --app myapp.jobs --queue high,default --concurrency 8
+
+  sqsjobs work -a myapp.jobs --stop-when-empty        [dim]# drain, then exit 0[/]
+
+  sqsjobs work -a myapp.jobs --max-jobs 1000 --memory 512   [dim]# recycle the process[/]
+
+SIGTERM or Ctrl-C: stop receiving, return held messages at once, finish running jobs, exit 0.
+Exit codes: 0 stopped, 1 a job could not be interrupted after its timeout, 2 configuration error,
+12 memory limit reached.
+"""
+
+
+def work(
+    app: AppOption = None,
+    queue: QueueOption = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once.")] = 1,
+    prefetch: Annotated[int, typer.Option(min=0, help="Extra messages held so the next job starts sooner.")] = 0,
+    sleep: Annotated[float, typer.Option(min=0, max=20, help="Long-poll seconds when every queue is empty.")] = 10,
+    tries: Annotated[int | None, typer.Option(min=1, help="Tries for jobs that do not set their own.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=1, help="Seconds a job may run when it does not set its own.")
+    ] = None,
+    memory: Annotated[int | None, typer.Option(min=16, help="Stop (exit 12) above this many MB of RSS.")] = None,
+    max_jobs: Annotated[int | None, typer.Option(min=1, help="Stop after this many jobs.")] = None,
+    max_time: Annotated[float | None, typer.Option(min=1, help="Stop after this many seconds.")] = None,
+    stop_when_empty: Annotated[bool, typer.Option(help="Stop once every queue is empty.")] = False,
+    once: Annotated[bool, typer.Option(help="Run a single job, then stop.")] = False,
+    log_format: Annotated[str | None, typer.Option(help="text or json (SQSJOBS_LOG_FORMAT).")] = None,
+) -> None:
+    """Run jobs from one or more queues until stopped."""
+    with reported():
+        application = build_app(app, tries=tries, timeout=timeout, log_format=log_format)
+        options = WorkerOptions(
+            queues=split(queue) or list(application.settings.queues) or [application.settings.default_queue],
+            concurrency=concurrency,
+            prefetch=prefetch,
+            sleep=sleep,
+            timeout=timeout,
+            memory_mb=memory,
+            max_jobs=max_jobs,
+            max_time=max_time,
+            stop_when_empty=stop_when_empty,
+            once=once,
+        )
+        code = Worker(application, options).run()
+    raise typer.Exit(code)

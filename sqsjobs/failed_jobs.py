@@ -1,0 +1,172 @@
+"""The failed-jobs store is the dead-letter queue: list, show, retry, forget, flush.
+
+SQS has no "read without taking", so listing receives every DLQ message with a
+short visibility timeout and then makes them visible again. Retry sends the
+original body back to its source queue as a fresh message (same job id,
+attempts reset, as design §7 allows) and only then deletes the DLQ copy: a
+crash in between duplicates, never loses.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from . import aws
+from .app import App
+from .connections.base import ReceivedMessage
+from .connections.sqs import SqsConnection
+from .envelope import decode
+from .errors import BadMessageError, ConfigurationError
+from .failures import FailedJob
+from .provisioning import known_queues
+from .timing import parse_iso, utc_iso
+
+log = logging.getLogger("sqsjobs.failed")
+
+_SCAN_VISIBILITY_S = 30
+
+
+class FailedJobs:
+    """Operations on the DLQs of the app's queues."""
+
+    def __init__(self, app: App, queues: builtins.list[str] | None = None) -> None:
+        if not isinstance(app.connection, SqsConnection):
+            raise ConfigurationError("failed-job commands need the sqs connection (SQSJOBS_CONNECTION=sqs)")
+        self.app = app
+        self.connection: SqsConnection = app.connection
+        self.queues = queues or known_queues(app)
+        self._sqs = aws.client("sqs")
+
+    def _dlqs(self, queue: str | None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name in [queue] if queue else self.queues:
+            try:
+                info = self.connection.queue_info(name)
+            except ConfigurationError:
+                if queue:
+                    raise
+                continue
+            if info.dlq_url:
+                out.setdefault(info.dlq_url, name)
+        return out
+
+    # -- reading -----------------------------------------------------------------------
+    def _scan(self, queue: str | None) -> Iterator[tuple[str, FailedJob]]:
+        """Every DLQ message once; the caller must `_restore` what it does not consume."""
+        for dlq_url, name in self._dlqs(queue).items():
+            seen: set[str] = set()
+            empty_polls = 0
+            while empty_polls < 2:
+                response = self._sqs.receive_message(
+                    QueueUrl=dlq_url,
+                    MaxNumberOfMessages=10,
+                    VisibilityTimeout=_SCAN_VISIBILITY_S,
+                    WaitTimeSeconds=0 if empty_polls == 0 else 1,
+                    MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                    MessageAttributeNames=["All"],
+                )
+                raw = response.get("Messages", [])
+                fresh = [m for m in raw if m["MessageId"] not in seen]
+                if not fresh:
+                    empty_polls += 1
+                    continue
+                empty_polls = 0
+                for item in fresh:
+                    seen.add(item["MessageId"])
+                    yield dlq_url, FailedJob.from_message(_received(name, item))
+
+    def _restore(self, dlq_url: str, jobs: builtins.list[FailedJob]) -> None:
+        for start in range(0, len(jobs), 10):
+            chunk = jobs[start : start + 10]
+            self._sqs.change_message_visibility_batch(
+                QueueUrl=dlq_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": job.message.receipt_handle, "VisibilityTimeout": 0}
+                    for i, job in enumerate(chunk)
+                ],
+            )
+
+    def list(self, queue: str | None = None) -> builtins.list[FailedJob]:
+        """Every failed job, oldest failure first."""
+        found: dict[str, builtins.list[FailedJob]] = {}
+        for dlq_url, job in self._scan(queue):
+            found.setdefault(dlq_url, []).append(job)
+        for dlq_url, jobs in found.items():
+            self._restore(dlq_url, jobs)
+        return sorted((j for jobs in found.values() for j in jobs), key=lambda j: j.failed_at)
+
+    def find(self, job_id: str) -> FailedJob | None:
+        return next((j for j in self.list() if j.id == job_id), None)
+
+    # -- changing ----------------------------------------------------------------------
+    def retry(self, ids: builtins.list[str] | None = None, *, queue: str | None = None) -> builtins.list[FailedJob]:
+        """Send failed jobs back to their source queues. `ids=None` retries all (of `queue`)."""
+        wanted = set(ids) if ids else None
+        return self._consume(queue, wanted, self._resend)
+
+    def forget(self, job_id: str) -> bool:
+        return bool(self._consume(None, {job_id}, lambda job: None))
+
+    def flush(self, queue: str | None = None) -> int:
+        """Delete every failed job (of `queue`). Returns how many were deleted."""
+        return len(self._consume(queue, None, lambda job: None))
+
+    def _consume(self, queue: str | None, wanted: set[str] | None, action: Any) -> builtins.list[FailedJob]:
+        done: builtins.list[FailedJob] = []
+        keep: dict[str, builtins.list[FailedJob]] = {}
+        for dlq_url, job in self._scan(queue):
+            if wanted is not None and job.id not in wanted:
+                keep.setdefault(dlq_url, []).append(job)
+                continue
+            try:
+                action(job)
+            except Exception:
+                log.exception("could not act on failed job %s; it stays in the DLQ", job.id)
+                keep.setdefault(dlq_url, []).append(job)
+                continue
+            self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=job.message.receipt_handle)
+            done.append(job)
+        for dlq_url, jobs in keep.items():
+            self._restore(dlq_url, jobs)
+        return done
+
+    def _resend(self, job: FailedJob) -> None:
+        source = job.queue if job.queue != "?" else job.message.queue
+        body = self._fresh_body(job.body)
+        params: dict[str, Any] = {"QueueUrl": self.connection.url(source), "MessageBody": body}
+        if self.connection.queue_info(source).fifo:
+            params["MessageGroupId"] = job.job
+            params["MessageDeduplicationId"] = f"{job.id}-retry-{uuid.uuid4().hex[:8]}"
+        self._sqs.send_message(**params)
+
+    def _fresh_body(self, body: str) -> str:
+        """Restart the job's clock: dispatched_at is now and retry_until moves with it."""
+        try:
+            envelope = decode(body, self.app.signing_key)
+        except BadMessageError:
+            return body  # unreadable or unsigned: resend as it was, it will be judged again
+        now = time.time()
+        shift = now - parse_iso(envelope.dispatched_at)
+        if envelope.retry_until:
+            envelope.retry_until = utc_iso(parse_iso(envelope.retry_until) + shift)
+        envelope.available_at = None
+        envelope.dispatched_at = utc_iso(now)
+        return envelope.encode(self.app.signing_key)
+
+
+def _received(queue: str, item: dict[str, Any]) -> ReceivedMessage:
+    attributes = item.get("Attributes", {})
+    return ReceivedMessage(
+        queue=queue,
+        message_id=item["MessageId"],
+        receipt_handle=item["ReceiptHandle"],
+        body=item["Body"],
+        receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+        sent_at=int(attributes.get("SentTimestamp", 0)) / 1000,
+        attributes={k: v.get("StringValue", "") for k, v in item.get("MessageAttributes", {}).items()},
+    )
