@@ -6,6 +6,7 @@ development dependency and never loaded by workers or Lambda handlers.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -33,6 +34,8 @@ class LocalAws:
             from .errors import ConfigurationError
 
             raise ConfigurationError("the local AWS needs moto: pip install 'sqsjobs[local]'") from exc
+        # werkzeug logs every request at INFO; that is noise next to a worker's job log.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.host = host
         self.port = port or free_port(host)
         self._server: Any = ThreadedMotoServer(ip_address=host, port=self.port, verbose=False)

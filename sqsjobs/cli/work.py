@@ -28,7 +28,7 @@ def work(
     queue: QueueOption = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once.")] = 1,
     prefetch: Annotated[int, typer.Option(min=0, help="Extra messages held so the next job starts sooner.")] = 0,
-    sleep: Annotated[float, typer.Option(min=0, max=20, help="Long-poll seconds when every queue is empty.")] = 10,
+    sleep: Annotated[float, typer.Option(min=1, max=20, help="Long-poll seconds when every queue is empty.")] = 10,
     tries: Annotated[int | None, typer.Option(min=1, help="Tries for jobs that do not set their own.")] = None,
     timeout: Annotated[
         float | None, typer.Option(min=1, help="Seconds a job may run when it does not set its own.")

@@ -45,6 +45,8 @@ class WorkerOptions:
             raise ValueError("concurrency must be >= 1")
         if self.prefetch < 0:
             raise ValueError("prefetch must be >= 0")
+        if not 1 <= self.sleep <= 20:
+            raise ValueError("sleep (the long-poll wait) must be between 1 and 20 seconds")
         if not self.queues:
             raise ValueError("at least one queue is needed")
         if self.once:

@@ -131,7 +131,8 @@ class Worker:
         opts = self.options
         queues = opts.queues
         single = len(queues) == 1
-        long_wait = max(0, min(20, round(opts.sleep if single else opts.sleep / len(queues))))
+        # Never below 1 s: an empty queue must cost one call per second, not a busy loop.
+        long_wait = max(1, min(20, round(opts.sleep if single else opts.sleep / len(queues))))
         errors = 0
         while not self._stop.is_set():
             with self._cond:
