@@ -60,25 +60,26 @@ class FailedJobs:
         """Every DLQ message once; the caller must `_restore` what it does not consume."""
         for dlq_url, name in self._dlqs(queue).items():
             seen: set[str] = set()
-            empty_polls = 0
-            while empty_polls < 2:
+            while True:
                 response = self._sqs.receive_message(
                     QueueUrl=dlq_url,
                     MaxNumberOfMessages=10,
                     VisibilityTimeout=_SCAN_VISIBILITY_S,
-                    WaitTimeSeconds=0 if empty_polls == 0 else 1,
                     MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
                     MessageAttributeNames=["All"],
                 )
-                raw = response.get("Messages", [])
-                fresh = [m for m in raw if m["MessageId"] not in seen]
-                if not fresh:
-                    empty_polls += 1
-                    continue
-                empty_polls = 0
+                fresh = [m for m in response.get("Messages", []) if m["MessageId"] not in seen]
+                # A short poll samples only some SQS servers, so an empty answer is final only
+                # when the queue agrees that nothing visible is left.
+                if not fresh and not self._visible(dlq_url):
+                    break
                 for item in fresh:
                     seen.add(item["MessageId"])
                     yield dlq_url, FailedJob.from_message(_received(name, item))
+
+    def _visible(self, dlq_url: str) -> int:
+        attrs = self._sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
 
     def _restore(self, dlq_url: str, jobs: builtins.list[FailedJob]) -> None:
         for start in range(0, len(jobs), 10):

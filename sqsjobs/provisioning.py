@@ -39,7 +39,14 @@ def largest_tries(app: App, queue: str) -> tuple[int, str]:
     return best, who
 
 
-def provision(app: App, queues: list[str] | None = None, *, report: Callable[[str], None] = lambda _: None) -> None:
+def provision(
+    app: App,
+    queues: list[str] | None = None,
+    *,
+    report: Callable[[str], None] = lambda _: None,
+    table: bool = True,
+    bucket: bool = True,
+) -> None:
     """Create (or update) every queue with its DLQ and redrive policy, the table and the bucket."""
     sqs = aws.client("sqs")
     for queue in queues or known_queues(app):
@@ -69,8 +76,10 @@ def provision(app: App, queues: list[str] | None = None, *, report: Callable[[st
             f"queue {queue}: {physical} (visibility {app.settings.visibility_timeout}s, "
             f"DLQ {app.settings.dlq_name(physical)}, maxReceiveCount {max_receive})"
         )
-    _provision_table(app, report)
-    _provision_bucket(app, report)
+    if table:
+        _provision_table(app, report)
+    if bucket:
+        _provision_bucket(app, report)
 
 
 def _provision_table(app: App, report: Callable[[str], None]) -> None:

@@ -15,8 +15,9 @@ from .. import logs
 from ..app import App, use
 from ..errors import SqsJobsError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, `| grep`) gets wide tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 AppOption = Annotated[
     str | None,

@@ -37,7 +37,9 @@ def list_(app: AppOption = None, queue: QueueOption = None) -> None:
         console.print("No failed jobs.")
         return
     table = Table(title=f"{len(jobs)} failed job(s)")
-    for column in ("id", "job", "queue", "failed at", "attempts", "reason"):
+    # Ids are copied into `show` / `retry`, so they never wrap or shorten.
+    table.add_column("id", no_wrap=True, min_width=36)
+    for column in ("job", "queue", "failed at", "attempts", "reason"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         table.add_row(job.id, job.job, job.queue, job.failed_at, str(job.attempts), _reason(job.reason, job.error))

@@ -191,8 +191,6 @@ class Worker:
             self.stop("max jobs reached")
         elif opts.max_time is not None and time.monotonic() - self._started >= opts.max_time:
             self.stop("max time reached")
-        elif opts.memory_mb is not None and _rss_mb() >= opts.memory_mb:
-            self.stop(f"memory above {opts.memory_mb} MB", EXIT_MEMORY)
 
     # -- running -----------------------------------------------------------------------
     def _job_loop(self) -> None:

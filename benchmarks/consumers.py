@@ -1,0 +1,178 @@
+"""The consumer child processes: an sqsjobs worker, or a hand-written boto3 loop.
+
+    python -m benchmarks.consumers sqsjobs --queue default --jobs 2000 --out result.json
+    python -m benchmarks.consumers boto3 --queue NAME --jobs 2000 --out result.json
+
+The parent (benchmarks.run) sets the AWS and SQSJOBS_* environment. Each child
+imports and builds its client first, then measures CPU (`time.process_time()`,
+every thread) and wall time around the work loop only, and writes them as JSON
+to --out. The parent also reads the whole process's rusage with os.wait4, which
+includes interpreter start-up and imports.
+
+- sqsjobs: `sqsjobs work`'s own set-up (`build_app`: settings, logging, job import),
+  then `Worker(...).run()` with `concurrency` job threads, `sleep=1` (1 s long poll)
+  and `max_jobs=N`, so it stops the moment the last job is done.
+- boto3: one thread: receive_message(10, WaitTimeSeconds=1), json.loads each body,
+  call a no-op, delete_message_batch; until N messages are deleted.
+- boto3-pool: the same, but each received batch runs on a ThreadPoolExecutor of
+  `concurrency` threads (the worker's threading model, minus everything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+
+def _noop(n: int) -> None:
+    return None
+
+
+def _peak_rss_mb() -> float:
+    """This process's resident-memory high-water mark (VmHWM), which, unlike the rusage a
+    parent reads, never includes the memory of the parent it was forked from."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Measured:
+    """CPU (all threads) and wall time of a block; with `profile`, cProfile of every thread in it."""
+
+    def __init__(self, profile: str | None = None) -> None:
+        self.profile = profile
+        self.cpu_s = 0.0
+        self.wall_s = 0.0
+        self._finish: Callable[[], None] | None = None
+
+    def __enter__(self) -> Measured:
+        if self.profile:
+            self._finish = _profile_threads(self.profile)
+        self.cpu_s, self.wall_s = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu_s, self.wall_s = time.process_time() - self.cpu_s, time.perf_counter() - self.wall_s
+        if self._finish is not None:
+            self._finish()
+
+
+def run_sqsjobs(queue: str, jobs: int, concurrency: int, profile: str | None = None) -> dict[str, Any]:
+    from sqsjobs.cli.common import build_app
+    from sqsjobs.worker import Worker, WorkerOptions
+
+    app = build_app("benchmarks.jobs")
+    _ = app.connection.client  # build the boto3 client now: start-up, not per-job work
+    options = WorkerOptions(queues=[queue], concurrency=concurrency, sleep=1, max_jobs=jobs)
+    worker = Worker(app, options)
+    with Measured(profile) as measured:
+        code = worker.run(install_signals=False)
+    return {"cpu_s": measured.cpu_s, "wall_s": measured.wall_s, "jobs": worker.processed, "exit": code}
+
+
+def run_boto3(queue: str, jobs: int, concurrency: int, pool: bool, profile: str | None = None) -> dict[str, Any]:
+    import boto3
+
+    client = boto3.client("sqs")
+    executor = ThreadPoolExecutor(concurrency) if pool else None
+
+    def handle(message: dict[str, Any]) -> None:
+        _noop(**json.loads(message["Body"])["payload"])
+
+    done = 0
+    deadline = time.monotonic() + 600
+    with Measured(profile) as measured:
+        url = client.get_queue_url(QueueName=queue)["QueueUrl"]
+        while done < jobs and time.monotonic() < deadline:
+            response = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            messages = response.get("Messages", [])
+            if not messages:
+                continue
+            if executor is not None:
+                list(executor.map(handle, messages))
+            else:
+                for message in messages:
+                    handle(message)
+            client.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
+            done += len(messages)
+    if executor is not None:
+        executor.shutdown()
+    return {"cpu_s": measured.cpu_s, "wall_s": measured.wall_s, "jobs": done, "exit": 0 if done >= jobs else 1}
+
+
+def _profile_threads(path: str) -> Callable[[], None]:
+    """Profile every thread (cProfile sees only the thread that enabled it); return a merger."""
+    profiles: list[cProfile.Profile] = []
+    lock = threading.Lock()
+    original = threading.Thread.run
+
+    def run(self: threading.Thread) -> None:
+        profile = cProfile.Profile()
+        with lock:
+            profiles.append(profile)
+        profile.enable()
+        try:
+            original(self)
+        finally:
+            profile.disable()
+
+    threading.Thread.run = run  # type: ignore[method-assign]
+    main = cProfile.Profile()
+    profiles.append(main)
+    main.enable()
+
+    def finish() -> None:
+        main.disable()
+        threading.Thread.run = original  # type: ignore[method-assign]
+        with lock:
+            stats = pstats.Stats(profiles[0])
+            for profile in profiles[1:]:
+                try:
+                    stats.add(profile)
+                except TypeError:  # a thread that never ran anything
+                    continue
+        stats.dump_stats(path)
+
+    return finish
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A benchmark consumer (run by benchmarks.run).")
+    parser.add_argument("kind", choices=["sqsjobs", "boto3", "boto3-pool"])
+    parser.add_argument("--queue", required=True, help="logical queue (sqsjobs) or SQS queue name (boto3)")
+    parser.add_argument("--jobs", type=int, required=True)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--profile", help="write merged cProfile stats of every thread here")
+    args = parser.parse_args(argv)
+
+    if args.kind == "sqsjobs":
+        result = run_sqsjobs(args.queue, args.jobs, args.concurrency, args.profile)
+    else:
+        result = run_boto3(args.queue, args.jobs, args.concurrency, args.kind == "boto3-pool", args.profile)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["pid"] = os.getpid()
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Shared fixtures: a clean AWS environment per test, in-process moto, an App on fresh queues."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import sqsjobs
+from sqsjobs import App, aws
+from sqsjobs.provisioning import provision
+
+_AWS_VARS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_SQS",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_SESSION_TOKEN",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees the developer's AWS account or SQSJOBS_* settings."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SQSJOBS_") or name in _AWS_VARS:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    aws.reset_clients()
+    yield
+    sqsjobs.use(None)
+    aws.reset_clients()
+
+
+@pytest.fixture
+def moto() -> Iterator[None]:
+    """In-process moto: boto3 calls never leave the process."""
+    from moto import mock_aws
+
+    with mock_aws():
+        aws.reset_clients()
+        yield
+    aws.reset_clients()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A fresh queue-name prefix, so no test shares (or deepens) another's queue."""
+    return f"t{uuid.uuid4().hex[:10]}-"
+
+
+@pytest.fixture
+def sqs_app(moto: None, prefix: str) -> Iterator[App]:
+    """An App on the sqs connection with provisioned `default` and `high` queues (VT 30 s)."""
+    app = App(connection="sqs", queue_prefix=prefix, queues=["default", "high"], visibility_timeout=30)
+    provision(app, ["default", "high"], table=False, bucket=False)
+    with app.activate():
+        yield app
+
+
+@pytest.fixture
+def memory_app() -> Iterator[App]:
+    app = App(connection="memory")
+    with app.activate():
+        yield app

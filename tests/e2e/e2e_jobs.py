@@ -1,0 +1,100 @@
+"""Jobs the end-to-end worker subprocesses run (`sqsjobs work --app tests.e2e.e2e_jobs`).
+
+Every job records what happened by appending `<event> <attempt> <unix time>` lines to
+`$E2E_DIR/<job_id>.log`, so a test can count runs exactly from outside the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from sqsjobs import Job
+
+
+def e2e_dir() -> Path:
+    return Path(os.environ["E2E_DIR"])
+
+
+def note(job: Job, event: str) -> None:
+    with open(e2e_dir() / f"{job.job_id}.log", "a") as f:
+        f.write(f"{event} {job.attempts} {time.time():.6f}\n")
+
+
+class Record(Job, name="e2e.record"):
+    """Runs once, optionally slowly; with `order`, appends its tag to `$E2E_DIR/order.log` at start."""
+
+    tag: str = ""
+    sleep: float = 0.0
+    order: bool = False
+
+    def handle(self) -> None:
+        note(self, "start")
+        if self.order:
+            with open(e2e_dir() / "order.log", "a") as f:
+                f.write(f"{self.tag}\n")
+        time.sleep(self.sleep)
+        note(self, "end")
+
+
+class FailTimes(Job, name="e2e.fail-times"):
+    """Raises on the first `failures` attempts, then succeeds."""
+
+    tries = 3
+    backoff = (1, 2)
+
+    failures: int
+
+    def handle(self) -> None:
+        note(self, "start")
+        if self.attempts <= self.failures:
+            note(self, "fail")
+            raise RuntimeError(f"planned failure on attempt {self.attempts}")
+        note(self, "end")
+
+
+class AlwaysFails(Job, name="e2e.always-fails"):
+    """Never succeeds; its `failed()` hook leaves a marker."""
+
+    tries = 2
+    backoff = 0
+
+    tag: str = ""
+
+    def handle(self) -> None:
+        note(self, "start")
+        raise RuntimeError(f"boom {self.tag}")
+
+    def failed(self, exc: BaseException) -> None:
+        note(self, f"failed:{type(exc).__name__}")
+
+
+class SlowPastTimeout(Job, name="e2e.slow-past-timeout"):
+    """Would run 20 s in small interruptible steps; its timeout is 1 s."""
+
+    tries = 1
+    timeout = 1
+
+    def handle(self) -> None:
+        note(self, "start")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        note(self, "end")
+
+    def failed(self, exc: BaseException) -> None:
+        note(self, f"failed:{type(exc).__name__}")
+
+
+class FailsWhileFlagged(Job, name="e2e.fails-while-flagged"):
+    """Fails (no retries) while `$E2E_DIR/flag` exists, succeeds once it is gone."""
+
+    tries = 1
+
+    def handle(self) -> None:
+        note(self, "start")
+        if (e2e_dir() / "flag").exists():
+            note(self, "fail")
+            raise RuntimeError("the flag is up")
+        note(self, "end")

@@ -1,0 +1,67 @@
+"""Small helpers tests share: polling with a deadline, reading queues and DLQs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqsjobs import App, aws
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll `predicate` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def queue_url(app: App, queue: str) -> str:
+    return str(aws.client("sqs").get_queue_url(QueueName=app.settings.physical_queue_name(queue))["QueueUrl"])
+
+
+def dlq_url(app: App, queue: str) -> str:
+    name = app.settings.dlq_name(app.settings.physical_queue_name(queue))
+    return str(aws.client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def drain(url: str, visibility: int = 30) -> list[dict[str, Any]]:
+    """Receive every message on a (shallow) queue, hiding them for `visibility` seconds."""
+    sqs = aws.client("sqs")
+    out: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=visibility,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        ).get("Messages", [])
+        if not got:
+            return out
+        out.extend(got)
+
+
+def dead_letters(app: App, queue: str = "default") -> list[dict[str, Any]]:
+    """The DLQ's messages with attributes flattened to {name: value} under 'attrs'."""
+    out = drain(dlq_url(app, queue))
+    for message in out:
+        message["attrs"] = {k: v["StringValue"] for k, v in message.get("MessageAttributes", {}).items()}
+    return out
+
+
+def counts(app: App, queue: str) -> dict[str, int]:
+    attrs = aws.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url(app, queue),
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return {k: int(v) for k, v in attrs.items()}

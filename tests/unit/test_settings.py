@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from sqsjobs import ConfigurationError, Settings, load_settings
+
+
+def test_queues_come_as_a_comma_list_or_a_json_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQSJOBS_QUEUES", "high, default")
+    assert load_settings().queues == {"high": "high", "default": "default"}
+    monkeypatch.setenv("SQSJOBS_QUEUES", '{"high": "https://sqs.eu-west-1.amazonaws.com/1/prod-high"}')
+    assert load_settings().queues["high"].startswith("https://")
+
+
+def test_physical_names_apply_prefix_and_suffix_but_keep_fifo_last() -> None:
+    settings = Settings(queue_prefix="app-", queue_suffix="-prod", queues={"urls": "https://x/q"})
+    assert settings.physical_queue_name("default") == "app-default-prod"
+    assert settings.physical_queue_name("orders.fifo") == "app-orders-prod.fifo"
+    assert settings.physical_queue_name("urls") == "https://x/q"
+    assert settings.dlq_name("app-orders-prod.fifo") == "app-orders-prod-dlq.fifo"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("SQSJOBS_MAX_DELAY_HOP", "901", "SQSJOBS_MAX_DELAY_HOP"),
+        ("SQSJOBS_CONNECTION", "redis", "SQSJOBS_CONNECTION"),
+        ("SQSJOBS_TRIES", "0", "SQSJOBS_TRIES"),
+        ("SQSJOBS_QUEUES", "{not json", "SQSJOBS_QUEUES"),
+    ],
+)
+def test_a_wrong_value_fails_at_start_up_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=named):
+        load_settings()
