@@ -8,6 +8,7 @@ ChangeMessageVisibilityBatch.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +19,8 @@ from botocore.exceptions import ClientError
 from ..errors import ConfigurationError
 from ..settings import Settings
 from .base import BatchFailure, OutgoingMessage, QueueInfo, ReceivedMessage
+
+log = logging.getLogger("sqsjobs.sqs")
 
 _SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp"]
 
@@ -153,22 +156,24 @@ class SqsConnection:
         url = self.url(queue)
         for start in range(0, len(messages), 10):
             chunk = messages[start : start + 10]
-            self.client.delete_message_batch(
+            response = self.client.delete_message_batch(
                 QueueUrl=url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)],
             )
+            _log_failed("delete", queue, chunk, response)
 
     def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
         url = self.url(queue)
         for start in range(0, len(items), 10):
             chunk = items[start : start + 10]
-            self.client.change_message_visibility_batch(
+            response = self.client.change_message_visibility_batch(
                 QueueUrl=url,
                 Entries=[
                     {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": int(vt)}
                     for i, (m, vt) in enumerate(chunk)
                 ],
             )
+            _log_failed("change visibility of", queue, [m for m, _ in chunk], response)
 
     def counts(self, queue: str) -> dict[str, int]:
         """Approximate visible / in-flight / delayed counts (used by --stop-when-empty and monitor)."""
@@ -196,6 +201,21 @@ def _entry(message: OutgoingMessage) -> dict[str, Any]:
             k: {"DataType": "String", "StringValue": v} for k, v in message.attributes.items()
         }
     return entry
+
+
+def _log_failed(action: str, queue: str, chunk: Sequence[ReceivedMessage], response: dict[str, Any]) -> None:
+    """A batch call can succeed while entries fail (an expired receipt handle, usually): say which."""
+    for failure in response.get("Failed", []):
+        message = chunk[int(failure["Id"])]
+        log.warning(
+            "could not %s message %s on %s: %s %s (its visibility timeout had probably expired; "
+            "another receive may run it again)",
+            action,
+            message.message_id,
+            queue,
+            failure.get("Code", ""),
+            failure.get("Message", ""),
+        )
 
 
 def _code(exc: ClientError) -> str:
