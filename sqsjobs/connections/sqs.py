@@ -35,13 +35,17 @@ class SqsConnection:
 
         self._settings = settings
         self._client_factory = client_factory or (lambda: aws.client("sqs"))
+        self._client: Any = None
         self._urls: dict[str, str] = {}
         self._info: dict[str, QueueInfo] = {}
         self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
-        return self._client_factory()
+        # Resolved once: looking the client up per call would redo region resolution on the hot path.
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
 
     # -- queues -------------------------------------------------------------------------
     def url(self, queue: str) -> str:

@@ -57,17 +57,31 @@ class Housekeeper:
         self._flush_deletes(force=True)
 
     # -- what job threads tell us ------------------------------------------------------
-    def track(self, message: ReceivedMessage) -> None:
-        vt = self._worker.connection.queue_info(message.queue).visibility_timeout
-        elapsed = max(0.0, time.time() - message.received_at) if message.received_at else 0.0
-        with self._lock:
-            self._tracked[message.receipt_handle] = _Tracked(
-                message, vt, time.monotonic() + vt - elapsed, threading.get_ident()
-            )
+    def track(self, messages: list[ReceivedMessage]) -> None:
+        """Keep received messages hidden from other consumers until they are settled.
 
-    def untrack(self, message: ReceivedMessage) -> None:
+        Held (prefetched) messages are extended too, so a message waiting for a free
+        thread is never handed to a second worker.
+        """
+        now = time.monotonic()
+        wall = time.time()
         with self._lock:
-            self._tracked.pop(message.receipt_handle, None)
+            for message in messages:
+                vt = self._worker.connection.queue_info(message.queue).visibility_timeout
+                elapsed = max(0.0, wall - message.received_at) if message.received_at else 0.0
+                self._tracked[message.receipt_handle] = _Tracked(message, vt, now + vt - elapsed, 0)
+
+    def claim(self, message: ReceivedMessage) -> None:
+        """The calling job thread now runs `message` (so a wedged thread's message can be let go)."""
+        with self._lock:
+            tracked = self._tracked.get(message.receipt_handle)
+            if tracked is not None:
+                tracked.thread_id = threading.get_ident()
+
+    def untrack(self, messages: list[ReceivedMessage]) -> None:
+        with self._lock:
+            for message in messages:
+                self._tracked.pop(message.receipt_handle, None)
 
     def delete_later(self, message: ReceivedMessage) -> None:
         with self._lock:

@@ -148,15 +148,18 @@ class Worker:
                 if not single:
                     got = self._receive_first(queues, wanted, 0)
                 if not got:
-                    got = self._receive_first(queues, wanted, long_wait if not single or not opts.once else 0)
+                    got = self._receive_first(queues, wanted, long_wait)
                 errors = 0
             except Exception:
                 errors += 1
                 log.exception("receive failed (%d in a row); trying again", errors)
                 self._stop.wait(min(30.0, 0.5 * 2**errors))
                 continue
-            if not got and self._idle() and (opts.stop_when_empty or opts.once) and self._queues_empty():
-                self.stop("queues empty")
+            if not got and self._idle():
+                if opts.once:
+                    self.stop("no job to run")
+                elif opts.stop_when_empty and self._queues_empty():
+                    self.stop("queues empty")
 
     def _receive_first(self, queues: list[str], wanted: int, wait: int) -> bool:
         """Receive from the first queue (in priority order) that has messages."""
@@ -168,6 +171,7 @@ class Worker:
                 if self._stop.is_set():
                     self._return_to_queue(messages)
                     return False
+                self._housekeeper.track(messages)
                 with self._cond:
                     self._held.extend(messages)
                     self._cond.notify_all()
@@ -204,17 +208,17 @@ class Worker:
                     return
                 message = self._held.popleft()
                 self._running += 1
-            self._housekeeper.track(message)
+            self._housekeeper.claim(message)
             try:
                 decision = self.app.runner.process(message, self.connection, self._guard)
             except BaseException:
                 # The runner never raises for a job's own errors; this is our bug or an
                 # interpreter exit. Leave the message to its visibility timeout.
                 log.exception("runner crashed on message %s; it will be redelivered", message.message_id)
-                self._housekeeper.untrack(message)
+                self._housekeeper.untrack([message])
                 self._finish()
                 continue
-            self._housekeeper.untrack(message)
+            self._housekeeper.untrack([message])
             self._settle(message, decision)
             self._finish()
 
@@ -258,6 +262,7 @@ class Worker:
 
     def _return_to_queue(self, messages: list[ReceivedMessage]) -> None:
         """Make held-but-unstarted messages visible at once, so a stop strands nothing."""
+        self._housekeeper.untrack(messages)
         by_queue: dict[str, list[tuple[ReceivedMessage, int]]] = {}
         for message in messages:
             by_queue.setdefault(message.queue, []).append((message, 0))
