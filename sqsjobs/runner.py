@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -49,6 +50,15 @@ _EARLY_TOLERANCE_S = 1.0
 _DLQ_RETRY_DELAY_S = 30
 
 
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A job that should run now, as `Runner.begin` hands it to whoever calls `handle()`."""
+
+    job: Job
+    message: ReceivedMessage
+    connection: Connection
+
+
 class Runner:
     """Decides what happens to one message. Stateless between messages; safe across threads."""
 
@@ -60,6 +70,25 @@ class Runner:
 
         `via` is the connection the message came from (DLQ writes and delay hops go
         there); `guard` wraps `handle()` so a way in can enforce the job's timeout.
+        """
+        step = self.begin(message, via)
+        if not isinstance(step, Run):
+            return step
+        started = time.perf_counter()
+        try:
+            with guard(step.job) if guard is not None else contextlib.nullcontext():
+                result = step.job.handle()
+                if inspect.isawaitable(result):
+                    asyncio.run(_await(result))
+        except Exception as exc:
+            return self.finish(step, exc, time.perf_counter() - started)
+        return self.finish(step, None, time.perf_counter() - started)
+
+    def begin(self, message: ReceivedMessage, via: Connection | None = None) -> Run | Decision:
+        """Everything before `handle()`: a Run when the job should run now, else the decision.
+
+        Split from `finish` so a way in that runs `handle()` itself (the asyncio worker,
+        awaiting it on its loop) still leaves every judgement to the core.
         """
         connection = via or self.app.connection
         now = self.app.clock()
@@ -84,8 +113,7 @@ class Runner:
 
         attempts = message.receive_count
         tries = cls.tries or self.app.settings.tries
-        context = JobContext(envelope.id, attempts, message.queue, envelope)
-        job._ctx = context
+        job._ctx = JobContext(envelope.id, attempts, message.queue, envelope)
         if attempts > tries:
             exhausted = MaxAttemptsExceededError(
                 f"{cls.job_name} was received {attempts} times but allows {tries} tries; "
@@ -98,21 +126,20 @@ class Runner:
 
         start_ref = envelope.available_at or envelope.dispatched_at
         self._emit("processing", job, message, wait_s=max(0.0, now - _ts(start_ref, now)))
-        started = time.perf_counter()
-        try:
-            with guard(job) if guard is not None else contextlib.nullcontext():
-                result = job.handle()
-                if inspect.isawaitable(result):
-                    asyncio.run(_await(result))
-        except Exception as exc:
-            return self._after_exception(message, connection, job, exc, time.perf_counter() - started)
-        runtime = time.perf_counter() - started
+        return Run(job, message, connection)
 
+    def finish(self, run: Run, error: Exception | None, runtime: float) -> Decision:
+        """Everything after `handle()` returned (error None) or raised `error`."""
+        job, message, connection = run.job, run.message, run.connection
+        if error is not None:
+            return self._after_exception(message, connection, job, error, runtime)
+        context = job._ctx
+        assert context is not None
         if context.fail_reason is not None:
             failed = JobFailedError(context.fail_reason)
             return self._fail(message, connection, job, failed, "failed_by_job", self.app.clock(), runtime)
         if context.released:
-            delay = context.release_delay if context.release_delay is not None else job.backoff_for(attempts)
+            delay = context.release_delay if context.release_delay is not None else job.backoff_for(context.attempts)
             self._emit("released", job, message, runtime_s=runtime, delay=delay)
             return Release(delay, "released by the job")
         self._emit("processed", job, message, runtime_s=runtime)

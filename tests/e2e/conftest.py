@@ -100,7 +100,9 @@ class Process:
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"process still running after {timeout}s; stderr tail:\n{self.stderr()[-3000:]}")
+            raise AssertionError(
+                f"process still running after {timeout}s; stderr tail:\n{self.stderr()[-3000:]}"
+            ) from None
 
     def stdout(self) -> str:
         return self.stdout_path.read_text(errors="replace")
@@ -228,9 +230,7 @@ class E2E:
         n = len(self.processes)
         out, err = self.logs / f"{n}.out", self.logs / f"{n}.err"
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
-            popen = subprocess.Popen(
-                [*CLI, *args], cwd=self.root, env=env or self.env(), stdout=stdout, stderr=stderr
-            )
+            popen = subprocess.Popen([*CLI, *args], cwd=self.root, env=env or self.env(), stdout=stdout, stderr=stderr)
         process = Process(popen, out, err)
         self.processes.append(process)
         return process
@@ -239,7 +239,9 @@ class E2E:
         """`sqsjobs work --app tests.e2e.e2e_jobs --sleep 1 ARGS` as a subprocess."""
         return self.spawn(["work", "--app", JOBS_MODULE, "--sleep", "1", *args], env)
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
         process = self.spawn(args, env)
         code = process.wait(timeout)
         return subprocess.CompletedProcess(process.popen.args, code, process.stdout(), process.stderr())
@@ -253,7 +255,9 @@ class E2E:
 
 
 @pytest.fixture
-def e2e(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[E2E]:
+def e2e(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[E2E]:
     """Point this test (only) at the moto server; kill every subprocess it started afterwards."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     aws.reset_clients()
