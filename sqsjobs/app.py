@@ -23,6 +23,7 @@ from .registry import Registry, default_registry
 from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from .connections.sqs_async import AsyncSqsSender
     from .runner import Runner
 
 
@@ -58,6 +59,7 @@ class App:
         self._connection_arg = connection or settings.connection
         self._connection: Connection | None = None
         self._runner: Runner | None = None
+        self._async_sender: AsyncSqsSender | None = None
         self._lock = threading.Lock()
         key = settings.signing_key
         self.signing_key = key.get_secret_value().encode() if key is not None else None
@@ -69,6 +71,15 @@ class App:
                 if self._connection is None:
                     self._connection = self._build_connection(self._connection_arg)
         return self._connection
+
+    @property
+    def async_sender(self) -> AsyncSqsSender:
+        """The aiobotocore sender behind `dispatch_async` (needs `pip install sqsjobs[async]`)."""
+        if self._async_sender is None:
+            from .connections.sqs_async import AsyncSqsSender
+
+            self._async_sender = AsyncSqsSender(self.settings)
+        return self._async_sender
 
     @property
     def runner(self) -> Runner:

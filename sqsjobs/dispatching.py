@@ -7,6 +7,7 @@ silently truncated.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .app import App, current_app
-from .connections.base import OutgoingMessage
+from .connections.base import BatchFailure, OutgoingMessage
 from .decisions import Fail
 from .envelope import Envelope
 from .errors import DispatchError
@@ -131,22 +132,25 @@ def dispatch_many(
     DispatchError naming every job that was not queued (the others were).
     """
     app = app or current_app()
-    by_queue: dict[str, list[tuple[Envelope, OutgoingMessage]]] = {}
-    for index, job in enumerate(jobs):
-        name, envelope, message = build_message(app, job, queue=queue, delay=delay, entry_id=f"e{index}")
-        by_queue.setdefault(name, []).append((envelope, message))
-
     results: list[Dispatched] = []
     not_queued: list[tuple[str, str, str]] = []
-    for name, items in by_queue.items():
+    for name, items in _by_queue(app, jobs, queue, delay).items():
         for chunk in _chunks(items):
             sent, failed = _send_chunk(app, name, chunk)
             results.extend(Dispatched(env.id, env.job, name) for env in sent)
             not_queued.extend(failed)
-    if not_queued:
-        listed = ", ".join(f"{job} {job_id} ({reason})" for job_id, job, reason in not_queued)
-        raise DispatchError(f"{len(not_queued)} job(s) were not queued: {listed}", not_queued)
+    _raise_not_queued(not_queued)
     return results
+
+
+def _by_queue(
+    app: App, jobs: Iterable[Job], queue: str | None, delay: DelayLike | None
+) -> dict[str, list[tuple[Envelope, OutgoingMessage]]]:
+    by_queue: dict[str, list[tuple[Envelope, OutgoingMessage]]] = {}
+    for index, job in enumerate(jobs):
+        name, envelope, message = build_message(app, job, queue=queue, delay=delay, entry_id=f"e{index}")
+        by_queue.setdefault(name, []).append((envelope, message))
+    return by_queue
 
 
 def _chunks(
@@ -175,22 +179,102 @@ def _send_chunk(
         try:
             failures = app.connection.send_batch(queue, [m for _, m in pending.values()])
         except (ClientError, BotoCoreError) as exc:
-            # botocore already retried throttling and connection errors; what is left is final.
-            not_queued.extend((env.id, env.job, str(exc)) for env, _ in pending.values())
+            not_queued.extend(_all_failed(pending, exc))
             break
-        retry = {}
-        for failure in failures:
-            envelope, message = pending[failure.entry_id]
-            if failure.sender_fault or attempt == _BATCH_RETRIES - 1:
-                not_queued.append((envelope.id, envelope.job, f"{failure.code}: {failure.message}"))
-            else:
-                retry[failure.entry_id] = (envelope, message)
-        if not retry:
+        pending = _sort_failures(pending, failures, attempt, not_queued)
+        if not pending:
             break
-        pending = retry
         time.sleep(0.05 * 2**attempt)
+    return _sent(chunk, not_queued), not_queued
+
+
+_Pending = dict[str, tuple[Envelope, OutgoingMessage]]
+
+
+def _all_failed(pending: _Pending, exc: Exception) -> list[tuple[str, str, str]]:
+    # botocore already retried throttling and connection errors; what is left is final.
+    return [(env.id, env.job, str(exc)) for env, _ in pending.values()]
+
+
+def _sort_failures(
+    pending: _Pending, failures: list[BatchFailure], attempt: int, not_queued: list[tuple[str, str, str]]
+) -> _Pending:
+    """Record final failures in `not_queued`; return the entries worth another try."""
+    retry: _Pending = {}
+    for failure in failures:
+        envelope, message = pending[failure.entry_id]
+        if failure.sender_fault or attempt == _BATCH_RETRIES - 1:
+            not_queued.append((envelope.id, envelope.job, f"{failure.code}: {failure.message}"))
+        else:
+            retry[failure.entry_id] = (envelope, message)
+    return retry
+
+
+def _sent(chunk: list[tuple[Envelope, OutgoingMessage]], not_queued: list[tuple[str, str, str]]) -> list[Envelope]:
     failed_ids = {job_id for job_id, _, _ in not_queued}
-    return [env for env, _ in chunk if env.id not in failed_ids], not_queued
+    return [env for env, _ in chunk if env.id not in failed_ids]
+
+
+def _raise_not_queued(not_queued: list[tuple[str, str, str]]) -> None:
+    if not_queued:
+        listed = ", ".join(f"{job} {job_id} ({reason})" for job_id, job, reason in not_queued)
+        raise DispatchError(f"{len(not_queued)} job(s) were not queued: {listed}", not_queued)
+
+
+# -- from async code ------------------------------------------------------------------------
+async def dispatch_async(
+    job: Job,
+    *,
+    queue: str | None = None,
+    delay: DelayLike | None = None,
+    group: str | None = None,
+    deduplication_id: str | None = None,
+    app: App | None = None,
+) -> Dispatched:
+    """`dispatch` for async code: on the sqs connection the send never blocks the event loop."""
+    app = app or current_app()
+    if app.connection.name != "sqs":
+        return dispatch(job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id, app=app)
+    name, envelope, message = build_message(
+        app, job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id
+    )
+    try:
+        message_id = await app.async_sender.send(name, message)
+    except (ClientError, BotoCoreError) as exc:
+        raise DispatchError(
+            f"{envelope.job} ({envelope.id}) was not queued on {name!r}: {exc}",
+            [(envelope.id, envelope.job, str(exc))],
+        ) from exc
+    return Dispatched(envelope.id, envelope.job, name, message_id)
+
+
+async def dispatch_many_async(
+    jobs: Iterable[Job], *, queue: str | None = None, delay: DelayLike | None = None, app: App | None = None
+) -> list[Dispatched]:
+    """`dispatch_many` for async code, with the same chunking, retries and errors."""
+    app = app or current_app()
+    if app.connection.name != "sqs":
+        return dispatch_many(jobs, queue=queue, delay=delay, app=app)
+    results: list[Dispatched] = []
+    not_queued: list[tuple[str, str, str]] = []
+    for name, items in _by_queue(app, jobs, queue, delay).items():
+        for chunk in _chunks(items):
+            pending = {message.entry_id: (envelope, message) for envelope, message in chunk}
+            failed_here: list[tuple[str, str, str]] = []
+            for attempt in range(_BATCH_RETRIES):
+                try:
+                    failures = await app.async_sender.send_batch(name, [m for _, m in pending.values()])
+                except (ClientError, BotoCoreError) as exc:
+                    failed_here.extend(_all_failed(pending, exc))
+                    break
+                pending = _sort_failures(pending, failures, attempt, failed_here)
+                if not pending:
+                    break
+                await asyncio.sleep(0.05 * 2**attempt)
+            results.extend(Dispatched(env.id, env.job, name) for env in _sent(chunk, failed_here))
+            not_queued.extend(failed_here)
+    _raise_not_queued(not_queued)
+    return results
 
 
 def dispatch_sync(job: Job, app: App | None = None) -> None:

@@ -156,6 +156,19 @@ class Job(BaseModel):
 
         return dispatch(self, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id)
 
+    async def dispatch_async(
+        self,
+        *,
+        queue: str | None = None,
+        delay: DelayLike | None = None,
+        group: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> Dispatched:
+        """`dispatch` for async code (aiobotocore): never blocks the event loop."""
+        from .dispatching import dispatch_async
+
+        return await dispatch_async(self, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id)
+
     def dispatch_if(self, condition: bool, **options: Any) -> Dispatched | None:
         return self.dispatch(**options) if condition else None
 
@@ -179,3 +192,12 @@ class Job(BaseModel):
         from .dispatching import dispatch_many
 
         return dispatch_many(jobs, queue=queue, delay=delay)
+
+    @classmethod
+    async def dispatch_many_async(
+        cls, jobs: Iterable[Job], *, queue: str | None = None, delay: DelayLike | None = None
+    ) -> list[Dispatched]:
+        """`dispatch_many` for async code."""
+        from .dispatching import dispatch_many_async
+
+        return await dispatch_many_async(jobs, queue=queue, delay=delay)

@@ -44,8 +44,6 @@ log = logging.getLogger("sqsjobs.runner")
 #: Wraps one run of `handle()`; the poller uses it to enforce `timeout`.
 Guard = Callable[[Job], contextlib.AbstractContextManager[None]]
 
-#: A message that arrives this early for its `available_at` still runs (clock skew, rounding).
-_EARLY_TOLERANCE_S = 1.0
 #: How long to wait before trying again when the DLQ itself could not be written.
 _DLQ_RETRY_DELAY_S = 30
 
@@ -84,6 +82,15 @@ class Runner:
             return self.finish(step, exc, time.perf_counter() - started)
         return self.finish(step, None, time.perf_counter() - started)
 
+    def timeout_for(self, message: ReceivedMessage) -> float:
+        """Seconds the message's job may run; 0 for a message that will not run at all."""
+        try:
+            envelope = decode(message.body, self.app.signing_key)
+            cls = self.app.registry.get(envelope.job)
+        except BadMessageError:
+            return 0.0
+        return float(cls.timeout or self.app.settings.timeout)
+
     def begin(self, message: ReceivedMessage, via: Connection | None = None) -> Run | Decision:
         """Everything before `handle()`: a Run when the job should run now, else the decision.
 
@@ -101,7 +108,8 @@ class Runner:
 
         if envelope.available_at is not None:
             remaining = parse_iso(envelope.available_at) - now
-            if remaining > _EARLY_TOLERANCE_S:
+            # Never early, not even by a second: a last short hop is cheaper than a broken promise.
+            if remaining > 0:
                 return self._defer(message, connection, envelope, remaining)
 
         try:

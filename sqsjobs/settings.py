@@ -33,6 +33,10 @@ class Settings(BaseSettings):
             900 is the SQS maximum; lower it only to test hops quickly.
         tries: attempts for jobs that do not set `tries` (never unlimited).
         timeout: seconds a job may run when it does not set `timeout` (poller-enforced).
+        lambda_deadline_margin: seconds kept free at the end of a Lambda invocation: a record
+            is not started unless its job's timeout plus this margin still fits.
+        lambda_fifo_skip_group: on FIFO queues, a failed record holds back only the rest of
+            its own message group (not the whole batch).
         dlq_suffix: name suffix of the dead-letter queues that `provision` creates.
         max_receive_count: redrive `maxReceiveCount` that `provision` sets (raised to
             exceed the largest `tries` of the jobs it knows).
@@ -56,6 +60,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     max_delay_hop: int = Field(default=900, ge=1, le=900)
+    lambda_deadline_margin: float = Field(default=2.0, ge=0)
+    lambda_fifo_skip_group: bool = False
     dlq_suffix: str = "-dlq"
     max_receive_count: int = Field(default=10, ge=2, le=1000)
     visibility_timeout: int = Field(default=60, ge=5, le=43200)
@@ -81,6 +87,22 @@ class Settings(BaseSettings):
         fifo = target.endswith(".fifo")
         base = target[: -len(".fifo")] if fifo else target
         return f"{self.queue_prefix}{base}{self.queue_suffix}" + (".fifo" if fifo else "")
+
+    def logical_queue_name(self, physical_name: str) -> str:
+        """The logical name for an SQS queue name (the inverse of `physical_queue_name`)."""
+        for logical, target in self.queues.items():
+            if (
+                target.rstrip("/").rsplit("/", 1)[-1] == physical_name
+                or self.physical_queue_name(logical) == physical_name
+            ):
+                return logical
+        fifo = physical_name.endswith(".fifo")
+        base = physical_name[: -len(".fifo")] if fifo else physical_name
+        if self.queue_prefix and base.startswith(self.queue_prefix):
+            base = base[len(self.queue_prefix) :]
+        if self.queue_suffix and base.endswith(self.queue_suffix):
+            base = base[: -len(self.queue_suffix)]
+        return base + (".fifo" if fifo else "")
 
     def dlq_name(self, physical_name: str) -> str:
         """The dead-letter queue name `provision` pairs with a queue."""

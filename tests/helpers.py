@@ -65,3 +65,10 @@ def counts(app: App, queue: str) -> dict[str, int]:
         ],
     )["Attributes"]
     return {k: int(v) for k, v in attrs.items()}
+
+
+def work_for(seconds: float, step: float = 0.05) -> None:
+    """Simulate a job's work: small steps, so a timeout interrupt lands within `step`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(step)

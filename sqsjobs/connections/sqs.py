@@ -102,13 +102,13 @@ class SqsConnection:
 
     # -- sending ------------------------------------------------------------------------
     def send(self, queue: str, message: OutgoingMessage) -> str:
-        params = _entry(message)
+        params = entry_params(message)
         params.pop("Id")
         response = self.client.send_message(QueueUrl=self.url(queue), **params)
         return str(response["MessageId"])
 
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[BatchFailure]:
-        response = self.client.send_message_batch(QueueUrl=self.url(queue), Entries=[_entry(m) for m in messages])
+        response = self.client.send_message_batch(QueueUrl=self.url(queue), Entries=[entry_params(m) for m in messages])
         return [
             BatchFailure(f["Id"], f.get("Code", ""), f.get("Message", ""), bool(f.get("SenderFault")))
             for f in response.get("Failed", [])
@@ -121,7 +121,7 @@ class SqsConnection:
                 f"queue {queue!r} has no dead-letter queue (RedrivePolicy); failed jobs have nowhere to go. "
                 "Run `sqsjobs provision` or attach a DLQ"
             )
-        params = _entry(message)
+        params = entry_params(message)
         params.pop("Id")
         params.pop("DelaySeconds", None)
         if info.dlq_url.endswith(".fifo"):
@@ -192,7 +192,7 @@ class SqsConnection:
         return {k: int(v) for k, v in attrs.items()}
 
 
-def _entry(message: OutgoingMessage) -> dict[str, Any]:
+def entry_params(message: OutgoingMessage) -> dict[str, Any]:
     entry: dict[str, Any] = {"Id": message.entry_id or "0", "MessageBody": message.body}
     if message.delay_seconds:
         entry["DelaySeconds"] = message.delay_seconds

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from sqsjobs import Job
+from tests.helpers import work_for
 
 
 def e2e_dir() -> Path:
@@ -34,7 +35,7 @@ class Record(Job, name="e2e.record"):
         if self.order:
             with open(e2e_dir() / "order.log", "a") as f:
                 f.write(f"{self.tag}\n")
-        time.sleep(self.sleep)
+        work_for(self.sleep)
         note(self, "end")
 
 
@@ -78,9 +79,7 @@ class SlowPastTimeout(Job, name="e2e.slow-past-timeout"):
 
     def handle(self) -> None:
         note(self, "start")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
+        work_for(20)
         note(self, "end")
 
     def failed(self, exc: BaseException) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from sqsjobs import App, ConfigurationError, Job, JobTimeoutError, aws
 from sqsjobs.worker import Worker, WorkerOptions
-from tests.helpers import counts, dead_letters, drain, queue_url, wait_for
+from tests.helpers import counts, dead_letters, drain, queue_url, wait_for, work_for
 
 
 class Log(Job, abstract=True):
@@ -36,7 +36,7 @@ class Slow(Log, name="worker.slow"):
 
     def handle(self) -> None:
         self.note("start")
-        time.sleep(self.seconds)
+        work_for(self.seconds)
         self.note("end")
 
 
@@ -46,8 +46,7 @@ class Hangs(Log, name="worker.hangs"):
 
     def handle(self) -> None:
         self.note("start")
-        for _ in range(200):
-            time.sleep(0.05)
+        work_for(10)
         self.note("end")
 
 
@@ -60,7 +59,7 @@ class Stubborn(Log, name="worker.stubborn"):
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline:
             try:
-                time.sleep(0.05)
+                work_for(0.05)
             except JobTimeoutError:
                 self.note("ignored timeout")
 
