@@ -17,6 +17,8 @@ EXAMPLES = """[bold]Examples[/]
 
   sqsjobs work -a myapp.jobs --max-jobs 1000 --memory 512   [dim]# recycle the process[/]
 
+  sqsjobs work -a myapp.jobs --async --concurrency 100     [dim]# async def handle jobs on one event loop[/]
+
 SIGTERM or Ctrl-C: stop receiving, return held messages at once, finish running jobs, exit 0.
 Exit codes: 0 stopped, 1 a job could not be interrupted after its timeout, 2 configuration error,
 12 memory limit reached.
@@ -38,6 +40,9 @@ def work(
     max_time: Annotated[float | None, typer.Option(min=1, help="Stop after this many seconds.")] = None,
     stop_when_empty: Annotated[bool, typer.Option(help="Stop once every queue is empty.")] = False,
     once: Annotated[bool, typer.Option(help="Run a single job, then stop.")] = False,
+    async_: Annotated[
+        bool, typer.Option("--async", help="Run jobs as tasks on one asyncio event loop (async def handle).")
+    ] = False,
     log_format: Annotated[str | None, typer.Option(help="text or json (SQSJOBS_LOG_FORMAT).")] = None,
 ) -> None:
     """Run jobs from one or more queues until stopped."""
@@ -54,6 +59,7 @@ def work(
             max_time=max_time,
             stop_when_empty=stop_when_empty,
             once=once,
+            event_loop=async_,
         )
         code = Worker(application, options).run()
     raise typer.Exit(code)

@@ -23,6 +23,9 @@ class WorkerOptions:
         stop_when_empty: stop once every queue is empty (including delayed and in-flight).
         once: run at most one job, then stop.
         heartbeat: extend visibility while a job runs, so long jobs never run twice.
+        event_loop: run jobs as tasks on one asyncio event loop (`--async`): `async def handle`
+            jobs run concurrently and are really cancelled at their timeout; plain `def handle`
+            jobs run in a thread pool beside the loop.
         delete_flush_s: longest a finished message waits to be deleted in a batch.
     """
 
@@ -38,6 +41,7 @@ class WorkerOptions:
     stop_when_empty: bool = False
     once: bool = False
     heartbeat: bool = True
+    event_loop: bool = False
     delete_flush_s: float = 0.2
 
     def __post_init__(self) -> None:

@@ -58,16 +58,26 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         log.info(
-            "worker started: queues=%s concurrency=%d prefetch=%d",
+            "worker started: queues=%s concurrency=%d prefetch=%d mode=%s",
             ",".join(self.options.queues),
             self.options.concurrency,
             self.options.prefetch,
+            "asyncio" if self.options.event_loop else "threads",
         )
         self._housekeeper.start()
-        for index in range(self.options.concurrency):
-            thread = threading.Thread(target=self._job_loop, name=f"sqsjobs-job-{index}", daemon=True)
+        if self.options.event_loop:
+            from .event_loop import run_event_loop
+
+            self._threads.append(
+                threading.Thread(target=run_event_loop, args=(self,), name="sqsjobs-loop", daemon=True)
+            )
+        else:
+            self._threads.extend(
+                threading.Thread(target=self._job_loop, name=f"sqsjobs-job-{index}", daemon=True)
+                for index in range(self.options.concurrency)
+            )
+        for thread in self._threads:
             thread.start()
-            self._threads.append(thread)
         try:
             self._receive_loop()
         finally:
@@ -197,17 +207,20 @@ class Worker:
             self.stop("max time reached")
 
     # -- running -----------------------------------------------------------------------
+    def _take(self) -> ReceivedMessage | None:
+        """Block until a held message may start; None once the worker is stopping."""
+        with self._cond:
+            while not self._stop.is_set() and (not self._held or self._running >= self.options.concurrency):
+                self._cond.wait(0.5)
+            if self._stop.is_set() or (
+                self.options.max_jobs is not None and self.processed + self._running >= self.options.max_jobs
+            ):
+                return None
+            self._running += 1
+            return self._held.popleft()
+
     def _job_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._held and not self._stop.is_set():
-                    self._cond.wait(0.5)
-                if self._stop.is_set() or (
-                    self.options.max_jobs is not None and self.processed + self._running >= self.options.max_jobs
-                ):
-                    return
-                message = self._held.popleft()
-                self._running += 1
+        while (message := self._take()) is not None:
             self._housekeeper.claim(message)
             try:
                 decision = self.app.runner.process(message, self.connection, self._guard)
@@ -218,9 +231,12 @@ class Worker:
                 self._housekeeper.untrack([message])
                 self._finish()
                 continue
-            self._housekeeper.untrack([message])
-            self._settle(message, decision)
-            self._finish()
+            self._done(message, decision)
+
+    def _done(self, message: ReceivedMessage, decision: Decision) -> None:
+        self._housekeeper.untrack([message])
+        self._settle(message, decision)
+        self._finish()
 
     def _finish(self) -> None:
         with self._cond:
@@ -232,9 +248,11 @@ class Worker:
         if self.options.max_jobs is not None and self.processed >= self.options.max_jobs:
             self.stop("max jobs reached")
 
+    def timeout_of(self, job: Job) -> float:
+        return float(type(job).timeout or self.options.timeout or self.app.settings.timeout)
+
     def _guard(self, job: Job) -> contextlib.AbstractContextManager[None]:
-        timeout = type(job).timeout or self.options.timeout or self.app.settings.timeout
-        return self._enforcer.guard(type(job).job_name, timeout, time.monotonic())
+        return self._enforcer.guard(type(job).job_name, self.timeout_of(job), time.monotonic())
 
     def _settle(self, message: ReceivedMessage, decision: Decision) -> None:
         if deletes_source(decision):
