@@ -144,6 +144,7 @@ class Worker:
         # Never below 1 s: an empty queue must cost one call per second, not a busy loop.
         long_wait = max(1, min(20, round(opts.sleep if single else opts.sleep / len(queues))))
         errors = 0
+        empty_checks = 0
         while not self._stop.is_set():
             with self._cond:
                 while not self._stop.is_set() and (wanted := self._wanted()) == 0:
@@ -165,10 +166,15 @@ class Worker:
                 log.exception("receive failed (%d in a row); trying again", errors)
                 self._stop.wait(min(30.0, 0.5 * 2**errors))
                 continue
-            if not got and self._idle():
-                if opts.once:
-                    self.stop("no job to run")
-                elif opts.stop_when_empty and self._queues_empty():
+            if got or not self._idle():
+                empty_checks = 0
+            elif opts.once:
+                self.stop("no job to run")
+            elif opts.stop_when_empty and self._queues_empty():
+                # Queue counts are approximate (and not one atomic snapshot even on moto):
+                # only two empty looks in a row, one long poll apart, end the worker.
+                empty_checks += 1
+                if empty_checks >= 2:
                     self.stop("queues empty")
 
     def _receive_first(self, queues: list[str], wanted: int, wait: int) -> bool:

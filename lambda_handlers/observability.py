@@ -1,0 +1,65 @@
+"""Powertools Logger and Metrics for the Lambda handler, each switched on by its own environment.
+
+- `POWERTOOLS_SERVICE_NAME` set: job start/finish lines go through Powertools' Logger
+  (JSON, with job id, name, queue and attempt as keys, and the envelope's id as
+  correlation id).
+- `POWERTOOLS_METRICS_NAMESPACE` set: EMF metrics per job name — processed,
+  failed, released (counts) and runtime (milliseconds).
+
+Neither module is imported unless its variable is set, to keep cold starts light.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqsjobs.app import App
+from sqsjobs.events import JobEvent
+
+_METRIC_FOR = {"processed": "processed", "failed": "failed", "rejected": "failed", "released": "released"}
+
+
+def install(app: App) -> None:
+    if os.environ.get("POWERTOOLS_SERVICE_NAME"):
+        app.events.listen(_powertools_log_listener())
+    if os.environ.get("POWERTOOLS_METRICS_NAMESPACE"):
+        app.events.listen(_metrics_listener())
+
+
+def _powertools_log_listener() -> Any:
+    import logging
+
+    from aws_lambda_powertools import Logger
+
+    logger = Logger(logger_name="sqsjobs.jobs")
+    logging.getLogger("sqsjobs.jobs").propagate = False
+
+    def listen(event: JobEvent) -> None:
+        fields = {"job_id": event.job_id, "job": event.job_name, "queue": event.queue, "attempt": event.attempt}
+        logger.set_correlation_id(event.job_id)
+        if event.kind == "processing":
+            logger.info("job started", extra={**fields, "wait_ms": round(event.wait_s * 1000)})
+        else:
+            extra: dict[str, Any] = {**fields, "outcome": event.kind, "runtime_ms": round(event.runtime_s * 1000, 1)}
+            if event.error:
+                extra["error"] = f"{event.error_type}: {event.error}"
+            (logger.warning if event.kind in ("failed", "rejected") else logger.info)(f"job {event.kind}", extra=extra)
+
+    return listen
+
+
+def _metrics_listener() -> Any:
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    def listen(event: JobEvent) -> None:
+        name = _METRIC_FOR.get(event.kind)
+        if name is None:
+            return
+        # single_metric writes one EMF document per metric, with the job name as its dimension.
+        with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
+            metric.add_dimension(name="job", value=event.job_name)
+        with single_metric(name="runtime", unit=MetricUnit.Milliseconds, value=event.runtime_s * 1000) as metric:
+            metric.add_dimension(name="job", value=event.job_name)
+
+    return listen

@@ -1,0 +1,856 @@
+"""infra/template.yaml: the wiring that keeps sqsjobs' guarantees on AWS, and cfn-lint on every template.
+
+The template is read with a small YAML loader that understands CloudFormation's short tags, its
+Fn::ForEach loops are expanded as AWS::LanguageExtensions does, and intrinsic functions are resolved
+against the parameters' defaults (or overrides). References to resources resolve to markers:
+`{"Ref": "Table"}` -> "@Table", `{"Fn::GetAtt": ["Queuehigh", "Arn"]}` -> "@Queuehigh.Arn".
+
+Each `check_*` function holds the assertions for one concern. They run against the real template, and
+`test_check_catches_a_broken_template` runs each of them against a template broken on purpose, so an
+assertion that could never fail is itself a failing test. This module imports nothing from sqsjobs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+TEMPLATE = INFRA / "template.yaml"
+
+SQS_ACTIONS = {
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:SendMessage",
+    "sqs:GetQueueUrl",
+    "sqs:GetQueueAttributes",
+}
+CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+DYNAMODB_ITEM_ACTIONS = {
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:Query",
+}
+S3_OBJECT_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
+LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+FOURTEEN_DAYS = 14 * 24 * 3600
+WORKER_SLEEP = 10  # `sqsjobs work --sleep` default: how long a SIGTERM may wait for the long poll to return
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """A SafeLoader that turns `!Ref x`, `!Sub ...`, `!GetAtt a.b` ... into their long forms."""
+
+
+def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    else:
+        raise yaml.constructor.ConstructorError(None, None, f"unexpected node for !{suffix}", node.start_mark)
+    if suffix in ("Ref", "Condition"):
+        return {suffix: value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        return {"Fn::GetAtt": value.split(".", 1)}
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_raw(path: Path = TEMPLATE) -> dict[str, Any]:
+    return yaml.load(path.read_text(), Loader=_CfnLoader)  # type: ignore[no-any-return]
+
+
+RAW = load_raw()
+
+
+def _literal(value: Any) -> Any:
+    """`{"Fn::Sub": "Queuehigh"}` (a Sub with nothing left to substitute) -> "Queuehigh"."""
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+        text = value["Fn::Sub"]
+        if isinstance(text, str) and "${" not in text:
+            return text
+    return value
+
+
+def _replace(text: str, variables: dict[str, str]) -> str:
+    for name, value in variables.items():
+        text = text.replace("${" + name + "}", value)
+        text = text.replace("&{" + name + "}", re.sub(r"[^0-9A-Za-z]", "", value))
+    return text
+
+
+def _expand(node: Any, params: dict[str, Any], variables: dict[str, str]) -> Any:
+    """Expand Fn::ForEach as AWS::LanguageExtensions does: the identifier is replaced in keys, in
+    Fn::Sub strings and where it is `Ref`'d; intrinsic logical IDs in Ref/GetAtt become literals."""
+    if isinstance(node, list):
+        return [_expand(item, params, variables) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {"Ref"} and isinstance(node["Ref"], str) and node["Ref"] in variables:
+        return variables[node["Ref"]]
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("Fn::ForEach::"):
+            identifier, collection, fragment = value
+            items = params[collection["Ref"]] if isinstance(collection, dict) else collection
+            for item in items:
+                for new_key, new_value in _expand(fragment, params, {**variables, identifier: item}).items():
+                    assert new_key not in out, f"Fn::ForEach generates {new_key} twice"
+                    out[new_key] = new_value
+            continue
+        if key == "Fn::Sub":
+            if isinstance(value, str):
+                expanded: Any = _replace(value, variables)
+            else:
+                expanded = [_replace(value[0], variables), *_expand(value[1:], params, variables)]
+        else:
+            expanded = _expand(value, params, variables)
+        if key == "Ref":
+            expanded = _literal(expanded)
+        elif key == "Fn::GetAtt" and isinstance(expanded, list):
+            expanded = [_literal(part) for part in expanded]
+        out[_replace(key, variables)] = expanded
+    return out
+
+
+class _NoValue:
+    """AWS::NoValue: dropped from lists, removes a property."""
+
+
+NO_VALUE = _NoValue()
+
+
+class Template:
+    """The template after Fn::ForEach, with intrinsic functions resolved against parameter values."""
+
+    def __init__(self, raw: dict[str, Any], **overrides: Any) -> None:
+        self.params: dict[str, Any] = {}
+        for name, spec in raw["Parameters"].items():
+            value = overrides.get(name, spec.get("Default"))
+            assert value is not None, f"parameter {name} has no default; give it to Template(...)"
+            if spec["Type"] == "CommaDelimitedList" or spec["Type"].startswith("List<"):
+                value = value if isinstance(value, list) else str(value).split(",")
+            self.params[name] = value
+        expanded = _expand(raw, self.params, {})
+        self.mappings: dict[str, Any] = expanded.get("Mappings", {})
+        self.conditions: dict[str, Any] = expanded.get("Conditions", {})
+        self.all_resources: dict[str, Any] = expanded["Resources"]
+        self.resources = {
+            name: res
+            for name, res in self.all_resources.items()
+            if "Condition" not in res or self.condition(res["Condition"])
+        }
+        self.outputs = {
+            name: out
+            for name, out in expanded.get("Outputs", {}).items()
+            if "Condition" not in out or self.condition(out["Condition"])
+        }
+
+    # -- resolution
+
+    def condition(self, name: str) -> bool:
+        return bool(self.resolve(self.conditions[name]))
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [item for item in (self.resolve(v) for v in value) if item is not NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if len(value) != 1:
+            return {k: r for k, r in ((k, self.resolve(v)) for k, v in value.items()) if r is not NO_VALUE}
+        ((fn, arg),) = value.items()
+        if fn == "Ref":
+            return self._ref(arg)
+        if fn == "Fn::GetAtt":
+            return "@" + ".".join(str(self.resolve(part)) for part in arg)
+        if fn == "Fn::Sub":
+            return self._sub(arg)
+        if fn == "Fn::Join":
+            delimiter, items = arg
+            return delimiter.join(str(item) for item in self._flat(self.resolve(items)))
+        if fn == "Fn::Split":
+            return str(self.resolve(arg[1])).split(arg[0])
+        if fn == "Fn::Select":
+            return self.resolve(arg[1])[int(self.resolve(arg[0]))]
+        if fn == "Fn::FindInMap":
+            name, top, second = (str(self.resolve(part)) for part in arg[:3])
+            return self.mappings[name][top][second]
+        if fn == "Fn::If":
+            return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
+        if fn == "Fn::Equals":
+            return str(self.resolve(arg[0])) == str(self.resolve(arg[1]))
+        if fn == "Fn::Not":
+            return not self.resolve(arg[0])
+        if fn == "Fn::And":
+            return all(self.resolve(a) for a in arg)
+        if fn == "Fn::Or":
+            return any(self.resolve(a) for a in arg)
+        if fn == "Condition":
+            return self.condition(arg)
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def _ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in self.params:
+            return self.params[name]
+        return "@" + name
+
+    def _sub(self, arg: Any) -> str:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in variables:
+                return str(self.resolve(variables[name]))
+            if name in self.params:
+                return str(self.params[name])
+            return "@" + name
+
+        return re.sub(r"\$\{([^}]+)\}", one, text)
+
+    def _flat(self, items: Any) -> Iterator[Any]:
+        for item in items if isinstance(items, list) else [items]:
+            if isinstance(item, list):
+                yield from self._flat(item)
+            else:
+                yield item
+
+    # -- queries
+
+    def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {
+            name: self.resolve(res.get("Properties", {})) for name, res in self.resources.items() if res["Type"] == kind
+        }
+
+    def one(self, kind: str) -> tuple[str, dict[str, Any]]:
+        found = self.of_type(kind)
+        assert len(found) == 1, f"expected one {kind}, found {sorted(found)}"
+        return next(iter(found.items()))
+
+    def source_queues(self) -> dict[str, dict[str, Any]]:
+        """SQS queues that have a RedrivePolicy or are not the target of one (i.e. everything but DLQs)."""
+        queues = self.of_type("AWS::SQS::Queue")
+        return {name: props for name, props in queues.items() if name not in self.dlq_names()}
+
+    def dlq_names(self) -> set[str]:
+        names = set()
+        for props in self.of_type("AWS::SQS::Queue").values():
+            target = props.get("RedrivePolicy", {}).get("deadLetterTargetArn", "")
+            if target.startswith("@") and target.endswith(".Arn"):
+                names.add(target[1:-4])
+        return names
+
+    def queue_named(self, physical: str) -> str:
+        for name, props in self.of_type("AWS::SQS::Queue").items():
+            if props.get("QueueName") == physical:
+                return name
+        raise AssertionError(f"no queue named {physical}")
+
+    def lambda_fed(self) -> dict[str, dict[str, Any]]:
+        """Queue logical ID -> the event source mapping that feeds it."""
+        fed = {}
+        for mapping in self.of_type("AWS::Lambda::EventSourceMapping").values():
+            arn = str(mapping["EventSourceArn"])
+            assert arn.startswith("@") and arn.endswith(".Arn"), f"mapping source {arn} is not a queue of this stack"
+            fed[arn[1:-4]] = mapping
+        return fed
+
+    def function(self) -> dict[str, Any]:
+        return self.one("AWS::Serverless::Function")[1]
+
+    def container(self) -> dict[str, Any]:
+        _, task = self.one("AWS::ECS::TaskDefinition")
+        (container,) = task["ContainerDefinitions"]
+        return container  # type: ignore[no-any-return]
+
+    def worker_queue_names(self) -> list[str]:
+        """Physical names of the queues the ECS command consumes, in priority order."""
+        command = [str(part) for part in self.container()["Command"]]
+        assert command[0] == "work", f"the container must run `sqsjobs work`, not {command}"
+        logical = command[command.index("--queue") + 1].split(",")
+        return [self.prefix() + name for name in logical]
+
+    def prefix(self) -> str:
+        return str(self.function()["Environment"]["Variables"]["SQSJOBS_QUEUE_PREFIX"])
+
+    def container_env(self) -> dict[str, str]:
+        return {e["Name"]: str(e["Value"]) for e in self.container()["Environment"]}
+
+    def identity_policies(self) -> Iterator[tuple[str, set[str], dict[str, Any]]]:
+        """(where, roles it applies to, statement) for every identity policy statement in the stack."""
+        for name, props in self.of_type("AWS::IAM::Role").items():
+            for policy in props.get("Policies", []):
+                for statement in _statements(policy["PolicyDocument"]):
+                    yield f"{name}/{policy['PolicyName']}", {name}, statement
+        for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            for name, props in self.of_type(kind).items():
+                roles = {str(r).lstrip("@") for r in props.get("Roles", [])}
+                for statement in _statements(props["PolicyDocument"]):
+                    yield name, roles, statement
+        for name, props in self.of_type("AWS::Serverless::Function").items():
+            for policy in props.get("Policies", []):
+                if isinstance(policy, dict) and "Statement" in policy:
+                    for statement in _statements(policy):
+                        yield f"{name}/Policies", {name}, statement
+
+    def grants(self, role: str) -> set[tuple[str, str]]:
+        """(action, resource) pairs allowed to `role`."""
+        pairs = set()
+        for _, roles, statement in self.identity_policies():
+            if role in roles and statement.get("Effect") == "Allow":
+                for action in _as_list(statement.get("Action")):
+                    for resource in _as_list(statement.get("Resource")):
+                        pairs.add((str(action), str(resource)))
+        return pairs
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return _as_list(document["Statement"])
+
+
+# Parameters without a default, with the value the tests deploy.
+REQUIRED = {"JobsModule": "myapp.jobs"}
+
+
+def build(raw: dict[str, Any] | None = None, **overrides: Any) -> Template:
+    return Template(RAW if raw is None else raw, **{**REQUIRED, **overrides})
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def check_queues_and_redrive(t: Template) -> None:
+    """Each queue has its own DLQ (14 days) and a maxReceiveCount above every consumer's tries."""
+    queues = t.of_type("AWS::SQS::Queue")
+    sources = t.source_queues()
+    names = {props["QueueName"] for props in sources.values()}
+    assert {t.prefix() + "high", t.prefix() + "default"} <= names, f"high and default must exist, got {names}"
+    tries = [int(t.params["MaxTries"])]
+    tries.append(int(t.function()["Environment"]["Variables"]["SQSJOBS_TRIES"]))
+    tries.append(int(t.container_env()["SQSJOBS_TRIES"]))
+    targets = [str(p["RedrivePolicy"]["deadLetterTargetArn"]) for p in queues.values() if "RedrivePolicy" in p]
+    shared = {target for target in targets if targets.count(target) > 1}
+    assert not shared, f"{shared} is the DLQ of several queues; each queue needs its own"
+    for name, props in sources.items():
+        policy = props.get("RedrivePolicy")
+        assert policy, f"{name} has no RedrivePolicy: failed jobs would have nowhere to go"
+        target = str(policy["deadLetterTargetArn"])
+        assert target.startswith("@") and target.endswith(".Arn"), f"{name} redrives to {target}, not a stack queue"
+        dlq = target[1:-4]
+        assert dlq in queues, f"{name} redrives to {dlq}, which is not an SQS queue of this stack"
+        assert "RedrivePolicy" not in queues[dlq], f"the DLQ {dlq} must not redrive anywhere"
+        assert int(queues[dlq]["MessageRetentionPeriod"]) == FOURTEEN_DAYS, f"{dlq} must keep messages 14 days"
+        assert queues[dlq]["QueueName"] == props["QueueName"] + "-dlq", f"{dlq} is not named <queue>-dlq"
+        # A redriven message keeps its original enqueue time, so the DLQ must keep messages at least as long.
+        assert int(props.get("MessageRetentionPeriod", 345600)) <= int(queues[dlq]["MessageRetentionPeriod"]), name
+        receives = int(policy["maxReceiveCount"])
+        assert receives > max(tries), (
+            f"{name}: maxReceiveCount {receives} must exceed the largest tries {max(tries)}, or the redrive "
+            "policy moves jobs to the DLQ before sqsjobs records why"
+        )
+
+
+def check_event_source_mappings(t: Template) -> None:
+    """Lambda-fed queues: partial batch responses, a concurrency cap, a sane batch."""
+    mappings = t.lambda_fed()
+    assert mappings, "no SQS event source mapping: the Lambda consumer is not wired"
+    function_name = "@" + t.one("AWS::Serverless::Function")[0]
+    for queue, mapping in mappings.items():
+        assert mapping["FunctionName"] == function_name, f"the mapping of {queue} does not invoke the jobs function"
+        assert "ReportBatchItemFailures" in mapping.get("FunctionResponseTypes", []), (
+            f"the mapping of {queue} lacks ReportBatchItemFailures: one released job would retry the whole batch"
+        )
+        concurrency = int(mapping.get("ScalingConfig", {}).get("MaximumConcurrency", 0))
+        assert 2 <= concurrency <= 1000, f"the mapping of {queue} needs ScalingConfig.MaximumConcurrency (2-1000)"
+        batch = int(mapping["BatchSize"])
+        window = int(mapping.get("MaximumBatchingWindowInSeconds", 0))
+        assert 1 <= batch <= 10000
+        assert batch <= 10 or window >= 1, f"the mapping of {queue}: BatchSize above 10 needs a batching window"
+        consume_policy = "@ConsumePolicy" + queue.removeprefix("Queue")
+        assert consume_policy in repr(mapping), (
+            f"the mapping of {queue} must reference {consume_policy[1:]} so it is created after its permissions"
+        )
+
+
+def check_lambda_visibility_timeout(t: Template) -> None:
+    """A Lambda-fed queue hides a message for at least 6x the function timeout (AWS's advice)."""
+    timeout = int(t.function()["Timeout"])
+    queues = t.of_type("AWS::SQS::Queue")
+    assert t.lambda_fed()
+    for queue in t.lambda_fed():
+        visibility = int(queues[queue]["VisibilityTimeout"])
+        assert visibility >= 6 * timeout, f"{queue}: VisibilityTimeout {visibility} < 6 x function timeout {timeout}"
+        assert visibility <= 43200
+
+
+def check_consumers(t: Template) -> None:
+    """Every queue has exactly one consumer; the poller's queues scale the service on backlog per task."""
+    sources = t.source_queues()
+    lambda_fed = set(t.lambda_fed())
+    worker_fed = [t.queue_named(physical) for physical in t.worker_queue_names()]
+    assert worker_fed, "the ECS poller consumes no queue"
+    assert not lambda_fed & set(worker_fed), f"{lambda_fed & set(worker_fed)} consumed by both Lambda and the poller"
+    assert lambda_fed | set(worker_fed) == set(sources), "every queue needs a consumer, and only stack queues have one"
+    policies = t.of_type("AWS::ApplicationAutoScaling::ScalingPolicy")
+    _, target = t.one("AWS::ApplicationAutoScaling::ScalableTarget")
+    assert target["ScalableDimension"] == "ecs:service:DesiredCount"
+    assert 1 <= int(target["MinCapacity"]) <= int(target["MaxCapacity"])
+    scaled = set()
+    for name, policy in policies.items():
+        config = policy["TargetTrackingScalingPolicyConfiguration"]
+        metrics = config["CustomizedMetricSpecification"]["Metrics"]
+        by_id = {m["Id"]: m for m in metrics}
+        (result,) = [m for m in metrics if m.get("ReturnData", True)]
+        numerator, denominator = (part.strip() for part in result["Expression"].split("/"))
+        visible = by_id[numerator]["MetricStat"]["Metric"]
+        tasks = by_id[denominator]["MetricStat"]["Metric"]
+        assert visible["MetricName"] == "ApproximateNumberOfMessagesVisible", name
+        assert tasks["MetricName"] == "RunningTaskCount", name
+        (dimension,) = visible["Dimensions"]
+        scaled.add(str(dimension["Value"]).removeprefix("@").removesuffix(".QueueName"))
+        assert float(config["TargetValue"]) > 0
+    assert scaled == set(worker_fed), f"scaling policies cover {scaled}, the poller consumes {set(worker_fed)}"
+    _, cluster = t.one("AWS::ECS::Cluster")
+    assert {"Name": "containerInsights", "Value": "enabled"} in cluster.get("ClusterSettings", []), (
+        "RunningTaskCount comes from Container Insights"
+    )
+
+
+def check_alarms(t: Template) -> None:
+    """An alarm per DLQ on depth > 0 and per queue on the age of its oldest message."""
+    alarms = list(t.of_type("AWS::CloudWatch::Alarm").values())
+
+    def watching(metric: str, queue: str) -> list[dict[str, Any]]:
+        return [
+            a
+            for a in alarms
+            if a.get("Namespace") == "AWS/SQS"
+            and a.get("MetricName") == metric
+            and a.get("Dimensions") == [{"Name": "QueueName", "Value": f"@{queue}.QueueName"}]
+            and a.get("AlarmActions")
+        ]
+
+    for dlq in t.dlq_names():
+        found = watching("ApproximateNumberOfMessagesVisible", dlq)
+        assert found, f"no alarm (with an action) on the depth of {dlq}"
+        for alarm in found:
+            op, threshold = alarm["ComparisonOperator"], float(alarm["Threshold"])
+            fires_on_one = (op == "GreaterThanThreshold" and threshold < 1) or (
+                op == "GreaterThanOrEqualToThreshold" and 0 < threshold <= 1
+            )
+            assert fires_on_one, f"the alarm on {dlq} must fire on a single failed job ({op} {threshold})"
+    for queue in t.source_queues():
+        found = watching("ApproximateAgeOfOldestMessage", queue)
+        assert found, f"no alarm (with an action) on the oldest message age of {queue}"
+        for alarm in found:
+            assert alarm["ComparisonOperator"] in ("GreaterThanThreshold", "GreaterThanOrEqualToThreshold")
+            assert float(alarm["Threshold"]) > 0
+
+
+def check_table(t: Template) -> None:
+    name, table = t.one("AWS::DynamoDB::Table")
+    assert table["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert {"AttributeName": "pk", "AttributeType": "S"} in table["AttributeDefinitions"]
+    assert {"AttributeName": "sk", "AttributeType": "S"} in table["AttributeDefinitions"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert t.function()["Environment"]["Variables"]["SQSJOBS_TABLE"] == f"@{name}"
+    assert t.container_env()["SQSJOBS_TABLE"] == f"@{name}"
+
+
+def check_bucket(t: Template) -> None:
+    name, bucket = t.one("AWS::S3::Bucket")
+    rules = bucket.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+    assert any(r["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms") for r in rules)
+    block = bucket.get("PublicAccessBlockConfiguration", {})
+    for setting in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+        assert block.get(setting) is True, f"the payload bucket must set {setting}"
+    expiring = [
+        rule
+        for rule in bucket.get("LifecycleConfiguration", {}).get("Rules", [])
+        if rule["Status"] == "Enabled" and "ExpirationInDays" in rule and not rule.get("Prefix")
+    ]
+    assert expiring, "the payload bucket needs a lifecycle rule that expires objects (the backstop)"
+    # A payload must outlive every message that can still point at it: the DLQ keeps them 14 days.
+    assert all(int(rule["ExpirationInDays"]) > 14 for rule in expiring)
+    assert t.function()["Environment"]["Variables"]["SQSJOBS_BUCKET"] == f"@{name}"
+    assert t.container_env()["SQSJOBS_BUCKET"] == f"@{name}"
+
+
+def check_lambda_function(t: Template) -> None:
+    name, function = t.one("AWS::Serverless::Function")
+    assert function["Handler"] == "lambda_handlers.sqs.handler"
+    assert function["Runtime"] in ("python3.11", "python3.12")
+    variables = function["Environment"]["Variables"]
+    for variable in (
+        "SQSJOBS_APP",
+        "SQSJOBS_QUEUE_PREFIX",
+        "SQSJOBS_QUEUES",
+        "SQSJOBS_TABLE",
+        "SQSJOBS_BUCKET",
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+    ):
+        assert variables.get(variable), f"{name} lacks {variable}"
+    assert variables["SQSJOBS_APP"] == t.params["JobsModule"]
+    known = {t.prefix() + q for q in str(variables["SQSJOBS_QUEUES"]).split(",") if q}
+    assert known == {props["QueueName"] for props in t.source_queues().values()}
+    # With `Policies`, SAM would add AWSLambdaSQSQueueExecutionRole: ReceiveMessage on every queue.
+    assert str(function.get("Role", "")).startswith("@"), "the function must use the stack's own role"
+    assert "Policies" not in function
+    assert int(function["Timeout"]) > int(t.params["JobTimeout"]), "a default-timeout job must fit in one invocation"
+
+
+def check_worker_container(t: Template) -> None:
+    container = t.container()
+    stop = int(container.get("StopTimeout", 0))
+    assert WORKER_SLEEP < stop <= 120, f"StopTimeout {stop}: SIGTERM must leave running jobs time to finish"
+    command = [str(part) for part in container["Command"]]
+    assert command[:2] == ["work", "--queue"]
+    assert int(command[command.index("--concurrency") + 1]) >= 1
+    env = t.container_env()
+    assert env["SQSJOBS_APP"] == t.params["JobsModule"]
+    assert env["SQSJOBS_QUEUE_PREFIX"] == t.prefix()
+    assert env["SQSJOBS_QUEUES"] == t.function()["Environment"]["Variables"]["SQSJOBS_QUEUES"]
+    _, task = t.one("AWS::ECS::TaskDefinition")
+    assert task["RequiresCompatibilities"] == ["FARGATE"]
+    assert str(task["TaskRoleArn"]).startswith("@")
+
+
+def check_iam(t: Template) -> None:
+    """No "*" action, no "*" resource, SQS/DynamoDB/S3 narrowed to this stack, consumers apart."""
+    statements = list(t.identity_policies())
+    assert statements
+    queues = t.of_type("AWS::SQS::Queue")
+    queue_arns = {f"@{name}.Arn" for name in queues}
+    table_arn = "@" + t.one("AWS::DynamoDB::Table")[0] + ".Arn"
+    objects = "@" + t.one("AWS::S3::Bucket")[0] + ".Arn/*"
+    for where, _, statement in statements:
+        actions = [str(a) for a in _as_list(statement.get("Action"))]
+        resources = [str(r) for r in _as_list(statement.get("Resource"))]
+        assert "NotAction" not in statement and "NotResource" not in statement, where
+        for action in actions:
+            assert "*" not in action, f"{where}: wildcard action {action}"
+        for resource in resources:
+            assert resource != "*", f"{where}: Resource '*'"
+        for action in actions:
+            service = action.split(":")[0]
+            if service == "sqs":
+                assert action in SQS_ACTIONS, f"{where}: {action}"
+                assert set(resources) <= queue_arns, f"{where}: SQS access beyond this stack's queues: {resources}"
+            elif service == "dynamodb":
+                assert action in DYNAMODB_ITEM_ACTIONS, f"{where}: {action}"
+                assert resources == [table_arn], f"{where}: {resources}"
+            elif service == "s3":
+                assert action in S3_OBJECT_ACTIONS, f"{where}: {action}"
+                assert resources == [objects], f"{where}: {resources}"
+            elif service == "logs":
+                assert action in LOG_ACTIONS, f"{where}: {action}"
+                assert all(r.endswith(":log-stream:*") and "log-group:@" in r for r in resources), resources
+            else:
+                raise AssertionError(f"{where}: unexpected action {action}")
+
+    lambda_role = str(t.function()["Role"]).removeprefix("@").removesuffix(".Arn")
+    _, task = t.one("AWS::ECS::TaskDefinition")
+    task_role = str(task["TaskRoleArn"]).removeprefix("@").removesuffix(".Arn")
+    worker_fed = {t.queue_named(physical) for physical in t.worker_queue_names()}
+    dlq_of = {
+        name: str(props["RedrivePolicy"]["deadLetterTargetArn"])[1:-4] for name, props in t.source_queues().items()
+    }
+    for role, own in ((lambda_role, set(t.lambda_fed())), (task_role, worker_fed)):
+        granted = t.grants(role)
+        assert not t.of_type("AWS::IAM::Role")[role].get("ManagedPolicyArns"), f"{role}: no managed policies"
+        for queue, dlq in dlq_of.items():
+            assert ("sqs:SendMessage", f"@{queue}.Arn") in granted, f"{role} cannot dispatch to {queue}"
+            for action in CONSUME:
+                allowed = (action, f"@{queue}.Arn") in granted
+                assert allowed == (queue in own), f"{role}: {action} on {queue} should be {queue in own}"
+            if queue in own:
+                assert ("sqs:SendMessage", f"@{dlq}.Arn") in granted, f"{role} cannot fail jobs of {queue}"
+        assert ("dynamodb:UpdateItem", table_arn) in granted
+        assert ("s3:GetObject", objects) in granted
+
+
+CHECKS: list[Callable[[Template], None]] = [
+    check_queues_and_redrive,
+    check_event_source_mappings,
+    check_lambda_visibility_timeout,
+    check_consumers,
+    check_alarms,
+    check_table,
+    check_bucket,
+    check_lambda_function,
+    check_worker_container,
+    check_iam,
+]
+
+
+# ------------------------------------------------------------------------------- tests
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return build()
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_template(template: Template, check: Callable[[Template], None]) -> None:
+    check(template)
+
+
+def test_only_the_jobs_module_must_be_given() -> None:
+    assert {name for name, spec in RAW["Parameters"].items() if "Default" not in spec} == set(REQUIRED)
+
+
+def test_defaults_put_high_and_default_on_the_poller_in_priority_order(template: Template) -> None:
+    assert template.worker_queue_names() == ["sqsjobs-high", "sqsjobs-default"]
+    assert {template.of_type("AWS::SQS::Queue")[q]["QueueName"] for q in template.lambda_fed()} == {"sqsjobs-lambda"}
+
+
+@pytest.mark.parametrize("timeout", RAW["Parameters"]["LambdaTimeout"]["AllowedValues"])
+def test_every_allowed_function_timeout_keeps_six_times_the_visibility(timeout: str) -> None:
+    check_lambda_visibility_timeout(build(LambdaTimeout=timeout))
+
+
+def test_other_queue_lists_are_wired_the_same_way() -> None:
+    t = build(AppName="shop", LambdaQueues="emails,webhooks", WorkerQueues="high,default,reports")
+    for check in CHECKS:
+        check(t)
+    assert t.worker_queue_names() == ["shop-high", "shop-default", "shop-reports"]
+    assert len(t.lambda_fed()) == 2
+
+
+def test_a_queue_in_both_lists_is_refused() -> None:
+    with pytest.raises(AssertionError, match="twice"):
+        build(LambdaQueues="high", WorkerQueues="high,default")
+
+
+def test_an_empty_list_leaves_that_consumer_out() -> None:
+    lambda_only = build(WorkerQueues="")
+    assert not lambda_only.of_type("AWS::ECS::Service") and lambda_only.lambda_fed()
+    ecs_only = build(LambdaQueues="")
+    assert not ecs_only.of_type("AWS::Serverless::Function") and ecs_only.of_type("AWS::ECS::Service")
+    assert {p["QueueName"] for p in ecs_only.source_queues().values()} == {"sqsjobs-high", "sqsjobs-default"}
+
+
+def _fragment(raw: dict[str, Any], loop: str, key: str) -> dict[str, Any]:
+    return raw["Resources"][f"Fn::ForEach::{loop}"][2][key]  # type: ignore[no-any-return]
+
+
+def _props(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    return raw["Resources"][name]["Properties"]  # type: ignore[no-any-return]
+
+
+def _set(path: Callable[[dict[str, Any]], dict[str, Any]], key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(raw: dict[str, Any]) -> None:
+        path(raw)[key] = value
+
+    return mutate
+
+
+def _drop(path: Callable[[dict[str, Any]], dict[str, Any]], key: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(raw: dict[str, Any]) -> None:
+        del path(raw)[key]
+
+    return mutate
+
+
+def _lambda(key: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda raw: _fragment(raw, "LambdaFedQueues", key)["Properties"]
+
+
+def _worker(key: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda raw: _fragment(raw, "WorkerFedQueues", key)["Properties"]
+
+
+def _role_statement(role: str, policy: int, statement: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda raw: _props(raw, role)["Policies"][policy]["PolicyDocument"]["Statement"][statement]
+
+
+def _lambda_consume_statement(raw: dict[str, Any]) -> dict[str, Any]:
+    return _lambda("ConsumePolicy${Queue}")(raw)["PolicyDocument"]["Statement"][0]  # type: ignore[no-any-return]
+
+
+def _one_dlq_for_all(raw: dict[str, Any]) -> None:
+    _worker("Queue${Queue}")(raw)["RedrivePolicy"]["deadLetterTargetArn"] = {
+        "Fn::GetAtt": ["DeadLetterQueuehigh", "Arn"]
+    }
+
+
+def _unencrypted(raw: dict[str, Any]) -> None:
+    del _props(raw, "PayloadBucket")["BucketEncryption"]
+
+
+BREAKAGES: list[tuple[str, Callable[[Template], None], Callable[[dict[str, Any]], None]]] = [
+    (
+        "maxReceiveCount equal to tries",
+        check_queues_and_redrive,
+        lambda raw: _worker("Queue${Queue}")(raw)["RedrivePolicy"].update(maxReceiveCount={"Ref": "MaxTries"}),
+    ),
+    ("a queue without a DLQ", check_queues_and_redrive, _drop(_lambda("Queue${Queue}"), "RedrivePolicy")),
+    ("DLQs shared between queues", check_queues_and_redrive, _one_dlq_for_all),
+    (
+        "DLQ keeps 4 days",
+        check_queues_and_redrive,
+        _set(_lambda("DeadLetterQueue${Queue}"), "MessageRetentionPeriod", 345600),
+    ),
+    (
+        "no ReportBatchItemFailures",
+        check_event_source_mappings,
+        _drop(_lambda("EventSourceMapping${Queue}"), "FunctionResponseTypes"),
+    ),
+    (
+        "no MaximumConcurrency",
+        check_event_source_mappings,
+        _drop(_lambda("EventSourceMapping${Queue}"), "ScalingConfig"),
+    ),
+    (
+        "mapping created before its permissions",
+        check_event_source_mappings,
+        _drop(_lambda("EventSourceMapping${Queue}"), "Tags"),
+    ),
+    (
+        "Lambda queue with the poller's visibility",
+        check_lambda_visibility_timeout,
+        _set(_lambda("Queue${Queue}"), "VisibilityTimeout", {"Ref": "WorkerVisibilityTimeout"}),
+    ),
+    (
+        "a wrong entry in the visibility table",
+        check_lambda_visibility_timeout,
+        lambda raw: raw["Mappings"]["LambdaTimeouts"]["300"].update(QueueVisibilityTimeout=900),
+    ),
+    (
+        "the poller also reading a Lambda queue",
+        check_consumers,
+        lambda raw: _props(raw, "WorkerTaskDefinition")["ContainerDefinitions"][0]["Command"].__setitem__(
+            2, "high,default,lambda"
+        ),
+    ),
+    (
+        "no backlog-per-task scaling",
+        check_consumers,
+        lambda raw: _fragment(raw, "WorkerFedQueues", "ScalingPolicy${Queue}").update(Condition="HasAlarmEmail"),
+    ),
+    ("DLQ alarm at 5 messages", check_alarms, _set(_worker("DeadLetterAlarm${Queue}"), "Threshold", 5)),
+    (
+        "no oldest-message alarm",
+        check_alarms,
+        lambda raw: _fragment(raw, "LambdaFedQueues", "OldestMessageAlarm${Queue}").update(Condition="HasAlarmEmail"),
+    ),
+    ("alarm without an action", check_alarms, _drop(_lambda("DeadLetterAlarm${Queue}"), "AlarmActions")),
+    (
+        "TTL on the wrong attribute",
+        check_table,
+        _set(lambda raw: _props(raw, "Table"), "TimeToLiveSpecification", {"AttributeName": "ttl", "Enabled": True}),
+    ),
+    ("provisioned table", check_table, _set(lambda raw: _props(raw, "Table"), "BillingMode", "PROVISIONED")),
+    ("unencrypted bucket", check_bucket, _unencrypted),
+    ("no lifecycle backstop", check_bucket, _drop(lambda raw: _props(raw, "PayloadBucket"), "LifecycleConfiguration")),
+    (
+        "public bucket",
+        check_bucket,
+        _set(lambda raw: _props(raw, "PayloadBucket")["PublicAccessBlockConfiguration"], "BlockPublicPolicy", False),
+    ),
+    ("wrong handler", check_lambda_function, _set(lambda raw: _props(raw, "JobsFunction"), "Handler", "app.handler")),
+    (
+        "no SQSJOBS_APP in Lambda",
+        check_lambda_function,
+        _drop(lambda raw: _props(raw, "JobsFunction")["Environment"]["Variables"], "SQSJOBS_APP"),
+    ),
+    (
+        "no stopTimeout",
+        check_worker_container,
+        _drop(lambda raw: _props(raw, "WorkerTaskDefinition")["ContainerDefinitions"][0], "StopTimeout"),
+    ),
+    ("sqs:* action", check_iam, lambda raw: _lambda_consume_statement(raw).update(Action="sqs:*")),
+    ("Resource *", check_iam, _set(_role_statement("WorkerTaskRole", 0, 0), "Resource", "*")),
+    ("dynamodb:* action", check_iam, _set(_role_statement("LambdaRole", 1, 0), "Action", "dynamodb:*")),
+    (
+        "Lambda consuming the poller's queues",
+        check_iam,
+        lambda raw: _fragment(raw, "WorkerFedQueues", "ConsumePolicy${Queue}")["Properties"].update(
+            Roles=[{"Ref": "WorkerTaskRole"}, {"Ref": "LambdaRole"}]
+        ),
+    ),
+    (
+        "managed policy on the task role",
+        check_iam,
+        _set(
+            lambda raw: _props(raw, "WorkerTaskRole"),
+            "ManagedPolicyArns",
+            ["arn:aws:iam::aws:policy/AdministratorAccess"],
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("check", "mutate"), [b[1:] for b in BREAKAGES], ids=[b[0] for b in BREAKAGES])
+def test_check_catches_a_broken_template(
+    check: Callable[[Template], None], mutate: Callable[[dict[str, Any]], None]
+) -> None:
+    raw = deepcopy(RAW)
+    mutate(raw)
+    with pytest.raises(AssertionError):
+        check(build(raw))
+
+
+def test_every_check_is_exercised_by_a_breakage() -> None:
+    assert {b[1] for b in BREAKAGES} == set(CHECKS)
+
+
+def test_cfn_lint_finds_nothing_in_any_template() -> None:
+    """cfn-lint (a dev dependency) validates resource schemas, references, the ForEach expansion and the
+    SAM resources. Errors and warnings both fail: the templates have none, and a warning from cfn-lint is
+    almost always a real mistake (an unused condition, a property that does nothing)."""
+    from cfnlint.api import lint_file
+
+    templates = sorted(p for p in INFRA.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+    assert TEMPLATE in templates
+    problems = [
+        f"{m.filename}:{m.linenumber} {m.rule.id} {m.message}"
+        for path in templates
+        for m in lint_file(path)
+        if m.rule.severity in ("error", "warning")
+    ]
+    assert problems == []
+
+
+def test_cfn_lint_reports_a_broken_template(tmp_path: Path) -> None:
+    from cfnlint.api import lint_file
+
+    text = TEMPLATE.read_text()
+    good = "FunctionResponseTypes: [ReportBatchItemFailures]"
+    assert text.count(good) == 1
+    broken = tmp_path / "template.yaml"
+    broken.write_text(text.replace(good, "FunctionResponseTypes: [ReportEveryFailure]"))
+    assert any(m.rule.severity == "error" for m in lint_file(broken))

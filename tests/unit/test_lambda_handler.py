@@ -1,0 +1,175 @@
+"""The Lambda adapter against queues in moto, with real-shaped SQS events."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import ClassVar
+
+import pytest
+
+from lambda_handlers.sqs import SqsHandler
+from sqsjobs import App, Job, PermanentError, aws
+from sqsjobs.provisioning import provision
+from tests.helpers import counts, dead_letters, queue_url, wait_for
+from tests.lambda_events import FakeContext, deliver, failed_ids, receive_event, template
+
+
+class Seen(Job, abstract=True):
+    runs: ClassVar[list[tuple[str, int]]] = []
+
+    def handle(self) -> None:
+        Seen.runs.append((type(self).job_name, self.attempts))
+
+
+class Fine(Seen, name="lambda.fine"):
+    timeout = 5
+    n: int = 0
+
+
+class Flaky(Seen, name="lambda.flaky"):
+    backoff = 2
+
+    def handle(self) -> None:
+        super().handle()
+        raise ConnectionError("try later")
+
+
+class Refused(Seen, name="lambda.refused"):
+    def handle(self) -> None:
+        super().handle()
+        raise PermanentError("not allowed")
+
+
+class Long(Seen, name="lambda.long"):
+    timeout = 60
+
+
+class Ordered(Seen, name="lambda.ordered"):
+    queue = "orders.fifo"
+    step: str
+    broken: bool = False
+
+    def handle(self) -> None:
+        super().handle()
+        if self.broken:
+            raise RuntimeError(f"step {self.step} failed")
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    Seen.runs.clear()
+
+
+@pytest.fixture
+def handler(sqs_app: App) -> SqsHandler:
+    return SqsHandler(sqs_app)
+
+
+def test_ack_release_and_fail_map_to_partial_batch_responses(sqs_app: App, handler: SqsHandler) -> None:
+    ok = Fine().dispatch()
+    flaky = Flaky().dispatch()
+    Refused().dispatch()
+    event = receive_event(sqs_app, "default")
+    ids = {json.loads(r["body"])["id"]: r["messageId"] for r in event["Records"]}
+    response = deliver(handler, sqs_app, "default", event)
+    assert failed_ids(response) == [ids[flaky.job_id]]
+    assert sorted(Seen.runs) == [("lambda.fine", 1), ("lambda.flaky", 1), ("lambda.refused", 1)]
+    (letter,) = dead_letters(sqs_app)
+    assert letter["attrs"]["sqsjobs.reason"] == "permanent" and letter["attrs"]["sqsjobs.job"] == "lambda.refused"
+    # The mapping deleted the successes; only the released record is left, hidden for its backoff.
+    assert ok.job_id in ids
+    assert counts(sqs_app, "default") == {
+        "ApproximateNumberOfMessages": 0,
+        "ApproximateNumberOfMessagesNotVisible": 1,
+        "ApproximateNumberOfMessagesDelayed": 0,
+    }
+    # The released record comes back after its backoff (2 s), not after the 30 s visibility timeout.
+    again = wait_for(lambda: receive_event(sqs_app, "default")["Records"], timeout=6, what="the released record")
+    assert (
+        json.loads(again[0]["body"])["id"] == flaky.job_id and again[0]["attributes"]["ApproximateReceiveCount"] == "2"
+    )
+
+
+def test_a_body_that_is_not_a_job_goes_to_the_dlq_and_is_not_retried(sqs_app: App, handler: SqsHandler) -> None:
+    shape = template("sqs_bad_body.json")["Records"][0]
+    aws.client("sqs").send_message(
+        QueueUrl=queue_url(sqs_app, "default"),
+        MessageBody=shape["body"],
+        MessageAttributes={"source": {"DataType": "String", "StringValue": "legacy-system"}},
+    )
+    event = receive_event(sqs_app, "default", "sqs_bad_body.json")
+    assert handler(event, FakeContext()) == {"batchItemFailures": []}
+    (letter,) = dead_letters(sqs_app)
+    assert letter["Body"] == shape["body"] and letter["attrs"]["sqsjobs.reason"] == "malformed"
+
+
+def test_attempts_come_from_the_records_receive_count(sqs_app: App, handler: SqsHandler) -> None:
+    Fine().dispatch()
+    event = receive_event(sqs_app, "default")
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = "4"
+    assert handler(event, FakeContext()) == {"batchItemFailures": []}
+    assert Seen.runs == []
+    assert dead_letters(sqs_app)[0]["attrs"]["sqsjobs.reason"] == "tries_exhausted"
+
+
+def test_records_that_would_outlive_the_invocation_are_handed_back_unrun(sqs_app: App, handler: SqsHandler) -> None:
+    Long().dispatch()
+    Fine().dispatch()
+    event = receive_event(sqs_app, "default")
+    by_job = {json.loads(r["body"])["job"]: r["messageId"] for r in event["Records"]}
+    response = handler(event, FakeContext(remaining_s=30))
+    assert failed_ids(response) == [by_job["lambda.long"]]
+    assert Seen.runs == [("lambda.fine", 1)]
+    # Handed back with visibility 0: receivable at once, not after the 30 s visibility timeout.
+    assert counts(sqs_app, "default")["ApproximateNumberOfMessages"] == 1
+
+
+@pytest.mark.parametrize("skip_group", [False, True])
+def test_fifo_failure_holds_back_the_batch_or_only_its_group(moto: None, prefix: str, skip_group: bool) -> None:
+    app = App(connection="sqs", queue_prefix=prefix, lambda_fifo_skip_group=skip_group)
+    provision(app, ["orders.fifo"], table=False, bucket=False)
+    with app.activate():
+        Ordered(step="a1", broken=True).dispatch(group="a")
+        Ordered(step="b1").dispatch(group="b")
+        Ordered(step="a2").dispatch(group="a")
+    event = receive_event(app, "orders.fifo", "sqs_fifo.json")
+    order = [json.loads(r["body"])["payload"]["step"] for r in event["Records"]]
+    assert order[0] == "a1"
+    response = SqsHandler(app)(event, FakeContext())
+    steps = {r["messageId"]: json.loads(r["body"])["payload"]["step"] for r in event["Records"]}
+    failed_steps = sorted(steps[i] for i in failed_ids(response))
+    ran = list(Seen.runs)
+    if skip_group:
+        assert failed_steps == sorted(s for s in order if s.startswith("a"))
+        assert len(ran) == 2  # a1 (failed) and b1
+    else:
+        assert failed_steps == sorted(order)
+        assert len(ran) == 1  # only a1 ran; everything after it waits, in order
+
+
+def test_the_handler_module_imports_nothing_it_does_not_use() -> None:
+    code = (
+        "import sys, lambda_handlers.sqs; "
+        "heavy = {'typer', 'rich', 'moto', 'aiobotocore', 'aiohttp', 'sqsjobs.cli', 'sqsjobs.local', 'click'}; "
+        "print(sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_metrics_are_emf_per_job_when_a_namespace_is_set(
+    sqs_app: App, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "sqsjobs-test")
+    from lambda_handlers import observability
+
+    observability.install(sqs_app)
+    Fine().dispatch()
+    SqsHandler(sqs_app)(receive_event(sqs_app, "default"), FakeContext())
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    processed = [d for d in documents if "processed" in d]
+    assert (processed and processed[0]["job"] == "lambda.fine" and processed[0]["processed"] == [1.0]) or (
+        processed and processed[0]["processed"] in (1, 1.0)
+    )
