@@ -25,6 +25,7 @@ import cProfile
 import json
 import os
 import pstats
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -46,8 +47,6 @@ def _peak_rss_mb() -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -59,17 +58,30 @@ class Measured:
         self.cpu_s = 0.0
         self.wall_s = 0.0
         self._finish: Callable[[], None] | None = None
+        self._usage: Any = None
+        self.usage: dict[str, float] = {}
 
     def __enter__(self) -> Measured:
         if self.profile:
             self._finish = _profile_threads(self.profile)
+        self._usage = resource.getrusage(resource.RUSAGE_SELF)
         self.cpu_s, self.wall_s = time.process_time(), time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.cpu_s, self.wall_s = time.process_time() - self.cpu_s, time.perf_counter() - self.wall_s
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.usage = {
+            "user_s": usage.ru_utime - self._usage.ru_utime,
+            "sys_s": usage.ru_stime - self._usage.ru_stime,
+            "voluntary_switches": usage.ru_nvcsw - self._usage.ru_nvcsw,
+            "involuntary_switches": usage.ru_nivcsw - self._usage.ru_nivcsw,
+        }
         if self._finish is not None:
             self._finish()
+
+    def result(self, jobs: int, exit_code: int) -> dict[str, Any]:
+        return {"cpu_s": self.cpu_s, "wall_s": self.wall_s, "jobs": jobs, "exit": exit_code, **self.usage}
 
 
 def run_sqsjobs(queue: str, jobs: int, concurrency: int, profile: str | None = None) -> dict[str, Any]:
@@ -82,7 +94,7 @@ def run_sqsjobs(queue: str, jobs: int, concurrency: int, profile: str | None = N
     worker = Worker(app, options)
     with Measured(profile) as measured:
         code = worker.run(install_signals=False)
-    return {"cpu_s": measured.cpu_s, "wall_s": measured.wall_s, "jobs": worker.processed, "exit": code}
+    return measured.result(worker.processed, code)
 
 
 def run_boto3(queue: str, jobs: int, concurrency: int, pool: bool, profile: str | None = None) -> dict[str, Any]:
@@ -115,7 +127,7 @@ def run_boto3(queue: str, jobs: int, concurrency: int, pool: bool, profile: str 
             done += len(messages)
     if executor is not None:
         executor.shutdown()
-    return {"cpu_s": measured.cpu_s, "wall_s": measured.wall_s, "jobs": done, "exit": 0 if done >= jobs else 1}
+    return measured.result(done, 0 if done >= jobs else 1)
 
 
 def _profile_threads(path: str) -> Callable[[], None]:

@@ -203,6 +203,7 @@ class Child:
             peak_rss_mb=data["peak_rss_mb"],
             total_cpu_s=usage.ru_utime + usage.ru_stime,
             stderr_lines=lines,
+            extra={k: data[k] for k in ("user_s", "sys_s", "voluntary_switches", "involuntary_switches") if k in data},
         )
 
     def kill(self) -> None:

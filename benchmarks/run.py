@@ -1,7 +1,7 @@
 """sqsjobs against hand-written boto3, on one moto server in a separate process.
 
     python -m benchmarks.run            # 2,000 jobs (make bench)
-    python -m benchmarks.run --quick    # 200 jobs, a smoke run
+    python -m benchmarks.run --quick    # 200 jobs, one run each, a smoke run
 
 Prints `name=value` lines, then a `targets:` line. See benchmarks/README.md.
 """
@@ -50,20 +50,23 @@ Dispatcher = Callable[[range], None]
 
 @dataclass
 class Phase:
-    """One consumer run: who consumed, what the server counted, and the dispatch side's CPU."""
+    """One consumer run: what the child measured, and what the server counted meanwhile."""
 
     child: ChildResult
     counts: Counts
 
 
 class Bench:
+    """The server, the per-actor clients, and the phases run against them."""
+
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.jobs: int = args.jobs
         self.wave: int = min(args.wave, args.jobs)
-        self.refill_at: int = args.refill_at if args.refill_at is not None else self.wave // 4
+        self.refill_at: int = args.refill_at
         self.workdir = workdir
         self.run_id = uuid.uuid4().hex[:8]
+        self._phases = 0
         self.server = CountingServer(workdir)
         self.server.wait_ready()
         self.endpoint = self.server.endpoint
@@ -193,9 +196,11 @@ class Bench:
         """Feed the same waves to a fresh queue while one consumer child drains it.
 
         The next wave is sent once the queue's backlog (visible + in flight) is at or
-        below `refill_at`, so it never holds more than wave + refill_at messages.
+        below `refill_at` (0 by default: the consumer drains each wave), so the queue
+        never holds more than wave + refill_at messages.
         """
-        tag = f"{kind.replace('-', '')}{log_level.lower()[:4]}"
+        self._phases += 1
+        tag = f"{kind.replace('-', '')}{log_level.lower()[:4]}{self._phases}"
         prefix = f"b{self.run_id}-{tag}-"
         url = self.provision(prefix)
         if kind == "sqsjobs":
@@ -258,10 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--refill-at",
         type=int,
-        default=None,
-        help="send the next wave when the backlog is at most this (default wave/4; 0: drain each wave first)",
+        default=0,
+        help="send the next wave once the backlog is at most this (default 0: each wave is drained first)",
     )
     parser.add_argument("--concurrency", type=int, default=10, help="worker job threads (default 10)")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs of each main consumer; the lowest CPU counts (default 2)"
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the reference runs (log level, pool)")
     parser.add_argument("--profile", metavar="DIR", help="cProfile every thread of the sqsjobs worker into DIR")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -269,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.jobs = 200
         args.wave = min(args.wave, 50)
+        args.repeat = 1
+    args.repeat = max(1, args.repeat)
 
     workdir = Path(tempfile.mkdtemp(prefix="sqsjobs-bench-"))
     profile_dir = Path(args.profile).resolve() if args.profile else None
@@ -285,10 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         _progress(f"moto on {bench.endpoint}; {bench.jobs} jobs in waves of {bench.wave}")
         dispatch = bench.dispatch_throughput()
         _progress("dispatch throughput done")
-        boto3 = bench.consume("boto3")
-        _progress(f"boto3 consumer done in {boto3.child.wall_s:.1f} s")
-        sqsjobs = bench.consume("sqsjobs")
-        _progress(f"sqsjobs worker done in {sqsjobs.child.wall_s:.1f} s")
+        runs: dict[str, list[Phase]] = {"boto3": [], "sqsjobs": []}
+        for index in range(args.repeat):
+            # Alternate who goes first, so drift on a shared machine hits both sides alike.
+            for kind in ("boto3", "sqsjobs") if index % 2 == 0 else ("sqsjobs", "boto3"):
+                phase = bench.consume(kind)
+                runs[kind].append(phase)
+                _progress(f"{kind} consumer run {index + 1} done in {phase.child.wall_s:.1f} s")
         quiet = pool = None
         if not args.no_reference:
             quiet = bench.consume("sqsjobs", log_level="WARNING")
@@ -306,20 +319,72 @@ def main(argv: list[str] | None = None) -> int:
         bench.close()
     shutil.rmtree(workdir, ignore_errors=True)
 
-    n = bench.jobs
+    out.update(_results(bench.jobs, args.repeat, dispatch, runs, quiet, pool))
+    out["bench_wall_s"] = time.perf_counter() - started
+    if profile_dir is not None:
+        out["profile_dir"] = str(profile_dir)
+
+    for name, value in out.items():
+        print(f"{name}={value if isinstance(value, str) else _fmt(value)}")
+    checks = [
+        ("sqs_calls_per_job", out["sqs_calls_per_job"], "<=", TARGET_SQS_CALLS_PER_JOB),
+        ("ddb_calls_per_job", out["ddb_calls_per_job"], "==", TARGET_DDB_CALLS_PER_JOB),
+        ("cpu_ratio_vs_boto3", out["cpu_ratio_vs_boto3"], "<=", TARGET_CPU_RATIO),
+    ]
+    met = [(value <= target if op == "<=" else value == target) for _, value, op, target in checks]
+    summary = "; ".join(
+        f"{name} {_fmt(value)} {op} {target}: {'met' if ok else 'NOT MET'}"
+        for (name, value, op, target), ok in zip(checks, met, strict=True)
+    )
+    print(f"targets: {sum(met)}/{len(met)} met; {summary}")
+    sys.stdout.flush()
+    return 1 if args.strict and not all(met) else 0
+
+
+def _results(
+    n: int,
+    repeat: int,
+    dispatch: dict[str, float],
+    runs: dict[str, list[Phase]],
+    quiet: Phase | None,
+    pool: Phase | None,
+) -> dict[str, Any]:
+    """Every printed number, targets first. The least-disturbed (lowest-CPU) run of each side
+    counts: CPU time only grows when something else interferes."""
+    out: dict[str, Any] = {}
+    boto3 = min(runs["boto3"], key=lambda phase: phase.child.cpu_s)
+    sqsjobs = min(runs["sqsjobs"], key=lambda phase: phase.child.cpu_s)
     sj, b3 = sqsjobs.child, boto3.child
     sj_counts, b3_counts = sqsjobs.counts, boto3.counts
     per_job_sj = dispatch["dispatch_cpu_us_per_job_sqsjobs"] + sj.cpu_s / n * 1e6
     per_job_b3 = dispatch["dispatch_cpu_us_per_job_boto3"] + b3.cpu_s / n * 1e6
     all_keys = tuple(k for k in sj_counts.raw if k != MONITOR_KEY)
 
-    out["sqs_calls_per_job"] = sj_counts.calls(SQSJOBS_KEYS, "sqs") / n
-    out["ddb_calls_per_job"] = sj_counts.calls(all_keys, "dynamodb") / n
+    # Calls are a ceiling target: report the worst run.
+    out["sqs_calls_per_job"] = max(phase.counts.calls(SQSJOBS_KEYS, "sqs") for phase in runs["sqsjobs"]) / n
+    out["ddb_calls_per_job"] = (
+        max(
+            phase.counts.calls(tuple(k for k in phase.counts.raw if k != MONITOR_KEY), "dynamodb")
+            for phase in runs["sqsjobs"]
+        )
+        / n
+    )
     out["client_cpu_us_per_job_sqsjobs"] = per_job_sj
     out["client_cpu_us_per_job_boto3"] = per_job_b3
     out["cpu_ratio_vs_boto3"] = per_job_sj / per_job_b3
     out["dispatch_many_ratio_vs_boto3"] = dispatch["dispatch_many_ratio_vs_boto3"]
-    out["worker_peak_rss_mb"] = sj.peak_rss_mb
+    out["worker_peak_rss_mb"] = max(phase.child.peak_rss_mb for phase in runs["sqsjobs"])
+    if repeat > 1:
+        out["cpu_ratio_vs_boto3_per_run"] = ",".join(
+            _fmt(
+                (dispatch["dispatch_cpu_us_per_job_sqsjobs"] + a.child.cpu_s / n * 1e6)
+                / (dispatch["dispatch_cpu_us_per_job_boto3"] + b.child.cpu_s / n * 1e6)
+            )
+            for a, b in zip(runs["sqsjobs"], runs["boto3"], strict=True)
+        )
+        out["sqs_calls_per_job_per_run"] = ",".join(
+            _fmt(phase.counts.calls(SQSJOBS_KEYS, "sqs") / n) for phase in runs["sqsjobs"]
+        )
     # -- details
     out["boto3_sqs_calls_per_job"] = b3_counts.calls(BOTO3_KEYS, "sqs") / n
     out["sqsjobs_sqs_calls"] = _actions(sj_counts.by_action(SQSJOBS_KEYS, "sqs"))
@@ -344,11 +409,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     out["worker_startup_cpu_ms"] = (sj.total_cpu_s - sj.cpu_s) * 1e3
     out["boto3_consumer_startup_cpu_ms"] = (b3.total_cpu_s - b3.cpu_s) * 1e3
+    for label, child in (("worker", sj), ("boto3_consumer", b3)):
+        extra = child.extra
+        if extra:
+            out[f"{label}_sys_cpu_share"] = extra["sys_s"] / max(1e-9, extra["user_s"] + extra["sys_s"])
+            switches = extra["voluntary_switches"] + extra["involuntary_switches"]
+            out[f"{label}_context_switches_per_job"] = switches / n
     out["worker_wall_s"] = sj.wall_s
     out["boto3_consumer_wall_s"] = b3.wall_s
     out["worker_log_lines"] = sj.stderr_lines
     out["boto3_consumer_peak_rss_mb"] = b3.peak_rss_mb
     if quiet is not None and pool is not None:
+        out["sqs_calls_per_job_log_warning"] = quiet.counts.calls(SQSJOBS_KEYS, "sqs") / n
+        out["sqsjobs_sqs_calls_log_warning"] = _actions(quiet.counts.by_action(SQSJOBS_KEYS, "sqs"))
+        out["sqsjobs_msgs_per_receive_log_warning"] = _per_receive(quiet.counts, SQSJOBS_KEYS, "ReceiveMessage")
         out["worker_cpu_us_per_job_sqsjobs_log_warning"] = quiet.child.cpu_s / n * 1e6
         out["logging_cpu_us_per_job"] = (sj.cpu_s - quiet.child.cpu_s) / n * 1e6
         out["cpu_ratio_vs_boto3_log_warning"] = (
@@ -358,25 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         out["cpu_ratio_vs_boto3_pool10"] = per_job_sj / (
             dispatch["dispatch_cpu_us_per_job_boto3"] + pool.child.cpu_s / n * 1e6
         )
-    out["bench_wall_s"] = time.perf_counter() - started
-    if profile_dir is not None:
-        out["profile_dir"] = str(profile_dir)
-
-    for name, value in out.items():
-        print(f"{name}={value if isinstance(value, str) else _fmt(value)}")
-    checks = [
-        ("sqs_calls_per_job", out["sqs_calls_per_job"], "<=", TARGET_SQS_CALLS_PER_JOB),
-        ("ddb_calls_per_job", out["ddb_calls_per_job"], "==", TARGET_DDB_CALLS_PER_JOB),
-        ("cpu_ratio_vs_boto3", out["cpu_ratio_vs_boto3"], "<=", TARGET_CPU_RATIO),
-    ]
-    met = [(value <= target if op == "<=" else value == target) for _, value, op, target in checks]
-    summary = "; ".join(
-        f"{name} {_fmt(value)} {op} {target}: {'met' if ok else 'NOT MET'}"
-        for (name, value, op, target), ok in zip(checks, met, strict=True)
-    )
-    print(f"targets: {sum(met)}/{len(met)} met — {summary}")
-    sys.stdout.flush()
-    return 1 if args.strict and not all(met) else 0
+    return out
 
 
 def _write_profile_report(path: Path) -> None:
