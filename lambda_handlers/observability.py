@@ -16,24 +16,24 @@ from typing import Any
 
 from sqsjobs.app import App
 from sqsjobs.events import JobEvent
+from sqsjobs.logs import log_event
 
 _METRIC_FOR = {"processed": "processed", "failed": "failed", "rejected": "failed", "released": "released"}
 
 
 def install(app: App) -> None:
     if os.environ.get("POWERTOOLS_SERVICE_NAME"):
+        # Powertools' lines replace the plain job log, rather than doubling it.
+        app.events.forget(log_event)
         app.events.listen(_powertools_log_listener())
     if os.environ.get("POWERTOOLS_METRICS_NAMESPACE"):
         app.events.listen(_metrics_listener())
 
 
 def _powertools_log_listener() -> Any:
-    import logging
-
     from aws_lambda_powertools import Logger
 
-    logger = Logger(logger_name="sqsjobs.jobs")
-    logging.getLogger("sqsjobs.jobs").propagate = False
+    logger = Logger(logger_name="sqsjobs.lambda")
 
     def listen(event: JobEvent) -> None:
         fields = {"job_id": event.job_id, "job": event.job_name, "queue": event.queue, "attempt": event.attempt}

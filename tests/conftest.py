@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -34,7 +35,11 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     aws.reset_clients()
+    logger = logging.getLogger("sqsjobs")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
     yield
+    # The CLI configures the sqsjobs loggers for its process; undo that between tests.
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
     sqsjobs.use(None)
     aws.reset_clients()
 

@@ -167,9 +167,27 @@ def test_metrics_are_emf_per_job_when_a_namespace_is_set(
 
     observability.install(sqs_app)
     Fine().dispatch()
+    Refused().dispatch()
     SqsHandler(sqs_app)(receive_event(sqs_app, "default"), FakeContext())
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    processed = [d for d in documents if "processed" in d]
-    assert (processed and processed[0]["job"] == "lambda.fine" and processed[0]["processed"] == [1.0]) or (
-        processed and processed[0]["processed"] in (1, 1.0)
-    )
+    counted = sorted((d["job"], name) for d in documents for name in ("processed", "failed") if name in d)
+    assert counted == [("lambda.fine", "processed"), ("lambda.refused", "failed")]
+    runtimes = [d for d in documents if "runtime" in d]
+    assert len(runtimes) == 2
+    assert all(d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "sqsjobs-test" for d in documents)
+
+
+def test_powertools_logger_carries_the_job_keys_when_a_service_is_set(
+    sqs_app: App, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "billing")
+    from lambda_handlers import observability
+
+    observability.install(sqs_app)
+    job_id = Fine().dispatch().job_id
+    SqsHandler(sqs_app)(receive_event(sqs_app, "default"), FakeContext())
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line.get("job_id") == job_id]
+    assert [line["message"] for line in mine] == ["job started", "job processed"]
+    assert all(line["service"] == "billing" and line["correlation_id"] == job_id for line in mine)
+    assert mine[1]["outcome"] == "processed" and mine[1]["job"] == "lambda.fine" and mine[1]["attempt"] == 1
