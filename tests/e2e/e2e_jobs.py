@@ -6,6 +6,7 @@ Every job records what happened by appending `<event> <attempt> <unix time>` lin
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -97,3 +98,33 @@ class FailsWhileFlagged(Job, name="e2e.fails-while-flagged"):
             note(self, "fail")
             raise RuntimeError("the flag is up")
         note(self, "end")
+
+
+class AsyncNap(Job, name="e2e.async-nap"):
+    """An `async def handle` that awaits; many of them overlap on one event loop under --async."""
+
+    seconds: float = 1.0
+
+    async def handle(self) -> None:
+        note(self, "start")
+        await asyncio.sleep(self.seconds)
+        note(self, "end")
+
+
+class AsyncHangs(Job, name="e2e.async-hangs"):
+    """Awaits far past its timeout: under --async it is cancelled for real."""
+
+    tries = 1
+    timeout = 1
+
+    async def handle(self) -> None:
+        note(self, "start")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            note(self, "cancelled")
+            raise
+        note(self, "end")
+
+    def failed(self, exc: BaseException) -> None:
+        note(self, f"failed:{type(exc).__name__}")

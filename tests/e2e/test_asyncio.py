@@ -1,0 +1,71 @@
+"""The asyncio way: dispatch from async code (aiobotocore), and `sqsjobs work --async`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from tests.e2e.conftest import E2E, Mark
+from tests.e2e.e2e_jobs import AsyncHangs, AsyncNap, Record
+from tests.helpers import dead_letters, wait_for
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The largest number of [start, end] spans that overlap at one instant."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = best = 0
+    for _, step in edges:
+        running += step
+        best = max(best, running)
+    return best
+
+
+def span(marks: list[Mark]) -> tuple[float, float]:
+    times = {m.event: m.at for m in marks}
+    return times["start"], times["end"]
+
+
+def test_async_dispatch_and_an_async_worker_run_jobs_concurrently_on_one_loop(e2e: E2E) -> None:
+    app = e2e.setup()
+
+    async def dispatch() -> list[str]:
+        with app.activate():
+            single = await AsyncNap(seconds=1).dispatch_async()
+            many = await AsyncNap.dispatch_many_async([AsyncNap(seconds=1) for _ in range(11)])
+            sync_job = await Record(tag="sync in a thread").dispatch_async()
+            await app.async_sender.aclose()
+        return [single.job_id, *(d.job_id for d in many), sync_job.job_id]
+
+    *naps, sync_id = asyncio.run(dispatch())
+    worker = e2e.worker("--async", "--concurrency", "20", "--stop-when-empty")
+
+    assert worker.wait(60) == 0, worker.stderr()
+    assert all(e2e.events(job_id) == [("start", 1), ("end", 1)] for job_id in naps)
+    assert e2e.events(sync_id) == [("start", 1), ("end", 1)]
+    # Twelve one-second naps overlapped: they ran as tasks on the loop, not one after another.
+    assert most_at_once([span(e2e.marks(job_id)) for job_id in naps]) >= 10
+    assert any("mode=asyncio" in line for line in worker.stderr().splitlines())
+
+
+def test_an_async_job_past_its_timeout_is_cancelled_and_failed(e2e: E2E) -> None:
+    app = e2e.setup()
+    hangs = e2e.dispatch(AsyncHangs())
+    worker = e2e.worker("--async", "--stop-when-empty")
+
+    assert worker.wait(30) == 0, worker.stderr()
+    assert e2e.events(hangs.job_id) == [("start", 1), ("cancelled", 1), ("failed:JobTimeoutError", 1)]
+    (letter,) = dead_letters(app)
+    assert letter["attrs"]["sqsjobs.error_type"] == "JobTimeoutError"
+    assert letter["attrs"]["sqsjobs.reason"] == "tries_exhausted"
+
+
+def test_sigterm_lets_running_async_jobs_finish(e2e: E2E) -> None:
+    e2e.setup()
+    nap = e2e.dispatch(AsyncNap(seconds=2))
+    worker = e2e.worker("--async", "--concurrency", "5")
+    e2e.wait_mark(nap.job_id, "start")
+    worker.signal(signal.SIGTERM)
+
+    assert worker.wait(30) == 0, worker.stderr()
+    assert e2e.events(nap.job_id) == [("start", 1), ("end", 1)]
+    wait_for(lambda: e2e.queue_depth() == 0, timeout=5, what="the finished job's message to be deleted")
