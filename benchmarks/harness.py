@@ -180,9 +180,7 @@ class Child:
         deadline = time.monotonic() + timeout
         while not self.exited():
             if time.monotonic() > deadline:
-                self._proc.kill()
-                os.wait4(self.pid, 0)
-                self._stderr.close()
+                self.kill()
                 raise RuntimeError(f"{self.kind} consumer did not finish within {timeout:.0f} s; {self._tail()}")
             time.sleep(0.05)
         assert self._status is not None
@@ -209,7 +207,8 @@ class Child:
     def kill(self) -> None:
         if not self.exited():
             self._proc.kill()
-            os.wait4(self.pid, 0)
+            _, status, usage = os.wait4(self.pid, 0)
+            self._status = (status, usage)
         self._stderr.close()
 
     def _tail(self) -> str:

@@ -96,6 +96,7 @@ def build_message(
         group_id=(group or cls.job_name) if fifo else None,
         deduplication_id=(deduplication_id or envelope.id) if fifo else None,
         entry_id=entry_id or envelope.id,
+        size=size,
     )
     return name, envelope, message
 
@@ -159,7 +160,7 @@ def _chunks(
     chunk: list[tuple[Envelope, OutgoingMessage]] = []
     size = 0
     for item in items:
-        item_size = len(item[1].body.encode())
+        item_size = item[1].size or len(item[1].body.encode())
         if chunk and (len(chunk) == 10 or size + item_size > MAX_MESSAGE_BYTES):
             yield chunk
             chunk, size = [], 0

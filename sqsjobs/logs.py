@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import sys
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 from .events import JobEvent
@@ -63,11 +66,33 @@ class TextFormatter(logging.Formatter):
         return base
 
 
+class _Enqueue(QueueHandler):
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record  # the listener's handler formats it; our records carry no live objects
+
+
+_listener: QueueListener | None = None
+
+
+@atexit.register
+def _drain() -> None:
+    if _listener is not None:
+        _listener.stop()
+
+
 def configure(log_format: str = "text", level: str = "INFO") -> None:
     """Set up the `sqsjobs` loggers for a process we own (worker, CLI); libraries leave this alone."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    # Job threads only enqueue records; one listener thread formats and writes them, so
+    # ten job threads never queue up on the stream handler's lock.
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+    _listener = QueueListener(records, handler)
+    _listener.start()
     root = logging.getLogger("sqsjobs")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_Enqueue(records)]
     root.setLevel(level.upper())
     root.propagate = False

@@ -22,6 +22,8 @@ class OutgoingMessage:
     deduplication_id: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
     entry_id: str = ""
+    #: UTF-8 size of the body, when the sender already measured it (batching needs it).
+    size: int = 0
 
 
 @dataclass(slots=True)

@@ -115,7 +115,21 @@ class Housekeeper:
             due = force or time.monotonic() - self._oldest_delete >= self._worker.options.delete_flush_s
             if not due and not any(len(batch) >= 10 for batch in self._deletes.values()):
                 return
-            batches, self._deletes = self._deletes, {}
+            if due:
+                batches, self._deletes = self._deletes, {}
+            else:
+                # Only whole batches of 10 go now; a remainder waits for more or for its time.
+                batches = {}
+                for queue, pending in list(self._deletes.items()):
+                    whole = len(pending) // 10 * 10
+                    if whole:
+                        batches[queue] = pending[:whole]
+                        if pending[whole:]:
+                            self._deletes[queue] = pending[whole:]
+                        else:
+                            del self._deletes[queue]
+                if self._deletes:
+                    self._oldest_delete = time.monotonic()
         for queue, messages in batches.items():
             try:
                 self._worker.connection.delete(queue, messages)

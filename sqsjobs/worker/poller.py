@@ -29,6 +29,8 @@ log = logging.getLogger("sqsjobs.worker")
 EXIT_OK = 0
 EXIT_WEDGED = 1
 EXIT_MEMORY = 12
+#: Longest the receive loop waits for a full batch of free slots while jobs are running.
+_BATCH_LINGER_S = 0.05
 
 
 class Worker:
@@ -41,7 +43,11 @@ class Worker:
         self.processed = 0
         self.exit_code = EXIT_OK
         self._stop = threading.Event()
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        # Two conditions on one lock: only the receive loop waits on `_cond` (a slot freed),
+        # only job threads wait on `_work` (a message to start), so no wake-up is wasted.
+        self._cond = threading.Condition(lock)
+        self._work = threading.Condition(lock)
         self._held: collections.deque[ReceivedMessage] = collections.deque()
         self._running = 0
         self._enforcer = TimeoutEnforcer()
@@ -99,6 +105,7 @@ class Worker:
             self._stop.set()
         with self._cond:
             self._cond.notify_all()
+            self._work.notify_all()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -149,6 +156,16 @@ class Worker:
             with self._cond:
                 while not self._stop.is_set() and (wanted := self._wanted()) == 0:
                     self._cond.wait(0.5)
+                # Jobs still running and less than a full batch free: wait a moment for more
+                # slots, so short jobs fill one receive instead of two half-empty ones.
+                full = min(10, self.options.concurrency + self.options.prefetch)
+                linger_until = time.monotonic() + _BATCH_LINGER_S
+                while not self._stop.is_set() and wanted < full and (self._running or self._held):
+                    left = linger_until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                    wanted = max(wanted, self._wanted())
             if self._stop.is_set():
                 break
             self._check_limits()
@@ -190,7 +207,7 @@ class Worker:
                 self._housekeeper.track(messages)
                 with self._cond:
                     self._held.extend(messages)
-                    self._cond.notify_all()
+                    self._work.notify(len(messages))
                 return True
         return False
 
@@ -217,7 +234,7 @@ class Worker:
         """Block until a held message may start; None once the worker is stopping."""
         with self._cond:
             while not self._stop.is_set() and (not self._held or self._running >= self.options.concurrency):
-                self._cond.wait(0.5)
+                self._work.wait(0.5)
             if self._stop.is_set() or (
                 self.options.max_jobs is not None and self.processed + self._running >= self.options.max_jobs
             ):
@@ -248,7 +265,9 @@ class Worker:
         with self._cond:
             self._running -= 1
             self.processed += 1
-            self._cond.notify_all()
+            self._cond.notify()
+            if self._held:
+                self._work.notify()
         if self.options.memory_mb is not None and _rss_mb() >= self.options.memory_mb:
             self.stop(f"memory above {self.options.memory_mb} MB", EXIT_MEMORY)
         if self.options.max_jobs is not None and self.processed >= self.options.max_jobs:
@@ -276,6 +295,7 @@ class Worker:
             held = list(self._held)
             self._held.clear()
             self._cond.notify_all()
+            self._work.notify_all()
         self._return_to_queue(held)
         for thread in self._threads:
             while thread.is_alive():
