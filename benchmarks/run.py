@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import cold_start
 from .harness import (
     BOTO3_CONSUMER_KEY,
     BOTO3_DISPATCH_KEY,
@@ -44,6 +45,7 @@ BOTO3_KEYS = (BOTO3_DISPATCH_KEY, BOTO3_CONSUMER_KEY)
 TARGET_SQS_CALLS_PER_JOB = 0.35
 TARGET_DDB_CALLS_PER_JOB = 0
 TARGET_CPU_RATIO = 1.5
+TARGET_LAMBDA_IMPORT_RATIO = 1.2
 
 Dispatcher = Callable[[range], None]
 
@@ -320,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
 
     out.update(_results(bench.jobs, args.repeat, dispatch, runs, quiet, pool))
+    _progress("lambda cold start (imports in fresh interpreters)")
+    out.update(cold_start.measure(rounds=3 if args.quick else 7))
     out["bench_wall_s"] = time.perf_counter() - started
     if profile_dir is not None:
         out["profile_dir"] = str(profile_dir)
@@ -330,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         ("sqs_calls_per_job", out["sqs_calls_per_job"], "<=", TARGET_SQS_CALLS_PER_JOB),
         ("ddb_calls_per_job", out["ddb_calls_per_job"], "==", TARGET_DDB_CALLS_PER_JOB),
         ("cpu_ratio_vs_boto3", out["cpu_ratio_vs_boto3"], "<=", TARGET_CPU_RATIO),
+        ("lambda_import_ratio", out["lambda_import_ratio"], "<=", TARGET_LAMBDA_IMPORT_RATIO),
     ]
     met = [(value <= target if op == "<=" else value == target) for _, value, op, target in checks]
     summary = "; ".join(

@@ -1,0 +1,38 @@
+"""The store protocol: a handful of atomic operations on expiring items.
+
+Items are addressed by `(pk, sk)` and carry `expires_at` (epoch seconds).
+DynamoDB deletes expired items lazily (hours to days later; moto never does),
+so every operation treats an item whose `expires_at` has passed as absent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+Key = tuple[str, str]
+
+
+class Store(Protocol):
+    def add(self, key: Key, attrs: dict[str, Any], ttl: float) -> bool:
+        """Create the item unless a live one exists; True if this call created it."""
+        ...
+
+    def get(self, key: Key) -> dict[str, Any] | None:
+        """The live item's attributes (without pk/sk/expires_at), or None."""
+        ...
+
+    def put(self, key: Key, attrs: dict[str, Any], ttl: float) -> None:
+        """Create or replace the item."""
+        ...
+
+    def delete(self, key: Key, *, owner: str | None = None) -> bool:
+        """Delete the item — only if its `owner` attribute equals `owner`, when given."""
+        ...
+
+    def incr(self, key: Key, by: int, ttl: float, *, limit: int | None = None) -> int | None:
+        """Add `by` to the item's counter, starting at 0 when absent or expired (new ttl).
+
+        Returns the new value, or None (and changes nothing) when it would exceed `limit`.
+        The ttl is set when the counter starts, so a counter is a fixed window.
+        """
+        ...

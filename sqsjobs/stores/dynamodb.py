@@ -1,0 +1,143 @@
+"""The store on DynamoDB: one table, `pk`/`sk`, TTL on `expires_at`, conditional writes only.
+
+Each operation is one request in the common case (an `incr` that starts a new window
+is two); expired-but-not-yet-deleted items are treated as absent in every condition.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from .base import Key
+
+_serialize = TypeSerializer().serialize
+_deserialize = TypeDeserializer().deserialize
+_RESERVED = {"pk", "sk", "expires_at"}
+_ABSENT_OR_EXPIRED = "attribute_not_exists(pk) OR expires_at <= :now"
+_LIVE = "attribute_exists(pk) AND expires_at > :now"
+
+
+class DynamoDbStore:
+    def __init__(
+        self, table: str, client_factory: Callable[[], Any] | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        from .. import aws
+
+        self.table = table
+        self._client_factory = client_factory or (lambda: aws.client("dynamodb"))
+        self._client: Any = None
+        self._clock = clock
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def _item(self, key: Key, attrs: dict[str, Any], ttl: float) -> dict[str, Any]:
+        item = {k: _serialize(v) for k, v in attrs.items() if k not in _RESERVED}
+        item["pk"], item["sk"] = {"S": key[0]}, {"S": key[1]}
+        # Whole seconds, as DynamoDB's TTL wants; rounded up, so an item never expires early.
+        item["expires_at"] = {"N": str(math.ceil(self._clock() + ttl))}
+        return item
+
+    def _now(self) -> dict[str, str]:
+        return {"N": repr(round(self._clock(), 3))}
+
+    def add(self, key: Key, attrs: dict[str, Any], ttl: float) -> bool:
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=self._item(key, attrs, ttl),
+                ConditionExpression=_ABSENT_OR_EXPIRED,
+                ExpressionAttributeValues={":now": self._now()},
+            )
+        except ClientError as exc:
+            if _conditional(exc):
+                return False
+            raise
+        return True
+
+    def get(self, key: Key) -> dict[str, Any] | None:
+        item = self.client.get_item(
+            TableName=self.table, Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}}, ConsistentRead=True
+        ).get("Item")
+        if item is None or float(item["expires_at"]["N"]) <= self._clock():
+            return None
+        return {k: _plain(_deserialize(v)) for k, v in item.items() if k not in _RESERVED}
+
+    def put(self, key: Key, attrs: dict[str, Any], ttl: float) -> None:
+        self.client.put_item(TableName=self.table, Item=self._item(key, attrs, ttl))
+
+    def delete(self, key: Key, *, owner: str | None = None) -> bool:
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": key[0]}, "sk": {"S": key[1]}},
+            "ConditionExpression": _LIVE,
+            "ExpressionAttributeValues": {":now": self._now()},
+        }
+        if owner is not None:
+            params["ConditionExpression"] += " AND #owner = :owner"
+            params["ExpressionAttributeNames"] = {"#owner": "owner"}
+            params["ExpressionAttributeValues"][":owner"] = {"S": owner}
+        try:
+            self.client.delete_item(**params)
+        except ClientError as exc:
+            if _conditional(exc):
+                return False
+            raise
+        return True
+
+    def incr(self, key: Key, by: int, ttl: float, *, limit: int | None = None) -> int | None:
+        for _ in range(3):
+            condition = _LIVE
+            values: dict[str, Any] = {":now": self._now(), ":by": {"N": str(by)}}
+            if limit is not None:
+                condition += " AND #count <= :max"
+                values[":max"] = {"N": str(limit - by)}
+            try:
+                response = self.client.update_item(
+                    TableName=self.table,
+                    Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}},
+                    UpdateExpression="ADD #count :by",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#count": "count"},
+                    ExpressionAttributeValues=values,
+                    ReturnValues="UPDATED_NEW",
+                )
+                return int(response["Attributes"]["count"]["N"])
+            except ClientError as exc:
+                if not _conditional(exc):
+                    raise
+            # Absent, expired, or at the limit: try to start a new window; if a live item
+            # is in the way, it is at the limit (or another worker just started one).
+            if limit is not None and by > limit:
+                return None
+            if self.add(key, {"count": by}, ttl):
+                return by
+            if limit is not None and self._at_limit(key, by, limit):
+                return None
+        return None
+
+    def _at_limit(self, key: Key, by: int, limit: int) -> bool:
+        live = self.get(key)
+        return live is not None and int(live.get("count", 0)) + by > limit
+
+
+def _conditional(exc: ClientError) -> bool:
+    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; our attributes are ints and strings."""
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
