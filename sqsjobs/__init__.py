@@ -20,6 +20,16 @@ from .errors import (
 )
 from .events import JobEvent
 from .job import Job
+from .middleware import (
+    FailOnException,
+    Limit,
+    Middleware,
+    RateLimited,
+    Skip,
+    ThrottlesExceptions,
+    WithoutOverlapping,
+    rate_limiter,
+)
 from .registry import Registry, default_registry
 from .settings import Settings, load_settings
 
@@ -36,22 +46,30 @@ __all__ = [
     "DispatchError",
     "Dispatched",
     "Fail",
+    "FailOnException",
     "Job",
     "JobEvent",
     "JobFailedError",
     "JobTimeoutError",
+    "Limit",
     "MaxAttemptsExceededError",
+    "Middleware",
     "OutgoingMessage",
     "PermanentError",
+    "RateLimited",
     "ReceivedMessage",
     "Registry",
     "Release",
     "RetryUntilPassedError",
     "Settings",
+    "Skip",
     "SqsJobsError",
+    "ThrottlesExceptions",
+    "WithoutOverlapping",
     "current_app",
     "default_registry",
     "dispatch_many",
     "load_settings",
+    "rate_limiter",
     "use",
 ]

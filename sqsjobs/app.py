@@ -25,6 +25,7 @@ from .settings import Settings, load_settings
 if TYPE_CHECKING:
     from .connections.sqs_async import AsyncSqsSender
     from .runner import Runner
+    from .stores.base import Store
 
 
 class App:
@@ -60,6 +61,7 @@ class App:
         self._connection: Connection | None = None
         self._runner: Runner | None = None
         self._async_sender: AsyncSqsSender | None = None
+        self._store: Store | None = None
         self._lock = threading.Lock()
         key = settings.signing_key
         self.signing_key = key.get_secret_value().encode() if key is not None else None
@@ -71,6 +73,28 @@ class App:
                 if self._connection is None:
                     self._connection = self._build_connection(self._connection_arg)
         return self._connection
+
+    @property
+    def store(self) -> Store:
+        """Coordination state (locks, counters, markers); created on first use only, so plain
+        jobs never touch DynamoDB."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    kind = self.settings.store
+                    if kind == "dynamodb" or (kind == "auto" and self.connection.name == "sqs"):
+                        from .stores.dynamodb import DynamoDbStore
+
+                        self._store = DynamoDbStore(self.settings.table, clock=self.clock)
+                    else:
+                        from .stores.memory import MemoryStore
+
+                        self._store = MemoryStore(self.clock)
+        return self._store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        self._store = store
 
     @property
     def async_sender(self) -> AsyncSqsSender:

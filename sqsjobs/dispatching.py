@@ -8,6 +8,7 @@ silently truncated.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid
@@ -19,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .app import App, current_app
 from .connections.base import BatchFailure, OutgoingMessage
+from .coordination import acquire_unique, release_unique, unique_key
 from .decisions import Fail
 from .envelope import Envelope
 from .errors import DispatchError
@@ -26,6 +28,8 @@ from .timing import DelayLike, delay_seconds, utc_iso
 
 if TYPE_CHECKING:
     from .job import Job
+
+log = logging.getLogger("sqsjobs.dispatch")
 
 #: SQS caps a message, and a whole batch request, at 1 MiB.
 MAX_MESSAGE_BYTES = 1_048_576
@@ -76,6 +80,7 @@ def build_message(
     )
     if cls.retry_until is not None:
         envelope.retry_until = utc_iso(now + cls.retry_until.total_seconds())
+    envelope.unique_key = unique_key(job)
     # available_at is set for every delay so wait times are measured from when the
     # job became runnable; only delays longer than one hop need it to be re-sent.
     hop = app.settings.max_delay_hop
@@ -114,14 +119,32 @@ def dispatch(
     name, envelope, message = build_message(
         app, job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id
     )
+    if not _take_unique_lock(app, job, envelope):
+        return Dispatched(envelope.id, envelope.job, name, queued=False)
     try:
         message_id = app.connection.send(name, message)
-    except (ClientError, BotoCoreError) as exc:
+    except BaseException as exc:
+        release_unique(app, envelope)  # not queued, whatever went wrong: free the lock
+        if not isinstance(exc, ClientError | BotoCoreError):
+            raise
         raise DispatchError(
             f"{envelope.job} ({envelope.id}) was not queued on {name!r}: {exc}",
             [(envelope.id, envelope.job, str(exc))],
         ) from exc
     return Dispatched(envelope.id, envelope.job, name, message_id)
+
+
+def _take_unique_lock(app: App, job: Job, envelope: Envelope) -> bool:
+    """For a unique job: take its lock, or log the duplicate that is dropped (never silently)."""
+    unique_for = type(job).unique_for
+    if envelope.unique_key is None or unique_for is None:
+        return True
+    if acquire_unique(app, envelope, unique_for):
+        return True
+    log.info(
+        "unique job %s (%s) is already queued or running; this dispatch was dropped", envelope.job, envelope.unique_key
+    )
+    return False
 
 
 def dispatch_many(
@@ -150,7 +173,8 @@ def _by_queue(
     by_queue: dict[str, list[tuple[Envelope, OutgoingMessage]]] = {}
     for index, job in enumerate(jobs):
         name, envelope, message = build_message(app, job, queue=queue, delay=delay, entry_id=f"e{index}")
-        by_queue.setdefault(name, []).append((envelope, message))
+        if _take_unique_lock(app, job, envelope):
+            by_queue.setdefault(name, []).append((envelope, message))
     return by_queue
 
 
@@ -186,7 +210,7 @@ def _send_chunk(
         if not pending:
             break
         time.sleep(0.05 * 2**attempt)
-    return _sent(chunk, not_queued), not_queued
+    return _sent(app, chunk, not_queued), not_queued
 
 
 _Pending = dict[str, tuple[Envelope, OutgoingMessage]]
@@ -211,8 +235,14 @@ def _sort_failures(
     return retry
 
 
-def _sent(chunk: list[tuple[Envelope, OutgoingMessage]], not_queued: list[tuple[str, str, str]]) -> list[Envelope]:
+def _sent(
+    app: App, chunk: list[tuple[Envelope, OutgoingMessage]], not_queued: list[tuple[str, str, str]]
+) -> list[Envelope]:
+    """The envelopes of `chunk` that were queued (unique locks of the others are freed)."""
     failed_ids = {job_id for job_id, _, _ in not_queued}
+    for env, _ in chunk:
+        if env.id in failed_ids:
+            release_unique(app, env)
     return [env for env, _ in chunk if env.id not in failed_ids]
 
 
@@ -239,9 +269,14 @@ async def dispatch_async(
     name, envelope, message = build_message(
         app, job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id
     )
+    if not _take_unique_lock(app, job, envelope):
+        return Dispatched(envelope.id, envelope.job, name, queued=False)
     try:
         message_id = await app.async_sender.send(name, message)
-    except (ClientError, BotoCoreError) as exc:
+    except BaseException as exc:
+        release_unique(app, envelope)
+        if not isinstance(exc, ClientError | BotoCoreError):
+            raise
         raise DispatchError(
             f"{envelope.job} ({envelope.id}) was not queued on {name!r}: {exc}",
             [(envelope.id, envelope.job, str(exc))],
@@ -272,7 +307,7 @@ async def dispatch_many_async(
                 if not pending:
                     break
                 await asyncio.sleep(0.05 * 2**attempt)
-            results.extend(Dispatched(env.id, env.job, name) for env in _sent(chunk, failed_here))
+            results.extend(Dispatched(env.id, env.job, name) for env in _sent(app, chunk, failed_here))
             not_queued.extend(failed_here)
     _raise_not_queued(not_queued)
     return results

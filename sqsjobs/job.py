@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
@@ -31,6 +31,8 @@ from .timing import BackoffLike, DelayLike, backoff_seconds, clamp_visibility, d
 if TYPE_CHECKING:
     from .dispatching import Dispatched
     from .envelope import Envelope
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -44,6 +46,9 @@ class JobContext:
     release_delay: int | None = None
     released: bool = False
     fail_reason: str | None = None
+    app: Any = None
+    #: (key, owner) while this run holds an idempotency key "in progress".
+    idempotency: tuple[str, str] | None = None
 
 
 class Job(BaseModel):
@@ -61,6 +66,14 @@ class Job(BaseModel):
         retry_until: a timedelta from dispatch after which the job is not retried.
         delay: default delay for every dispatch (seconds, timedelta).
         fail_on: exception types that skip retries and go straight to the DLQ.
+        max_exceptions: give up after this many raised exceptions, however many tries are
+            left (releases do not count); counted in the store.
+        unique_for: make the job unique (Laravel's ShouldBeUnique): while one with the same
+            `unique_id()` is queued or running — at most this long — dispatching another does
+            nothing and says so (`Dispatched.queued` is False).
+        unique_until_processing: free the unique lock when the job starts, not when it ends.
+        idempotency_ttl: how long a completed `idempotency_key()` (and a completed `step`)
+            is remembered.
 
     Class keywords: `name` (the registered name; default the class name), `aliases`
     (old names that still resolve), `abstract=True` for shared base classes.
@@ -77,6 +90,10 @@ class Job(BaseModel):
     retry_until: ClassVar[timedelta | None] = None
     delay: ClassVar[DelayLike | None] = None
     fail_on: ClassVar[tuple[type[BaseException], ...]] = ()
+    max_exceptions: ClassVar[int | None] = None
+    unique_for: ClassVar[float | timedelta | None] = None
+    unique_until_processing: ClassVar[bool] = False
+    idempotency_ttl: ClassVar[float | timedelta] = timedelta(days=1)
 
     job_name: ClassVar[str] = ""
     job_aliases: ClassVar[tuple[str, ...]] = ()
@@ -101,6 +118,13 @@ class Job(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         # Our class keywords were consumed by __init_subclass__; pydantic must not see them.
         super().__pydantic_init_subclass__()
+        if cls.unique_for is not None and cls.model_fields and cls.unique_id is Job.unique_id:
+            from .errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"{cls.__qualname__} is unique but has fields; define unique_id(self) to say which "
+                "jobs are the same, or every dispatch would share one lock"
+            )
 
     # -- the user's side ---------------------------------------------------------------
     def handle(self) -> Any:
@@ -109,6 +133,18 @@ class Job(BaseModel):
 
     def failed(self, exc: BaseException) -> None:
         """Called once when the job is given up (tries exhausted, fail(), permanent error)."""
+
+    def middleware(self) -> list[Any]:
+        """Middleware to run `handle()` through (see sqsjobs.middleware); none by default."""
+        return []
+
+    def unique_id(self) -> str:
+        """What makes two dispatches of a unique job the same (default: the job name alone)."""
+        return ""
+
+    def idempotency_key(self) -> str | None:
+        """A key naming the effect of this job: a completed key is never run again."""
+        return None
 
     # -- what a running job knows about itself -----------------------------------------
     @property
@@ -132,6 +168,18 @@ class Job(BaseModel):
         """Give the job up now: it goes to the DLQ with `reason` and `failed()` runs."""
         if self._ctx is not None:
             self._ctx.fail_reason = str(reason)
+
+    def step(self, name: str, fn: Callable[[], T]) -> T:
+        """Run `fn` once per job: on a retry, a step that completed returns its recorded result.
+
+        A job that failed after step 2 of 3 resumes at step 3 — what whole-call
+        idempotency cannot do. The result must be JSON-serialisable.
+        """
+        if self._ctx is None or self._ctx.app is None:
+            return fn()
+        from .coordination import run_step
+
+        return run_step(self, name, fn)
 
     def backoff_for(self, attempt: int) -> int:
         """Seconds to wait after failed attempt number `attempt`."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from . import coordination
 from .connections.base import Connection, OutgoingMessage, ReceivedMessage
 from .decisions import Ack, Decision, Defer, Fail, Release
 from .envelope import Envelope, decode
@@ -34,6 +35,7 @@ from .errors import (
 from .events import JobEvent
 from .failures import dead_letter
 from .job import Job, JobContext
+from .middleware import run_through
 from .timing import parse_iso
 
 if TYPE_CHECKING:
@@ -75,12 +77,25 @@ class Runner:
         started = time.perf_counter()
         try:
             with guard(step.job) if guard is not None else contextlib.nullcontext():
-                result = step.job.handle()
-                if inspect.isawaitable(result):
-                    asyncio.run(_await(result))
+                self.run_handle(step.job)
         except Exception as exc:
             return self.finish(step, exc, time.perf_counter() - started)
         return self.finish(step, None, time.perf_counter() - started)
+
+    @staticmethod
+    def run_handle(job: Job) -> None:
+        """`handle()` through the job's middleware; an `async def handle` runs on a private loop."""
+
+        def innermost() -> None:
+            result = job.handle()
+            if inspect.isawaitable(result):
+                asyncio.run(_await(result))
+
+        middleware = job.middleware()
+        if middleware:
+            run_through(middleware, job, innermost)
+        else:
+            innermost()
 
     def timeout_for(self, message: ReceivedMessage) -> float:
         """Seconds the message's job may run; 0 for a message that will not run at all."""
@@ -121,7 +136,7 @@ class Runner:
 
         attempts = message.receive_count
         tries = cls.tries or self.app.settings.tries
-        job._ctx = JobContext(envelope.id, attempts, message.queue, envelope)
+        job._ctx = JobContext(envelope.id, attempts, message.queue, envelope, app=self.app)
         if attempts > tries:
             exhausted = MaxAttemptsExceededError(
                 f"{cls.job_name} was received {attempts} times but allows {tries} tries; "
@@ -132,17 +147,37 @@ class Runner:
             expired = RetryUntilPassedError(f"{cls.job_name} passed its retry_until ({envelope.retry_until})")
             return self._fail(message, connection, job, expired, "retry_until", now, 0.0)
 
+        key = job.idempotency_key()
+        if key is not None:
+            job._ctx.idempotency = (key, f"{envelope.id}:{attempts}")
+            state = coordination.claim(self.app, job, key, job._ctx.idempotency[1], self._timeout(cls))
+            if state == "done":
+                self._emit("processed", job, message)
+                coordination.release_unique(self.app, envelope)
+                return Ack("duplicate")
+            if state == "busy":
+                # The same effect is being produced right now; look again once that run is over.
+                job._ctx.idempotency = None
+                return Release(min(60, math.ceil(self._timeout(cls))), "idempotency key in progress")
+        if cls.unique_until_processing:
+            coordination.release_unique(self.app, envelope)
+
         start_ref = envelope.available_at or envelope.dispatched_at
         self._emit("processing", job, message, wait_s=max(0.0, now - _ts(start_ref, now)))
         return Run(job, message, connection)
 
+    def _timeout(self, cls: type[Job]) -> float:
+        return float(cls.timeout or self.app.settings.timeout)
+
     def finish(self, run: Run, error: Exception | None, runtime: float) -> Decision:
         """Everything after `handle()` returned (error None) or raised `error`."""
         job, message, connection = run.job, run.message, run.connection
-        if error is not None:
-            return self._after_exception(message, connection, job, error, runtime)
         context = job._ctx
         assert context is not None
+        if error is not None or context.fail_reason is not None or context.released:
+            self._abandon_idempotency(job)
+        if error is not None:
+            return self._after_exception(message, connection, job, error, runtime)
         if context.fail_reason is not None:
             failed = JobFailedError(context.fail_reason)
             return self._fail(message, connection, job, failed, "failed_by_job", self.app.clock(), runtime)
@@ -150,8 +185,17 @@ class Runner:
             delay = context.release_delay if context.release_delay is not None else job.backoff_for(context.attempts)
             self._emit("released", job, message, runtime_s=runtime, delay=delay)
             return Release(delay, "released by the job")
+        if context.idempotency is not None:
+            coordination.complete(self.app, job, context.idempotency[0])
+        coordination.release_unique(self.app, context.envelope)
         self._emit("processed", job, message, runtime_s=runtime)
         return Ack()
+
+    def _abandon_idempotency(self, job: Job) -> None:
+        context = job._ctx
+        if context is not None and context.idempotency is not None:
+            coordination.abandon(self.app, job, *context.idempotency)
+            context.idempotency = None
 
     # -- the paths out -----------------------------------------------------------------
     def _after_exception(
@@ -166,6 +210,8 @@ class Runner:
             kind = "timeout"
         elif attempts >= (cls.tries or self.app.settings.tries):
             kind = "tries_exhausted"
+        elif cls.max_exceptions is not None and coordination.count_exception(self.app, job) >= cls.max_exceptions:
+            kind = "max_exceptions"
         elif (
             job._ctx
             and job._ctx.envelope
@@ -201,6 +247,7 @@ class Runner:
         )
         if not self._write_dlq(message, connection, letter):
             return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
+        coordination.release_unique(self.app, job._ctx.envelope if job._ctx else None)
         try:
             job.failed(exc)
         except Exception:
@@ -228,6 +275,7 @@ class Runner:
         )
         if not self._write_dlq(message, connection, letter):
             return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
+        coordination.release_unique(self.app, envelope)
         self.app.events.emit(
             JobEvent(
                 "rejected",

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
         default_queue: where a job goes when neither the job nor the dispatch names a queue.
         signing_key: when set, every message is signed (HMAC-SHA256) and unsigned or
             tampered messages are failed to the DLQ instead of run.
+        store: where coordination state lives; `auto` is DynamoDB (`table`) on the sqs
+            connection and memory otherwise.
         max_delay_hop: the longest single `DelaySeconds` used; longer delays travel in hops.
             900 is the SQS maximum; lower it only to test hops quickly.
         tries: attempts for jobs that do not set `tries` (never unlimited).
@@ -53,6 +55,7 @@ class Settings(BaseSettings):
     queue_suffix: str = ""
     default_queue: str = "default"
     signing_key: SecretStr | None = None
+    store: Literal["auto", "dynamodb", "memory"] = "auto"
     table: str = "sqsjobs"
     bucket: str = "sqsjobs-payloads"
     tries: int = Field(default=3, ge=1, le=1000)

@@ -69,7 +69,7 @@ async def _decide(worker: Worker, message: ReceivedMessage) -> Decision:
     started = time.perf_counter()
     error: Exception | None = None
     try:
-        if inspect.iscoroutinefunction(step.job.handle):
+        if inspect.iscoroutinefunction(step.job.handle) and not step.job.middleware():
             await asyncio.wait_for(step.job.handle(), timeout)
         else:
             await asyncio.to_thread(_run_sync, worker, step.job)
@@ -81,7 +81,7 @@ async def _decide(worker: Worker, message: ReceivedMessage) -> Decision:
 
 
 def _run_sync(worker: Worker, job: Job) -> None:
+    # Middleware is synchronous, so a job with middleware runs it here, in the pool
+    # (an `async def handle` inside it then gets a private loop and no real cancellation).
     with worker._guard(job):
-        result = job.handle()
-    if inspect.isawaitable(result):
-        raise TypeError(f"{type(job).__name__}.handle returned an awaitable; declare it `async def`")
+        worker.app.runner.run_handle(job)

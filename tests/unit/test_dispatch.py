@@ -29,7 +29,7 @@ class Urgent(Job, name="dispatch.urgent"):
 
 class Ordered(Job, name="dispatch.ordered"):
     queue = "orders.fifo"
-    step: int
+    number: int
 
     def handle(self) -> None:
         pass
@@ -153,10 +153,10 @@ def test_fifo_queues_get_a_group_and_deduplication_id_and_refuse_delays(moto: No
     app = App(connection="sqs", queue_prefix=prefix)
     provision(app, ["orders.fifo"])
     with app.activate():
-        Ordered(step=1).dispatch(group="order-7")
-        Ordered(step=2).dispatch()
+        Ordered(number=1).dispatch(group="order-7")
+        Ordered(number=2).dispatch()
         with pytest.raises(DispatchError, match="FIFO"):
-            Ordered(step=3).dispatch(delay=5)
+            Ordered(number=3).dispatch(delay=5)
     messages = drain(queue_url(app, "orders.fifo"))
     groups = sorted(m["Attributes"]["MessageGroupId"] for m in messages)
     assert groups == ["dispatch.ordered", "order-7"]

@@ -48,7 +48,7 @@ class Long(Seen, name="lambda.long"):
 
 class Ordered(Seen, name="lambda.ordered"):
     queue = "orders.fifo"
-    step: str
+    stage: str
     broken: bool = False
 
     def handle(self) -> None:
@@ -131,14 +131,14 @@ def test_fifo_failure_holds_back_the_batch_or_only_its_group(moto: None, prefix:
     app = App(connection="sqs", queue_prefix=prefix, lambda_fifo_skip_group=skip_group)
     provision(app, ["orders.fifo"], table=False, bucket=False)
     with app.activate():
-        Ordered(step="a1", broken=True).dispatch(group="a")
-        Ordered(step="b1").dispatch(group="b")
-        Ordered(step="a2").dispatch(group="a")
+        Ordered(stage="a1", broken=True).dispatch(group="a")
+        Ordered(stage="b1").dispatch(group="b")
+        Ordered(stage="a2").dispatch(group="a")
     event = receive_event(app, "orders.fifo", "sqs_fifo.json")
-    order = [json.loads(r["body"])["payload"]["step"] for r in event["Records"]]
+    order = [json.loads(r["body"])["payload"]["stage"] for r in event["Records"]]
     assert order[0] == "a1"
     response = SqsHandler(app)(event, FakeContext())
-    steps = {r["messageId"]: json.loads(r["body"])["payload"]["step"] for r in event["Records"]}
+    steps = {r["messageId"]: json.loads(r["body"])["payload"]["stage"] for r in event["Records"]}
     failed_steps = sorted(steps[i] for i in failed_ids(response))
     ran = list(Seen.runs)
     if skip_group:

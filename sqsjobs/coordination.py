@@ -1,0 +1,106 @@
+"""The store-backed parts of a job's life: unique locks, exception counts, idempotency, steps.
+
+Algorithms only; the state lives in the app's store (DynamoDB or memory). Each
+function costs the minimum number of store calls its guarantee needs:
+
+| feature | store calls per job |
+| --- | --- |
+| unique job | 2 — add the lock at dispatch, delete it (owner-checked) when the job ends |
+| `max_exceptions` | 0 on success; 1 per raised exception |
+| idempotency key | 2 — add "in progress", then put "completed" (or delete it if the run failed) |
+| step | 1 read, +1 write the first time it completes |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from .app import App
+    from .envelope import Envelope
+    from .job import Job
+
+log = logging.getLogger("sqsjobs.coordination")
+T = TypeVar("T")
+
+#: Exception counts outlive any sensible retry schedule, and then expire.
+_EXCEPTIONS_TTL_S = 14 * 24 * 3600
+#: An "in progress" idempotency mark outlives the run by this much, then frees the key.
+_IN_PROGRESS_MARGIN_S = 60
+
+
+def seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+# -- unique jobs ------------------------------------------------------------------------------
+def unique_key(job: Job) -> str | None:
+    cls = type(job)
+    return f"{cls.job_name}:{job.unique_id()}" if cls.unique_for is not None else None
+
+
+def acquire_unique(app: App, envelope: Envelope, ttl: float | timedelta) -> bool:
+    """Take the unique lock for a dispatch; the owner is the job id, so only this job frees it."""
+    assert envelope.unique_key is not None
+    return app.store.add(("unique", envelope.unique_key), {"owner": envelope.id}, ttl=seconds(ttl))
+
+
+def release_unique(app: App, envelope: Envelope | None) -> None:
+    """Free a job's unique lock on a terminal path (owner-checked: never someone else's)."""
+    if envelope is None or envelope.unique_key is None:
+        return
+    try:
+        app.store.delete(("unique", envelope.unique_key), owner=envelope.id)
+    except Exception:
+        log.exception("could not release unique lock %s; it expires by itself", envelope.unique_key)
+
+
+# -- max_exceptions ---------------------------------------------------------------------------
+def count_exception(app: App, job: Job) -> int:
+    """Raised exceptions of this job so far, this one included (releases are not counted)."""
+    return app.store.incr(("exceptions", job.job_id or ""), 1, ttl=_EXCEPTIONS_TTL_S) or 0
+
+
+# -- idempotency ------------------------------------------------------------------------------
+Claim = Literal["run", "done", "busy"]
+
+
+def _idempotency_item(job: Job, key: str) -> tuple[str, str]:
+    return ("idempotency", f"{type(job).job_name}:{key}")
+
+
+def claim(app: App, job: Job, key: str, owner: str, timeout: float) -> Claim:
+    """Mark `key` in progress: `run` if we got it, `done` if it completed before, `busy` if running."""
+    item = _idempotency_item(job, key)
+    if app.store.add(item, {"status": "in_progress", "owner": owner}, ttl=timeout + _IN_PROGRESS_MARGIN_S):
+        return "run"
+    current = app.store.get(item)
+    if current is None:  # it expired between our two calls: try once more
+        return claim(app, job, key, owner, timeout) if app.store.get(item) is None else "busy"
+    return "done" if current.get("status") == "completed" else "busy"
+
+
+def complete(app: App, job: Job, key: str) -> None:
+    app.store.put(_idempotency_item(job, key), {"status": "completed"}, ttl=seconds(type(job).idempotency_ttl))
+
+
+def abandon(app: App, job: Job, key: str, owner: str) -> None:
+    """A run that did not complete clears its mark, so the retry may run."""
+    app.store.delete(_idempotency_item(job, key), owner=owner)
+
+
+# -- steps ------------------------------------------------------------------------------------
+def run_step(job: Job, name: str, fn: Callable[[], T]) -> T:
+    assert job._ctx is not None and job._ctx.app is not None
+    store = job._ctx.app.store
+    item = ("step", f"{job.job_id}:{name}")
+    done = store.get(item)
+    if done is not None:
+        return json.loads(done["result"])  # type: ignore[no-any-return]
+    result = fn()
+    store.put(item, {"result": json.dumps(result)}, ttl=seconds(type(job).idempotency_ttl))
+    return result
