@@ -1,0 +1,96 @@
+"""DynamoDB calls per job for the coordination features, counted on the wire (botocore events).
+
+Each number should be the minimum its guarantee needs (see sqsjobs/coordination.py):
+plain 0, unique 2 (lock at dispatch, owner-checked release), rate-limited 1 (one atomic
+counter update; the first job of each window pays one more to start it), idempotent 2
+(claim "in progress", mark "completed").
+Runs on in-process moto: calls are counted, not timed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+JOBS = 50
+
+
+def measure() -> dict[str, float]:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_ENDPOINT_URL")}
+    from moto import mock_aws
+
+    from sqsjobs import App, Job, Limit, RateLimited, aws, rate_limiter
+    from sqsjobs.provisioning import provision
+    from sqsjobs.worker import Worker, WorkerOptions
+
+    class Plain(Job, name="bench.plain"):
+        n: int
+
+        def handle(self) -> None:
+            pass
+
+    class Unique(Job, name="bench.unique"):
+        unique_for = 3600
+        n: int
+
+        def unique_id(self) -> str:
+            return str(self.n)
+
+        def handle(self) -> None:
+            pass
+
+    class Limited(Job, name="bench.limited"):
+        n: int
+
+        def middleware(self) -> list[Any]:
+            return [RateLimited("bench")]
+
+        def handle(self) -> None:
+            pass
+
+    class Idempotent(Job, name="bench.idempotent"):
+        n: int
+
+        def idempotency_key(self) -> str:
+            return f"effect-{self.n}"
+
+        def handle(self) -> None:
+            pass
+
+    rate_limiter("bench", Limit.per_minute(10_000))
+    out: dict[str, float] = {}
+    try:
+        with mock_aws():
+            aws.reset_clients()
+            for label, cls in (
+                ("plain", Plain),
+                ("unique", Unique),
+                ("rate_limited", Limited),
+                ("idempotent", Idempotent),
+            ):
+                app = App(connection="sqs", queue_prefix=f"bench-{label}-")
+                provision(app, ["default"], bucket=False)
+                calls = [0]
+                ddb = aws.client("dynamodb")
+
+                def count(calls: list[int] = calls, **_: Any) -> None:
+                    calls[0] += 1
+
+                ddb.meta.events.register("before-call.dynamodb.*", count)
+                with app.activate():
+                    cls.dispatch_many([cls(n=i) for i in range(JOBS)])  # type: ignore[call-arg]
+                Worker(app, WorkerOptions(sleep=1, concurrency=4, stop_when_empty=True)).run(install_signals=False)
+                ddb.meta.events.unregister("before-call.dynamodb.*", count)
+                out[f"ddb_calls_per_job_{label}"] = calls[0] / JOBS
+    finally:
+        os.environ.update(saved)
+        aws.reset_clients()
+    return out
+
+
+if __name__ == "__main__":
+    for name, value in measure().items():
+        print(f"{name}={value:.2f}")
