@@ -8,11 +8,12 @@ silently truncated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -121,17 +122,24 @@ def dispatch(
     )
     if not _take_unique_lock(app, job, envelope):
         return Dispatched(envelope.id, envelope.job, name, queued=False)
-    try:
+    with _unqueued_on_error(app, envelope, name):
         message_id = app.connection.send(name, message)
+    return Dispatched(envelope.id, envelope.job, name, message_id)
+
+
+@contextlib.contextmanager
+def _unqueued_on_error(app: App, envelope: Envelope, queue: str) -> Iterator[None]:
+    """A send that failed frees the job's unique lock, and AWS errors become a DispatchError."""
+    try:
+        yield
     except BaseException as exc:
-        release_unique(app, envelope)  # not queued, whatever went wrong: free the lock
+        release_unique(app, envelope)  # not queued, whatever went wrong
         if not isinstance(exc, ClientError | BotoCoreError):
             raise
         raise DispatchError(
-            f"{envelope.job} ({envelope.id}) was not queued on {name!r}: {exc}",
+            f"{envelope.job} ({envelope.id}) was not queued on {queue!r}: {exc}",
             [(envelope.id, envelope.job, str(exc))],
         ) from exc
-    return Dispatched(envelope.id, envelope.job, name, message_id)
 
 
 def _take_unique_lock(app: App, job: Job, envelope: Envelope) -> bool:
@@ -271,16 +279,8 @@ async def dispatch_async(
     )
     if not _take_unique_lock(app, job, envelope):
         return Dispatched(envelope.id, envelope.job, name, queued=False)
-    try:
+    with _unqueued_on_error(app, envelope, name):
         message_id = await app.async_sender.send(name, message)
-    except BaseException as exc:
-        release_unique(app, envelope)
-        if not isinstance(exc, ClientError | BotoCoreError):
-            raise
-        raise DispatchError(
-            f"{envelope.job} ({envelope.id}) was not queued on {name!r}: {exc}",
-            [(envelope.id, envelope.job, str(exc))],
-        ) from exc
     return Dispatched(envelope.id, envelope.job, name, message_id)
 
 

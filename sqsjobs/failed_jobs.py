@@ -18,8 +18,7 @@ from typing import Any
 
 from . import aws
 from .app import App
-from .connections.base import ReceivedMessage
-from .connections.sqs import SqsConnection
+from .connections.sqs import SqsConnection, received
 from .envelope import decode
 from .errors import BadMessageError, ConfigurationError
 from .failures import FailedJob
@@ -75,7 +74,7 @@ class FailedJobs:
                     break
                 for item in fresh:
                     seen.add(item["MessageId"])
-                    yield dlq_url, FailedJob.from_message(_received(name, item))
+                    yield dlq_url, FailedJob.from_message(received(name, item))
 
     def _visible(self, dlq_url: str) -> int:
         attrs = self._sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
@@ -158,16 +157,3 @@ class FailedJobs:
         envelope.available_at = None
         envelope.dispatched_at = utc_iso(now)
         return envelope.encode(self.app.signing_key)
-
-
-def _received(queue: str, item: dict[str, Any]) -> ReceivedMessage:
-    attributes = item.get("Attributes", {})
-    return ReceivedMessage(
-        queue=queue,
-        message_id=item["MessageId"],
-        receipt_handle=item["ReceiptHandle"],
-        body=item["Body"],
-        receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
-        sent_at=int(attributes.get("SentTimestamp", 0)) / 1000,
-        attributes={k: v.get("StringValue", "") for k, v in item.get("MessageAttributes", {}).items()},
-    )

@@ -18,7 +18,38 @@ from .base import BatchFailure, Connection, OutgoingMessage, QueueInfo, Received
 RunMessage = Callable[[ReceivedMessage, Connection], Decision]
 
 
-class SyncConnection:
+class NullConnection:
+    """Accepts every message and keeps none: dispatching becomes a no-op."""
+
+    name = "null"
+    runs_inline = True
+
+    def send(self, queue: str, message: OutgoingMessage) -> str:
+        return ""
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[BatchFailure]:
+        return []
+
+    def send_to_dlq(self, queue: str, message: OutgoingMessage) -> None:
+        return None
+
+    def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
+        return []
+
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
+        return None
+
+    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
+        return None
+
+    def queue_info(self, queue: str) -> QueueInfo:
+        return QueueInfo(queue, f"null://{queue}", 0, queue.endswith(".fifo"), None, None)
+
+    def counts(self, queue: str) -> dict[str, int]:
+        return {}
+
+
+class SyncConnection(NullConnection):
     """Runs a job as it is dispatched; releases retry at once (delays are not waited for)."""
 
     name = "sync"
@@ -63,48 +94,5 @@ class SyncConnection:
     def dead_letters(self, queue: str) -> list[ReceivedMessage]:
         return list(self._dead.get(queue, []))
 
-    def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
-        return []
-
-    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
-        return None
-
-    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
-        return None
-
     def queue_info(self, queue: str) -> QueueInfo:
         return QueueInfo(queue, f"sync://{queue}", 0, queue.endswith(".fifo"), f"sync://{queue}-dlq", None)
-
-    def counts(self, queue: str) -> dict[str, int]:
-        return {}
-
-
-class NullConnection:
-    """Accepts every message and keeps none: dispatching becomes a no-op."""
-
-    name = "null"
-    runs_inline = True
-
-    def send(self, queue: str, message: OutgoingMessage) -> str:
-        return ""
-
-    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[BatchFailure]:
-        return []
-
-    def send_to_dlq(self, queue: str, message: OutgoingMessage) -> None:
-        return None
-
-    def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
-        return []
-
-    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
-        return None
-
-    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
-        return None
-
-    def queue_info(self, queue: str) -> QueueInfo:
-        return QueueInfo(queue, f"null://{queue}", 0, queue.endswith(".fifo"), None, None)
-
-    def counts(self, queue: str) -> dict[str, int]:
-        return {}

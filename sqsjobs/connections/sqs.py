@@ -139,22 +139,7 @@ class SqsConnection:
             MessageAttributeNames=["All"],
         )
         now = time.time()
-        out = []
-        for raw in response.get("Messages", []):
-            attributes = raw.get("Attributes", {})
-            out.append(
-                ReceivedMessage(
-                    queue=queue,
-                    message_id=raw["MessageId"],
-                    receipt_handle=raw["ReceiptHandle"],
-                    body=raw["Body"],
-                    receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
-                    sent_at=int(attributes.get("SentTimestamp", 0)) / 1000,
-                    attributes={k: v.get("StringValue", "") for k, v in raw.get("MessageAttributes", {}).items()},
-                    received_at=now,
-                )
-            )
-        return out
+        return [received(queue, raw, now) for raw in response.get("Messages", [])]
 
     def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
         url = self.url(queue)
@@ -190,6 +175,21 @@ class SqsConnection:
             ],
         )["Attributes"]
         return {k: int(v) for k, v in attrs.items()}
+
+
+def received(queue: str, raw: dict[str, Any], now: float = 0.0) -> ReceivedMessage:
+    """A ReceiveMessage result entry as a ReceivedMessage (message attributes as plain strings)."""
+    attributes = raw.get("Attributes", {})
+    return ReceivedMessage(
+        queue=queue,
+        message_id=raw["MessageId"],
+        receipt_handle=raw["ReceiptHandle"],
+        body=raw["Body"],
+        receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+        sent_at=int(attributes.get("SentTimestamp", 0)) / 1000,
+        attributes={k: v.get("StringValue", "") for k, v in raw.get("MessageAttributes", {}).items()},
+        received_at=now,
+    )
 
 
 def entry_params(message: OutgoingMessage) -> dict[str, Any]:

@@ -29,15 +29,7 @@ from sqsjobs.middleware import (
 from sqsjobs.provisioning import provision
 from sqsjobs.stores.dynamodb import DynamoDbStore
 from sqsjobs.worker import Worker, WorkerOptions
-from tests.helpers import wait_for, work_for
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import FakeClock, wait_for, work_for
 
 
 class Journal(Job, abstract=True):
@@ -161,12 +153,12 @@ def _clean() -> Iterator[None]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def app(clock: Clock) -> App:
+def app(clock: FakeClock) -> App:
     return App(connection=MemoryConnection(visibility_timeout=30, max_receive_count=None, clock=clock), clock=clock)
 
 
@@ -210,7 +202,9 @@ def test_twenty_threads_dispatching_one_unique_job_queue_exactly_one(app: App) -
 
 
 @pytest.mark.parametrize("store_kind", ["memory", "dynamodb"])
-def test_the_lock_is_free_again_on_every_terminal_path(app: App, clock: Clock, store_kind: str, request: Any) -> None:
+def test_the_lock_is_free_again_on_every_terminal_path(
+    app: App, clock: FakeClock, store_kind: str, request: Any
+) -> None:
     if store_kind == "dynamodb":
         request.getfixturevalue("moto")
         provision(App(connection="sqs"), [], table=True, bucket=False)
@@ -281,7 +275,9 @@ def test_skip_acknowledges_without_running_and_fail_on_exception_skips_retries(a
     assert names("coord.skippy") == ["ran"]
 
 
-def test_a_rate_limit_of_five_per_second_never_lets_a_sixth_through_under_four_workers(app: App, clock: Clock) -> None:
+def test_a_rate_limit_of_five_per_second_never_lets_a_sixth_through_under_four_workers(
+    app: App, clock: FakeClock
+) -> None:
     rate_limiter("coord-api", Limit.per_second(5))
     with app.activate():
         Limited.dispatch_many([Limited(n=i) for i in range(30)])
@@ -330,7 +326,7 @@ def test_without_overlapping_runs_jobs_one_after_the_other_across_two_workers(ap
     assert all(earlier["end"] <= later["start"] for earlier, later in itertools.pairwise(ordered))
 
 
-def test_a_throttled_circuit_opens_after_n_exceptions_and_closes_after_the_decay(app: App, clock: Clock) -> None:
+def test_a_throttled_circuit_opens_after_n_exceptions_and_closes_after_the_decay(app: App, clock: FakeClock) -> None:
     with app.activate():
         Flaky().dispatch()
     for _ in range(3):

@@ -10,7 +10,7 @@ import pytest
 
 from sqsjobs import Ack, App, Defer, Fail, Job, PermanentError, ReceivedMessage, Release, aws
 from sqsjobs.connections.memory import MemoryConnection
-from tests.helpers import dead_letters, queue_url
+from tests.helpers import FakeClock, dead_letters, queue_url
 
 
 class Recorder(Job, abstract=True):
@@ -85,21 +85,13 @@ class Typed(Job, name="runner.typed"):
         pass
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def app(clock: Clock) -> App:
+def app(clock: FakeClock) -> App:
     app = App(connection=MemoryConnection(visibility_timeout=30, max_receive_count=None, clock=clock), clock=clock)
     for cls in (Succeeds, Flaky, Declined, GivesUp):
         cls.runs.clear()
@@ -125,7 +117,7 @@ def test_a_successful_job_is_acknowledged(app: App) -> None:
     assert Succeeds.runs == [(job_id, 1)]
 
 
-def test_exceptions_release_the_same_message_with_the_backoff_until_tries_run_out(app: App, clock: Clock) -> None:
+def test_exceptions_release_the_same_message_with_the_backoff_until_tries_run_out(app: App, clock: FakeClock) -> None:
     with app.activate():
         Flaky().dispatch()
     decisions = []
@@ -190,7 +182,7 @@ def test_fail_sends_the_job_to_the_dlq_with_its_reason(app: App) -> None:
     assert GivesUp.failures == ["JobFailedError: customer deleted"]
 
 
-def test_retry_until_stops_retries_even_with_tries_left(app: App, clock: Clock) -> None:
+def test_retry_until_stops_retries_even_with_tries_left(app: App, clock: FakeClock) -> None:
     with app.activate():
         Deadline().dispatch()
     message = receive(app)
@@ -244,7 +236,7 @@ def test_bad_messages_go_to_the_dlq_with_their_reason_and_never_run(app: App, bo
     assert letter.attributes["sqsjobs.reason"] == reason
 
 
-def test_with_a_signing_key_unsigned_messages_are_refused(clock: Clock) -> None:
+def test_with_a_signing_key_unsigned_messages_are_refused(clock: FakeClock) -> None:
     connection = MemoryConnection(clock=clock)
     unsigned = App(connection=connection, clock=clock)
     signed = App(connection=connection, clock=clock, signing_key="s3cret")
@@ -258,7 +250,7 @@ def test_with_a_signing_key_unsigned_messages_are_refused(clock: Clock) -> None:
     assert second == Ack()
 
 
-def test_a_long_delay_hops_until_it_is_due_then_runs(app: App, clock: Clock) -> None:
+def test_a_long_delay_hops_until_it_is_due_then_runs(app: App, clock: FakeClock) -> None:
     """20 minutes with 900 s hops: one DelaySeconds, one re-send of the rest, then the run."""
     with app.activate():
         Succeeds().dispatch(delay=timedelta(minutes=20))

@@ -16,23 +16,16 @@ from sqsjobs import App
 from sqsjobs.provisioning import provision
 from sqsjobs.stores import MemoryStore, Store
 from sqsjobs.stores.dynamodb import DynamoDbStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import FakeClock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
-def store(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Store]:
+def store(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore(clock)
         return
@@ -41,7 +34,7 @@ def store(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Store]:
     yield DynamoDbStore("sqsjobs", clock=clock)
 
 
-def test_add_creates_once_while_live_and_again_after_expiry(store: Store, clock: Clock) -> None:
+def test_add_creates_once_while_live_and_again_after_expiry(store: Store, clock: FakeClock) -> None:
     key = ("lock", "a")
     assert store.add(key, {"owner": "w1"}, ttl=10) is True
     assert store.add(key, {"owner": "w2"}, ttl=10) is False
@@ -52,7 +45,7 @@ def test_add_creates_once_while_live_and_again_after_expiry(store: Store, clock:
     assert store.get(key) == {"owner": "w2"}
 
 
-def test_delete_checks_the_owner(store: Store, clock: Clock) -> None:
+def test_delete_checks_the_owner(store: Store, clock: FakeClock) -> None:
     key = ("lock", "b")
     store.add(key, {"owner": "w1"}, ttl=10)
     assert store.delete(key, owner="w2") is False
@@ -65,7 +58,7 @@ def test_delete_checks_the_owner(store: Store, clock: Clock) -> None:
     assert store.delete(key, owner="w1") is False, "an expired lock is not ours to release any more"
 
 
-def test_put_replaces_and_restarts_the_ttl(store: Store, clock: Clock) -> None:
+def test_put_replaces_and_restarts_the_ttl(store: Store, clock: FakeClock) -> None:
     key = ("idem", "k")
     store.put(key, {"status": "in_progress"}, ttl=5)
     clock.now += 4
@@ -74,7 +67,7 @@ def test_put_replaces_and_restarts_the_ttl(store: Store, clock: Clock) -> None:
     assert store.get(key) == {"status": "completed", "result": 3}
 
 
-def test_incr_counts_in_fixed_windows_and_refuses_past_the_limit(store: Store, clock: Clock) -> None:
+def test_incr_counts_in_fixed_windows_and_refuses_past_the_limit(store: Store, clock: FakeClock) -> None:
     key = ("rate", "api")
     assert [store.incr(key, 1, ttl=1, limit=3) for _ in range(5)] == [1, 2, 3, None, None]
     clock.now += 1.5
@@ -84,7 +77,7 @@ def test_incr_counts_in_fixed_windows_and_refuses_past_the_limit(store: Store, c
 
 
 @pytest.fixture
-def atomic_store(clock: Clock) -> Store:
+def atomic_store(clock: FakeClock) -> Store:
     """The memory store: atomic, as DynamoDB's conditional writes are.
 
     moto's DynamoDB does not serialise requests, so two threads can both pass one
