@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -117,14 +117,21 @@ def dispatch(
     app: App | None = None,
 ) -> Dispatched:
     app = app or current_app()
-    name, envelope, message = build_message(
-        app, job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id
-    )
-    if not _take_unique_lock(app, job, envelope):
-        return Dispatched(envelope.id, envelope.job, name, queued=False)
+    prepared = _prepare(app, job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id)
+    if isinstance(prepared, Dispatched):
+        return prepared
+    name, envelope, message = prepared
     with _unqueued_on_error(app, envelope, name):
         message_id = app.connection.send(name, message)
     return Dispatched(envelope.id, envelope.job, name, message_id)
+
+
+def _prepare(app: App, job: Job, **options: Any) -> tuple[str, Envelope, OutgoingMessage] | Dispatched:
+    """The message for one job, or the Dispatched(queued=False) of a unique job's duplicate."""
+    name, envelope, message = build_message(app, job, **options)
+    if not _take_unique_lock(app, job, envelope):
+        return Dispatched(envelope.id, envelope.job, name, queued=False)
+    return name, envelope, message
 
 
 @contextlib.contextmanager
@@ -274,11 +281,10 @@ async def dispatch_async(
     app = app or current_app()
     if app.connection.name != "sqs":
         return dispatch(job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id, app=app)
-    name, envelope, message = build_message(
-        app, job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id
-    )
-    if not _take_unique_lock(app, job, envelope):
-        return Dispatched(envelope.id, envelope.job, name, queued=False)
+    prepared = _prepare(app, job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id)
+    if isinstance(prepared, Dispatched):
+        return prepared
+    name, envelope, message = prepared
     with _unqueued_on_error(app, envelope, name):
         message_id = await app.async_sender.send(name, message)
     return Dispatched(envelope.id, envelope.job, name, message_id)

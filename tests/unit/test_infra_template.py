@@ -391,7 +391,7 @@ def check_event_source_mappings(t: Template) -> None:
         assert 2 <= concurrency <= 1000, f"the mapping of {queue} needs ScalingConfig.MaximumConcurrency (2-1000)"
         batch = int(mapping["BatchSize"])
         window = int(mapping.get("MaximumBatchingWindowInSeconds", 0))
-        assert 1 <= batch <= 10000
+        assert 0 < batch <= 10_000, f"the mapping of {queue}: BatchSize {batch} is outside 1-10,000"
         assert batch <= 10 or window >= 1, f"the mapping of {queue}: BatchSize above 10 needs a batching window"
         consume_policy = "@ConsumePolicy" + queue.removeprefix("Queue")
         assert consume_policy in repr(mapping), (
@@ -421,7 +421,7 @@ def check_consumers(t: Template) -> None:
     policies = t.of_type("AWS::ApplicationAutoScaling::ScalingPolicy")
     _, target = t.one("AWS::ApplicationAutoScaling::ScalableTarget")
     assert target["ScalableDimension"] == "ecs:service:DesiredCount"
-    assert 1 <= int(target["MinCapacity"]) <= int(target["MaxCapacity"])
+    assert 0 < int(target["MinCapacity"]) <= int(target["MaxCapacity"]), "the poller needs at least one task"
     scaled = set()
     for name, policy in policies.items():
         config = policy["TargetTrackingScalingPolicyConfiguration"]
