@@ -118,6 +118,14 @@ class Job(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         # Our class keywords were consumed by __init_subclass__; pydantic must not see them.
         super().__pydantic_init_subclass__()
+        shadowed = sorted(set(cls.model_fields) & _JOB_ATTRIBUTES)
+        if shadowed:
+            from .errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"{cls.__qualname__} has payload field(s) {', '.join(shadowed)} that would hide Job's own "
+                "attribute of that name; rename the field(s)"
+            )
         if cls.unique_for is not None and cls.model_fields and cls.unique_id is Job.unique_id:
             from .errors import ConfigurationError
 
@@ -249,3 +257,7 @@ class Job(BaseModel):
         from .dispatching import dispatch_many_async
 
         return await dispatch_many_async(jobs, queue=queue, delay=delay)
+
+
+#: Names a payload field may not take: each would hide an option or method of Job.
+_JOB_ATTRIBUTES = frozenset(name for name in vars(Job) if not name.startswith("_"))

@@ -38,3 +38,14 @@ def test_tries_must_be_finite_and_positive() -> None:
 
         class Broken(Job, name="registry.broken"):
             tries = 0
+
+
+def test_a_payload_field_may_not_hide_a_job_option_or_method() -> None:
+    with pytest.raises(ConfigurationError, match="fail, queue"):
+
+        class Shadowing(Job, name="registry.shadowing"):
+            queue: str  # type: ignore[misc]
+            fail: bool
+
+            def handle(self) -> None:
+                pass
