@@ -36,10 +36,17 @@ def _powertools_log_listener() -> Any:
     logger = Logger(logger_name="sqsjobs.lambda")
 
     def listen(event: JobEvent) -> None:
-        fields = {"job_id": event.job_id, "job": event.job_name, "queue": event.queue, "attempt": event.attempt}
+        fields = {
+            "job_id": event.job_id,
+            "job": event.job_name,
+            "queue": event.queue,
+            "attempt": event.attempt,
+            "dispatched_at": event.dispatched_at,
+            "wait_ms": round(event.wait_s * 1000),
+        }
         logger.set_correlation_id(event.job_id)
         if event.kind == "processing":
-            logger.info("job started", extra={**fields, "wait_ms": round(event.wait_s * 1000)})
+            logger.debug("job started", extra=fields)
         else:
             extra: dict[str, Any] = {**fields, "outcome": event.kind, "runtime_ms": round(event.runtime_s * 1000, 1)}
             if event.error:

@@ -47,6 +47,8 @@ class JobContext:
     released: bool = False
     fail_reason: str | None = None
     app: Any = None
+    #: Seconds from dispatch (or the end of its delay) to the start of this run.
+    wait_s: float = 0.0
     #: (key, owner) while this run holds an idempotency key "in progress".
     idempotency: tuple[str, str] | None = None
 

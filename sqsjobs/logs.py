@@ -18,20 +18,19 @@ _FIELDS = ("job_id", "job", "queue", "attempt", "dispatched_at", "wait_ms", "run
 
 
 def log_event(event: JobEvent) -> None:
-    """The events listener that writes the job log."""
+    """The events listener that writes the job log: one line per job outcome at INFO.
+
+    The outcome line carries everything (dispatched at, wait, runtime, outcome, error);
+    the start line is DEBUG, because at INFO it would double the logging cost of a
+    short job for little news.
+    """
+    if event.kind == "processing":
+        if job_log.isEnabledFor(logging.DEBUG):
+            job_log.debug("job started", extra={"sqsjobs": _fields(event)})
+        return
     if not job_log.isEnabledFor(logging.INFO):
         return
-    fields: dict[str, Any] = {
-        "job_id": event.job_id,
-        "job": event.job_name,
-        "queue": event.queue,
-        "attempt": event.attempt,
-    }
-    if event.kind == "processing":
-        fields["dispatched_at"] = event.dispatched_at
-        fields["wait_ms"] = round(event.wait_s * 1000)
-        job_log.info("job started", extra={"sqsjobs": fields})
-        return
+    fields = _fields(event)
     fields["outcome"] = event.kind
     fields["runtime_ms"] = round(event.runtime_s * 1000, 1)
     if event.delay:
@@ -40,6 +39,19 @@ def log_event(event: JobEvent) -> None:
         fields["error"] = f"{event.error_type}: {event.error}"
     level = logging.WARNING if event.kind in ("failed", "rejected") else logging.INFO
     job_log.log(level, "job " + event.kind, extra={"sqsjobs": fields})
+
+
+def _fields(event: JobEvent) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "job_id": event.job_id,
+        "job": event.job_name,
+        "queue": event.queue,
+        "attempt": event.attempt,
+    }
+    if event.dispatched_at:
+        fields["dispatched_at"] = event.dispatched_at
+        fields["wait_ms"] = round(event.wait_s * 1000)
+    return fields
 
 
 class JsonFormatter(logging.Formatter):

@@ -163,7 +163,8 @@ class Runner:
             coordination.release_unique(self.app, envelope)
 
         start_ref = envelope.available_at or envelope.dispatched_at
-        self._emit("processing", job, message, wait_s=max(0.0, now - _ts(start_ref, now)))
+        job._ctx.wait_s = max(0.0, now - _ts(start_ref, now))
+        self._emit("processing", job, message)
         return Run(job, message, connection)
 
     def _timeout(self, cls: type[Job]) -> float:
@@ -324,7 +325,6 @@ class Runner:
         job: Job,
         message: ReceivedMessage,
         *,
-        wait_s: float = 0.0,
         runtime_s: float = 0.0,
         error: BaseException | None = None,
         delay: int = 0,
@@ -338,7 +338,7 @@ class Runner:
                 message.queue,
                 message.receive_count,
                 dispatched_at=ctx.envelope.dispatched_at if ctx and ctx.envelope else "",
-                wait_s=wait_s,
+                wait_s=ctx.wait_s if ctx else 0.0,
                 runtime_s=runtime_s,
                 error_type=type(error).__name__ if error else "",
                 error=str(error) if error else "",

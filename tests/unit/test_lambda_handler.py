@@ -188,6 +188,7 @@ def test_powertools_logger_carries_the_job_keys_when_a_service_is_set(
     SqsHandler(sqs_app)(receive_event(sqs_app, "default"), FakeContext())
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     mine = [line for line in lines if line.get("job_id") == job_id]
-    assert [line["message"] for line in mine] == ["job started", "job processed"]
+    assert [line["message"] for line in mine] == ["job processed"]
     assert all(line["service"] == "billing" and line["correlation_id"] == job_id for line in mine)
-    assert mine[1]["outcome"] == "processed" and mine[1]["job"] == "lambda.fine" and mine[1]["attempt"] == 1
+    assert mine[0]["outcome"] == "processed" and mine[0]["job"] == "lambda.fine" and mine[0]["attempt"] == 1
+    assert mine[0]["dispatched_at"].endswith("Z") and "wait_ms" in mine[0]

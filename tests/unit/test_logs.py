@@ -21,7 +21,7 @@ class Broken(Job, name="logs.broken"):
         raise KeyError("missing")
 
 
-def test_each_job_writes_one_start_and_one_finish_line_with_its_fields(caplog: pytest.LogCaptureFixture) -> None:
+def test_each_job_writes_one_outcome_line_with_all_its_fields(caplog: pytest.LogCaptureFixture) -> None:
     app = App(connection="sync")
     caplog.set_level(logging.INFO, logger="sqsjobs")
     with app.activate():
@@ -29,10 +29,19 @@ def test_each_job_writes_one_start_and_one_finish_line_with_its_fields(caplog: p
         Broken().dispatch()
     records = [r for r in caplog.records if r.name == "sqsjobs.jobs"]
     lines = [json.loads(JsonFormatter().format(r)) for r in records]
-    assert [line["msg"] for line in lines] == ["job started", "job processed", "job started", "job failed"]
-    started, done, _, failed = lines
-    assert started["job"] == "logs.logged" and started["attempt"] == 1 and "wait_ms" in started
-    assert started["dispatched_at"].endswith("Z") and started["job_id"] == done["job_id"]
-    assert done["outcome"] == "processed" and isinstance(done["runtime_ms"], float)
+    assert [line["msg"] for line in lines] == ["job processed", "job failed"]
+    done, failed = lines
+    assert done["job"] == "logs.logged" and done["attempt"] == 1 and done["outcome"] == "processed"
+    assert done["dispatched_at"].endswith("Z") and isinstance(done["wait_ms"], int)
+    assert isinstance(done["runtime_ms"], float) and done["job_id"]
     assert failed["outcome"] == "failed" and failed["error"] == "KeyError: 'missing'" and failed["level"] == "warning"
     assert "job=logs.logged" in TextFormatter().format(records[0])
+
+
+def test_start_lines_appear_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="sqsjobs")
+    with App(connection="sync").activate():
+        Logged().dispatch()
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "sqsjobs.jobs"]
+    assert [line["msg"] for line in lines] == ["job started", "job processed"]
+    assert lines[0]["job_id"] == lines[1]["job_id"] and "wait_ms" in lines[0]
