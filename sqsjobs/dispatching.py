@@ -7,7 +7,6 @@ silently truncated.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -312,6 +311,8 @@ async def dispatch_many_async(
                 pending = _sort_failures(pending, failures, attempt, failed_here)
                 if not pending:
                     break
+                import asyncio
+
                 await asyncio.sleep(0.05 * 2**attempt)
             results.extend(Dispatched(env.id, env.job, name) for env in _sent(app, chunk, failed_here))
             not_queued.extend(failed_here)

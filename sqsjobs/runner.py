@@ -8,7 +8,6 @@ and nowhere else (design §3 and §7).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import logging
@@ -89,6 +88,8 @@ class Runner:
         def innermost() -> None:
             result = job.handle()
             if inspect.isawaitable(result):
+                import asyncio  # only async jobs pay for it (Lambda cold starts)
+
                 asyncio.run(_await(result))
 
         middleware = job.middleware()
