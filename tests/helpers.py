@@ -82,3 +82,12 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def sqs_requests(action: str) -> list[dict[str, Any]]:
+    """The parameters of every SQS `action` request the shared client sends from now on (read, never changed)."""
+    seen: list[dict[str, Any]] = []
+    aws.client("sqs").meta.events.register(
+        f"provide-client-params.sqs.{action}", lambda params, **_: seen.append(dict(params))
+    )
+    return seen

@@ -10,7 +10,7 @@ import pytest
 from sqsjobs import App, DispatchError, Job, aws, dispatch_many
 from sqsjobs.provisioning import provision
 from sqsjobs.timing import parse_iso
-from tests.helpers import counts, drain, queue_url
+from tests.helpers import counts, drain, queue_url, sqs_requests
 
 
 class Notify(Job, name="dispatch.notify"):
@@ -63,17 +63,8 @@ def test_a_short_delay_uses_delay_seconds(sqs_app: App) -> None:
     assert drain(queue_url(sqs_app, "default")) == []
 
 
-def capture(action: str) -> list[dict[str, Any]]:
-    """The parameters of every `action` request this test's client sends (read, never changed)."""
-    seen: list[dict[str, Any]] = []
-    aws.client("sqs").meta.events.register(
-        f"provide-client-params.sqs.{action}", lambda params, **_: seen.append(dict(params))
-    )
-    return seen
-
-
 def test_a_delay_over_15_minutes_travels_as_available_at_and_is_never_truncated(sqs_app: App) -> None:
-    sent = capture("SendMessage")
+    sent = sqs_requests("SendMessage")
     before = time.time()
     Notify(user=1).dispatch(delay=datetime.now(UTC) + timedelta(minutes=20))
     (params,) = sent

@@ -10,7 +10,7 @@ import pytest
 
 from sqsjobs import App, ConfigurationError, Job, JobTimeoutError, aws
 from sqsjobs.worker import Worker, WorkerOptions
-from tests.helpers import counts, dead_letters, drain, queue_url, wait_for, work_for
+from tests.helpers import counts, dead_letters, drain, queue_url, sqs_requests, wait_for, work_for
 
 
 class Log(Job, abstract=True):
@@ -80,17 +80,9 @@ def set_visibility(app: App, seconds: int) -> None:
     aws.client("sqs").set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": str(seconds)})
 
 
-def api_calls(action: str) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    aws.client("sqs").meta.events.register(
-        f"provide-client-params.sqs.{action}", lambda params, **_: seen.append(dict(params))
-    )
-    return seen
-
-
 def test_each_job_runs_once_and_is_deleted_in_batches(sqs_app: App) -> None:
-    deletes = api_calls("DeleteMessageBatch")
-    single = api_calls("DeleteMessage")
+    deletes = sqs_requests("DeleteMessageBatch")
+    single = sqs_requests("DeleteMessage")
     Quick.dispatch_many([Quick(n=i) for i in range(25)])
     assert run(sqs_app, concurrency=4) == 0
     assert sorted(e[0] for e in Log.events) == sorted(f"run {i}" for i in range(25))
@@ -111,7 +103,7 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(sqs_app: App) -> Non
     aws.client("sqs").set_queue_attributes(
         QueueUrl=queue_url(sqs_app, "default"), Attributes={"VisibilityTimeout": "2"}
     )
-    heartbeats = api_calls("ChangeMessageVisibilityBatch")
+    heartbeats = sqs_requests("ChangeMessageVisibilityBatch")
     Slow(seconds=4.5).dispatch()
     assert run(sqs_app, concurrency=2) == 0
     assert [e[0] for e in Log.events] == ["start", "end"]
