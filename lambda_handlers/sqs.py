@@ -9,6 +9,8 @@ is decided here:
   event source mapping deletes the record;
 - release/backoff -> the record's visibility is set to the delay, then it is
   reported in `batchItemFailures`, so the mapping leaves it for that long;
+- a body offloaded to S3 (Extended Client pointer) is fetched before the core
+  sees it, and the object is deleted once its job is done;
 - a record whose job would not finish before the invocation's deadline is not
   started: it is made visible again at once and reported as a failure.
 
@@ -33,7 +35,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from sqsjobs.app import App
 from sqsjobs.connections.base import ReceivedMessage
-from sqsjobs.decisions import Release
+from sqsjobs.decisions import Release, drops_payload
+from sqsjobs.payloads import PayloadStore
 
 
 class LambdaContext(Protocol):
@@ -53,6 +56,7 @@ class SqsHandler:
 
     def __init__(self, app: App | None = None) -> None:
         self._app = app
+        self._payload_store: PayloadStore | None = None
 
     @property
     def app(self) -> App:
@@ -75,6 +79,7 @@ class SqsHandler:
             processor = BatchProcessor(event_type=EventType.SQS)
         processor.raise_on_entire_batch_failure = False
         visibility: list[tuple[ReceivedMessage, int]] = []
+        finished: list[ReceivedMessage] = []
 
         def record_handler(record: SQSRecord) -> None:
             message = self.to_message(record)
@@ -88,15 +93,19 @@ class SqsHandler:
             if isinstance(decision, Release):
                 visibility.append((message, decision.delay))
                 raise Released(decision.reason or "released")
+            if message.pointer is not None and drops_payload(decision):
+                finished.append(message)
 
         try:
             return dict(process_partial_response(event, record_handler, processor, context))  # type: ignore[arg-type]
         finally:
             self._apply_visibility(visibility)
+            self._drop_payloads(finished)
 
     def to_message(self, record: SQSRecord) -> ReceivedMessage:
+        """The record as the runner sees it; an S3 pointer body is replaced by the stored body."""
         physical = record.event_source_arn.rsplit(":", 1)[-1]
-        return ReceivedMessage(
+        message = ReceivedMessage(
             queue=self.app.settings.logical_queue_name(physical),
             message_id=record.message_id,
             receipt_handle=record.receipt_handle,
@@ -105,6 +114,23 @@ class SqsHandler:
             sent_at=int(record.attributes.sent_timestamp or 0) / 1000,
             attributes={k: v.string_value or "" for k, v in record.message_attributes.items()},
         )
+        self._payloads.resolve(message)
+        return message
+
+    @property
+    def _payloads(self) -> PayloadStore:
+        if self._payload_store is None:
+            found = getattr(self.app.connection, "payloads", None)
+            self._payload_store = found if isinstance(found, PayloadStore) else PayloadStore(self.app.settings)
+        return self._payload_store
+
+    def _drop_payloads(self, messages: list[ReceivedMessage]) -> None:
+        """The S3 bodies of finished jobs. The event source mapping deletes their messages after we
+        return; a crash in between redelivers a message whose body is gone, which is failed to the
+        DLQ as `missing_payload` rather than run twice."""
+        for message in messages:
+            assert message.pointer is not None
+            self._payloads.delete(message.pointer)
 
     def _apply_visibility(self, items: list[tuple[ReceivedMessage, int]]) -> None:
         by_queue: dict[str, list[tuple[ReceivedMessage, int]]] = {}

@@ -49,3 +49,11 @@ Decision = Ack | Release | Fail | Defer
 def deletes_source(decision: Decision) -> bool:
     """Whether applying the decision removes the source message from its queue."""
     return not isinstance(decision, Release)
+
+
+def drops_payload(decision: Decision) -> bool:
+    """Whether an offloaded body's S3 object is no longer needed once the source is deleted.
+
+    Only a finished job lets go of it: a DLQ copy and a delay hop carry the same pointer.
+    """
+    return isinstance(decision, Ack)

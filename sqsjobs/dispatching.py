@@ -89,12 +89,6 @@ def build_message(
         envelope.available_at = utc_iso(now + seconds)
     body = envelope.encode(app.signing_key)
     size = len(body.encode())
-    if size > MAX_MESSAGE_BYTES:
-        raise DispatchError(
-            f"{cls.job_name} is {size} bytes, over the 1 MiB SQS message limit; "
-            "pass a reference (an S3 key, a database id) instead of the data",
-            [(envelope.id, cls.job_name, "too large")],
-        )
     message = OutgoingMessage(
         body=body,
         delay_seconds=send_delay,
@@ -120,7 +114,7 @@ def dispatch(
     if isinstance(prepared, Dispatched):
         return prepared
     name, envelope, message = prepared
-    with _unqueued_on_error(app, envelope, name):
+    with _unqueued_on_error(app, envelope, name, message):
         message_id = app.connection.send(name, message)
     return Dispatched(envelope.id, envelope.job, name, message_id)
 
@@ -130,16 +124,49 @@ def _prepare(app: App, job: Job, **options: Any) -> tuple[str, Envelope, Outgoin
     name, envelope, message = build_message(app, job, **options)
     if not _take_unique_lock(app, job, envelope):
         return Dispatched(envelope.id, envelope.job, name, queued=False)
+    with _unqueued_on_error(app, envelope, name, message):
+        offload(app, envelope, message)
     return name, envelope, message
 
 
+def offload(app: App, envelope: Envelope, message: OutgoingMessage) -> None:
+    """On SQS, a body over SQSJOBS_PAYLOAD_THRESHOLD moves to S3 and the message carries a pointer.
+
+    Done after the unique lock is taken, so a dropped duplicate never uploads anything.
+    Other connections have no size limit and keep the body.
+    """
+    payloads = getattr(app.connection, "payloads", None)
+    if payloads is None:
+        return
+    try:
+        payloads.offload(message, envelope.id)
+    except (ClientError, BotoCoreError) as exc:
+        raise DispatchError(
+            f"{envelope.job} ({envelope.id}) is {message.size} bytes, over SQSJOBS_PAYLOAD_THRESHOLD, and could "
+            f"not be stored in the bucket {app.settings.bucket!r}: {exc}. Run `sqsjobs provision` (it creates "
+            "the bucket) or set SQSJOBS_BUCKET",
+            [(envelope.id, envelope.job, f"payload not stored: {exc}")],
+        ) from exc
+
+
+def _forget_payload(app: App, message: OutgoingMessage) -> None:
+    """The S3 body of a message that was never queued (the lifecycle rule would get it, later)."""
+    payloads = getattr(app.connection, "payloads", None)
+    if payloads is not None and message.pointer is not None:
+        payloads.delete(message.pointer)
+
+
 @contextlib.contextmanager
-def _unqueued_on_error(app: App, envelope: Envelope, queue: str) -> Iterator[None]:
-    """A send that failed frees the job's unique lock, and AWS errors become a DispatchError."""
+def _unqueued_on_error(
+    app: App, envelope: Envelope, queue: str, message: OutgoingMessage | None = None
+) -> Iterator[None]:
+    """A send that failed frees the job's unique lock and S3 body; AWS errors become a DispatchError."""
     try:
         yield
     except BaseException as exc:
         release_unique(app, envelope)  # not queued, whatever went wrong
+        if message is not None:
+            _forget_payload(app, message)
         if not isinstance(exc, ClientError | BotoCoreError):
             raise
         raise DispatchError(
@@ -171,8 +198,8 @@ def dispatch_many(
     """
     app = app or current_app()
     results: list[Dispatched] = []
-    not_queued: list[tuple[str, str, str]] = []
-    for name, items in _by_queue(app, jobs, queue, delay).items():
+    by_queue, not_queued = _by_queue(app, jobs, queue, delay)
+    for name, items in by_queue.items():
         for chunk in _chunks(items):
             sent, failed = _send_chunk(app, name, chunk)
             results.extend(Dispatched(env.id, env.job, name) for env in sent)
@@ -183,13 +210,23 @@ def dispatch_many(
 
 def _by_queue(
     app: App, jobs: Iterable[Job], queue: str | None, delay: DelayLike | None
-) -> dict[str, list[tuple[Envelope, OutgoingMessage]]]:
+) -> tuple[dict[str, list[tuple[Envelope, OutgoingMessage]]], list[tuple[str, str, str]]]:
+    """Messages grouped by queue (large bodies already offloaded, per entry), and the jobs that
+    could not even be prepared."""
     by_queue: dict[str, list[tuple[Envelope, OutgoingMessage]]] = {}
+    not_queued: list[tuple[str, str, str]] = []
     for index, job in enumerate(jobs):
         name, envelope, message = build_message(app, job, queue=queue, delay=delay, entry_id=f"e{index}")
-        if _take_unique_lock(app, job, envelope):
-            by_queue.setdefault(name, []).append((envelope, message))
-    return by_queue
+        if not _take_unique_lock(app, job, envelope):
+            continue
+        try:
+            offload(app, envelope, message)
+        except DispatchError as exc:
+            release_unique(app, envelope)
+            not_queued.extend(exc.not_queued)
+            continue
+        by_queue.setdefault(name, []).append((envelope, message))
+    return by_queue, not_queued
 
 
 def _chunks(
@@ -254,9 +291,10 @@ def _sent(
 ) -> list[Envelope]:
     """The envelopes of `chunk` that were queued (unique locks of the others are freed)."""
     failed_ids = {job_id for job_id, _, _ in not_queued}
-    for env, _ in chunk:
+    for env, message in chunk:
         if env.id in failed_ids:
             release_unique(app, env)
+            _forget_payload(app, message)
     return [env for env, _ in chunk if env.id not in failed_ids]
 
 
@@ -284,7 +322,7 @@ async def dispatch_async(
     if isinstance(prepared, Dispatched):
         return prepared
     name, envelope, message = prepared
-    with _unqueued_on_error(app, envelope, name):
+    with _unqueued_on_error(app, envelope, name, message):
         message_id = await app.async_sender.send(name, message)
     return Dispatched(envelope.id, envelope.job, name, message_id)
 
@@ -297,8 +335,8 @@ async def dispatch_many_async(
     if app.connection.name != "sqs":
         return dispatch_many(jobs, queue=queue, delay=delay, app=app)
     results: list[Dispatched] = []
-    not_queued: list[tuple[str, str, str]] = []
-    for name, items in _by_queue(app, jobs, queue, delay).items():
+    by_queue, not_queued = _by_queue(app, jobs, queue, delay)
+    for name, items in by_queue.items():
         for chunk in _chunks(items):
             pending = {message.entry_id: (envelope, message) for envelope, message in chunk}
             failed_here: list[tuple[str, str, str]] = []

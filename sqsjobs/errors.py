@@ -34,7 +34,7 @@ class PermanentError(SqsJobsError):
 class BadMessageError(PermanentError):
     """A message that cannot be run as it is: malformed, unknown job, invalid payload, bad signature.
 
-    `kind` is a short stable word (`malformed`, `unknown_job`, `invalid_payload`,
+    `kind` is a short stable word (`malformed`, `unknown_job`, `invalid_payload`, `missing_payload`,
     `signature`) written into the DLQ attributes so failures can be grouped.
     """
 

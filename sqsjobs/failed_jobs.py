@@ -4,7 +4,8 @@ SQS has no "read without taking", so listing receives every DLQ message with a
 short visibility timeout and then makes them visible again. Retry sends the
 original body back to its source queue as a fresh message (same job id,
 attempts reset, as design §7 allows) and only then deletes the DLQ copy: a
-crash in between duplicates, never loses.
+crash in between duplicates, never loses. A body offloaded to S3 is shown
+resolved; its object is deleted with the DLQ copy (a retry stores a fresh one).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import Any
 
 from . import aws
 from .app import App
+from .connections.base import OutgoingMessage
 from .connections.sqs import SqsConnection, received
 from .envelope import decode
 from .errors import BadMessageError, ConfigurationError
 from .failures import FailedJob
+from .payloads import carried
 from .provisioning import known_queues
 from .timing import parse_iso, utc_iso
 
@@ -74,7 +77,9 @@ class FailedJobs:
                     break
                 for item in fresh:
                     seen.add(item["MessageId"])
-                    yield dlq_url, FailedJob.from_message(received(name, item))
+                    message = received(name, item)
+                    self.connection.payloads.resolve(message)
+                    yield dlq_url, FailedJob.from_message(message)
 
     def _visible(self, dlq_url: str) -> int:
         attrs = self._sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
@@ -130,6 +135,9 @@ class FailedJobs:
                 keep.setdefault(dlq_url, []).append(job)
                 continue
             self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=job.message.receipt_handle)
+            if job.message.pointer is not None:
+                # Forgotten, or retried with a fresh body of its own: this copy's S3 body is done.
+                self.connection.payloads.delete(job.message.pointer)
             done.append(job)
         for dlq_url, jobs in keep.items():
             self._restore(dlq_url, jobs)
@@ -137,12 +145,20 @@ class FailedJobs:
 
     def _resend(self, job: FailedJob) -> None:
         source = job.queue if job.queue != "?" else job.message.queue
-        body = self._fresh_body(job.body)
-        params: dict[str, Any] = {"QueueUrl": self.connection.url(source), "MessageBody": body}
+        message = OutgoingMessage(body=self._fresh_body(job.body))
+        if job.message.payload_error:
+            message = carried(job.message)  # its body is still only a pointer: send that back as it is
+        else:
+            self.connection.payloads.offload(message, job.id)
         if self.connection.queue_info(source).fifo:
-            params["MessageGroupId"] = job.job
-            params["MessageDeduplicationId"] = f"{job.id}-retry-{uuid.uuid4().hex[:8]}"
-        self._sqs.send_message(**params)
+            message.group_id = job.job
+            message.deduplication_id = f"{job.id}-retry-{uuid.uuid4().hex[:8]}"
+        try:
+            self.connection.send(source, message)
+        except Exception:
+            if message.pointer is not None:
+                self.connection.payloads.delete(message.pointer)
+            raise
 
     def _fresh_body(self, body: str) -> str:
         """Restart the job's clock: dispatched_at is now and retry_until moves with it."""

@@ -2,7 +2,8 @@
 
 The DLQ *is* the failed-jobs store: the body is the original message, byte for
 byte (so a retry runs exactly what failed, and an unreadable body is kept for a
-human), and the reason travels as message attributes.
+human; an offloaded body stays a pointer to the same S3 object), and the reason
+travels as message attributes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import traceback
 from dataclasses import dataclass
 
 from .connections.base import OutgoingMessage, ReceivedMessage
+from .payloads import carried
 from .timing import parse_iso, utc_iso
 
 PREFIX = "sqsjobs."
@@ -40,12 +42,11 @@ def dead_letter(
         "job": job_name,
         "job_id": job_id,
     }
-    return OutgoingMessage(
-        body=message.body,
-        attributes={PREFIX + k: v for k, v in attributes.items() if v},
-        deduplication_id=job_id or message.message_id,
-        entry_id=job_id or message.message_id,
-    )
+    letter = carried(message)  # an offloaded body keeps its S3 pointer: the object moves with it
+    letter.attributes.update({PREFIX + k: v for k, v in attributes.items() if v})
+    letter.deduplication_id = job_id or message.message_id
+    letter.entry_id = job_id or message.message_id
+    return letter
 
 
 def traceback_head(error: BaseException) -> str:

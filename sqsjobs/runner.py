@@ -35,6 +35,7 @@ from .events import JobEvent
 from .failures import dead_letter
 from .job import Job, JobContext
 from .middleware import run_through
+from .payloads import carried
 from .timing import parse_iso
 
 if TYPE_CHECKING:
@@ -116,6 +117,9 @@ class Runner:
         connection = via or self.app.connection
         now = self.app.clock()
         envelope: Envelope | None = None
+        if message.payload_error:
+            missing = BadMessageError("missing_payload", message.payload_error)
+            return self._reject(message, connection, missing, None, now)
         try:
             envelope = decode(message.body, self.app.signing_key)
             cls = self.app.registry.get(envelope.job)
@@ -297,7 +301,9 @@ class Runner:
         """The next hop of a long delay: re-send the same body, then the source is deleted."""
         hop = min(math.ceil(remaining), self.app.settings.max_delay_hop)
         try:
-            connection.send(message.queue, OutgoingMessage(body=message.body, delay_seconds=hop))
+            again = carried(message)
+            again.delay_seconds = hop
+            connection.send(message.queue, again)
         except Exception:
             log.exception("could not re-send the next delay hop of %s; keeping the message", envelope.id)
             # Keeping it invisible for the same time is an equally good delay; only the

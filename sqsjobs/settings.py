@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         default_queue: where a job goes when neither the job nor the dispatch names a queue.
         signing_key: when set, every message is signed (HMAC-SHA256) and unsigned or
             tampered messages are failed to the DLQ instead of run.
+        bucket: the S3 bucket for payloads over `payload_threshold` (and nothing else).
+        payload_threshold: bodies larger than this many bytes travel through S3 in the
+            Amazon SQS Extended Client format; `always` sends every body through S3.
         store: where coordination state lives; `auto` is DynamoDB (`table`) on the sqs
             connection and memory otherwise.
         max_delay_hop: the longest single `DelaySeconds` used; longer delays travel in hops.
@@ -58,6 +61,8 @@ class Settings(BaseSettings):
     store: Literal["auto", "dynamodb", "memory"] = "auto"
     table: str = "sqsjobs"
     bucket: str = "sqsjobs-payloads"
+    #: 1 MiB minus 16 KiB kept for attributes (a DLQ copy adds the failure reason).
+    payload_threshold: Annotated[int, Field(ge=0, le=1_032_192)] | Literal["always"] = 1_032_192
     tries: int = Field(default=3, ge=1, le=1000)
     timeout: float = Field(default=60, gt=0, le=43200)
     log_format: Literal["text", "json"] = "text"
@@ -119,9 +124,8 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"SQSJOBS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        )
+        # loc[0] is the field; deeper parts name union branches, which mean nothing to a reader.
+        problems = "; ".join(f"SQSJOBS_{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors())
         raise ConfigurationError(f"invalid sqsjobs settings — {problems}") from exc
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"SQSJOBS_QUEUES is not valid JSON ({exc}); use `a,b` or a JSON object") from exc

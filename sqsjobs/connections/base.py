@@ -12,6 +12,17 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
+@dataclass(frozen=True, slots=True)
+class PayloadPointer:
+    """Where an offloaded body lives; `body` is the pointer as it travels on the queue."""
+
+    bucket: str
+    key: str
+    size: int
+    body: str
+    attribute: str = "ExtendedPayloadSize"
+
+
 @dataclass(slots=True)
 class OutgoingMessage:
     """A message to send. `entry_id` correlates batch results with the caller's jobs."""
@@ -20,10 +31,13 @@ class OutgoingMessage:
     delay_seconds: int = 0
     group_id: str | None = None
     deduplication_id: str | None = None
-    attributes: dict[str, str] = field(default_factory=dict)
+    #: Message attributes: a str is sent as a String, an int as a Number.
+    attributes: dict[str, str | int] = field(default_factory=dict)
     entry_id: str = ""
     #: UTF-8 size of the body, when the sender already measured it (batching needs it).
     size: int = 0
+    #: Set when the body was moved to S3 and `body` is now the pointer (never sent as such).
+    pointer: PayloadPointer | None = None
 
 
 @dataclass(slots=True)
@@ -38,6 +52,10 @@ class ReceivedMessage:
     sent_at: float
     attributes: dict[str, str] = field(default_factory=dict)
     received_at: float = 0.0
+    #: Set when the body was fetched from S3 (see sqsjobs.payloads); `body` is then the real one.
+    pointer: PayloadPointer | None = None
+    #: Why an offloaded body could not be fetched; the runner fails such a message for good.
+    payload_error: str = ""
 
 
 @dataclass(slots=True)
@@ -75,7 +93,9 @@ class Connection(Protocol):
 
     def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]: ...
 
-    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None: ...
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
+        """Delete messages; return those that could not be deleted (they may be delivered again)."""
+        ...
 
     def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None: ...
 

@@ -36,8 +36,8 @@ class NullConnection:
     def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
         return []
 
-    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
-        return None
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
+        return []
 
     def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
         return None
@@ -72,7 +72,7 @@ class SyncConnection(NullConnection):
                 message.body,
                 attempt,
                 now,
-                dict(message.attributes),
+                {k: str(v) for k, v in message.attributes.items()},
                 now,
             )
             decision = self._run(received, self)
@@ -88,7 +88,15 @@ class SyncConnection(NullConnection):
 
     def send_to_dlq(self, queue: str, message: OutgoingMessage) -> None:
         self._dead.setdefault(queue, []).append(
-            ReceivedMessage(queue, str(uuid.uuid4()), "", message.body, 0, time.time(), dict(message.attributes))
+            ReceivedMessage(
+                queue,
+                str(uuid.uuid4()),
+                "",
+                message.body,
+                0,
+                time.time(),
+                {k: str(v) for k, v in message.attributes.items()},
+            )
         )
 
     def dead_letters(self, queue: str) -> list[ReceivedMessage]:

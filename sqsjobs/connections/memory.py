@@ -63,7 +63,7 @@ class MemoryConnection:
         stored = _Stored(
             message_id=str(uuid.uuid4()),
             body=message.body,
-            attributes=dict(message.attributes),
+            attributes={k: str(v) for k, v in message.attributes.items()},
             sent_at=now,
             visible_at=now + message.delay_seconds,
             group_id=message.group_id,
@@ -82,7 +82,9 @@ class MemoryConnection:
         now = self._clock()
         with self._cond:
             self._queue(queue).dead.append(
-                _Stored(str(uuid.uuid4()), message.body, dict(message.attributes), now, now, None)
+                _Stored(
+                    str(uuid.uuid4()), message.body, {k: str(v) for k, v in message.attributes.items()}, now, now, None
+                )
             )
 
     # -- receiving ----------------------------------------------------------------------
@@ -129,11 +131,12 @@ class MemoryConnection:
             )
         return out
 
-    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
         handles = {m.receipt_handle for m in messages}
         with self._cond:
             q = self._queue(queue)
             q.messages = [m for m in q.messages if m.receipt not in handles]
+        return []
 
     def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
         now = self._clock()

@@ -12,13 +12,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from ..errors import ConfigurationError
 from ..settings import Settings
 from .base import BatchFailure, OutgoingMessage, QueueInfo, ReceivedMessage
+
+if TYPE_CHECKING:
+    from ..payloads import PayloadStore
 
 log = logging.getLogger("sqsjobs.sqs")
 
@@ -39,6 +42,16 @@ class SqsConnection:
         self._urls: dict[str, str] = {}
         self._info: dict[str, QueueInfo] = {}
         self._lock = threading.Lock()
+        self._payloads: PayloadStore | None = None
+
+    @property
+    def payloads(self) -> PayloadStore:
+        """Offloaded bodies in S3 (sqsjobs.payloads); the S3 client is made only when one is met."""
+        if self._payloads is None:
+            from ..payloads import PayloadStore
+
+            self._payloads = PayloadStore(self._settings)
+        return self._payloads
 
     @property
     def client(self) -> Any:
@@ -139,17 +152,22 @@ class SqsConnection:
             MessageAttributeNames=["All"],
         )
         now = time.time()
-        return [received(queue, raw, now) for raw in response.get("Messages", [])]
+        messages = [received(queue, raw, now) for raw in response.get("Messages", [])]
+        for message in messages:
+            self.payloads.resolve(message)
+        return messages
 
-    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
         url = self.url(queue)
+        kept: list[ReceivedMessage] = []
         for start in range(0, len(messages), 10):
             chunk = messages[start : start + 10]
             response = self.client.delete_message_batch(
                 QueueUrl=url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)],
             )
-            _log_failed("delete", queue, chunk, response)
+            kept.extend(_log_failed("delete", queue, chunk, response))
+        return kept
 
     def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
         url = self.url(queue)
@@ -202,15 +220,22 @@ def entry_params(message: OutgoingMessage) -> dict[str, Any]:
         entry["MessageDeduplicationId"] = message.deduplication_id
     if message.attributes:
         entry["MessageAttributes"] = {
-            k: {"DataType": "String", "StringValue": v} for k, v in message.attributes.items()
+            k: {"DataType": "String", "StringValue": v}
+            if isinstance(v, str)
+            else {"DataType": "Number", "StringValue": str(v)}
+            for k, v in message.attributes.items()
         }
     return entry
 
 
-def _log_failed(action: str, queue: str, chunk: Sequence[ReceivedMessage], response: dict[str, Any]) -> None:
+def _log_failed(
+    action: str, queue: str, chunk: Sequence[ReceivedMessage], response: dict[str, Any]
+) -> list[ReceivedMessage]:
     """A batch call can succeed while entries fail (an expired receipt handle, usually): say which."""
+    failed: list[ReceivedMessage] = []
     for failure in response.get("Failed", []):
         message = chunk[int(failure["Id"])]
+        failed.append(message)
         log.warning(
             "could not %s message %s on %s: %s %s (its visibility timeout had probably expired; "
             "another receive may run it again)",
@@ -220,6 +245,7 @@ def _log_failed(action: str, queue: str, chunk: Sequence[ReceivedMessage], respo
             failure.get("Code", ""),
             failure.get("Message", ""),
         )
+    return failed
 
 
 def _code(exc: ClientError) -> str:

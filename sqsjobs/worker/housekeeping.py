@@ -40,6 +40,8 @@ class Housekeeper:
         self._lock = threading.Lock()
         self._tracked: dict[str, _Tracked] = {}
         self._deletes: dict[str, list[ReceivedMessage]] = {}
+        #: Receipt handles whose S3 payload goes once their message is deleted.
+        self._drops: set[str] = set()
         self._oldest_delete = 0.0
         self._wake = threading.Event()
         self._halt = threading.Event()
@@ -83,11 +85,14 @@ class Housekeeper:
             for message in messages:
                 self._tracked.pop(message.receipt_handle, None)
 
-    def delete_later(self, message: ReceivedMessage) -> None:
+    def delete_later(self, message: ReceivedMessage, drop_payload: bool = False) -> None:
+        """Delete `message` with the next batch; with `drop_payload`, its S3 payload after that."""
         with self._lock:
             if not self._deletes:
                 self._oldest_delete = time.monotonic()
             self._deletes.setdefault(message.queue, []).append(message)
+            if drop_payload and message.pointer is not None:
+                self._drops.add(message.receipt_handle)
             full = any(len(batch) >= 10 for batch in self._deletes.values())
         if full:
             self._wake.set()
@@ -132,13 +137,28 @@ class Housekeeper:
                     self._oldest_delete = time.monotonic()
         for queue, messages in batches.items():
             try:
-                self._worker.connection.delete(queue, messages)
+                kept = self._worker.connection.delete(queue, messages)
             except Exception:
                 log.exception(
                     "could not delete %d finished message(s) from %s; they may run again",
                     len(messages),
                     queue,
                 )
+                kept = messages
+            self._drop_payloads(messages, kept)
+
+    def _drop_payloads(self, deleted: list[ReceivedMessage], kept: list[ReceivedMessage]) -> None:
+        """S3 payloads of finished jobs go after their message: a redelivery still finds its body."""
+        with self._lock:
+            if not self._drops:
+                return
+            dropping = [m for m in deleted if m.receipt_handle in self._drops]
+            self._drops.difference_update(m.receipt_handle for m in dropping)
+        still_queued = {m.receipt_handle for m in kept}
+        payloads = getattr(self._worker.connection, "payloads", None)
+        for message in dropping:
+            if payloads is not None and message.pointer is not None and message.receipt_handle not in still_queued:
+                payloads.delete(message.pointer)
 
     def _heartbeat(self) -> None:
         now = time.monotonic()

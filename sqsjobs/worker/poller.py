@@ -17,7 +17,7 @@ from types import FrameType
 
 from ..app import App
 from ..connections.base import ReceivedMessage
-from ..decisions import Decision, Release, deletes_source
+from ..decisions import Decision, Release, deletes_source, drops_payload
 from ..errors import ConfigurationError
 from ..job import Job
 from .housekeeping import Housekeeper
@@ -281,7 +281,7 @@ class Worker:
 
     def _settle(self, message: ReceivedMessage, decision: Decision) -> None:
         if deletes_source(decision):
-            self._housekeeper.delete_later(message)
+            self._housekeeper.delete_later(message, drops_payload(decision))
         elif isinstance(decision, Release):
             try:
                 self.connection.change_visibility(message.queue, [(message, decision.delay)])

@@ -129,15 +129,17 @@ def test_bulk_dispatch_keeps_each_request_under_one_mebibyte(sqs_app: App) -> No
     assert len(sizes) == 2 and max(sizes) <= 1_048_576
 
 
-def test_a_message_over_one_mebibyte_is_refused_with_what_to_do(sqs_app: App) -> None:
+def test_a_large_message_without_a_bucket_is_refused_with_what_to_do(sqs_app: App) -> None:
     class Huge(Job, name="dispatch.huge"):
         blob: str
 
         def handle(self) -> None:
             pass
 
-    with pytest.raises(DispatchError, match="1 MiB"):
+    with pytest.raises(DispatchError, match="could not be stored in the bucket .*sqsjobs provision") as raised:
         Huge(blob="x" * 1_100_000).dispatch()
+    assert raised.value.not_queued[0][1] == "dispatch.huge"
+    assert counts(sqs_app, "default")["ApproximateNumberOfMessages"] == 0
 
 
 def test_fifo_queues_get_a_group_and_deduplication_id_and_refuse_delays(moto: None, prefix: str) -> None:

@@ -1,0 +1,147 @@
+"""Bodies too large for SQS live in S3; the message carries a pointer.
+
+The pointer is the one the Amazon SQS Extended Client libraries (Java, Python)
+write: the body is `["software.amazon.payloadoffloading.PayloadS3Pointer",
+{"s3BucketName": ..., "s3Key": ...}]` and the `ExtendedPayloadSize` message
+attribute (a Number) holds the real size. So their consumers can read what we
+send and we run what they send (the legacy `SQSLargePayloadSize` attribute and
+`MessageS3Pointer` class are read too).
+
+Who owns the object: the message that points at it. A DLQ copy or a delay hop
+re-sends the same pointer, so the object moves with the job; it is deleted only
+when the job is done (after its message is deleted) or forgotten from the DLQ.
+The bucket's lifecycle rule (`sqsjobs provision`) is the backstop for anything
+a crash leaves behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from .connections.base import OutgoingMessage, PayloadPointer, ReceivedMessage
+from .settings import Settings
+
+log = logging.getLogger("sqsjobs.payloads")
+
+POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
+LEGACY_POINTER_CLASS = "com.amazon.sqs.javamessaging.MessageS3Pointer"
+SIZE_ATTRIBUTE = "ExtendedPayloadSize"
+LEGACY_SIZE_ATTRIBUTE = "SQSLargePayloadSize"
+SIZE_ATTRIBUTES = (SIZE_ATTRIBUTE, LEGACY_SIZE_ATTRIBUTE)
+#: What SQS accepts in one message (body plus attributes).
+SQS_MAX_BYTES = 1_048_576
+#: Room kept for attributes: a DLQ copy adds the failure reason and a traceback head (~4 KB).
+ATTRIBUTE_HEADROOM = 16_384
+DEFAULT_THRESHOLD = SQS_MAX_BYTES - ATTRIBUTE_HEADROOM
+
+
+class PayloadStore:
+    """Puts, gets and deletes offloaded bodies in the configured bucket (S3 client made on first use)."""
+
+    def __init__(self, settings: Settings, client_factory: Callable[[], Any] | None = None) -> None:
+        self._settings = settings
+        self._client_factory = client_factory
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            if self._client_factory is None:
+                from . import aws
+
+                self._client = aws.client("s3")
+            else:
+                self._client = self._client_factory()
+        return self._client
+
+    @property
+    def threshold(self) -> int:
+        """Bodies larger than this many bytes go to S3 (0 with `always`)."""
+        value = self._settings.payload_threshold
+        return 0 if value == "always" else int(value)
+
+    def offload(self, message: OutgoingMessage, job_id: str = "") -> PayloadPointer | None:
+        """Move `message`'s body to S3 when it is over the threshold; rewrite it into a pointer."""
+        size = message.size or len(message.body.encode())
+        if size <= self.threshold:
+            return None
+        key = f"{job_id or uuid.uuid4()}-{uuid.uuid4().hex[:8]}"
+        bucket = self._settings.bucket
+        self.client.put_object(Bucket=bucket, Key=key, Body=message.body.encode())
+        pointer = PayloadPointer(bucket, key, size, json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}]))
+        message.body = pointer.body
+        message.size = len(pointer.body)
+        message.attributes = {**message.attributes, SIZE_ATTRIBUTE: size}
+        message.pointer = pointer
+        return pointer
+
+    def resolve(self, message: ReceivedMessage) -> None:
+        """Replace a pointer body with the stored one; a missing object becomes `payload_error`.
+
+        Never raises for a bad pointer: the runner turns `payload_error` into a permanent
+        failure, so the message lands in the DLQ (pointer and all) instead of looping.
+        """
+        attribute = next((name for name in SIZE_ATTRIBUTES if name in message.attributes), None)
+        if attribute is None:
+            return
+        try:
+            bucket, key = parse_pointer(message.body)
+        except ValueError as exc:
+            message.payload_error = str(exc)
+            return
+        size = int(message.attributes.get(attribute) or 0)
+        message.pointer = PayloadPointer(bucket, key, size, message.body, attribute)
+        try:
+            obj = self.client.get_object(Bucket=bucket, Key=key)
+            message.body = obj["Body"].read().decode()
+        except Exception as exc:  # any failure to read it means the same to the job
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+            message.payload_error = (
+                f"the message's payload s3://{bucket}/{key} could not be read ({code}); it was deleted, "
+                "expired by the bucket's lifecycle rule, or this role may not read it"
+            )
+
+    def delete(self, pointer: PayloadPointer) -> None:
+        """Delete an object whose job is over; failures are logged (the lifecycle rule is the backstop)."""
+        try:
+            self.client.delete_object(Bucket=pointer.bucket, Key=pointer.key)
+        except Exception:
+            log.exception(
+                "could not delete payload s3://%s/%s; the bucket lifecycle rule will", pointer.bucket, pointer.key
+            )
+
+
+def parse_pointer(body: str) -> tuple[str, str]:
+    """(bucket, key) of an Extended Client pointer body; ValueError naming what is wrong."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if (
+        not isinstance(data, list)
+        or len(data) != 2
+        or data[0] not in (POINTER_CLASS, LEGACY_POINTER_CLASS)
+        or not isinstance(data[1], dict)
+        or not isinstance(data[1].get("s3BucketName"), str)
+        or not isinstance(data[1].get("s3Key"), str)
+    ):
+        raise ValueError(
+            "the message says its payload is in S3 (it has an ExtendedPayloadSize attribute) but its body "
+            "is not an S3 pointer"
+        )
+    return data[1]["s3BucketName"], data[1]["s3Key"]
+
+
+def carried(message: ReceivedMessage, body: str | None = None) -> OutgoingMessage:
+    """An outgoing copy of a received message that keeps its S3 pointer rather than re-uploading."""
+    if message.pointer is None or body is not None:
+        return OutgoingMessage(body=body if body is not None else message.body)
+    return OutgoingMessage(
+        body=message.pointer.body,
+        attributes={message.pointer.attribute: message.pointer.size},
+        size=len(message.pointer.body),
+    )
