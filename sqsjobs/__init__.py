@@ -4,6 +4,8 @@ The public API is what this module exports; everything else is private.
 """
 
 from .app import App, current_app, use
+from .batches import Batch, PendingBatch, batch, find_batch
+from .chains import PendingChain, chain
 from .connections.base import Connection, OutgoingMessage, ReceivedMessage
 from .decisions import Ack, Decision, Defer, Fail, Release
 from .dispatching import Dispatched, dispatch_many
@@ -26,6 +28,7 @@ from .middleware import (
     Middleware,
     RateLimited,
     Skip,
+    SkipIfBatchCancelled,
     ThrottlesExceptions,
     WithoutOverlapping,
     rate_limiter,
@@ -39,6 +42,7 @@ __all__ = [
     "Ack",
     "App",
     "BadMessageError",
+    "Batch",
     "ConfigurationError",
     "Connection",
     "Decision",
@@ -55,6 +59,8 @@ __all__ = [
     "MaxAttemptsExceededError",
     "Middleware",
     "OutgoingMessage",
+    "PendingBatch",
+    "PendingChain",
     "PermanentError",
     "RateLimited",
     "ReceivedMessage",
@@ -63,12 +69,16 @@ __all__ = [
     "RetryUntilPassedError",
     "Settings",
     "Skip",
+    "SkipIfBatchCancelled",
     "SqsJobsError",
     "ThrottlesExceptions",
     "WithoutOverlapping",
+    "batch",
+    "chain",
     "current_app",
     "default_registry",
     "dispatch_many",
+    "find_batch",
     "load_settings",
     "rate_limiter",
     "use",

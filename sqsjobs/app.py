@@ -62,7 +62,7 @@ class App:
         self._runner: Runner | None = None
         self._async_sender: AsyncSqsSender | None = None
         self._store: Store | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: the store is chosen by looking at the connection
         key = settings.signing_key
         self.signing_key = key.get_secret_value().encode() if key is not None else None
 

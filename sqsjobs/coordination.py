@@ -9,6 +9,7 @@ function costs the minimum number of store calls its guarantee needs:
 | `max_exceptions` | 0 on success; 1 per raised exception |
 | idempotency key | 2 — add "in progress", then put "completed" (or delete it if the run failed) |
 | step | 1 read, +1 write the first time it completes |
+| dispatch once (next chain link, batch callback) | 2 — add "sending", put "sent" |
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, TypeVar
+
+from .stores.base import Key
 
 if TYPE_CHECKING:
     from .app import App
@@ -31,6 +34,8 @@ T = TypeVar("T")
 _EXCEPTIONS_TTL_S = 14 * 24 * 3600
 #: An "in progress" idempotency mark outlives the run by this much, then frees the key.
 _IN_PROGRESS_MARGIN_S = 60
+#: "Sent" marks of chains and batches outlive any queue's retention (14 days) with room to spare.
+_ONCE_TTL_S = 30 * 24 * 3600
 
 
 def seconds(value: float | timedelta) -> float:
@@ -104,3 +109,23 @@ def run_step(job: Job, name: str, fn: Callable[[], T]) -> T:
     result = fn()
     store.put(item, {"result": json.dumps(result)}, ttl=seconds(type(job).idempotency_ttl))
     return result
+
+
+# -- once, whoever races ----------------------------------------------------------------------
+def dispatch_once(app: App, key: Key, owner: str, send: Callable[[], object]) -> bool:
+    """Call `send` once for `key`: the next link of a chain, a batch's `then`, ...
+
+    The first caller marks the key "sending" with itself as owner, sends, then marks it
+    "sent". Anyone else finding the mark does nothing — except the owner itself: a mark
+    still "sending" with our own id means our earlier run crashed (or failed to send)
+    in between, and this redelivery must finish the job. A duplicate in that narrow
+    window is possible; a loss is not. True if this call sent.
+    """
+    store = app.store
+    if not store.add(key, {"state": "sending", "owner": owner}, ttl=_ONCE_TTL_S):
+        mark = store.get(key)
+        if mark is None or mark.get("state") != "sending" or mark.get("owner") != owner:
+            return False
+    send()
+    store.put(key, {"state": "sent", "owner": owner}, ttl=_ONCE_TTL_S)
+    return True

@@ -37,6 +37,19 @@ _BATCH_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
+class Planned:
+    """One job of a bulk dispatch, with what chains and batches add to its envelope."""
+
+    job: Job
+    queue: str | None = None
+    delay: DelayLike | None = None
+    batch_id: str | None = None
+    chain: dict[str, Any] | None = None
+    job_id: str | None = None
+    extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Dispatched:
     """What a dispatch did: the job's id, where it went, and whether it was queued."""
 
@@ -57,6 +70,10 @@ def build_message(
     deduplication_id: str | None = None,
     entry_id: str = "",
     inline: bool | None = None,
+    batch_id: str | None = None,
+    chain: dict[str, Any] | None = None,
+    job_id: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[str, Envelope, OutgoingMessage]:
     """The envelope and SQS message for one job; raises DispatchError for what SQS would refuse."""
     cls = type(job)
@@ -72,11 +89,14 @@ def build_message(
             "dispatch to a standard queue, or set DelaySeconds on the FIFO queue itself"
         )
     envelope = Envelope(
-        id=str(uuid.uuid4()),
+        id=job_id or str(uuid.uuid4()),
         job=cls.job_name,
         payload=job.model_dump(mode="json"),
         queue=name,
         dispatched_at=utc_iso(now),
+        chain=chain,
+        batch_id=batch_id,
+        extra=dict(extra or {}),
     )
     if cls.retry_until is not None:
         envelope.retry_until = utc_iso(now + cls.retry_until.total_seconds())
@@ -197,8 +217,13 @@ def dispatch_many(
     DispatchError naming every job that was not queued (the others were).
     """
     app = app or current_app()
+    return send_planned(app, [Planned(job, queue, delay) for job in jobs])
+
+
+def send_planned(app: App, planned: list[Planned]) -> list[Dispatched]:
+    """`dispatch_many` for jobs that each carry their own queue, delay, chain or batch."""
     results: list[Dispatched] = []
-    by_queue, not_queued = _by_queue(app, jobs, queue, delay)
+    by_queue, not_queued = _by_queue(app, planned)
     for name, items in by_queue.items():
         for chunk in _chunks(items):
             sent, failed = _send_chunk(app, name, chunk)
@@ -209,14 +234,25 @@ def dispatch_many(
 
 
 def _by_queue(
-    app: App, jobs: Iterable[Job], queue: str | None, delay: DelayLike | None
+    app: App, planned: Iterable[Planned]
 ) -> tuple[dict[str, list[tuple[Envelope, OutgoingMessage]]], list[tuple[str, str, str]]]:
     """Messages grouped by queue (large bodies already offloaded, per entry), and the jobs that
     could not even be prepared."""
     by_queue: dict[str, list[tuple[Envelope, OutgoingMessage]]] = {}
     not_queued: list[tuple[str, str, str]] = []
-    for index, job in enumerate(jobs):
-        name, envelope, message = build_message(app, job, queue=queue, delay=delay, entry_id=f"e{index}")
+    for index, item in enumerate(planned):
+        job = item.job
+        name, envelope, message = build_message(
+            app,
+            job,
+            queue=item.queue,
+            delay=item.delay,
+            entry_id=f"e{index}",
+            batch_id=item.batch_id,
+            chain=item.chain,
+            job_id=item.job_id,
+            extra=item.extra,
+        )
         if not _take_unique_lock(app, job, envelope):
             continue
         try:
@@ -335,7 +371,7 @@ async def dispatch_many_async(
     if app.connection.name != "sqs":
         return dispatch_many(jobs, queue=queue, delay=delay, app=app)
     results: list[Dispatched] = []
-    by_queue, not_queued = _by_queue(app, jobs, queue, delay)
+    by_queue, not_queued = _by_queue(app, [Planned(job, queue, delay) for job in jobs])
     for name, items in by_queue.items():
         for chunk in _chunks(items):
             pending = {message.entry_id: (envelope, message) for envelope, message in chunk}

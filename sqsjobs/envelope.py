@@ -30,7 +30,8 @@ class Envelope:
     dispatched_at: str
     available_at: str | None = None
     retry_until: str | None = None
-    chain: list[dict[str, Any]] | None = None
+    #: The chain this job is a link of: {"id", "pos", "next": [links], "catch": link | None}.
+    chain: dict[str, Any] | None = None
     batch_id: str | None = None
     unique_key: str | None = None
     trace: str | None = None

@@ -29,6 +29,7 @@ from .registry import default_registry
 from .timing import BackoffLike, DelayLike, backoff_seconds, clamp_visibility, delay_seconds
 
 if TYPE_CHECKING:
+    from .batches import Batch
     from .dispatching import Dispatched
     from .envelope import Envelope
 
@@ -165,6 +166,17 @@ class Job(BaseModel):
     @property
     def job_id(self) -> str | None:
         return self._ctx.job_id if self._ctx else None
+
+    @property
+    def batch(self) -> Batch | None:
+        """The batch this job belongs to (or is a callback of), read fresh from the store; None outside one."""
+        envelope = self._ctx.envelope if self._ctx else None
+        batch_id = envelope and (envelope.batch_id or envelope.extra.get("for_batch"))
+        if not batch_id:
+            return None
+        from .batches import find_batch
+
+        return find_batch(str(batch_id), self._ctx.app if self._ctx else None)
 
     def release(self, delay: DelayLike | None = None) -> None:
         """Put the job back to run again later; with no delay, the job's backoff applies."""

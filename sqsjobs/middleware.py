@@ -83,6 +83,20 @@ class Skip(Middleware):
         return None
 
 
+class SkipIfBatchCancelled(Middleware):
+    """Acknowledge a batch's job without running it once the batch is cancelled (one store read).
+
+    A skipped job counts as processed, so a cancelled batch still finishes and its
+    `finally` runs; `then` does not (a cancelled batch never succeeds).
+    """
+
+    def handle(self, job: Job, next: Next) -> Any:
+        found = job.batch
+        if found is not None and found.cancelled:
+            return None
+        return next()
+
+
 class FailOnException(Middleware):
     """Fail the job at once (no retries) when it raises one of these exception types."""
 

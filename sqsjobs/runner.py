@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from . import coordination
+from . import coordination, workflow
 from .connections.base import Connection, OutgoingMessage, ReceivedMessage
 from .decisions import Ack, Decision, Defer, Fail, Release
 from .envelope import Envelope, decode
@@ -157,6 +157,11 @@ class Runner:
             job._ctx.idempotency = (key, f"{envelope.id}:{attempts}")
             state = coordination.claim(self.app, job, key, job._ctx.idempotency[1], self._timeout(cls))
             if state == "done":
+                # The earlier run completed, so its chain/batch work was done; the marks make
+                # doing it again harmless, and it finishes what a crash may have cut short.
+                held = self._workflow(job, message, envelope, None)
+                if held is not None:
+                    return held
                 self._emit("processed", job, message)
                 coordination.release_unique(self.app, envelope)
                 return Ack("duplicate")
@@ -191,6 +196,10 @@ class Runner:
             delay = context.release_delay if context.release_delay is not None else job.backoff_for(context.attempts)
             self._emit("released", job, message, runtime_s=runtime, delay=delay)
             return Release(delay, "released by the job")
+        held = self._workflow(job, message, context.envelope, None)
+        if held is not None:
+            self._abandon_idempotency(job)
+            return held
         if context.idempotency is not None:
             coordination.complete(self.app, job, context.idempotency[0])
         coordination.release_unique(self.app, context.envelope)
@@ -253,6 +262,9 @@ class Runner:
         )
         if not self._write_dlq(message, connection, letter):
             return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
+        held = self._workflow(job, message, job._ctx.envelope if job._ctx else None, exc)
+        if held is not None:
+            return held
         coordination.release_unique(self.app, job._ctx.envelope if job._ctx else None)
         try:
             job.failed(exc)
@@ -281,6 +293,8 @@ class Runner:
         )
         if not self._write_dlq(message, connection, letter):
             return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
+        if self._workflow(None, message, envelope, exc) is not None:
+            return Release(_DLQ_RETRY_DELAY_S, "its chain or batch could not be updated")
         coordination.release_unique(self.app, envelope)
         self.app.events.emit(
             JobEvent(
@@ -313,6 +327,26 @@ class Runner:
             JobEvent("deferred", envelope.id, envelope.job, message.queue, message.receive_count, delay=hop)
         )
         return Defer(hop)
+
+    def _workflow(
+        self, job: Job | None, message: ReceivedMessage, envelope: Envelope | None, error: BaseException | None
+    ) -> Release | None:
+        """Chain and batch bookkeeping for a job that ended (error None: it succeeded).
+
+        None when done; a Release when the store or SQS refused, so the message comes back
+        and the bookkeeping is tried again (the marks absorb what was already done).
+        """
+        if envelope is None or not workflow.involved(envelope):
+            return None
+        try:
+            if error is None:
+                workflow.succeeded(self.app, envelope)
+            else:
+                workflow.failed(self.app, envelope, error)
+        except Exception:
+            log.exception("could not update the chain/batch of %s (%s); it is tried again", envelope.job, envelope.id)
+            return Release(_DLQ_RETRY_DELAY_S, "its chain or batch could not be updated")
+        return None
 
     def _write_dlq(self, message: ReceivedMessage, connection: Connection, letter: OutgoingMessage) -> bool:
         try:

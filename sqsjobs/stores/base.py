@@ -36,3 +36,35 @@ class Store(Protocol):
         The ttl is set when the counter starts, so a counter is a fixed window.
         """
         ...
+
+    def add_and_count(
+        self, marker: Key, attrs: dict[str, Any], counter: Key, deltas: dict[str, int], ttl: float
+    ) -> bool:
+        """Create `marker` unless a live one exists *and* add `deltas` to the live `counter` item's
+        fields — both or neither, atomically. True if this call did it.
+
+        This is what makes a counter exact under at-least-once delivery: the marker names
+        the thing counted, so a redelivery finds it and counts nothing.
+        """
+        ...
+
+    def update(
+        self, key: Key, *, set: dict[str, Any] | None = None, add: dict[str, int] | None = None, unless: str = ""
+    ) -> dict[str, Any] | None:
+        """Change a live item (set fields, add to counters) and return all its attributes after.
+
+        None (and nothing changed) when the item is absent or expired, or when `unless`
+        names a field the item already has — a change that happens once, whoever races.
+        """
+        ...
+
+    def query(self, pk: str) -> list[tuple[str, dict[str, Any]]]:
+        """Every live item of a partition as (sk, attributes), in sk order."""
+        ...
+
+    def scan(self, pk_prefix: str, sk: str) -> list[tuple[str, dict[str, Any]]]:
+        """Every live item whose pk starts with `pk_prefix` and whose sk is `sk`, as (pk, attributes).
+
+        A full-table read on DynamoDB: for admin commands (`sqsjobs batches list`), never a hot path.
+        """
+        ...

@@ -68,9 +68,9 @@ class DynamoDbStore:
         item = self.client.get_item(
             TableName=self.table, Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}}, ConsistentRead=True
         ).get("Item")
-        if item is None or float(item["expires_at"]["N"]) <= self._clock():
+        if item is None or not _live(item, self._clock()):
             return None
-        return {k: _plain(_deserialize(v)) for k, v in item.items() if k not in _RESERVED}
+        return _attrs(item)
 
     def put(self, key: Key, attrs: dict[str, Any], ttl: float) -> None:
         self.client.put_item(TableName=self.table, Item=self._item(key, attrs, ttl))
@@ -125,9 +125,126 @@ class DynamoDbStore:
                 return None
         return None
 
+    def add_and_count(
+        self, marker: Key, attrs: dict[str, Any], counter: Key, deltas: dict[str, int], ttl: float
+    ) -> bool:
+        names = {f"#f{i}": name for i, name in enumerate(deltas)}
+        values: dict[str, Any] = {f":v{i}": {"N": str(by)} for i, by in enumerate(deltas.values())}
+        values[":now"] = self._now()
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": self._item(marker, attrs, ttl),
+                            "ConditionExpression": _ABSENT_OR_EXPIRED,
+                            "ExpressionAttributeValues": {":now": values[":now"]},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _key(counter),
+                            "UpdateExpression": "ADD " + ", ".join(f"#f{i} :v{i}" for i in range(len(deltas))),
+                            "ConditionExpression": _LIVE,
+                            "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                return False  # the marker exists (counted before) or the counter item is gone
+            raise
+        return True
+
+    def update(
+        self, key: Key, *, set: dict[str, Any] | None = None, add: dict[str, int] | None = None, unless: str = ""
+    ) -> dict[str, Any] | None:
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":now": self._now()}
+        sets, adds = [], []
+        for i, (name, value) in enumerate((set or {}).items()):
+            names[f"#s{i}"], values[f":s{i}"] = name, _serialize(value)
+            sets.append(f"#s{i} = :s{i}")
+        for i, (name, by) in enumerate((add or {}).items()):
+            names[f"#a{i}"], values[f":a{i}"] = name, {"N": str(by)}
+            adds.append(f"#a{i} :a{i}")
+        expression = " ".join(
+            part
+            for part in ("SET " + ", ".join(sets) if sets else "", "ADD " + ", ".join(adds) if adds else "")
+            if part
+        )
+        condition = _LIVE
+        if unless:
+            names["#unless"] = unless
+            condition += " AND attribute_not_exists(#unless)"
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _key(key),
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+        }
+        if names:
+            params["ExpressionAttributeNames"] = names
+        if expression:
+            params["UpdateExpression"] = expression
+        else:
+            return self.get(key)
+        try:
+            response = self.client.update_item(**params)
+        except ClientError as exc:
+            if _conditional(exc):
+                return None
+            raise
+        return _attrs(response["Attributes"])
+
+    def query(self, pk: str) -> list[tuple[str, dict[str, Any]]]:
+        found: list[tuple[str, dict[str, Any]]] = []
+        paginator = self.client.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": pk}},
+            ConsistentRead=True,
+        )
+        now = self._clock()
+        for page in pages:
+            found.extend((item["sk"]["S"], _attrs(item)) for item in page.get("Items", []) if _live(item, now))
+        return found
+
+    def scan(self, pk_prefix: str, sk: str) -> list[tuple[str, dict[str, Any]]]:
+        found: list[tuple[str, dict[str, Any]]] = []
+        paginator = self.client.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self.table,
+            FilterExpression="begins_with(pk, :prefix) AND sk = :sk",
+            ExpressionAttributeValues={":prefix": {"S": pk_prefix}, ":sk": {"S": sk}},
+            ConsistentRead=True,
+        )
+        now = self._clock()
+        for page in pages:
+            found.extend((item["pk"]["S"], _attrs(item)) for item in page.get("Items", []) if _live(item, now))
+        return found
+
     def _at_limit(self, key: Key, by: int, limit: int) -> bool:
         live = self.get(key)
         return live is not None and int(live.get("count", 0)) + by > limit
+
+
+def _key(key: Key) -> dict[str, Any]:
+    return {"pk": {"S": key[0]}, "sk": {"S": key[1]}}
+
+
+def _live(item: dict[str, Any], now: float) -> bool:
+    return float(item.get("expires_at", {}).get("N", "0")) > now
+
+
+def _attrs(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_deserialize(v)) for k, v in item.items() if k not in _RESERVED}
 
 
 def _conditional(exc: ClientError) -> bool:

@@ -62,3 +62,46 @@ class MemoryStore:
             else:
                 live["count"] = current + by
             return current + by
+
+    def add_and_count(
+        self, marker: Key, attrs: dict[str, Any], counter: Key, deltas: dict[str, int], ttl: float
+    ) -> bool:
+        with self._lock:
+            self.calls += 1
+            target = self._live(counter)
+            if self._live(marker) is not None or target is None:
+                return False
+            self._items[marker] = (dict(attrs), self._clock() + ttl)
+            for name, by in deltas.items():
+                target[name] = int(target.get(name, 0)) + by
+            return True
+
+    def update(
+        self, key: Key, *, set: dict[str, Any] | None = None, add: dict[str, int] | None = None, unless: str = ""
+    ) -> dict[str, Any] | None:
+        with self._lock:
+            self.calls += 1
+            live = self._live(key)
+            if live is None or (unless and unless in live):
+                return None
+            live.update(set or {})
+            for name, by in (add or {}).items():
+                live[name] = int(live.get(name, 0)) + by
+            return dict(live)
+
+    def query(self, pk: str) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            self.calls += 1
+            found = [
+                (k[1], dict(live)) for k in list(self._items) if k[0] == pk and (live := self._live(k)) is not None
+            ]
+        return sorted(found, key=lambda item: item[0])
+
+    def scan(self, pk_prefix: str, sk: str) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            self.calls += 1
+            return [
+                (k[0], dict(live))
+                for k in list(self._items)
+                if k[0].startswith(pk_prefix) and k[1] == sk and (live := self._live(k)) is not None
+            ]

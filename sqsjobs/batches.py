@@ -1,0 +1,384 @@
+"""Batches (Laravel's `Bus::batch`): many jobs, one record, callbacks when they are done.
+
+    b = batch([ImportRow(row=r) for r in rows]).then(Notify(ok=True)).catch(Notify(ok=False)).name("import").dispatch()
+    find_batch(b.id).progress   # 0..100
+
+Where it lives (one DynamoDB table, see docs/batches.md):
+
+| item | pk / sk | what |
+| --- | --- | --- |
+| the batch | `batch#<id>` / `meta` | name, options, callbacks, counters `total`/`processed`/`failed`, times |
+| a finished member | `batch#<id>` / `job#<member>` | outcome (`processed` or `failed`), job id, error |
+| a sent callback | `batch#<id>` / `then`, `catch`, `finally`, `continue` | the dispatch-once mark |
+
+A member is one job, or one whole chain (it finishes with its last link). Its
+outcome is written together with the counter change in one transaction, and only
+if the member has no outcome yet, so a redelivered job is never counted twice.
+Failed job ids are the `failed` member items, so the batch item never grows.
+Callbacks are jobs, each sent once by `dispatch_once`, even when the last two
+members finish on two workers at the same moment.
+
+Semantics: `pending = total - processed - failed`; `progress` is the share of
+members that have run (succeeded or failed); a batch is `finished` when every
+member has run once. `catch` runs at the first failure, and (unless
+`allow_failures`) that failure cancels the batch. `then` runs when the batch
+finished with no failure and was not cancelled; `finally` runs when it finished,
+whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .app import App, current_app
+from .coordination import dispatch_once
+from .errors import ConfigurationError, DispatchError
+from .timing import parse_iso, utc_iso
+
+if TYPE_CHECKING:
+    from .chains import Link
+    from .envelope import Envelope
+    from .job import Job
+
+log = logging.getLogger("sqsjobs.batches")
+
+#: A batch record is kept this long after its last change (DynamoDB TTL); prune sooner with the CLI.
+BATCH_TTL_S = 30 * 24 * 3600
+_CALLBACKS = ("then", "catch", "finally")
+
+
+def batch(jobs: Iterable[Any]) -> PendingBatch:
+    """A batch of jobs (a list inside it is a chain); nothing is sent until `.dispatch()`."""
+    return PendingBatch(list(jobs))
+
+
+@dataclass
+class PendingBatch:
+    jobs: list[Any]
+    callbacks: dict[str, Job] = field(default_factory=dict)
+    batch_name: str = ""
+    queue: str | None = None
+    allows_failures: bool = False
+
+    def then(self, job: Job) -> PendingBatch:
+        """Dispatched once when every job succeeded (and the batch was not cancelled)."""
+        self.callbacks["then"] = job
+        return self
+
+    def catch(self, job: Job) -> PendingBatch:
+        """Dispatched once, at the first job that fails for good."""
+        self.callbacks["catch"] = job
+        return self
+
+    def finally_(self, job: Job) -> PendingBatch:
+        """Dispatched once when every job has run, whatever the outcome (`finally` is a keyword)."""
+        self.callbacks["finally"] = job
+        return self
+
+    def name(self, name: str) -> PendingBatch:
+        self.batch_name = name
+        return self
+
+    def on_queue(self, queue: str) -> PendingBatch:
+        """Send the batch's jobs and callbacks to this queue instead of each job's own."""
+        self.queue = queue
+        return self
+
+    def allow_failures(self, allow: bool = True) -> PendingBatch:
+        """Keep going after a failure: the batch is not cancelled (`catch` still runs once)."""
+        self.allows_failures = allow
+        return self
+
+    def spec(self, app: App) -> dict[str, Any]:
+        """The batch as data: what a chain carries until its turn comes, and what `create` reads."""
+        from .chains import to_link
+
+        members: list[dict[str, Any]] = []
+        for entry in self.jobs:
+            if isinstance(entry, list | tuple):
+                members.append({"chain": [to_link(app, job, self.queue) for job in entry]})
+            elif isinstance(entry, PendingBatch):
+                raise ConfigurationError("a batch cannot contain a batch; add its jobs to this one")
+            else:
+                members.append(to_link(app, entry, self.queue))
+        return {
+            "name": self.batch_name,
+            "queue": self.queue,
+            "allow_failures": self.allows_failures,
+            "jobs": members,
+            "callbacks": {k: to_link(app, job, self.queue) for k, job in self.callbacks.items()},
+        }
+
+    def dispatch(self, app: App | None = None) -> Batch:
+        """Store the batch record, then send its jobs; returns the record."""
+        app = app or current_app()
+        return create(app, self.spec(app))
+
+
+@dataclass
+class Batch:
+    """A batch record as read from the store (`fresh()` reads it again)."""
+
+    id: str
+    name: str
+    total: int
+    processed: int
+    failed: int
+    created_at: str
+    finished_at: str | None = None
+    cancelled_at: str | None = None
+    allow_failures: bool = False
+    queue: str | None = None
+    app: App | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def pending(self) -> int:
+        """Members that have not run to an end yet."""
+        return max(0, self.total - self.processed - self.failed)
+
+    @property
+    def progress(self) -> int:
+        """Percent of members that have run (succeeded or failed), 0-100."""
+        return 100 if self.total == 0 else int(100 * (self.processed + self.failed) / self.total)
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancelled_at is not None
+
+    @property
+    def has_failures(self) -> bool:
+        return self.failed > 0
+
+    def _app(self) -> App:
+        return self.app or current_app()
+
+    def fresh(self) -> Batch:
+        found = find_batch(self.id, self._app())
+        if found is None:
+            raise ConfigurationError(f"batch {self.id} no longer exists (pruned, or expired after {BATCH_TTL_S}s)")
+        return found
+
+    def cancel(self) -> None:
+        """Mark the batch cancelled; jobs using `SkipIfBatchCancelled` are skipped from now on."""
+        app = self._app()
+        app.store.update(_meta(self.id), set={"cancelled_at": utc_iso(app.clock())}, unless="cancelled_at")
+        self.cancelled_at = self.cancelled_at or utc_iso(app.clock())
+
+    def add(self, jobs: Iterable[Any]) -> None:
+        """Add jobs (or chains, as lists) to the batch — typically from a job of this batch.
+
+        The total is raised before anything is sent, and the calling job's own outcome is
+        not counted until it returns, so the batch cannot finish in between.
+        """
+        app = self._app()
+        spec = PendingBatch(list(jobs)).on_queue(self.queue) if self.queue else PendingBatch(list(jobs))
+        members = spec.spec(app)["jobs"]
+        if not members:
+            return
+        if app.store.update(_meta(self.id), add={"total": len(members)}) is None:
+            raise ConfigurationError(f"batch {self.id} no longer exists; nothing was added")
+        self.total += len(members)
+        _send_members(app, self.id, members, [str(uuid.uuid4()) for _ in members])
+
+    def failed_job_ids(self) -> list[str]:
+        """Ids of the jobs that failed for good (from their own items, not a list on the batch)."""
+        return [
+            str(attrs.get("job_id", sk[4:]))
+            for sk, attrs in self._app().store.query(_pk(self.id))
+            if sk.startswith("job#") and attrs.get("outcome") == "failed"
+        ]
+
+
+def find_batch(batch_id: str, app: App | None = None) -> Batch | None:
+    """The batch record with this id, or None when there is none (never created, pruned, expired)."""
+    app = app or current_app()
+    item = app.store.get(_meta(batch_id))
+    return _record(app, batch_id, item) if item is not None else None
+
+
+def list_batches(app: App | None = None) -> list[Batch]:
+    """Every batch, newest first (a table scan: for admin commands)."""
+    app = app or current_app()
+    found = [_record(app, pk[len("batch#") :], item) for pk, item in app.store.scan("batch#", "meta")]
+    return sorted(found, key=lambda b: b.created_at, reverse=True)
+
+
+def prune_batches(app: App | None = None, *, finished_hours: float = 24, unfinished_hours: float | None = None) -> int:
+    """Delete batches (and their member items) finished or cancelled more than `finished_hours`
+    ago and, with `unfinished_hours`, unfinished ones created longer ago than that."""
+    app = app or current_app()
+    now = app.clock()
+    pruned = 0
+    for found in list_batches(app):
+        ended = found.finished_at or found.cancelled_at
+        if ended is not None:
+            due = now - parse_iso(ended) >= finished_hours * 3600
+        else:
+            due = unfinished_hours is not None and now - parse_iso(found.created_at) >= unfinished_hours * 3600
+        if due:
+            for sk, _ in app.store.query(_pk(found.id)):
+                if sk != "meta":
+                    app.store.delete((_pk(found.id), sk))
+            app.store.delete(_meta(found.id))
+            pruned += 1
+    return pruned
+
+
+# -- what the runner calls --------------------------------------------------------------------
+def create(app: App, spec: dict[str, Any], *, batch_id: str | None = None, continuation: Any = None) -> Batch:
+    """Store the record, then send the members. Member ids derive from the batch id, so sending
+    again after a crash (a chain link redelivered) is counted once."""
+    batch_id = batch_id or str(uuid.uuid4())
+    members = spec["jobs"]
+    attrs = {
+        "name": spec.get("name") or "",
+        "total": len(members),
+        "processed": 0,
+        "failed": 0,
+        "created_at": utc_iso(app.clock()),
+        "allow_failures": bool(spec.get("allow_failures")),
+        "callbacks": json.dumps(spec.get("callbacks") or {}),
+    }
+    if spec.get("queue"):
+        attrs["queue"] = spec["queue"]
+    if continuation is not None:
+        attrs["continuation"] = json.dumps(continuation)
+    app.store.add(_meta(batch_id), attrs, ttl=BATCH_TTL_S)
+    _send_members(app, batch_id, members, [str(uuid.uuid5(uuid.UUID(batch_id), str(i))) for i in range(len(members))])
+    record = find_batch(batch_id, app)
+    assert record is not None
+    if not members:
+        _settle(app, batch_id, app.store.get(_meta(batch_id)) or {}, owner=batch_id)
+    return record
+
+
+def _send_members(app: App, batch_id: str, members: list[dict[str, Any]], ids: list[str]) -> None:
+    from .chains import link_id, to_job
+    from .dispatching import Planned, send_planned
+
+    planned = []
+    for member, member_id in zip(members, ids, strict=True):
+        if "chain" in member:
+            links = member["chain"]
+            state = {"id": member_id, "pos": 0, "next": links[1:], "catch": None}
+            if any("batch" in link for link in links):
+                raise ConfigurationError("a chain inside a batch cannot contain a batch")
+            first = links[0]
+            planned.append(
+                Planned(
+                    to_job(app, first),
+                    first.get("queue"),
+                    batch_id=batch_id,
+                    chain=state,
+                    job_id=link_id(member_id, 0),
+                )
+            )
+        else:
+            planned.append(Planned(to_job(app, member), member.get("queue"), batch_id=batch_id, job_id=member_id))
+    try:
+        send_planned(app, planned)
+    except DispatchError as exc:
+        # Members that never reached SQS will never finish: take them out of the total.
+        app.store.update(_meta(batch_id), add={"total": -len(exc.not_queued)})
+        raise
+
+
+def member_of(envelope: Envelope) -> str:
+    """What a batch counts: the chain a link belongs to, or the job itself."""
+    return str(envelope.chain["id"]) if envelope.chain else envelope.id
+
+
+def record(app: App, envelope: Envelope, succeeded: bool, error: str = "") -> None:
+    """Count a member's outcome (once, whatever the redeliveries), then fire what is due."""
+    assert envelope.batch_id is not None
+    batch_id, member = envelope.batch_id, member_of(envelope)
+    outcome = "processed" if succeeded else "failed"
+    marker = {"outcome": outcome, "job_id": envelope.id, "job": envelope.job, "error": error[:1000]}
+    app.store.add_and_count((_pk(batch_id), f"job#{member}"), marker, _meta(batch_id), {outcome: 1}, BATCH_TTL_S)
+    # Read after our own write (consistent read): a redelivery of the member that crashed
+    # after counting still gets here and sends what is due.
+    state = app.store.get(_meta(batch_id))
+    if state is None:
+        log.warning("batch %s of job %s no longer exists; its outcome was not recorded", batch_id, envelope.id)
+        return
+    _settle(app, batch_id, state, owner=envelope.id)
+
+
+def _settle(app: App, batch_id: str, state: dict[str, Any], owner: str) -> None:
+    callbacks: dict[str, Link] = json.loads(state.get("callbacks") or "{}")
+    failed, total = int(state.get("failed", 0)), int(state.get("total", 0))
+    cancelled = "cancelled_at" in state
+    if failed:
+        if not state.get("allow_failures") and not cancelled:
+            app.store.update(_meta(batch_id), set={"cancelled_at": utc_iso(app.clock())}, unless="cancelled_at")
+            cancelled = True
+        _callback(app, batch_id, "catch", callbacks, owner)
+    if int(state.get("processed", 0)) + failed < total:
+        return
+    app.store.update(_meta(batch_id), set={"finished_at": utc_iso(app.clock())}, unless="finished_at")
+    if not failed and not cancelled:
+        _callback(app, batch_id, "then", callbacks, owner)
+    _callback(app, batch_id, "finally", callbacks, owner)
+    if state.get("continuation"):
+        _continue_chain(app, batch_id, json.loads(state["continuation"]), cancelled, owner)
+
+
+def _callback(app: App, batch_id: str, kind: str, callbacks: dict[str, Link], owner: str) -> None:
+    link = callbacks.get(kind)
+    if not link:
+        return
+    from .chains import to_job
+    from .dispatching import Planned, send_planned
+
+    dispatch_once(
+        app,
+        (_pk(batch_id), kind),
+        owner,
+        lambda: send_planned(app, [Planned(to_job(app, link), link.get("queue"), extra={"for_batch": batch_id})]),
+    )
+
+
+def _continue_chain(app: App, batch_id: str, state: dict[str, Any], cancelled: bool, owner: str) -> None:
+    """The batch was a link of a chain: go on with the chain, or (cancelled) run its catch."""
+    from .chains import send_catch, start
+
+    if cancelled:
+        send_catch(app, state, owner)
+    elif state.get("next"):
+        pos = int(state["pos"]) + 1
+        dispatch_once(
+            app, (_pk(batch_id), "continue"), owner, lambda: start(app, state["id"], pos, state["next"], state["catch"])
+        )
+
+
+def _pk(batch_id: str) -> str:
+    return f"batch#{batch_id}"
+
+
+def _meta(batch_id: str) -> tuple[str, str]:
+    return (_pk(batch_id), "meta")
+
+
+def _record(app: App, batch_id: str, item: dict[str, Any]) -> Batch:
+    return Batch(
+        id=batch_id,
+        name=str(item.get("name") or ""),
+        total=int(item.get("total", 0)),
+        processed=int(item.get("processed", 0)),
+        failed=int(item.get("failed", 0)),
+        created_at=str(item.get("created_at", "")),
+        finished_at=item.get("finished_at"),
+        cancelled_at=item.get("cancelled_at"),
+        allow_failures=bool(item.get("allow_failures")),
+        queue=item.get("queue"),
+        app=app,
+    )

@@ -1,0 +1,313 @@
+"""Chains and batches, on SQS and DynamoDB (moto in-process) unless a test says otherwise.
+
+The race tests use the memory store where real threads race: moto's DynamoDB does not
+serialise requests, so a conditional write there is not atomic across threads (docs/testing.md).
+The same race is also replayed on DynamoDB one step at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+
+from sqsjobs import App, Job, PermanentError, SkipIfBatchCancelled, batch, chain, find_batch
+from sqsjobs.batches import list_batches, prune_batches, record
+from sqsjobs.envelope import decode
+from sqsjobs.provisioning import provision
+from sqsjobs.worker import Worker, WorkerOptions
+from tests.helpers import dead_letters, wait_for
+
+
+class Journal(Job, abstract=True):
+    runs: ClassVar[list[tuple[str, Any]]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def write(self, what: Any = None) -> None:
+        with Journal.lock:
+            Journal.runs.append((type(self).job_name, what))
+
+
+def ran(name: str) -> list[Any]:
+    return [what for job, what in Journal.runs if job == name]
+
+
+class Step(Journal, name="wf.step"):
+    tries = 3
+    n: int
+    broken: bool = False
+
+    def handle(self) -> None:
+        self.write(self.n)
+        if self.broken:
+            raise PermanentError(f"step {self.n} broke")
+
+
+class Then(Journal, name="wf.then"):
+    label: str = ""
+
+    def handle(self) -> None:
+        batch_ = self.batch
+        self.write((self.label, batch_.id if batch_ else None))
+
+
+class Catch(Journal, name="wf.catch"):
+    label: str = ""
+
+    def handle(self) -> None:
+        self.write(self.label)
+
+
+class Finally(Journal, name="wf.finally"):
+    def handle(self) -> None:
+        self.write()
+
+
+class Cancelling(Journal, name="wf.cancelling"):
+    n: int
+
+    def middleware(self) -> list[Any]:
+        return [SkipIfBatchCancelled()]
+
+    def handle(self) -> None:
+        self.write(self.n)
+        if self.n == 1:
+            assert self.batch is not None
+            self.batch.cancel()
+
+
+class Adder(Journal, name="wf.adder"):
+    def handle(self) -> None:
+        assert self.batch is not None
+        self.batch.add([Step(n=100), Step(n=101)])
+        self.write()
+
+
+class Together(Journal, name="wf.together"):
+    barrier: ClassVar[threading.Barrier] = threading.Barrier(2)
+    n: int
+
+    def handle(self) -> None:
+        Together.barrier.wait(5)
+        self.write(self.n)
+
+
+@pytest.fixture(autouse=True)
+def clean_journal() -> Iterator[None]:
+    Journal.runs = []
+    yield
+
+
+@pytest.fixture
+def app(moto: None, prefix: str) -> Iterator[App]:
+    """SQS queues and the DynamoDB table, as production has them."""
+    app = App(connection="sqs", queue_prefix=prefix, queues=["default"], table=f"{prefix}table", visibility_timeout=30)
+    provision(app, ["default"], bucket=False)
+    with app.activate():
+        yield app
+
+
+def work(app: App, concurrency: int = 1) -> None:
+    options = WorkerOptions(sleep=1, concurrency=concurrency, stop_when_empty=True)
+    assert Worker(app, options).run(install_signals=False) == 0
+
+
+def process_all(app: App, redeliver: set[int] = frozenset()) -> Counter[str]:  # type: ignore[assignment]
+    """Receive and run every message through the core by hand; a message of a Step whose `n`
+    is in `redeliver` is made visible again (instead of deleted) after its first run — the
+    crash-before-delete case — so it runs, and is settled, twice."""
+    runs: Counter[str] = Counter()
+    redelivered: set[int] = set()
+    empty_looks = 0
+    while empty_looks < 2:
+        messages = app.connection.receive("default", 10, 0)
+        empty_looks = 0 if messages else empty_looks + 1
+        for message in messages:
+            envelope = decode(message.body)
+            runs[envelope.job] += 1
+            app.runner.process(message)
+            n = envelope.payload.get("n")
+            if envelope.job == "wf.step" and n in redeliver and n not in redelivered:
+                redelivered.add(n)
+                app.connection.change_visibility("default", [(message, 0)])
+            else:
+                app.connection.delete("default", [message])
+    return runs
+
+
+# -- batches --------------------------------------------------------------------------------
+def test_a_batch_with_failures_and_redeliveries_counts_exactly_and_fires_each_callback_once(app: App) -> None:
+    failing = {3, 14, 25, 36, 47, 58, 69}
+    redeliver = {1, 2, 4, 5, 6, 7, 8, 9, 10, 11}
+    created = (
+        batch([Step(n=i, broken=i in failing) for i in range(100)])
+        .then(Then(label="then"))
+        .catch(Catch(label="catch"))
+        .finally_(Finally())
+        .name("import")
+        .allow_failures()
+        .dispatch()
+    )
+    assert (created.total, created.pending, created.name) == (100, 100, "import")
+
+    runs = process_all(app, redeliver)
+
+    assert runs["wf.step"] == 110 and len(ran("wf.step")) == 110  # the ten redelivered ones ran twice
+    found = find_batch(created.id)
+    assert found is not None
+    assert (found.total, found.processed, found.failed, found.pending) == (100, 93, 7, 0)
+    assert found.progress == 100 and found.finished and not found.cancelled
+    assert sorted(found.failed_job_ids()) == sorted(
+        json.loads(letter["Body"])["id"] for letter in dead_letters(app, "default")
+    )
+    assert len(found.failed_job_ids()) == 7
+    assert ran("wf.catch") == ["catch"] and len(ran("wf.finally")) == 1 and ran("wf.then") == []
+
+
+def test_a_batch_that_succeeds_runs_then_once_and_callbacks_see_the_batch(app: App) -> None:
+    created = batch([Step(n=i) for i in range(12)]).then(Then(label="ok")).finally_(Finally()).dispatch()
+    process_all(app, redeliver={0, 11})
+    assert ran("wf.then") == [("ok", created.id)] and len(ran("wf.finally")) == 1
+    found = created.fresh()
+    assert (found.processed, found.failed, found.finished) == (12, 0, True)
+
+
+def test_a_failure_cancels_a_batch_unless_failures_are_allowed(app: App) -> None:
+    created = batch([Step(n=1, broken=True), Step(n=2)]).then(Then()).catch(Catch(label="c")).dispatch()
+    work(app)
+    found = created.fresh()
+    assert found.cancelled and found.finished and (found.processed, found.failed) == (1, 1)
+    assert ran("wf.catch") == ["c"] and ran("wf.then") == []
+
+
+def test_the_last_two_jobs_finishing_together_on_two_threads_fire_then_once() -> None:
+    app = App(connection="memory", store="memory")
+    with app.activate():
+        Together.barrier = threading.Barrier(2)
+        created = batch([Together(n=1), Together(n=2)]).then(Then(label="once")).dispatch(app)
+        workers = [Worker(app, WorkerOptions(sleep=1, concurrency=1, stop_when_empty=True)) for _ in range(2)]
+        threads = [threading.Thread(target=w.run, kwargs={"install_signals": False}) for w in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(ran("wf.together")) == [1, 2]
+        wait_for(lambda: ran("wf.then"), what="then ran")
+        assert ran("wf.then") == [("once", created.id)]
+
+
+def test_two_members_seeing_the_batch_finish_at_once_send_then_once_on_dynamodb(app: App) -> None:
+    """The race, one step at a time: both members are counted before either looks at the
+    counters, so both see a finished batch; the conditional mark lets one of them send."""
+    created = batch([Step(n=1), Step(n=2)]).then(Then(label="raced")).dispatch()
+    envelopes = [decode(m.body) for m in app.connection.receive("default", 10, 0)]
+    assert len(envelopes) == 2
+    for envelope in envelopes:  # both count first ...
+        app.store.add_and_count(
+            (f"batch#{created.id}", f"job#{envelope.id}"),
+            {"outcome": "processed"},
+            (f"batch#{created.id}", "meta"),
+            {"processed": 1},
+            3600,
+        )
+    for envelope in envelopes:  # ... then both settle
+        record(app, envelope, succeeded=True)
+    sends = [m for m in app.connection.receive("default", 10, 0) if decode(m.body).job == "wf.then"]
+    assert len(sends) == 1
+    assert created.fresh().processed == 2
+
+
+def test_cancelling_a_batch_stops_the_jobs_not_yet_run(app: App) -> None:
+    created = batch([Cancelling(n=i) for i in range(1, 6)]).then(Then()).finally_(Finally()).dispatch()
+    work(app, concurrency=1)
+    assert len(ran("wf.cancelling")) < 5 and 1 in ran("wf.cancelling")
+    found = created.fresh()
+    assert found.cancelled and found.finished and found.failed == 0
+    assert ran("wf.then") == [] and len(ran("wf.finally")) == 1
+
+
+def test_a_job_can_add_jobs_to_its_own_batch(app: App) -> None:
+    created = batch([Adder()]).then(Then(label="all")).dispatch()
+    work(app)
+    assert sorted(ran("wf.step")) == [100, 101]
+    found = created.fresh()
+    assert (found.total, found.processed) == (3, 3) and ran("wf.then") == [("all", created.id)]
+
+
+def test_an_empty_batch_finishes_at_once() -> None:
+    app = App(connection="sync")
+    with app.activate():
+        created = batch([]).then(Then(label="empty")).dispatch()
+        assert created.fresh().finished and ran("wf.then") == [("empty", created.id)]
+
+
+def test_batches_are_listed_newest_first_and_pruned_when_old(app: App) -> None:
+    first = batch([Step(n=1)]).name("first").dispatch()
+    work(app)
+    unfinished = batch([Step(n=2)]).name("second").dispatch()
+    assert [b.name for b in list_batches()] == ["second", "first"]
+    assert prune_batches(finished_hours=1) == 0
+    later = App(
+        connection="sqs",
+        queue_prefix=app.settings.queue_prefix,
+        table=app.settings.table,
+        clock=lambda: app.clock() + 7200,
+    )
+    assert prune_batches(later, finished_hours=1) == 1
+    assert find_batch(first.id) is None and find_batch(unfinished.id) is not None
+    assert prune_batches(later, finished_hours=1, unfinished_hours=1) == 1
+    assert list_batches() == []
+
+
+# -- chains ---------------------------------------------------------------------------------
+def test_a_chain_runs_in_order_and_a_failed_link_runs_catch_once_and_stops_the_chain(app: App) -> None:
+    chain([Step(n=1), Step(n=2), Step(n=3, broken=True), Step(n=4)]).catch(Catch(label="chain")).dispatch()
+    work(app)
+    assert ran("wf.step") == [1, 2, 3]
+    assert ran("wf.catch") == ["chain"]
+    assert [json.loads(m["Body"])["payload"]["n"] for m in dead_letters(app, "default")] == [3]
+
+
+def test_a_redelivered_link_sends_the_next_link_once(app: App) -> None:
+    chain([Step(n=1), Step(n=2), Step(n=3)]).dispatch()
+    runs = process_all(app, redeliver={1, 2})
+    assert runs["wf.step"] == 5  # links 1 and 2 ran twice, link 3 once
+    assert Counter(ran("wf.step")) == {1: 2, 2: 2, 3: 1}
+
+
+def test_a_chain_inside_a_batch_is_one_member_that_ends_with_its_last_link(app: App) -> None:
+    created = batch([[Step(n=1), Step(n=2), Step(n=3)], Step(n=10)]).then(Then(label="done")).dispatch()
+    assert created.total == 2
+    work(app)
+    steps = ran("wf.step")
+    assert sorted(steps) == [1, 2, 3, 10] and steps.index(1) < steps.index(2) < steps.index(3)
+    found = created.fresh()
+    assert (found.total, found.processed, found.failed) == (2, 2, 0)
+    assert ran("wf.then") == [("done", created.id)]
+
+
+def test_a_batch_inside_a_chain_holds_the_rest_of_the_chain_until_it_finishes(app: App) -> None:
+    chain([Step(n=1), batch([Step(n=2), Step(n=3)]), Step(n=4)]).catch(Catch(label="x")).dispatch()
+    work(app)
+    steps = ran("wf.step")
+    assert sorted(steps) == [1, 2, 3, 4]
+    assert steps[0] == 1 and steps[-1] == 4 and ran("wf.catch") == []
+
+
+def test_a_failing_batch_inside_a_chain_runs_the_chain_catch_instead_of_the_rest(app: App) -> None:
+    chain([batch([Step(n=2, broken=True), Step(n=3)]), Step(n=4)]).catch(Catch(label="chain-catch")).dispatch()
+    work(app)
+    assert 4 not in ran("wf.step") and ran("wf.catch") == ["chain-catch"]
+
+
+def test_chains_and_batches_run_inline_on_the_sync_connection() -> None:
+    app = App(connection="sync")
+    with app.activate():
+        chain([Step(n=1), Step(n=2)]).dispatch()
+        created = batch([Step(n=3), Step(n=4)]).then(Then(label="sync")).dispatch()
+    assert ran("wf.step") == [1, 2, 3, 4]
+    assert ran("wf.then") == [("sync", created.id)]
