@@ -3,7 +3,9 @@
 Each number should be the minimum its guarantee needs (see sqsjobs/coordination.py):
 plain 0, unique 2 (lock at dispatch, owner-checked release), rate-limited 1 (one atomic
 counter update; the first job of each window pays one more to start it), idempotent 2
-(claim "in progress", mark "completed").
+(claim "in progress", mark "completed"), batch member 2 (outcome + counters in one
+transaction, one consistent read; the batch's creation and callbacks are spread over its
+jobs), chain link 2 (dispatch-once mark "sending", then "sent").
 Runs on in-process moto: calls are counted, not timed.
 """
 
@@ -22,7 +24,7 @@ def measure() -> dict[str, float]:
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_ENDPOINT_URL")}
     from moto import mock_aws
 
-    from sqsjobs import App, Job, Limit, RateLimited, aws, rate_limiter
+    from sqsjobs import App, Job, Limit, RateLimited, aws, batch, chain, rate_limiter
     from sqsjobs.provisioning import provision
     from sqsjobs.worker import Worker, WorkerOptions
 
@@ -70,6 +72,8 @@ def measure() -> dict[str, float]:
                 ("unique", Unique),
                 ("rate_limited", Limited),
                 ("idempotent", Idempotent),
+                ("batch_member", Plain),
+                ("chain_link", Plain),
             ):
                 app = App(connection="sqs", queue_prefix=f"bench-{label}-")
                 provision(app, ["default"], bucket=False)
@@ -81,8 +85,17 @@ def measure() -> dict[str, float]:
 
                 ddb.meta.events.register("before-call.dynamodb.*", count)
                 with app.activate():
-                    cls.dispatch_many([cls(n=i) for i in range(JOBS)])  # type: ignore[call-arg]
-                Worker(app, WorkerOptions(sleep=1, concurrency=4, stop_when_empty=True)).run(install_signals=False)
+                    jobs = [cls(n=i) for i in range(JOBS)]  # type: ignore[call-arg]
+                    if label == "batch_member":
+                        batch(jobs).then(Plain(n=-1)).dispatch()
+                    elif label == "chain_link":
+                        chain(jobs).dispatch()
+                    else:
+                        cls.dispatch_many(jobs)
+                # One job thread for chains and batches: moto's in-process TransactWriteItems is not
+                # thread-safe (it deep-copies tables that other threads are writing to).
+                threads = 1 if label in ("batch_member", "chain_link") else 4
+                Worker(app, WorkerOptions(sleep=1, concurrency=threads, stop_when_empty=True)).run(install_signals=False)
                 ddb.meta.events.unregister("before-call.dynamodb.*", count)
                 out[f"ddb_calls_per_job_{label}"] = calls[0] / JOBS
     finally:

@@ -101,6 +101,8 @@ class PendingBatch:
         members: list[dict[str, Any]] = []
         for entry in self.jobs:
             if isinstance(entry, list | tuple):
+                if not entry or any(isinstance(job, PendingBatch) for job in entry):
+                    raise ConfigurationError("a chain inside a batch needs jobs, and only jobs (no batches)")
                 members.append({"chain": [to_link(app, job, self.queue) for job in entry]})
             elif isinstance(entry, PendingBatch):
                 raise ConfigurationError("a batch cannot contain a batch; add its jobs to this one")
@@ -270,8 +272,6 @@ def _send_members(app: App, batch_id: str, members: list[dict[str, Any]], ids: l
         if "chain" in member:
             links = member["chain"]
             state = {"id": member_id, "pos": 0, "next": links[1:], "catch": None}
-            if any("batch" in link for link in links):
-                raise ConfigurationError("a chain inside a batch cannot contain a batch")
             first = links[0]
             planned.append(
                 Planned(
@@ -324,7 +324,15 @@ def _settle(app: App, batch_id: str, state: dict[str, Any], owner: str) -> None:
         _callback(app, batch_id, "catch", callbacks, owner)
     if int(state.get("processed", 0)) + failed < total:
         return
-    app.store.update(_meta(batch_id), set={"finished_at": utc_iso(app.clock())}, unless="finished_at")
+    if app.store.update(_meta(batch_id), set={"finished_at": utc_iso(app.clock())}, unless="finished_at"):
+        log.info(
+            "batch %s (%s) finished: %d processed, %d failed%s",
+            batch_id,
+            state.get("name") or "unnamed",
+            int(state.get("processed", 0)),
+            failed,
+            ", cancelled" if cancelled else "",
+        )
     if not failed and not cancelled:
         _callback(app, batch_id, "then", callbacks, owner)
     _callback(app, batch_id, "finally", callbacks, owner)

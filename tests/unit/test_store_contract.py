@@ -121,3 +121,45 @@ def test_concurrent_increments_never_pass_the_limit(atomic_store: Store) -> None
         thread.join()
     assert sorted(g for g in granted if g is not None) == [1, 2, 3, 4, 5]
     assert granted.count(None) == 19
+
+
+def test_add_and_count_counts_each_marker_once_and_needs_a_live_counter(store: Store, clock: FakeClock) -> None:
+    counter = ("batch#1", "meta")
+    store.add(counter, {"total": 2, "processed": 0, "failed": 0}, ttl=100)
+    assert store.add_and_count(("batch#1", "job#a"), {"outcome": "processed"}, counter, {"processed": 1}, 100)
+    assert not store.add_and_count(("batch#1", "job#a"), {"outcome": "processed"}, counter, {"processed": 1}, 100)
+    assert store.add_and_count(("batch#1", "job#b"), {"outcome": "failed"}, counter, {"failed": 1}, 100)
+    assert store.get(counter) == {"total": 2, "processed": 1, "failed": 1}
+    assert store.get(("batch#1", "job#b")) == {"outcome": "failed"}
+    assert not store.add_and_count(("batch#2", "job#a"), {}, ("batch#2", "meta"), {"processed": 1}, 100)
+    assert store.get(("batch#2", "job#a")) is None, "without its counter, the marker is not written either"
+    clock.now += 101
+    assert not store.add_and_count(("batch#1", "job#c"), {}, counter, {"processed": 1}, 100), "expired counter"
+
+
+def test_update_sets_and_adds_once_and_returns_the_item(store: Store, clock: FakeClock) -> None:
+    key = ("batch#9", "meta")
+    assert store.update(key, add={"total": 1}) is None, "absent items are not created"
+    store.add(key, {"total": 1}, ttl=100)
+    assert store.update(key, set={"name": "x"}, add={"total": 2}) == {"total": 3, "name": "x"}
+    assert store.update(key, set={"finished_at": "t1"}, unless="finished_at") == {
+        "total": 3,
+        "name": "x",
+        "finished_at": "t1",
+    }
+    assert store.update(key, set={"finished_at": "t2"}, unless="finished_at") is None
+    assert store.get(key) == {"total": 3, "name": "x", "finished_at": "t1"}
+    clock.now += 101
+    assert store.update(key, add={"total": 1}) is None
+
+
+def test_query_and_scan_return_live_items_only(store: Store, clock: FakeClock) -> None:
+    store.add(("batch#1", "meta"), {"n": 1}, ttl=100)
+    store.add(("batch#1", "job#b"), {"n": 2}, ttl=100)
+    store.add(("batch#1", "job#a"), {"n": 3}, ttl=5)
+    store.add(("batch#2", "meta"), {"n": 4}, ttl=100)
+    store.add(("other", "meta"), {"n": 5}, ttl=100)
+    assert store.query("batch#1") == [("job#a", {"n": 3}), ("job#b", {"n": 2}), ("meta", {"n": 1})]
+    assert sorted(store.scan("batch#", "meta")) == [("batch#1", {"n": 1}), ("batch#2", {"n": 4})]
+    clock.now += 6
+    assert [sk for sk, _ in store.query("batch#1")] == ["job#b", "meta"]

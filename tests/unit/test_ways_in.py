@@ -15,7 +15,8 @@ from typing import ClassVar
 import pytest
 
 from lambda_handlers.sqs import SqsHandler
-from sqsjobs import App, Job, PermanentError, aws
+from sqsjobs import App, Job, PermanentError, aws, batch, chain, find_batch
+from sqsjobs.provisioning import provision
 from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import counts, dead_letters, queue_url
 from tests.lambda_events import deliver, receive_event
@@ -132,3 +133,38 @@ def test_every_way_in_reaches_the_same_outcomes(sqs_app: App, way: str) -> None:
         ("ways.never-works", "tries_exhausted"),
     ]
     assert not any(counts(sqs_app, "default").values())
+
+
+class Link(Tracked, name="ways.link"):
+    n: int
+
+    def handle(self) -> None:
+        Tracked.runs.append((type(self).job_name, self.n))
+
+
+def one_at_a_time(way: str) -> Callable[[App], None]:
+    """Chains and batches write DynamoDB transactions, which moto cannot take from two threads at once."""
+    if way == "lambda":
+        return by_lambda
+
+    def run(app: App) -> None:
+        options = WorkerOptions(sleep=1, concurrency=1, stop_when_empty=True, event_loop=way == "asyncio")
+        assert Worker(app, options).run(install_signals=False) == 0
+
+    return run
+
+
+@pytest.mark.parametrize("way", sorted(WAYS))
+def test_chains_and_batches_reach_the_same_outcomes_on_every_way_in(sqs_app: App, way: str) -> None:
+    provision(sqs_app, [], table=True, bucket=False)
+    Tracked.runs.clear()
+    chain([Link(n=1), Link(n=2), Forbidden(), Link(n=3)]).catch(Link(n=99)).dispatch()
+    created = batch([Link(n=10), [Link(n=11), Link(n=12)]]).then(Link(n=100)).finally_(Link(n=101)).dispatch()
+
+    one_at_a_time(way)(sqs_app)
+
+    links = [n for name, n in Tracked.runs if name == "ways.link"]
+    assert sorted(links) == [1, 2, 10, 11, 12, 99, 100, 101]
+    assert links.index(1) < links.index(2) < links.index(99) and links.index(11) < links.index(12)
+    found = find_batch(created.id)
+    assert found is not None and (found.total, found.processed, found.failed, found.finished) == (2, 2, 0, True)
