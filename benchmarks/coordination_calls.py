@@ -95,7 +95,9 @@ def measure() -> dict[str, float]:
                 # One job thread for chains and batches: moto's in-process TransactWriteItems is not
                 # thread-safe (it deep-copies tables that other threads are writing to).
                 threads = 1 if label in ("batch_member", "chain_link") else 4
-                Worker(app, WorkerOptions(sleep=1, concurrency=threads, stop_when_empty=True)).run(install_signals=False)
+                Worker(app, WorkerOptions(sleep=1, concurrency=threads, stop_when_empty=True)).run(
+                    install_signals=False
+                )
                 ddb.meta.events.unregister("before-call.dynamodb.*", count)
                 out[f"ddb_calls_per_job_{label}"] = calls[0] / JOBS
     finally:

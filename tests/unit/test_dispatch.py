@@ -136,7 +136,7 @@ def test_a_large_message_without_a_bucket_is_refused_with_what_to_do(sqs_app: Ap
         def handle(self) -> None:
             pass
 
-    with pytest.raises(DispatchError, match="could not be stored in the bucket .*sqsjobs provision") as raised:
+    with pytest.raises(DispatchError, match=r"could not be stored in the bucket .*sqsjobs provision") as raised:
         Huge(blob="x" * 1_100_000).dispatch()
     assert raised.value.not_queued[0][1] == "dispatch.huge"
     assert counts(sqs_app, "default")["ApproximateNumberOfMessages"] == 0
