@@ -43,11 +43,12 @@ from .timing import parse_iso, utc_iso
 if TYPE_CHECKING:
     from .chains import Link
     from .envelope import Envelope
-    from .job import Job
+    from .job import Job, JobContext
 
 log = logging.getLogger("sqsjobs.batches")
 
-#: A batch record is kept this long after its last change (DynamoDB TTL); prune sooner with the CLI.
+#: Batch items expire this long after they are written (DynamoDB TTL): a batch record 30 days after its
+#: creation, finished or not. Prune sooner with the CLI.
 BATCH_TTL_S = 30 * 24 * 3600
 _CALLBACKS = ("then", "catch", "finally")
 
@@ -137,6 +138,9 @@ class Batch:
     allow_failures: bool = False
     queue: str | None = None
     app: App | None = field(default=None, repr=False, compare=False)
+    #: The run of the job that read this record (`self.batch`): what it adds is keyed by that
+    #: job's id and its n-th add, so a redelivery of the job adds nothing twice.
+    caller: JobContext | None = field(default=None, repr=False, compare=False)
 
     @property
     def pending(self) -> int:
@@ -173,23 +177,39 @@ class Batch:
         """Mark the batch cancelled; jobs using `SkipIfBatchCancelled` are skipped from now on."""
         app = self._app()
         app.store.update(_meta(self.id), set={"cancelled_at": utc_iso(app.clock())}, unless="cancelled_at")
-        self.cancelled_at = self.cancelled_at or utc_iso(app.clock())
+        current = app.store.get(_meta(self.id))
+        self.cancelled_at = current.get("cancelled_at") if current else utc_iso(app.clock())
 
     def add(self, jobs: Iterable[Any]) -> None:
         """Add jobs (or chains, as lists) to the batch — typically from a job of this batch.
 
         The total is raised before anything is sent, and the calling job's own outcome is
-        not counted until it returns, so the batch cannot finish in between.
+        not counted until it returns, so the batch cannot finish in between. From a job
+        (`self.batch.add(...)`), a redelivery of that job raises the total only once and
+        sends the same member ids again, which are counted once.
         """
         app = self._app()
         spec = PendingBatch(list(jobs)).on_queue(self.queue) if self.queue else PendingBatch(list(jobs))
         members = spec.spec(app)["jobs"]
         if not members:
             return
-        if app.store.update(_meta(self.id), add={"total": len(members)}) is None:
+        if self.caller is not None:
+            self.caller.batch_adds += 1
+            origin = f"{self.caller.job_id}#{self.caller.batch_adds}"
+        else:
+            origin = str(uuid.uuid4())
+        raised = app.store.add_and_count(
+            (_pk(self.id), f"add#{origin}"),
+            {"count": len(members)},
+            _meta(self.id),
+            {"total": len(members)},
+            BATCH_TTL_S,
+        )
+        if not raised and app.store.get(_meta(self.id)) is None:
             raise ConfigurationError(f"batch {self.id} no longer exists; nothing was added")
-        self.total += len(members)
-        _send_members(app, self.id, members, [str(uuid.uuid4()) for _ in members])
+        self.total += len(members) if raised else 0
+        ids = [str(uuid.uuid5(uuid.UUID(self.id), f"{origin}#{i}")) for i in range(len(members))]
+        _send_members(app, self.id, members, ids)
 
     def failed_job_ids(self) -> list[str]:
         """Ids of the jobs that failed for good (from their own items, not a list on the batch)."""
@@ -200,11 +220,15 @@ class Batch:
         ]
 
 
-def find_batch(batch_id: str, app: App | None = None) -> Batch | None:
+def find_batch(batch_id: str, app: App | None = None, *, caller: JobContext | None = None) -> Batch | None:
     """The batch record with this id, or None when there is none (never created, pruned, expired)."""
     app = app or current_app()
     item = app.store.get(_meta(batch_id))
-    return _record(app, batch_id, item) if item is not None else None
+    if item is None:
+        return None
+    found = _record(app, batch_id, item)
+    found.caller = caller
+    return found
 
 
 def list_batches(app: App | None = None) -> list[Batch]:
@@ -221,7 +245,8 @@ def prune_batches(app: App | None = None, *, finished_hours: float = 24, unfinis
     now = app.clock()
     pruned = 0
     for found in list_batches(app):
-        ended = found.finished_at or found.cancelled_at
+        # A cancelled batch still has jobs to count (and `finally` to send) until none is pending.
+        ended = found.finished_at or (found.cancelled_at if found.pending == 0 else None)
         if ended is not None:
             due = now - parse_iso(ended) >= finished_hours * 3600
         else:

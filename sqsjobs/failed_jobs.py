@@ -129,13 +129,13 @@ class FailedJobs:
                 keep.setdefault(dlq_url, []).append(job)
                 continue
             try:
-                action(job)
+                still_pointed_at = bool(action(job))
             except Exception:
                 log.exception("could not act on failed job %s; it stays in the DLQ", job.id)
                 keep.setdefault(dlq_url, []).append(job)
                 continue
             self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=job.message.receipt_handle)
-            if job.message.pointer is not None:
+            if job.message.pointer is not None and not still_pointed_at:
                 # Forgotten, or retried with a fresh body of its own: this copy's S3 body is done.
                 self.connection.payloads.delete(job.message.pointer)
             done.append(job)
@@ -143,11 +143,15 @@ class FailedJobs:
             self._restore(dlq_url, jobs)
         return done
 
-    def _resend(self, job: FailedJob) -> None:
+    def _resend(self, job: FailedJob) -> bool:
+        """Send a failed job back; True when the new message points at this copy's S3 object."""
         source = job.queue if job.queue != "?" else job.message.queue
         message = OutgoingMessage(body=self._fresh_body(job.body))
+        reused = bool(job.message.payload_error and job.message.pointer)
         if job.message.payload_error:
-            message = carried(job.message)  # its body is still only a pointer: send that back as it is
+            # Its body could not be read (perhaps only for now): send the pointer back as it is,
+            # and keep the object it names.
+            message = carried(job.message)
         else:
             self.connection.payloads.offload(message, job.id)
         if self.connection.queue_info(source).fifo:
@@ -159,6 +163,7 @@ class FailedJobs:
             if message.pointer is not None:
                 self.connection.payloads.delete(message.pointer)
             raise
+        return reused
 
     def _fresh_body(self, body: str) -> str:
         """Restart the job's clock: dispatched_at is now and retry_until moves with it."""

@@ -52,6 +52,8 @@ class JobContext:
     wait_s: float = 0.0
     #: (key, owner) while this run holds an idempotency key "in progress".
     idempotency: tuple[str, str] | None = None
+    #: How many times this run called `self.batch.add(...)` (keys each add, see Batch.add).
+    batch_adds: int = 0
 
 
 class Job(BaseModel):
@@ -176,7 +178,8 @@ class Job(BaseModel):
             return None
         from .batches import find_batch
 
-        return find_batch(str(batch_id), self._ctx.app if self._ctx else None)
+        assert self._ctx is not None
+        return find_batch(str(batch_id), self._ctx.app, caller=self._ctx)
 
     def release(self, delay: DelayLike | None = None) -> None:
         """Put the job back to run again later; with no delay, the job's backoff applies."""

@@ -126,8 +126,8 @@ def _provision_bucket(app: App, report: Callable[[str], None]) -> None:
     except ClientError as exc:
         if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
-    # Objects outlive their messages only when something went wrong; the DLQ keeps
-    # messages 14 days, so payloads older than that can have no reader left.
+    # Objects outlive their messages only when something went wrong. A job can spend up to
+    # 14 days on its queue and, as a fresh DLQ copy, 14 more in the DLQ: 30 days covers both.
     s3.put_bucket_lifecycle_configuration(
         Bucket=bucket,
         LifecycleConfiguration={
@@ -136,12 +136,12 @@ def _provision_bucket(app: App, report: Callable[[str], None]) -> None:
                     "ID": "sqsjobs-backstop",
                     "Status": "Enabled",
                     "Filter": {"Prefix": ""},
-                    "Expiration": {"Days": 15},
+                    "Expiration": {"Days": 30},
                 }
             ]
         },
     )
-    report(f"bucket {bucket}: lifecycle backstop 15 days")
+    report(f"bucket {bucket}: lifecycle backstop 30 days")
 
 
 @dataclass(slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import failed, infra, work
+from . import batches, failed, infra, work
 
 cli = typer.Typer(
     name="sqsjobs",
@@ -16,6 +16,7 @@ cli = typer.Typer(
 )
 cli.command("work", epilog=work.EXAMPLES)(work.work)
 cli.add_typer(failed.group, name="failed")
+cli.add_typer(batches.group, name="batches")
 cli.command("local", epilog=infra.LOCAL_EXAMPLES)(infra.local)
 cli.command("provision", epilog=infra.PROVISION_EXAMPLES)(infra.provision)
 cli.command("check", epilog=infra.CHECK_EXAMPLES)(infra.check)

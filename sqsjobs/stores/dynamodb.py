@@ -7,6 +7,7 @@ is two); expired-but-not-yet-deleted items are treated as absent in every condit
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ _deserialize = TypeDeserializer().deserialize
 _RESERVED = {"pk", "sk", "expires_at"}
 _ABSENT_OR_EXPIRED = "attribute_not_exists(pk) OR expires_at <= :now"
 _LIVE = "attribute_exists(pk) AND expires_at > :now"
+_TRANSACTION_TRIES = 6
 
 
 class DynamoDbStore:
@@ -131,34 +133,43 @@ class DynamoDbStore:
         names = {f"#f{i}": name for i, name in enumerate(deltas)}
         values: dict[str, Any] = {f":v{i}": {"N": str(by)} for i, by in enumerate(deltas.values())}
         values[":now"] = self._now()
-        try:
-            self.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": self._item(marker, attrs, ttl),
-                            "ConditionExpression": _ABSENT_OR_EXPIRED,
-                            "ExpressionAttributeValues": {":now": values[":now"]},
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": _key(counter),
-                            "UpdateExpression": "ADD " + ", ".join(f"#f{i} :v{i}" for i in range(len(deltas))),
-                            "ConditionExpression": _LIVE,
-                            "ExpressionAttributeNames": names,
-                            "ExpressionAttributeValues": values,
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-                return False  # the marker exists (counted before) or the counter item is gone
-            raise
-        return True
+        items = [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self._item(marker, attrs, ttl),
+                    "ConditionExpression": _ABSENT_OR_EXPIRED,
+                    "ExpressionAttributeValues": {":now": values[":now"]},
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _key(counter),
+                    "UpdateExpression": "ADD " + ", ".join(f"#f{i} :v{i}" for i in range(len(deltas))),
+                    "ConditionExpression": _LIVE,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+        ]
+        for attempt in range(_TRANSACTION_TRIES):
+            try:
+                self.client.transact_write_items(TransactItems=items)
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise
+                reasons = [r.get("Code", "") for r in exc.response.get("CancellationReasons", [])]
+                if "ConditionalCheckFailed" in reasons:
+                    return False  # the marker exists (counted before), or the counter item is gone
+                # TransactionConflict: another member of the same batch is being counted at this
+                # very moment (DynamoDB refuses overlapping transactions on one item). Not counted
+                # yet — try again shortly; botocore does not retry this by itself.
+                if attempt == _TRANSACTION_TRIES - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * 2**attempt)
+        return False
 
     def update(
         self, key: Key, *, set: dict[str, Any] | None = None, add: dict[str, int] | None = None, unless: str = ""

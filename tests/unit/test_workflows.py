@@ -87,6 +87,14 @@ class Adder(Journal, name="wf.adder"):
         self.write()
 
 
+class AddsTwice(Journal, name="wf.adds-twice"):
+    def handle(self) -> None:
+        assert self.batch is not None
+        self.batch.add([Step(n=100), Step(n=101)])
+        self.batch.add([Step(n=102)])
+        self.write()
+
+
 class Together(Journal, name="wf.together"):
     barrier: ClassVar[threading.Barrier] = threading.Barrier(2)
     n: int
@@ -238,6 +246,19 @@ def test_a_job_can_add_jobs_to_its_own_batch(app: App) -> None:
     assert (found.total, found.processed) == (3, 3) and ran("wf.then") == [("all", created.id)]
 
 
+def test_a_job_that_adds_to_its_batch_and_is_redelivered_adds_each_job_once(app: App) -> None:
+    created = batch([AddsTwice()]).then(Then(label="all")).dispatch()
+    (adder,) = app.connection.receive("default", 10, 0)
+    app.runner.process(adder)
+    app.connection.change_visibility("default", [(adder, 0)])  # crashed before the delete
+    process_all(app)
+    assert len(ran("wf.adds-twice")) == 2
+    assert sorted(set(ran("wf.step"))) == [100, 101, 102]
+    found = created.fresh()
+    assert (found.total, found.processed, found.failed, found.finished) == (4, 4, 0, True)
+    assert ran("wf.then") == [("all", created.id)]
+
+
 def test_an_empty_batch_finishes_at_once() -> None:
     app = App(connection="sync")
     with app.activate():
@@ -249,6 +270,7 @@ def test_batches_are_listed_newest_first_and_pruned_when_old(app: App) -> None:
     first = batch([Step(n=1)]).name("first").dispatch()
     work(app)
     unfinished = batch([Step(n=2)]).name("second").dispatch()
+    unfinished.cancel()  # cancelled, but its job is still to be counted: not prunable yet
     assert [b.name for b in list_batches()] == ["second", "first"]
     assert prune_batches(finished_hours=1) == 0
     later = App(
