@@ -20,7 +20,18 @@ from sqsjobs.logs import configure as configure_logs
 from sqsjobs.provisioning import provision
 from sqsjobs.worker import Worker, WorkerOptions
 
-from .jobs import ChargeCard, GenerateReport, SendReminder, SendWelcomeEmail, SyncInventory
+from .jobs import (
+    ArchiveLog,
+    ChargeCard,
+    GenerateReport,
+    ImportFinished,
+    ImportRow,
+    PublishAlbum,
+    ResizePhoto,
+    SendReminder,
+    SendWelcomeEmail,
+    SyncInventory,
+)
 
 console = Console(width=max(120, Console().width))
 
@@ -60,6 +71,11 @@ def main() -> int:
         sqs = sqsjobs.aws.client("sqs")
         sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName="demo-high")["QueueUrl"], MessageBody=json.dumps(bad))
 
+        console.print("   a chain (resize 2 photos, then publish), a batch of 3 rows with a `then`, a 2 MiB job")
+        sqsjobs.chain([ResizePhoto(photo_id=1), ResizePhoto(photo_id=2), PublishAlbum(album_id=9)]).dispatch()
+        imported = sqsjobs.batch([ImportRow(row=n) for n in range(3)]).then(ImportFinished()).name("rows").dispatch()
+        ArchiveLog(lines=["GET /health 200"] * 120_000).dispatch()
+
         console.print("[bold]3.[/] running a worker on high,default until the queues are empty")
         worker = Worker(app, WorkerOptions(queues=["high", "default"], concurrency=4, sleep=1, stop_when_empty=True))
         worker.run(install_signals=False)
@@ -67,6 +83,10 @@ def main() -> int:
         from sqsjobs.failed_jobs import FailedJobs
 
         in_dlq = {job.id: job for job in FailedJobs(app, ["high", "default"]).list()}
+        found = sqsjobs.find_batch(imported.id)
+        assert found is not None
+        batch_line = f"batch {found.name!r}: {found.processed}/{found.total} processed, finished={found.finished}"
+        payloads_left = sqsjobs.aws.client("s3").list_objects_v2(Bucket=app.settings.bucket).get("KeyCount", 0)
 
     table = Table(title="What happened")
     for column in ("job", "queue", "attempts", "outcome", "reason (from the DLQ)"):
@@ -80,13 +100,15 @@ def main() -> int:
             str(row["job"]), str(row["queue"]), str(row.get("attempts", "")), f"[{colour}]{outcome}[/]", reason
         )
     console.print(table)
+    console.print(f"{batch_line}; S3 payload objects left: {payloads_left}")
     console.print(
         f"{len(in_dlq)} job(s) in the DLQs; `sqsjobs failed retry ID` would send one back. "
         f"Done in {time.monotonic() - started:.1f}s."
     )
-    expected = {"processed": 3, "failed": 2, "rejected": 1}
+    # 3 plain + 3 chain links + 3 rows + 1 batch callback + 1 large payload
+    expected = {"processed": 11, "failed": 2, "rejected": 1}
     got = {kind: sum(1 for r in outcomes.values() if r.get("outcome") == kind) for kind in expected}
-    return 0 if got == expected and len(in_dlq) == 3 else 1
+    return 0 if got == expected and len(in_dlq) == 3 and found.finished and payloads_left == 0 else 1
 
 
 if __name__ == "__main__":

@@ -66,3 +66,47 @@ class SendReminder(Job, name="quickstart.send-reminder"):
 
     def handle(self) -> None:
         log.info("reminder sent to user %s", self.user_id)
+
+
+class ResizePhoto(Job, name="quickstart.resize-photo"):
+    """A link of a chain: the next link is sent only after this one succeeds."""
+
+    photo_id: int
+
+    def handle(self) -> None:
+        log.info("photo %s resized", self.photo_id)
+
+
+class PublishAlbum(Job, name="quickstart.publish-album"):
+    """The last link of the chain."""
+
+    album_id: int
+
+    def handle(self) -> None:
+        log.info("album %s published", self.album_id)
+
+
+class ImportRow(Job, name="quickstart.import-row"):
+    """One job of a batch; the batch counts each row once, however often SQS delivers it."""
+
+    row: int
+
+    def handle(self) -> None:
+        log.info("row %s imported", self.row)
+
+
+class ImportFinished(Job, name="quickstart.import-finished"):
+    """The batch's `then` callback: sent once, when every row succeeded."""
+
+    def handle(self) -> None:
+        found = self.batch
+        log.info("import done: %s of %s rows", found.processed if found else "?", found.total if found else "?")
+
+
+class ArchiveLog(Job, name="quickstart.archive-log"):
+    """A 2 MiB payload: too big for SQS, so the body travels through S3 and the message holds a pointer."""
+
+    lines: list[str]
+
+    def handle(self) -> None:
+        log.info("archived %d log lines", len(self.lines))
