@@ -1,0 +1,91 @@
+"""A worker SIGKILLed between a job's chain/batch work and the deletion of its message.
+
+The kill lands exactly in that window: `Step` (tests/e2e/e2e_workflow_jobs.py) kills its own
+worker on its `processed` event, which the runner emits after sending the next link or counting
+the batch member, and before the poller deletes the message. The message then comes back after
+the (short) visibility timeout and runs again on a second worker; the marks in DynamoDB must
+absorb that second success.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from sqsjobs import App, batch, chain, find_batch
+from tests.e2e.conftest import E2E, Process
+from tests.e2e.e2e_workflow_jobs import LAST_MEMBER, Step, crash_file, steps
+
+JOBS = "tests.e2e.e2e_workflow_jobs"
+
+
+def _setup(e2e: E2E) -> tuple[App, dict[str, str]]:
+    """Fresh queues (2 s visibility, so the redelivery comes quickly) and a fresh table."""
+    table = f"{e2e.prefix}workflow"
+    return e2e.setup(visibility=2, table=table), e2e.env(SQSJOBS_TABLE=table)
+
+
+def _worker(e2e: E2E, env: dict[str, str], *args: str) -> Process:
+    return e2e.spawn(["work", "--app", JOBS, "--sleep", "1", "--concurrency", "1", *args], env)
+
+
+def _killed(e2e: E2E, worker: Process) -> None:
+    """The worker died by its own SIGKILL (the crash file is gone: it fired, and fires no more)."""
+    assert worker.wait(30) == -signal.SIGKILL, worker.stderr()[-3000:]
+    assert not crash_file(e2e.dir).exists()
+
+
+def test_a_link_killed_after_sending_the_next_one_runs_again_and_the_next_link_runs_once(e2e: E2E) -> None:
+    app, env = _setup(e2e)
+    crash_file(e2e.dir).write_text("a")
+    chain([Step(tag="a"), Step(tag="b"), Step(tag="c")]).dispatch(app)
+
+    first = _worker(e2e, env)
+    _killed(e2e, first)
+    assert steps(e2e.dir) == [("a", 1)]
+    # Link a's message is still there (in flight), and link b was already sent next to it.
+    assert e2e.queue_depth() == 2
+
+    second = _worker(e2e, env, "--stop-when-empty")
+    assert second.wait(30) == 0, second.stderr()[-3000:]
+    runs = steps(e2e.dir)
+    assert sorted(runs) == [("a", 1), ("a", 2), ("b", 1), ("c", 1)], runs
+    first_runs = [tag for tag, attempt in runs if attempt == 1]
+    assert first_runs == ["a", "b", "c"], runs
+    assert e2e.queue_depth() == 0
+    assert e2e.dlq_depth() == 0
+
+
+def test_the_last_batch_member_killed_after_being_counted_is_counted_once_and_then_runs_once(e2e: E2E) -> None:
+    app, env = _setup(e2e)
+    crash_file(e2e.dir).write_text(LAST_MEMBER)
+    members = [Step(tag=f"m{i}") for i in range(5)]
+    b = batch(members).then(Step(tag="then")).name("crash").dispatch(app)
+
+    first = _worker(e2e, env)
+    _killed(e2e, first)
+    runs = steps(e2e.dir)
+    assert sorted(runs) == [(f"m{i}", 1) for i in range(5)], runs
+    killed_member = runs[-1][0]
+    # Counted (and finished) before the kill; the killed member's message was not deleted.
+    counted = find_batch(b.id, app)
+    assert counted is not None
+    assert (counted.total, counted.processed, counted.failed, counted.finished) == (5, 5, 0, True)
+
+    second = _worker(e2e, env, "--stop-when-empty")
+    assert second.wait(30) == 0, second.stderr()[-3000:]
+    done = find_batch(b.id, app)
+    assert done is not None
+    assert (done.total, done.processed, done.failed) == (5, 5, 0)
+    assert done.finished and not done.cancelled
+    assert done.failed_job_ids() == []
+
+    runs = steps(e2e.dir)
+    assert [tag for tag, _ in runs].count("then") == 1, runs
+    # The killed member runs again. So may the others: the worker deletes finished messages in
+    # batches (`delete_flush_s`), and the kill also lost the deletes it had not flushed yet.
+    # Either way each member is counted once, and `then` is sent once.
+    assert (killed_member, 2) in runs
+    for i in range(5):
+        assert [attempt for tag, attempt in runs if tag == f"m{i}"] in ([1], [1, 2]), runs
+    assert e2e.queue_depth() == 0
+    assert e2e.dlq_depth() == 0
