@@ -10,6 +10,7 @@ function costs the minimum number of store calls its guarantee needs:
 | idempotency key | 2 — add "in progress", then put "completed" (or delete it if the run failed) |
 | step | 1 read, +1 write the first time it completes |
 | dispatch once (next chain link, batch callback) | 2 — add "sending", put "sent" |
+| a chain link or batch job ending | 1 — put "ended" (+1 read on a redelivery) |
 """
 
 from __future__ import annotations
@@ -112,20 +113,56 @@ def run_step(job: Job, name: str, fn: Callable[[], T]) -> T:
 
 
 # -- once, whoever races ----------------------------------------------------------------------
+#: How long a "sending" mark is trusted before another run may take the send over: far longer than
+#: a send takes, far shorter than a message's visibility timeout is usually worth waiting.
+SEND_LEASE_S = 10
+
+
+class SendInProgress(Exception):
+    """Another run claimed this send moments ago; look again after the lease."""
+
+
 def dispatch_once(app: App, key: Key, owner: str, send: Callable[[], object]) -> bool:
     """Call `send` once for `key`: the next link of a chain, a batch's `then`, ...
 
-    The first caller marks the key "sending" with itself as owner, sends, then marks it
-    "sent". Anyone else finding the mark does nothing — except the owner itself: a mark
-    still "sending" with our own id means our earlier run crashed (or failed to send)
-    in between, and this redelivery must finish the job. A duplicate in that narrow
-    window is possible; a loss is not. True if this call sent.
+    The first caller marks the key "sending", sends, then marks it "sent"; whoever finds
+    "sent" does nothing. Whoever finds a fresh "sending" mark raises SendInProgress, so its
+    message comes back later rather than being settled on a promise that may not be kept.
+    A "sending" mark older than SEND_LEASE_S means its sender died in between: the next
+    caller takes it over (atomically: delete-if-unchanged, then add) and sends. A duplicate
+    is possible only if a live sender needs longer than the lease; a loss is not.
+    True if this call sent.
     """
     store = app.store
-    if not store.add(key, {"state": "sending", "owner": owner}, ttl=_ONCE_TTL_S):
+    now = app.clock()
+    claim = {"state": "sending", "owner": f"{owner}@{now:.3f}", "claimed_ms": int(now * 1000)}
+    if not store.add(key, claim, ttl=_ONCE_TTL_S):
         mark = store.get(key)
-        if mark is None or mark.get("state") != "sending" or mark.get("owner") != owner:
+        if mark is not None and mark.get("state") == "sent":
             return False
+        if mark is not None and now * 1000 - int(mark.get("claimed_ms", 0)) < SEND_LEASE_S * 1000:
+            raise SendInProgress(f"{key[0]}/{key[1]} is being sent by {mark.get('owner')}")
+        taken = (mark is None or store.delete(key, owner=str(mark.get("owner")))) and store.add(
+            key, claim, ttl=_ONCE_TTL_S
+        )
+        if not taken:
+            raise SendInProgress(f"{key[0]}/{key[1]} was taken over by another run")
     send()
-    store.put(key, {"state": "sent", "owner": owner}, ttl=_ONCE_TTL_S)
+    store.put(key, {"state": "sent", "owner": claim["owner"]}, ttl=_ONCE_TTL_S)
     return True
+
+
+# -- the end of a job in a chain or batch -----------------------------------------------------
+def mark_ended(app: App, envelope: Envelope, outcome: dict[str, str]) -> None:
+    """Remember that this job's run is decided (`{"outcome": "ok"}` or failed with its reason),
+    before its chain/batch bookkeeping, so a redelivery redoes the bookkeeping, never the job."""
+    app.store.put(("ended", envelope.id), outcome, ttl=_ONCE_TTL_S)
+
+
+def ended(app: App, envelope: Envelope) -> dict[str, str] | None:
+    return app.store.get(("ended", envelope.id))
+
+
+def forget_ended(app: App, job_id: str) -> None:
+    """A failed job retried from the DLQ is undecided again."""
+    app.store.delete(("ended", job_id))

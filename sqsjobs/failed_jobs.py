@@ -11,13 +11,14 @@ resolved; its object is deleted with the DLQ copy (a retry stores a fresh one).
 from __future__ import annotations
 
 import builtins
+import json
 import logging
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from . import aws
+from . import aws, coordination
 from .app import App
 from .connections.base import OutgoingMessage
 from .connections.sqs import SqsConnection, received
@@ -146,6 +147,8 @@ class FailedJobs:
     def _resend(self, job: FailedJob) -> bool:
         """Send a failed job back; True when the new message points at this copy's S3 object."""
         source = job.queue if job.queue != "?" else job.message.queue
+        if _in_workflow(job.body):
+            coordination.forget_ended(self.app, job.id)  # undecided again: it may run and advance its chain
         message = OutgoingMessage(body=self._fresh_body(job.body))
         reused = bool(job.message.payload_error and job.message.pointer)
         if job.message.payload_error:
@@ -178,3 +181,12 @@ class FailedJobs:
         envelope.available_at = None
         envelope.dispatched_at = utc_iso(now)
         return envelope.encode(self.app.signing_key)
+
+
+def _in_workflow(body: str) -> bool:
+    """Whether a body is a job of a chain or batch (it then has an "ended" mark to clear)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and bool(data.get("chain") or data.get("batch_id"))

@@ -48,6 +48,8 @@ Guard = Callable[[Job], contextlib.AbstractContextManager[None]]
 
 #: How long to wait before trying again when the DLQ itself could not be written.
 _DLQ_RETRY_DELAY_S = 30
+#: ... and when a chain's or batch's state could not be updated.
+_WORKFLOW_RETRY_DELAY_S = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,11 @@ class Runner:
         except BadMessageError as exc:
             return self._reject(message, connection, exc, envelope, now)
 
+        if message.receive_count > 1 and workflow.involved(envelope):
+            decided = coordination.ended(self.app, envelope)
+            if decided is not None:
+                return self._settle_again(envelope, decided)
+
         if envelope.available_at is not None:
             remaining = parse_iso(envelope.available_at) - now
             # Never early, not even by a second: a last short hop is cheaper than a broken promise.
@@ -159,7 +166,7 @@ class Runner:
             if state == "done":
                 # The earlier run completed, so its chain/batch work was done; the marks make
                 # doing it again harmless, and it finishes what a crash may have cut short.
-                held = self._workflow(job, message, envelope, None)
+                held = self._workflow(envelope, None)
                 if held is not None:
                     return held
                 self._emit("processed", job, message)
@@ -196,13 +203,14 @@ class Runner:
             delay = context.release_delay if context.release_delay is not None else job.backoff_for(context.attempts)
             self._emit("released", job, message, runtime_s=runtime, delay=delay)
             return Release(delay, "released by the job")
-        held = self._workflow(job, message, context.envelope, None)
+        # The lock goes first: the next link of a chain may be an equal unique job.
+        coordination.release_unique(self.app, context.envelope)
+        held = self._workflow(context.envelope, None)
         if held is not None:
             self._abandon_idempotency(job)
             return held
         if context.idempotency is not None:
             coordination.complete(self.app, job, context.idempotency[0])
-        coordination.release_unique(self.app, context.envelope)
         self._emit("processed", job, message, runtime_s=runtime)
         return Ack()
 
@@ -262,7 +270,7 @@ class Runner:
         )
         if not self._write_dlq(message, connection, letter):
             return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
-        held = self._workflow(job, message, job._ctx.envelope if job._ctx else None, exc)
+        held = self._workflow(job._ctx.envelope if job._ctx else None, exc, kind)
         if held is not None:
             return held
         coordination.release_unique(self.app, job._ctx.envelope if job._ctx else None)
@@ -293,8 +301,9 @@ class Runner:
         )
         if not self._write_dlq(message, connection, letter):
             return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
-        if self._workflow(None, message, envelope, exc) is not None:
-            return Release(_DLQ_RETRY_DELAY_S, "its chain or batch could not be updated")
+        held = self._workflow(envelope, exc, exc.kind)
+        if held is not None:
+            return held
         coordination.release_unique(self.app, envelope)
         self.app.events.emit(
             JobEvent(
@@ -328,25 +337,57 @@ class Runner:
         )
         return Defer(hop)
 
-    def _workflow(
-        self, job: Job | None, message: ReceivedMessage, envelope: Envelope | None, error: BaseException | None
-    ) -> Release | None:
-        """Chain and batch bookkeeping for a job that ended (error None: it succeeded).
+    def _workflow(self, envelope: Envelope | None, error: BaseException | None, kind: str = "") -> Release | None:
+        """Chain and batch bookkeeping for a job whose run is decided (error None: it succeeded).
 
-        None when done; a Release when the store or SQS refused, so the message comes back
-        and the bookkeeping is tried again (the marks absorb what was already done).
+        The decision is written down first, so if the store or SQS refuses what follows, the
+        message comes back (a Release) and `begin` redoes only the bookkeeping — the job does
+        not run again and no second DLQ copy is written.
         """
         if envelope is None or not workflow.involved(envelope):
             return None
         try:
             if error is None:
+                coordination.mark_ended(self.app, envelope, {"outcome": "ok"})
+            else:
+                text = f"{type(error).__name__}: {error}"[:1000]
+                coordination.mark_ended(self.app, envelope, {"outcome": "failed", "kind": kind, "error": text})
+        except Exception:
+            log.exception("could not record the end of %s (%s); it is tried again", envelope.job, envelope.id)
+            return Release(_WORKFLOW_RETRY_DELAY_S, "its chain or batch could not be updated")
+        return self._bookkeeping(envelope, error)
+
+    def _bookkeeping(self, envelope: Envelope, error: BaseException | None) -> Release | None:
+        try:
+            if error is None:
                 workflow.succeeded(self.app, envelope)
             else:
                 workflow.failed(self.app, envelope, error)
+        except coordination.SendInProgress as exc:
+            log.info("%s (%s): %s; looking again shortly", envelope.job, envelope.id, exc)
+            return Release(coordination.SEND_LEASE_S, "its chain or batch is being updated by another run")
         except Exception:
             log.exception("could not update the chain/batch of %s (%s); it is tried again", envelope.job, envelope.id)
-            return Release(_DLQ_RETRY_DELAY_S, "its chain or batch could not be updated")
+            return Release(_WORKFLOW_RETRY_DELAY_S, "its chain or batch could not be updated")
         return None
+
+    def _settle_again(self, envelope: Envelope, decided: dict[str, str]) -> Decision:
+        """A redelivered job whose run was already decided: finish its bookkeeping, never run it."""
+        failed = decided.get("outcome") != "ok"
+        error = JobFailedError(decided.get("error", "")) if failed else None
+        held = self._bookkeeping(envelope, error)
+        if held is not None:
+            return held
+        coordination.release_unique(self.app, envelope)
+        log.info(
+            "%s (%s) had already %s; its chain/batch is settled",
+            envelope.job,
+            envelope.id,
+            "failed" if failed else "succeeded",
+        )
+        if failed:
+            return Fail(decided.get("kind") or "failed", "AlreadyFailed")  # its DLQ copy exists already
+        return Ack("duplicate")
 
     def _write_dlq(self, message: ReceivedMessage, connection: Connection, letter: OutgoingMessage) -> bool:
         try:
