@@ -209,7 +209,7 @@ class Batch:
             raise ConfigurationError(f"batch {self.id} no longer exists; nothing was added")
         self.total += len(members) if raised else 0
         ids = [str(uuid.uuid5(uuid.UUID(self.id), f"{origin}#{i}")) for i in range(len(members))]
-        _send_members(app, self.id, members, ids)
+        _send_members(app, self.id, members, ids, shrink_on_failure=self.caller is None)
 
     def failed_job_ids(self) -> list[str]:
         """Ids of the jobs that failed for good (from their own items, not a list on the batch)."""
@@ -280,7 +280,8 @@ def create(app: App, spec: dict[str, Any], *, batch_id: str | None = None, conti
     if continuation is not None:
         attrs["continuation"] = json.dumps(continuation)
     app.store.add(_meta(batch_id), attrs, ttl=BATCH_TTL_S)
-    _send_members(app, batch_id, members, [str(uuid.uuid5(uuid.UUID(batch_id), str(i))) for i in range(len(members))])
+    ids = [str(uuid.uuid5(uuid.UUID(batch_id), str(i))) for i in range(len(members))]
+    _send_members(app, batch_id, members, ids, shrink_on_failure=continuation is None)
     record = find_batch(batch_id, app)
     assert record is not None
     if not members:
@@ -288,7 +289,9 @@ def create(app: App, spec: dict[str, Any], *, batch_id: str | None = None, conti
     return record
 
 
-def _send_members(app: App, batch_id: str, members: list[dict[str, Any]], ids: list[str]) -> None:
+def _send_members(
+    app: App, batch_id: str, members: list[dict[str, Any]], ids: list[str], *, shrink_on_failure: bool
+) -> None:
     from .chains import link_id, to_job
     from .dispatching import Planned, send_planned
 
@@ -310,11 +313,18 @@ def _send_members(app: App, batch_id: str, members: list[dict[str, Any]], ids: l
         else:
             planned.append(Planned(to_job(app, member), member.get("queue"), batch_id=batch_id, job_id=member_id))
     try:
-        send_planned(app, planned)
+        sent = send_planned(app, planned)
     except DispatchError as exc:
-        # Members that never reached SQS will never finish: take them out of the total.
-        app.store.update(_meta(batch_id), add={"total": -len(exc.not_queued)})
+        if shrink_on_failure:
+            # Members that never reached SQS will never finish: take them out of the total. (A
+            # job or chain link that creates or adds is retried instead, sending the same ids.)
+            app.store.update(_meta(batch_id), add={"total": -len(exc.not_queued)})
         raise
+    member_by_job = {p.job_id: member_id for p, member_id in zip(planned, ids, strict=True)}
+    for dropped in (d for d in sent if not d.queued):
+        # An equal unique job is queued or running, so this one's work is in hand: count it done
+        # (else the batch would wait for a job that never comes).
+        record_member(app, batch_id, member_by_job[dropped.job_id], dropped.job_id, dropped.job, True, batch_id)
 
 
 def member_of(envelope: Envelope) -> str:
@@ -325,17 +335,29 @@ def member_of(envelope: Envelope) -> str:
 def record(app: App, envelope: Envelope, succeeded: bool, error: str = "") -> None:
     """Count a member's outcome (once, whatever the redeliveries), then fire what is due."""
     assert envelope.batch_id is not None
-    batch_id, member = envelope.batch_id, member_of(envelope)
+    record_member(app, envelope.batch_id, member_of(envelope), envelope.id, envelope.job, succeeded, envelope.id, error)
+
+
+def record_member(
+    app: App,
+    batch_id: str,
+    member: str,
+    job_id: str,
+    job: str,
+    succeeded: bool,
+    owner: str,
+    error: str = "",
+) -> None:
     outcome = "processed" if succeeded else "failed"
-    marker = {"outcome": outcome, "job_id": envelope.id, "job": envelope.job, "error": error[:1000]}
+    marker = {"outcome": outcome, "job_id": job_id, "job": job, "error": error[:1000]}
     app.store.add_and_count((_pk(batch_id), f"job#{member}"), marker, _meta(batch_id), {outcome: 1}, BATCH_TTL_S)
     # Read after our own write (consistent read): a redelivery of the member that crashed
     # after counting still gets here and sends what is due.
     state = app.store.get(_meta(batch_id))
     if state is None:
-        log.warning("batch %s of job %s no longer exists; its outcome was not recorded", batch_id, envelope.id)
+        log.warning("batch %s of job %s no longer exists; its outcome was not recorded", batch_id, job_id)
         return
-    _settle(app, batch_id, state, owner=envelope.id)
+    _settle(app, batch_id, state, owner=owner)
 
 
 def _settle(app: App, batch_id: str, state: dict[str, Any], owner: str) -> None:

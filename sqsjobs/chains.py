@@ -13,6 +13,7 @@ chain then waits for that batch to finish (see sqsjobs.batches).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from .batches import PendingBatch
     from .envelope import Envelope
     from .job import Job
+
+log = logging.getLogger("sqsjobs.chains")
 
 #: A link as it travels: {"job": name, "payload": {...}, "queue"?, "delay"?} or {"batch": spec}.
 Link = dict[str, Any]
@@ -122,19 +125,24 @@ def start(
             raise ConfigurationError("a chain inside a batch cannot contain a batch")
         create(app, first["batch"], batch_id=link_id(chain_id, pos), continuation=state)
         return
-    send_planned(
-        app,
-        [
-            Planned(
-                to_job(app, first),
-                first.get("queue"),
-                first.get("delay"),
-                batch_id=batch_id,
-                chain=state,
-                job_id=link_id(chain_id, pos),
-            )
-        ],
+    planned = Planned(
+        to_job(app, first),
+        first.get("queue"),
+        first.get("delay"),
+        batch_id=batch_id,
+        chain=state,
+        job_id=link_id(chain_id, pos),
     )
+    (sent,) = send_planned(app, [planned])
+    if not sent.queued:
+        # An equal unique job is queued or running: this link will not run, so the chain cannot go on.
+        log.warning("chain %s stops at link %d: %s is unique and already queued or running", chain_id, pos, sent.job)
+        send_catch(app, state, sent.job_id)
+        if batch_id is not None:
+            from .batches import record_member
+
+            error = f"link {pos} ({sent.job}) was dropped: an equal unique job is queued or running"
+            record_member(app, batch_id, chain_id, sent.job_id, sent.job, False, sent.job_id, error)
 
 
 def advance(app: App, envelope: Envelope) -> bool:

@@ -214,7 +214,8 @@ def dispatch_many(
     """Send jobs with SendMessageBatch: 10 entries and at most 1 MiB per call.
 
     Entries SQS rejects for a transient reason are retried; the rest raise one
-    DispatchError naming every job that was not queued (the others were).
+    DispatchError naming every job that was not queued (the others were). A unique
+    job's duplicate is in the result with `queued=False`.
     """
     app = app or current_app()
     return send_planned(app, [Planned(job, queue, delay) for job in jobs])
@@ -222,8 +223,7 @@ def dispatch_many(
 
 def send_planned(app: App, planned: list[Planned]) -> list[Dispatched]:
     """`dispatch_many` for jobs that each carry their own queue, delay, chain or batch."""
-    results: list[Dispatched] = []
-    by_queue, not_queued = _by_queue(app, planned)
+    by_queue, not_queued, results = _by_queue(app, planned)
     for name, items in by_queue.items():
         for chunk in _chunks(items):
             sent, failed = _send_chunk(app, name, chunk)
@@ -235,11 +235,12 @@ def send_planned(app: App, planned: list[Planned]) -> list[Dispatched]:
 
 def _by_queue(
     app: App, planned: Iterable[Planned]
-) -> tuple[dict[str, list[tuple[Envelope, OutgoingMessage]]], list[tuple[str, str, str]]]:
-    """Messages grouped by queue (large bodies already offloaded, per entry), and the jobs that
-    could not even be prepared."""
+) -> tuple[dict[str, list[tuple[Envelope, OutgoingMessage]]], list[tuple[str, str, str]], list[Dispatched]]:
+    """Messages grouped by queue (large bodies already offloaded, per entry), the jobs that
+    could not even be prepared, and the unique duplicates that were dropped."""
     by_queue: dict[str, list[tuple[Envelope, OutgoingMessage]]] = {}
     not_queued: list[tuple[str, str, str]] = []
+    dropped: list[Dispatched] = []
     for index, item in enumerate(planned):
         job = item.job
         name, envelope, message = build_message(
@@ -254,6 +255,7 @@ def _by_queue(
             extra=item.extra,
         )
         if not _take_unique_lock(app, job, envelope):
+            dropped.append(Dispatched(envelope.id, envelope.job, name, queued=False))
             continue
         try:
             offload(app, envelope, message)
@@ -262,7 +264,7 @@ def _by_queue(
             not_queued.extend(exc.not_queued)
             continue
         by_queue.setdefault(name, []).append((envelope, message))
-    return by_queue, not_queued
+    return by_queue, not_queued, dropped
 
 
 def _chunks(
@@ -370,8 +372,7 @@ async def dispatch_many_async(
     app = app or current_app()
     if app.connection.name != "sqs":
         return dispatch_many(jobs, queue=queue, delay=delay, app=app)
-    results: list[Dispatched] = []
-    by_queue, not_queued = _by_queue(app, [Planned(job, queue, delay) for job in jobs])
+    by_queue, not_queued, results = _by_queue(app, [Planned(job, queue, delay) for job in jobs])
     for name, items in by_queue.items():
         for chunk in _chunks(items):
             pending = {message.entry_id: (envelope, message) for envelope, message in chunk}

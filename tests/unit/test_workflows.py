@@ -403,3 +403,67 @@ def test_a_fresh_sending_mark_holds_others_back_and_a_stale_one_is_taken_over() 
     assert dispatch_once(app, key, "run-b", lambda: sent.append("b")) is True
     assert dispatch_once(app, key, "run-a", lambda: sent.append("a-again")) is False
     assert sent == ["b"]
+
+
+# -- unique jobs inside workflows -----------------------------------------------------------
+class Sync(Journal, name="wf.sync"):
+    unique_for = 3600
+    account: int
+
+    def unique_id(self) -> str:
+        return str(self.account)
+
+    def handle(self) -> None:
+        self.write(self.account)
+
+
+def test_a_chain_of_equal_unique_jobs_runs_every_link(app: App) -> None:
+    chain([Sync(account=1), Sync(account=1), Step(n=1)]).catch(Catch(label="c")).dispatch()
+    work(app)
+    assert ran("wf.sync") == [1, 1] and ran("wf.step") == [1] and ran("wf.catch") == []
+
+
+def test_a_link_dropped_as_a_unique_duplicate_ends_the_chain_with_its_catch(app: App) -> None:
+    # An equal job is running elsewhere: it holds the lock the whole time.
+    app.store.add(("unique", "wf.sync:7"), {"owner": "a job on another worker"}, ttl=3600)
+    chain([Step(n=1), Sync(account=7), Step(n=2)]).catch(Catch(label="dropped")).dispatch()
+    work(app)
+    assert ran("wf.sync") == [] and ran("wf.step") == [1] and ran("wf.catch") == ["dropped"]
+
+
+def test_a_batch_member_dropped_as_a_unique_duplicate_counts_as_done(app: App) -> None:
+    Sync(account=3).dispatch()
+    created = batch([Sync(account=3), Step(n=1)]).then(Then(label="then")).dispatch()
+    assert created.fresh().processed == 1, "the duplicate is counted at once: its work is in hand"
+    work(app)
+    found = created.fresh()
+    assert (found.total, found.processed, found.failed, found.finished) == (2, 2, 0, True)
+    assert ran("wf.then") == [("then", created.id)]
+
+
+class AddsTwo(Journal, name="wf.adds-two"):
+    backoff = 0
+
+    def handle(self) -> None:
+        assert self.batch is not None
+        self.batch.add([Step(n=100), Step(n=101)])
+        self.write(self.attempts)
+
+
+def test_an_add_that_was_partly_not_queued_is_sent_again_without_shrinking_the_batch(app: App) -> None:
+    refused = [0]
+
+    def refuse_101_once(params: dict[str, Any], **_: Any) -> None:
+        for entry in params.get("Entries", []):
+            if '"n":101' in entry["MessageBody"] and not refused[0]:
+                refused[0] += 1
+                entry["DelaySeconds"] = 901  # SQS rejects this entry (and only it) as the sender's fault
+
+    aws.client("sqs").meta.events.register("provide-client-params.sqs.SendMessageBatch", refuse_101_once)
+    created = batch([AddsTwo()]).then(Then(label="then")).dispatch()
+    process_all(app)
+    assert refused[0] == 1 and ran("wf.adds-two") == [2]  # attempt 1 raised the DispatchError from add()
+    assert sorted(set(ran("wf.step"))) == [100, 101]
+    found = created.fresh()
+    assert (found.total, found.processed, found.failed, found.finished) == (3, 3, 0, True)
+    assert ran("wf.then") == [("then", created.id)]
