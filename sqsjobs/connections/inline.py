@@ -8,6 +8,7 @@ callable so connections never import the runner.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -50,7 +51,12 @@ class NullConnection:
 
 
 class SyncConnection(NullConnection):
-    """Runs a job as it is dispatched; releases retry at once (delays are not waited for)."""
+    """Runs a job as it is dispatched; releases retry at once (delays are not waited for).
+
+    A job dispatched while another runs on the same thread (from `handle()`, or the next
+    link of a chain) runs right after it, not inside it: the calls queue up instead of
+    nesting, so a chain of any length runs without growing the stack.
+    """
 
     name = "sync"
     runs_inline = True
@@ -60,9 +66,23 @@ class SyncConnection(NullConnection):
         self._dead: dict[str, list[ReceivedMessage]] = {}
         self.last_decision: Decision | None = None
         self._handles = itertools.count(1)
+        self._local = threading.local()
 
     def send(self, queue: str, message: OutgoingMessage) -> str:
         message_id = str(uuid.uuid4())
+        pending: list[tuple[str, OutgoingMessage, str]] | None = getattr(self._local, "pending", None)
+        if pending is not None:
+            pending.append((queue, message, message_id))
+            return message_id
+        self._local.pending = pending = [(queue, message, message_id)]
+        try:
+            while pending:
+                self._run_now(*pending.pop(0))
+        finally:
+            self._local.pending = None
+        return message_id
+
+    def _run_now(self, queue: str, message: OutgoingMessage, message_id: str) -> None:
         now = time.time()
         for attempt in itertools.count(1):
             received = ReceivedMessage(
@@ -79,7 +99,6 @@ class SyncConnection(NullConnection):
             self.last_decision = decision
             if not isinstance(decision, Release):
                 break
-        return message_id
 
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[BatchFailure]:
         for message in messages:

@@ -467,3 +467,10 @@ def test_an_add_that_was_partly_not_queued_is_sent_again_without_shrinking_the_b
     found = created.fresh()
     assert (found.total, found.processed, found.failed, found.finished) == (3, 3, 0, True)
     assert ran("wf.then") == [("then", created.id)]
+
+
+def test_a_long_chain_runs_to_the_end_on_the_sync_connection() -> None:
+    app = App(connection="sync")
+    with app.activate():
+        chain([Step(n=i) for i in range(300)]).dispatch()
+    assert ran("wf.step") == list(range(300))
