@@ -37,6 +37,8 @@ SQS_MAX_BYTES = 1_048_576
 #: Room kept for attributes: a DLQ copy adds the failure reason and a traceback head (~4 KB).
 ATTRIBUTE_HEADROOM = 16_384
 DEFAULT_THRESHOLD = SQS_MAX_BYTES - ATTRIBUTE_HEADROOM
+#: Our objects' keys start with this, so the bucket's lifecycle rule touches nothing else in it.
+PAYLOAD_PREFIX = "sqsjobs/"
 
 
 class PayloadStore:
@@ -69,7 +71,7 @@ class PayloadStore:
         size = message.size or len(message.body.encode())
         if size <= self.threshold:
             return None
-        key = f"{job_id or uuid.uuid4()}-{uuid.uuid4().hex[:8]}"
+        key = f"{PAYLOAD_PREFIX}{job_id or uuid.uuid4()}-{uuid.uuid4().hex[:8]}"
         bucket = self._settings.bucket
         self.client.put_object(Bucket=bucket, Key=key, Body=message.body.encode())
         pointer = PayloadPointer(bucket, key, size, json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}]))

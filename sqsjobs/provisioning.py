@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from . import aws
 from .app import App
 from .errors import ConfigurationError
+from .payloads import PAYLOAD_PREFIX
 from .timing import MAX_VISIBILITY_SECONDS
 
 _FOURTEEN_DAYS = 1_209_600
@@ -124,24 +125,34 @@ def _provision_bucket(app: App, report: Callable[[str], None]) -> None:
         else:
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
     except ClientError as exc:
-        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+        code = exc.response["Error"]["Code"]
+        if code == "BucketAlreadyExists":
+            # Bucket names are global: this one belongs to another AWS account. Never write job
+            # payloads into someone else's bucket.
+            raise ConfigurationError(
+                f"the S3 bucket name {bucket!r} is taken by another AWS account; set SQSJOBS_BUCKET to a "
+                "name of your own (e.g. with your account id in it)"
+            ) from None
+        if code != "BucketAlreadyOwnedByYou":
             raise
     # Objects outlive their messages only when something went wrong. A job can spend up to
     # 14 days on its queue and, as a fresh DLQ copy, 14 more in the DLQ: 30 days covers both.
-    s3.put_bucket_lifecycle_configuration(
-        Bucket=bucket,
-        LifecycleConfiguration={
-            "Rules": [
-                {
-                    "ID": "sqsjobs-backstop",
-                    "Status": "Enabled",
-                    "Filter": {"Prefix": ""},
-                    "Expiration": {"Days": 30},
-                }
-            ]
-        },
-    )
-    report(f"bucket {bucket}: lifecycle backstop 30 days")
+    # Only our prefix, and other rules of a shared bucket are kept (the call replaces them all).
+    ours = {
+        "ID": "sqsjobs-backstop",
+        "Status": "Enabled",
+        "Filter": {"Prefix": PAYLOAD_PREFIX},
+        "Expiration": {"Days": 30},
+    }
+    try:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    rules = [rule for rule in rules if rule.get("ID") != ours["ID"]] + [ours]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    report(f"bucket {bucket}: lifecycle backstop 30 days on {PAYLOAD_PREFIX}")
 
 
 @dataclass(slots=True)

@@ -82,3 +82,17 @@ def test_check_and_provision_from_the_cli(moto: None, prefix: str, monkeypatch) 
     assert runner.invoke(cli, ["provision", "--queue", "default"]).exit_code == 0
     passing = runner.invoke(cli, ["check", "--queue", "default"], terminal_width=200)
     assert passing.exit_code == 0, passing.output
+
+
+def test_the_payload_backstop_only_covers_our_prefix_and_keeps_a_shared_buckets_rules(moto: None) -> None:
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="shared-bucket")
+    theirs = {"ID": "their-logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 7}}
+    s3.put_bucket_lifecycle_configuration(Bucket="shared-bucket", LifecycleConfiguration={"Rules": [theirs]})
+    app = App(connection="sqs", bucket="shared-bucket")
+    provision(app, [], table=False)
+    provision(app, [], table=False)  # running it again changes nothing
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket="shared-bucket")["Rules"]}
+    assert set(rules) == {"their-logs", "sqsjobs-backstop"}
+    assert rules["sqsjobs-backstop"]["Filter"] == {"Prefix": "sqsjobs/"}
+    assert rules["sqsjobs-backstop"]["Expiration"] == {"Days": 30}
