@@ -3,9 +3,10 @@
 Each number should be the minimum its guarantee needs (see sqsjobs/coordination.py):
 plain 0, unique 2 (lock at dispatch, owner-checked release), rate-limited 1 (one atomic
 counter update; the first job of each window pays one more to start it), idempotent 2
-(claim "in progress", mark "completed"), batch member 2 (outcome + counters in one
-transaction, one consistent read; the batch's creation and callbacks are spread over its
-jobs), chain link 2 (dispatch-once mark "sending", then "sent").
+(claim "in progress", mark "completed"), batch member 3 (the "ended" record, outcome +
+counters in one transaction, one consistent read; the batch's creation and callbacks are
+spread over its jobs), chain link 3 (the "ended" record, dispatch-once mark "sending", then
+"sent").
 Runs on in-process moto: calls are counted, not timed.
 """
 

@@ -120,8 +120,7 @@ class SqsHandler:
     @property
     def _payloads(self) -> PayloadStore:
         if self._payload_store is None:
-            found = getattr(self.app.connection, "payloads", None)
-            self._payload_store = found if isinstance(found, PayloadStore) else PayloadStore(self.app.settings)
+            self._payload_store = self.app.payloads or PayloadStore(self.app.settings)
         return self._payload_store
 
     def _drop_payloads(self, messages: list[ReceivedMessage]) -> None:

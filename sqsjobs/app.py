@@ -24,6 +24,7 @@ from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from .connections.sqs_async import AsyncSqsSender
+    from .payloads import PayloadStore
     from .runner import Runner
     from .stores.base import Store
 
@@ -95,6 +96,17 @@ class App:
     @store.setter
     def store(self, store: Store) -> None:
         self._store = store
+
+    @property
+    def payloads(self) -> PayloadStore | None:
+        """Where bodies too large for SQS go (S3), on the sqs connection; None on the others,
+        which have no size limit."""
+        connection = self.connection
+        if connection.name != "sqs":
+            return None
+        from .connections.sqs import SqsConnection
+
+        return connection.payloads if isinstance(connection, SqsConnection) else None
 
     @property
     def async_sender(self) -> AsyncSqsSender:

@@ -3,13 +3,13 @@
     b = batch([ImportRow(row=r) for r in rows]).then(Notify(ok=True)).catch(Notify(ok=False)).name("import").dispatch()
     find_batch(b.id).progress   # 0..100
 
-Where it lives (one DynamoDB table, see docs/batches.md):
+Where it lives (one DynamoDB table, see docs/workflows.md):
 
 | item | pk / sk | what |
 | --- | --- | --- |
 | the batch | `batch#<id>` / `meta` | name, options, callbacks, counters `total`/`processed`/`failed`, times |
 | a finished member | `batch#<id>` / `job#<member>` | outcome (`processed` or `failed`), job id, error |
-| a sent callback | `batch#<id>` / `then`, `catch`, `finally`, `continue` | the dispatch-once mark |
+| a sent callback | `batch#<id>` / `then`, `catch`, `finally` | the dispatch-once mark |
 
 A member is one job, or one whole chain (it finishes with its last link). Its
 outcome is written together with the counter change in one transaction, and only
@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .app import App, current_app
-from .coordination import dispatch_once
 from .errors import ConfigurationError, DispatchError
 from .timing import parse_iso, utc_iso
 
@@ -82,6 +81,7 @@ class PendingBatch:
         return self
 
     def name(self, name: str) -> PendingBatch:
+        """A name to find the batch by in `sqsjobs batches list`."""
         self.batch_name = name
         return self
 
@@ -95,27 +95,33 @@ class PendingBatch:
         self.allows_failures = allow
         return self
 
-    def spec(self, app: App) -> dict[str, Any]:
-        """The batch as data: what a chain carries until its turn comes, and what `create` reads."""
+    def spec(self, app: App, default_queue: str | None = None) -> dict[str, Any]:
+        """The batch as data: what a chain carries until its turn comes, and what `create` reads.
+
+        `default_queue` is the enclosing chain's queue, used when the batch names none.
+        """
         from .chains import to_link
 
+        queue = self.queue or default_queue
         members: list[dict[str, Any]] = []
         for entry in self.jobs:
             if isinstance(entry, list | tuple):
                 if not entry or any(isinstance(job, PendingBatch) for job in entry):
                     raise ConfigurationError("a chain inside a batch needs jobs, and only jobs (no batches)")
-                members.append({"chain": [to_link(app, job, self.queue) for job in entry]})
+                members.append({"chain": [to_link(app, job, queue) for job in entry]})
             elif isinstance(entry, PendingBatch):
                 raise ConfigurationError("a batch cannot contain a batch; add its jobs to this one")
             else:
-                members.append(to_link(app, entry, self.queue))
-        return {
+                members.append(to_link(app, entry, queue))
+        spec = {
             "name": self.batch_name,
-            "queue": self.queue,
+            "queue": queue,
             "allow_failures": self.allows_failures,
             "jobs": members,
-            "callbacks": {k: to_link(app, job, self.queue) for k, job in self.callbacks.items()},
+            "callbacks": {k: to_link(app, job, queue) for k, job in self.callbacks.items()},
         }
+        check_item_size(spec["callbacks"], "its callbacks")
+        return spec
 
     def dispatch(self, app: App | None = None) -> Batch:
         """Store the batch record, then send its jobs; returns the record."""
@@ -218,6 +224,20 @@ class Batch:
             for sk, attrs in self._app().store.query(_pk(self.id))
             if sk.startswith("job#") and attrs.get("outcome") == "failed"
         ]
+
+
+#: What a batch item may carry in callbacks and a chain's rest: DynamoDB items stop at 400 KB.
+_ITEM_BUDGET = 350_000
+
+
+def check_item_size(value: Any, what: str) -> None:
+    """Refuse at dispatch what the batch's DynamoDB item could not hold later, in a worker."""
+    size = len(json.dumps(value))
+    if size > _ITEM_BUDGET:
+        raise ConfigurationError(
+            f"a batch would store {what} ({size} bytes) on its DynamoDB item, over the 400 KB item limit; "
+            "pass references (ids, S3 keys) in those jobs instead of data"
+        )
 
 
 def find_batch(batch_id: str, app: App | None = None, *, caller: JobContext | None = None) -> Batch | None:
@@ -384,35 +404,25 @@ def _settle(app: App, batch_id: str, state: dict[str, Any], owner: str) -> None:
         _callback(app, batch_id, "then", callbacks, owner)
     _callback(app, batch_id, "finally", callbacks, owner)
     if state.get("continuation"):
-        _continue_chain(app, batch_id, json.loads(state["continuation"]), cancelled, owner)
+        _continue_chain(json.loads(state["continuation"]), app, cancelled, owner)
 
 
 def _callback(app: App, batch_id: str, kind: str, callbacks: dict[str, Link], owner: str) -> None:
     link = callbacks.get(kind)
-    if not link:
-        return
-    from .chains import to_job
-    from .dispatching import Planned, send_planned
+    if link:
+        from .chains import send_once
 
-    dispatch_once(
-        app,
-        (_pk(batch_id), kind),
-        owner,
-        lambda: send_planned(app, [Planned(to_job(app, link), link.get("queue"), extra={"for_batch": batch_id})]),
-    )
+        send_once(app, (_pk(batch_id), kind), owner, link, {"for_batch": batch_id})
 
 
-def _continue_chain(app: App, batch_id: str, state: dict[str, Any], cancelled: bool, owner: str) -> None:
+def _continue_chain(state: dict[str, Any], app: App, cancelled: bool, owner: str) -> None:
     """The batch was a link of a chain: go on with the chain, or (cancelled) run its catch."""
-    from .chains import send_catch, start
+    from .chains import advance, send_catch
 
     if cancelled:
         send_catch(app, state, owner)
-    elif state.get("next"):
-        pos = int(state["pos"]) + 1
-        dispatch_once(
-            app, (_pk(batch_id), "continue"), owner, lambda: start(app, state["id"], pos, state["next"], state["catch"])
-        )
+    else:
+        advance(app, state, owner)
 
 
 def _pk(batch_id: str) -> str:

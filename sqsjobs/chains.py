@@ -26,7 +26,6 @@ from .timing import DelayLike, delay_seconds
 
 if TYPE_CHECKING:
     from .batches import PendingBatch
-    from .envelope import Envelope
     from .job import Job
 
 log = logging.getLogger("sqsjobs.chains")
@@ -73,9 +72,17 @@ class PendingChain:
 
     def dispatch(self, app: App | None = None) -> str:
         """Send the first link; returns the chain id."""
+        from .batches import check_item_size
+
         app = app or current_app()
         catch = to_link(app, self.catch_job, self.queue) if self.catch_job is not None else None
-        start(app, self.id, 0, self.links(app), catch)
+        links = self.links(app)
+        if self.delay is not None and "batch" in links[0]:
+            raise ConfigurationError("a chain that starts with a batch cannot be delayed; delay its first job")
+        for pos, link in enumerate(links):
+            if "batch" in link:  # the rest of the chain waits on that batch's item
+                check_item_size([links[pos + 1 :], catch], "the rest of the chain after it")
+        start(app, self.id, 0, links, catch)
         return self.id
 
 
@@ -83,9 +90,7 @@ def to_link(app: App, job: Any, queue: str | None = None) -> Link:
     from .batches import PendingBatch
 
     if isinstance(job, PendingBatch):
-        if queue and job.queue is None:
-            job.queue = queue
-        return {"batch": job.spec(app)}
+        return {"batch": job.spec(app, default_queue=queue)}
     if isinstance(job, PendingChain | list):
         raise ConfigurationError("a chain cannot contain a chain; list its jobs in this one")
     link: Link = {"job": type(job).job_name, "payload": job.model_dump(mode="json")}
@@ -145,17 +150,17 @@ def start(
             record_member(app, batch_id, chain_id, sent.job_id, sent.job, False, sent.job_id, error)
 
 
-def advance(app: App, envelope: Envelope) -> bool:
-    """After a link succeeded: send the next one (once). False when this was the last link."""
-    state = envelope.chain
+def advance(app: App, state: dict[str, Any] | None, owner: str, batch_id: str | None = None) -> bool:
+    """After link `state["pos"]` is done (a job succeeded, or a batch finished): send the next
+    link, once per chain position. False when there is no next link."""
     if not state or not state.get("next"):
         return False
     pos = int(state["pos"]) + 1
     dispatch_once(
         app,
         (f"chain#{state['id']}", f"link#{pos}"),
-        envelope.id,
-        lambda: start(app, state["id"], pos, state["next"], state.get("catch"), batch_id=envelope.batch_id),
+        owner,
+        lambda: start(app, state["id"], pos, state["next"], state.get("catch"), batch_id=batch_id),
     )
     return True
 
@@ -163,13 +168,21 @@ def advance(app: App, envelope: Envelope) -> bool:
 def send_catch(app: App, state: dict[str, Any], owner: str) -> None:
     """The chain's catch job, once per chain, whichever link failed."""
     catch = state.get("catch")
-    if not catch:
-        return
+    if catch:
+        send_once(app, (f"chain#{state['id']}", "catch"), owner, catch, {"for_chain": state["id"]})
+
+
+def send_once(app: App, key: tuple[str, str], owner: str, link: Link, extra: dict[str, Any]) -> None:
+    """A callback job (a chain's catch, a batch's then/catch/finally), sent once per `key`.
+
+    Its id derives from the key, so even a duplicate send in a crash window is the same job.
+    """
     from .dispatching import Planned, send_planned
 
+    job_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sqsjobs:{key[0]}/{key[1]}"))
     dispatch_once(
         app,
-        (f"chain#{state['id']}", "catch"),
+        key,
         owner,
-        lambda: send_planned(app, [Planned(to_job(app, catch), catch.get("queue"), extra={"for_chain": state["id"]})]),
+        lambda: send_planned(app, [Planned(to_job(app, link), link.get("queue"), job_id=job_id, extra=extra)]),
     )

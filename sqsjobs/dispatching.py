@@ -155,7 +155,7 @@ def offload(app: App, envelope: Envelope, message: OutgoingMessage) -> None:
     Done after the unique lock is taken, so a dropped duplicate never uploads anything.
     Other connections have no size limit and keep the body.
     """
-    payloads = getattr(app.connection, "payloads", None)
+    payloads = app.payloads
     if payloads is None:
         return
     try:
@@ -171,7 +171,7 @@ def offload(app: App, envelope: Envelope, message: OutgoingMessage) -> None:
 
 def _forget_payload(app: App, message: OutgoingMessage) -> None:
     """The S3 body of a message that was never queued (the lifecycle rule would get it, later)."""
-    payloads = getattr(app.connection, "payloads", None)
+    payloads = app.payloads
     if payloads is not None and message.pointer is not None:
         payloads.delete(message.pointer)
 

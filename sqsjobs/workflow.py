@@ -19,7 +19,7 @@ def succeeded(app: App, envelope: Envelope) -> None:
     """The job succeeded: send the chain's next link; count the batch member if this ended it."""
     from . import chains
 
-    if envelope.chain and chains.advance(app, envelope):
+    if chains.advance(app, envelope.chain, envelope.id, envelope.batch_id):
         return  # the chain goes on; its member is counted when its last link succeeds
     if envelope.batch_id:
         from . import batches
@@ -40,4 +40,5 @@ def failed(app: App, envelope: Envelope, error: BaseException) -> None:
 
 
 def involved(envelope: Envelope | None) -> bool:
+    """Whether the job's end matters to a chain or a batch (plain jobs skip all of this)."""
     return envelope is not None and bool(envelope.chain or envelope.batch_id)

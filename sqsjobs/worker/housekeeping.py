@@ -155,7 +155,7 @@ class Housekeeper:
             dropping = [m for m in deleted if m.receipt_handle in self._drops]
             self._drops.difference_update(m.receipt_handle for m in dropping)
         still_queued = {m.receipt_handle for m in kept}
-        payloads = getattr(self._worker.connection, "payloads", None)
+        payloads = self._worker.app.payloads
         for message in dropping:
             if payloads is not None and message.pointer is not None and message.receipt_handle not in still_queued:
                 payloads.delete(message.pointer)
