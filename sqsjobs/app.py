@@ -143,7 +143,7 @@ class App:
         if spec == "sync":
             from .connections.inline import SyncConnection
 
-            return SyncConnection(self.runner.process)
+            return SyncConnection(self.runner.process, self.settings.max_receive_count)
         if spec == "null":
             from .connections.inline import NullConnection
 

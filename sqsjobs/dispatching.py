@@ -400,7 +400,7 @@ def dispatch_sync(job: Job, app: App | None = None) -> None:
     from .connections.inline import SyncConnection
 
     app = app or current_app()
-    connection = SyncConnection(app.runner.process)
+    connection = SyncConnection(app.runner.process, app.settings.max_receive_count)
     name, _envelope, message = build_message(app, job, inline=True)
     connection.send(name, message)
     decision = connection.last_decision

@@ -8,6 +8,7 @@ callable so connections never import the runner.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 import uuid
@@ -17,6 +18,9 @@ from ..decisions import Decision, Release
 from .base import BatchFailure, Connection, OutgoingMessage, QueueInfo, ReceivedMessage
 
 RunMessage = Callable[[ReceivedMessage, Connection], Decision]
+
+
+log = logging.getLogger("sqsjobs.sync")
 
 
 class NullConnection:
@@ -61,8 +65,9 @@ class SyncConnection(NullConnection):
     name = "sync"
     runs_inline = True
 
-    def __init__(self, run: RunMessage) -> None:
+    def __init__(self, run: RunMessage, max_receive_count: int = 10) -> None:
         self._run = run
+        self._max_receive_count = max_receive_count
         self._dead: dict[str, list[ReceivedMessage]] = {}
         self.last_decision: Decision | None = None
         self._handles = itertools.count(1)
@@ -84,7 +89,7 @@ class SyncConnection(NullConnection):
 
     def _run_now(self, queue: str, message: OutgoingMessage, message_id: str) -> None:
         now = time.time()
-        for attempt in itertools.count(1):
+        for attempt in range(1, self._max_receive_count + 1):
             received = ReceivedMessage(
                 queue,
                 message_id,
@@ -98,7 +103,14 @@ class SyncConnection(NullConnection):
             decision = self._run(received, self)
             self.last_decision = decision
             if not isinstance(decision, Release):
-                break
+                return
+        # What a queue's redrive policy does to a message that never settles: no endless loop here.
+        log.error(
+            "a message on %r was released %d times without settling; moved aside as a redrive would",
+            queue,
+            self._max_receive_count,
+        )
+        self.send_to_dlq(queue, message)
 
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[BatchFailure]:
         for message in messages:

@@ -186,3 +186,21 @@ def test_sync_runs_the_job_now_through_the_core(moto: None) -> None:
 def test_the_null_connection_drops_everything(moto: None) -> None:
     with App(connection="null").activate():
         assert Notify(user=1).dispatch().job_id
+
+
+def test_the_sync_connection_moves_aside_a_job_that_never_settles_as_a_redrive_would() -> None:
+    runs: list[int] = []
+
+    class Forever(Job, name="dispatch.forever"):
+        tries = 100
+
+        def handle(self) -> None:
+            runs.append(self.attempts)
+            self.release(0)
+
+    app = App(connection="sync", max_receive_count=5)
+    with app.activate():
+        Forever().dispatch()
+    assert runs == [1, 2, 3, 4, 5]
+    (moved,) = app.connection.dead_letters("default")  # type: ignore[attr-defined]
+    assert json.loads(moved.body)["job"] == "dispatch.forever"
