@@ -341,10 +341,16 @@ def _send_members(
             app.store.update(_meta(batch_id), add={"total": -len(exc.not_queued)})
         raise
     member_by_job = {p.job_id: member_id for p, member_id in zip(planned, ids, strict=True)}
+    chains = {link_id(mid, 0) for entry, mid in zip(members, ids, strict=True) if "chain" in entry}
     for dropped in (d for d in sent if not d.queued):
-        # An equal unique job is queued or running, so this one's work is in hand: count it done
-        # (else the batch would wait for a job that never comes).
-        record_member(app, batch_id, member_by_job[dropped.job_id], dropped.job_id, dropped.job, True, batch_id)
+        # An equal unique job is queued or running. A lone job's work is in hand: count it done (else
+        # the batch would wait for a job that never comes). A chain cannot go on without its first link.
+        whose = member_by_job[dropped.job_id]
+        if dropped.job_id in chains:
+            error = f"link 0 ({dropped.job}) was dropped: an equal unique job is queued or running"
+            record_member(app, batch_id, whose, dropped.job_id, dropped.job, False, batch_id, error)
+        else:
+            record_member(app, batch_id, whose, dropped.job_id, dropped.job, True, batch_id)
 
 
 def member_of(envelope: Envelope) -> str:

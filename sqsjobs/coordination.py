@@ -50,9 +50,17 @@ def unique_key(job: Job) -> str | None:
 
 
 def acquire_unique(app: App, envelope: Envelope, ttl: float | timedelta) -> bool:
-    """Take the unique lock for a dispatch; the owner is the job id, so only this job frees it."""
+    """Take the unique lock for a dispatch; the owner is the job id, so only this job frees it.
+
+    A job sent again under the same id (a chain link or batch member re-sent after a crash)
+    already owns the lock: that is not a duplicate of some other job.
+    """
     assert envelope.unique_key is not None
-    return app.store.add(("unique", envelope.unique_key), {"owner": envelope.id}, ttl=seconds(ttl))
+    key = ("unique", envelope.unique_key)
+    if app.store.add(key, {"owner": envelope.id}, ttl=seconds(ttl)):
+        return True
+    held = app.store.get(key)
+    return held is not None and held.get("owner") == envelope.id
 
 
 def release_unique(app: App, envelope: Envelope | None) -> None:
@@ -113,9 +121,9 @@ def run_step(job: Job, name: str, fn: Callable[[], T]) -> T:
 
 
 # -- once, whoever races ----------------------------------------------------------------------
-#: How long a "sending" mark is trusted before another run may take the send over: far longer than
-#: a send takes, far shorter than a message's visibility timeout is usually worth waiting.
-SEND_LEASE_S = 10
+#: How long a "sending" mark is trusted before another run may take the send over: longer than a
+#: send takes (creating a batch of thousands of jobs included), short enough to recover promptly.
+SEND_LEASE_S = 60
 
 
 class SendInProgress(Exception):
@@ -147,7 +155,12 @@ def dispatch_once(app: App, key: Key, owner: str, send: Callable[[], object]) ->
         )
         if not taken:
             raise SendInProgress(f"{key[0]}/{key[1]} was taken over by another run")
-    send()
+    try:
+        send()
+    except BaseException:
+        # Nothing (or not all) was sent: free the key at once, so the retry need not wait out the lease.
+        store.delete(key, owner=str(claim["owner"]))
+        raise
     store.put(key, {"state": "sent", "owner": claim["owner"]}, ttl=_ONCE_TTL_S)
     return True
 
@@ -163,6 +176,9 @@ def ended(app: App, envelope: Envelope) -> dict[str, str] | None:
     return app.store.get(("ended", envelope.id))
 
 
-def forget_ended(app: App, job_id: str) -> None:
-    """A failed job retried from the DLQ is undecided again."""
-    app.store.delete(("ended", job_id))
+def forget_failure(app: App, job_id: str) -> None:
+    """A failed job retried from the DLQ is undecided again (a job that succeeded stays decided:
+    its retry only redoes the bookkeeping)."""
+    mark = app.store.get(("ended", job_id))
+    if mark is not None and mark.get("outcome") != "ok":
+        app.store.delete(("ended", job_id))

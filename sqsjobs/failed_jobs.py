@@ -147,8 +147,11 @@ class FailedJobs:
     def _resend(self, job: FailedJob) -> bool:
         """Send a failed job back; True when the new message points at this copy's S3 object."""
         source = job.queue if job.queue != "?" else job.message.queue
-        if _in_workflow(job.body):
-            coordination.forget_ended(self.app, job.id)  # undecided again: it may run and advance its chain
+        if _in_workflow(job.body) or job.message.pointer is not None:
+            try:
+                coordination.forget_failure(self.app, job.id)  # undecided again: it may run and go on
+            except Exception:
+                log.warning("could not clear the recorded failure of %s; its retry may only settle it", job.id)
         message = OutgoingMessage(body=self._fresh_body(job.body))
         reused = bool(job.message.payload_error and job.message.pointer)
         if job.message.payload_error:
@@ -180,6 +183,8 @@ class FailedJobs:
             envelope.retry_until = utc_iso(parse_iso(envelope.retry_until) + shift)
         envelope.available_at = None
         envelope.dispatched_at = utc_iso(now)
+        if envelope.chain or envelope.batch_id:
+            envelope.extra["retried"] = True  # its first delivery must look for a decided run too
         return envelope.encode(self.app.signing_key)
 
 

@@ -128,7 +128,7 @@ class Runner:
         except BadMessageError as exc:
             return self._reject(message, connection, exc, envelope, now)
 
-        if message.receive_count > 1 and workflow.involved(envelope):
+        if (message.receive_count > 1 or envelope.extra.get("retried")) and workflow.involved(envelope):
             decided = coordination.ended(self.app, envelope)
             if decided is not None:
                 return self._settle_again(envelope, decided)
@@ -166,11 +166,11 @@ class Runner:
             if state == "done":
                 # The earlier run completed, so its chain/batch work was done; the marks make
                 # doing it again harmless, and it finishes what a crash may have cut short.
+                coordination.release_unique(self.app, envelope)
                 held = self._workflow(envelope, None)
                 if held is not None:
                     return held
                 self._emit("processed", job, message)
-                coordination.release_unique(self.app, envelope)
                 return Ack("duplicate")
             if state == "busy":
                 # The same effect is being produced right now; look again once that run is over.
@@ -203,14 +203,15 @@ class Runner:
             delay = context.release_delay if context.release_delay is not None else job.backoff_for(context.attempts)
             self._emit("released", job, message, runtime_s=runtime, delay=delay)
             return Release(delay, "released by the job")
-        # The lock goes first: the next link of a chain may be an equal unique job.
+        # The effect is done: its idempotency key completes whatever the bookkeeping does next
+        # (a redelivery then takes the "done" path). The lock goes before the bookkeeping, since
+        # the next link of a chain may be an equal unique job.
+        if context.idempotency is not None:
+            coordination.complete(self.app, job, context.idempotency[0])
         coordination.release_unique(self.app, context.envelope)
         held = self._workflow(context.envelope, None)
         if held is not None:
-            self._abandon_idempotency(job)
             return held
-        if context.idempotency is not None:
-            coordination.complete(self.app, job, context.idempotency[0])
         self._emit("processed", job, message, runtime_s=runtime)
         return Ack()
 
@@ -270,10 +271,10 @@ class Runner:
         )
         if not self._write_dlq(message, connection, letter):
             return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
+        coordination.release_unique(self.app, job._ctx.envelope if job._ctx else None)
         held = self._workflow(job._ctx.envelope if job._ctx else None, exc, kind)
         if held is not None:
             return held
-        coordination.release_unique(self.app, job._ctx.envelope if job._ctx else None)
         try:
             job.failed(exc)
         except Exception:

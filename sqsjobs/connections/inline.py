@@ -80,11 +80,21 @@ class SyncConnection(NullConnection):
             pending.append((queue, message, message_id))
             return message_id
         self._local.pending = pending = [(queue, message, message_id)]
+        own_error: Exception | None = None
         try:
             while pending:
-                self._run_now(*pending.pop(0))
+                item = pending.pop(0)
+                try:
+                    self._run_now(*item)
+                except Exception as exc:
+                    if item[2] != message_id:  # one queued job's crash must not drop the others
+                        log.exception("a job dispatched from a running job crashed the sync connection")
+                    elif own_error is None:
+                        own_error = exc
         finally:
             self._local.pending = None
+        if own_error is not None:
+            raise own_error
         return message_id
 
     def _run_now(self, queue: str, message: OutgoingMessage, message_id: str) -> None:

@@ -391,18 +391,29 @@ def test_a_fresh_sending_mark_holds_others_back_and_a_stale_one_is_taken_over() 
     sent: list[str] = []
 
     def crash() -> None:
-        raise ConnectionError("died between the mark and the send")
+        raise ConnectionError("the send failed")
 
     with pytest.raises(ConnectionError):
         dispatch_once(app, key, "run-a", crash)
-    with pytest.raises(SendInProgress):  # a duplicate of the same message, at the same moment
-        dispatch_once(app, key, "run-a", lambda: sent.append("a-duplicate"))
+    assert dispatch_once(app, key, "run-a", lambda: sent.append("a-retry")) is True, "a failed send frees the key"
+
+    other = ("chain#x", "link#2")
+
+    def sending_while_a_duplicate_looks() -> None:
+        with pytest.raises(SendInProgress):  # the same message delivered twice, at the same moment
+            dispatch_once(app, other, "run-b", lambda: sent.append("b-duplicate"))
+        sent.append("b")
+
+    dispatch_once(app, other, "run-b", sending_while_a_duplicate_looks)
+    # A sender killed between its mark and its send leaves a "sending" mark behind.
+    stale = ("chain#x", "link#3")
+    app.store.add(stale, {"state": "sending", "owner": "run-c@killed", "claimed_ms": int(clock.now * 1000)}, 3600)
     with pytest.raises(SendInProgress):
-        dispatch_once(app, key, "run-b", lambda: sent.append("b"))
+        dispatch_once(app, stale, "run-d", lambda: sent.append("d"))
     clock.now += SEND_LEASE_S + 1
-    assert dispatch_once(app, key, "run-b", lambda: sent.append("b")) is True
-    assert dispatch_once(app, key, "run-a", lambda: sent.append("a-again")) is False
-    assert sent == ["b"]
+    assert dispatch_once(app, stale, "run-d", lambda: sent.append("d")) is True
+    assert dispatch_once(app, stale, "run-c", lambda: sent.append("c-again")) is False
+    assert sent == ["a-retry", "b", "d"]
 
 
 # -- unique jobs inside workflows -----------------------------------------------------------
@@ -474,3 +485,39 @@ def test_a_long_chain_runs_to_the_end_on_the_sync_connection() -> None:
     with app.activate():
         chain([Step(n=i) for i in range(300)]).dispatch()
     assert ran("wf.step") == list(range(300))
+
+
+def test_a_unique_job_sent_again_under_its_own_id_is_not_its_own_duplicate(app: App) -> None:
+    from sqsjobs.dispatching import Planned, send_planned
+
+    same = "6f1c1d2e-0000-4000-8000-000000000001"
+    assert send_planned(app, [Planned(Sync(account=5), job_id=same)])[0].queued
+    assert send_planned(app, [Planned(Sync(account=5), job_id=same)])[0].queued, "a re-send after a crash"
+    assert not send_planned(app, [Planned(Sync(account=5))])[0].queued, "another job is a duplicate"
+
+
+def test_a_chain_in_a_batch_whose_first_link_is_dropped_fails_its_member(app: App) -> None:
+    app.store.add(("unique", "wf.sync:9"), {"owner": "a job on another worker"}, ttl=3600)
+    created = batch([[Sync(account=9), Step(n=1)], Step(n=2)]).then(Then()).catch(Catch(label="c")).dispatch()
+    work(app)
+    assert ran("wf.step") == [2] and ran("wf.then") == [] and ran("wf.catch") == ["c"]
+    found = created.fresh()
+    assert (found.total, found.processed, found.failed, found.finished) == (2, 1, 1, True)
+
+
+def test_a_job_that_succeeded_and_is_retried_from_the_dlq_only_settles_its_batch(app: App) -> None:
+    from sqsjobs import OutgoingMessage
+    from sqsjobs.failed_jobs import FailedJobs
+
+    created = batch([Step(n=7)]).then(Then(label="then")).dispatch()
+    refuse_transactions(1)
+    (message,) = app.connection.receive("default", 10, 0)
+    assert isinstance(app.runner.process(message), Release), "ran, but its batch could not be updated"
+    # It never settles (say the table stays unavailable) and the redrive policy moves it to the DLQ.
+    app.connection.send_to_dlq("default", OutgoingMessage(body=message.body))
+    app.connection.delete("default", [message])
+    assert len(FailedJobs(app, ["default"]).retry()) == 1
+    process_all(app)
+    assert ran("wf.step") == [7], "it succeeded once; the retry must not run it again"
+    found = created.fresh()
+    assert (found.processed, found.failed, found.finished) == (1, 0, True) and ran("wf.then") == [("then", created.id)]
