@@ -131,7 +131,7 @@ class Runner:
         if (message.receive_count > 1 or envelope.extra.get("retried")) and workflow.involved(envelope):
             decided = coordination.ended(self.app, envelope)
             if decided is not None:
-                return self._settle_again(envelope, decided)
+                return self._settle_again(message, envelope, decided)
 
         if envelope.available_at is not None:
             remaining = parse_iso(envelope.available_at) - now
@@ -372,7 +372,7 @@ class Runner:
             return Release(_WORKFLOW_RETRY_DELAY_S, "its chain or batch could not be updated")
         return None
 
-    def _settle_again(self, envelope: Envelope, decided: dict[str, str]) -> Decision:
+    def _settle_again(self, message: ReceivedMessage, envelope: Envelope, decided: dict[str, str]) -> Decision:
         """A redelivered job whose run was already decided: finish its bookkeeping, never run it."""
         failed = decided.get("outcome") != "ok"
         error = JobFailedError(decided.get("error", "")) if failed else None
@@ -380,11 +380,17 @@ class Runner:
         if held is not None:
             return held
         coordination.release_unique(self.app, envelope)
-        log.info(
-            "%s (%s) had already %s; its chain/batch is settled",
-            envelope.job,
-            envelope.id,
-            "failed" if failed else "succeeded",
+        self.app.events.emit(
+            JobEvent(
+                "failed" if failed else "processed",
+                envelope.id,
+                envelope.job,
+                message.queue,
+                message.receive_count,
+                dispatched_at=envelope.dispatched_at,
+                error_type="AlreadyFailed" if failed else "",
+                error="its run was decided before; this delivery settled its chain/batch" if failed else "",
+            )
         )
         if failed:
             return Fail(decided.get("kind") or "failed", "AlreadyFailed")  # its DLQ copy exists already

@@ -15,13 +15,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from sqsjobs import App, Job, PermanentError, Release, SkipIfBatchCancelled, aws, batch, chain, find_batch
+from sqsjobs import App, Job, PermanentError, Release, SkipIfBatchCancelled, aws, batch, chain, coordination, find_batch
 from sqsjobs.batches import list_batches, prune_batches, record
 from sqsjobs.coordination import SEND_LEASE_S, SendInProgress, dispatch_once
 from sqsjobs.envelope import decode
 from sqsjobs.provisioning import provision
 from sqsjobs.worker import Worker, WorkerOptions
-from tests.helpers import FakeClock, dead_letters, wait_for
+from tests.helpers import FakeClock, dead_letters, wait_for, work_for
 
 
 class Journal(Job, abstract=True):
@@ -384,7 +384,10 @@ def test_a_failed_job_whose_batch_could_not_be_updated_leaves_one_dlq_copy(app: 
     assert (found.processed, found.failed) == (0, 1) and ran("wf.catch") == ["c"]
 
 
-def test_a_fresh_sending_mark_holds_others_back_and_a_stale_one_is_taken_over() -> None:
+def test_a_fresh_sending_mark_holds_others_back_and_a_stale_one_is_taken_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(coordination, "WATCH_S", 0.1)
     clock = FakeClock()
     app = App(connection="memory", store="memory", clock=clock)
     key = ("chain#x", "link#1")
@@ -521,3 +524,23 @@ def test_a_job_that_succeeded_and_is_retried_from_the_dlq_only_settles_its_batch
     assert ran("wf.step") == [7], "it succeeded once; the retry must not run it again"
     found = created.fresh()
     assert (found.processed, found.failed, found.finished) == (1, 0, True) and ran("wf.then") == [("then", created.id)]
+
+
+def test_a_run_that_finds_the_send_in_progress_waits_for_it_rather_than_coming_back_later() -> None:
+    app = App(connection="memory", store="memory")
+    key = ("batch#b", "then")
+    seen: list[bool] = []
+
+    def slow_send() -> None:
+        # While the first run sends, the other (the last two jobs finished together) looks.
+        looker = threading.Thread(target=lambda: seen.append(dispatch_once(app, key, "run-b", lambda: None)))
+        looker.start()
+        looking.append(looker)
+        work_for(0.3)  # the looker meets a fresh "sending" mark meanwhile
+        done.append("sent")
+
+    done: list[str] = []
+    looking: list[threading.Thread] = []
+    assert dispatch_once(app, key, "run-a", slow_send) is True
+    looking[0].join(5)
+    assert done == ["sent"] and seen == [False], "the second run saw it sent, and sent nothing"
