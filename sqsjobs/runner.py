@@ -302,10 +302,10 @@ class Runner:
         )
         if not self._write_dlq(message, connection, letter):
             return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
+        coordination.release_unique(self.app, envelope)  # before the bookkeeping, as on every path
         held = self._workflow(envelope, exc, exc.kind)
         if held is not None:
             return held
-        coordination.release_unique(self.app, envelope)
         self.app.events.emit(
             JobEvent(
                 "rejected",
