@@ -196,11 +196,22 @@ def _unqueued_on_error(
 
 
 def _take_unique_lock(app: App, job: Job, envelope: Envelope) -> bool:
-    """For a unique job: take its lock, or log the duplicate that is dropped (never silently)."""
+    """For a unique job: take its lock, or log the duplicate that is dropped (never silently).
+
+    A store that cannot be reached is a DispatchError naming the job: nothing was sent.
+    """
     unique_for = type(job).unique_for
     if envelope.unique_key is None or unique_for is None:
         return True
-    if acquire_unique(app, envelope, unique_for):
+    try:
+        taken = acquire_unique(app, envelope, unique_for)
+    except (ClientError, BotoCoreError) as exc:
+        raise DispatchError(
+            f"{envelope.job} ({envelope.id}) was not queued: its unique lock could not be taken ({exc}); "
+            "nothing was sent, so dispatching it again is safe",
+            [(envelope.id, envelope.job, f"unique lock not taken: {exc}")],
+        ) from exc
+    if taken:
         return True
     log.info(
         "unique job %s (%s) is already queued or running; this dispatch was dropped", envelope.job, envelope.unique_key
@@ -241,29 +252,41 @@ def _by_queue(
     by_queue: dict[str, list[tuple[Envelope, OutgoingMessage]]] = {}
     not_queued: list[tuple[str, str, str]] = []
     dropped: list[Dispatched] = []
-    for index, item in enumerate(planned):
-        job = item.job
-        name, envelope, message = build_message(
-            app,
-            job,
-            queue=item.queue,
-            delay=item.delay,
-            entry_id=f"e{index}",
-            batch_id=item.batch_id,
-            chain=item.chain,
-            job_id=item.job_id,
-            extra=item.extra,
-        )
-        if not _take_unique_lock(app, job, envelope):
-            dropped.append(Dispatched(envelope.id, envelope.job, name, queued=False))
-            continue
-        try:
-            offload(app, envelope, message)
-        except DispatchError as exc:
-            release_unique(app, envelope)
-            not_queued.extend(exc.not_queued)
-            continue
-        by_queue.setdefault(name, []).append((envelope, message))
+    try:
+        for index, item in enumerate(planned):
+            job = item.job
+            name, envelope, message = build_message(
+                app,
+                job,
+                queue=item.queue,
+                delay=item.delay,
+                entry_id=f"e{index}",
+                batch_id=item.batch_id,
+                chain=item.chain,
+                job_id=item.job_id,
+                extra=item.extra,
+            )
+            try:
+                if not _take_unique_lock(app, job, envelope):
+                    dropped.append(Dispatched(envelope.id, envelope.job, name, queued=False))
+                    continue
+            except DispatchError as exc:  # this job only: the others go ahead
+                not_queued.extend(exc.not_queued)
+                continue
+            try:
+                offload(app, envelope, message)
+            except DispatchError as exc:
+                release_unique(app, envelope)
+                not_queued.extend(exc.not_queued)
+                continue
+            by_queue.setdefault(name, []).append((envelope, message))
+    except BaseException:
+        # Nothing is sent when preparing fails (a FIFO delay, an invalid job): free what was taken.
+        for items in by_queue.values():
+            for envelope, message in items:
+                release_unique(app, envelope)
+                _forget_payload(app, message)
+        raise
     return by_queue, not_queued, dropped
 
 

@@ -3,6 +3,11 @@
 JSON only, never pickle: a message can only name a registered job and carry
 data that the job's pydantic model validates. The format is versioned (`v`) so
 a later layout can be read next to this one.
+
+Nothing a message says is trusted: `decode` either returns an `Envelope` whose
+every field has the type, size and shape the rest of sqsjobs relies on, or
+raises `BadMessageError` — no other exception can come out of it, whatever the
+body (deep nesting, huge numbers, lone surrogates, a forged `chain`).
 """
 
 from __future__ import annotations
@@ -10,13 +15,30 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from .errors import BadMessageError
 
 VERSION = 1
 _OPTIONAL = ("available_at", "retry_until", "chain", "batch_id", "unique_key", "trace")
+#: Deeper than this is not a job's data but an attack on the parser (payload models nest a few levels).
+MAX_DEPTH = 64
+_MAX_ID = 128
+_MAX_NAME = 256
 
 
 @dataclass(slots=True)
@@ -60,39 +82,133 @@ class Envelope:
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
+# -- the wire model: what a body must look like to become an Envelope ---------------------
+def _iso(text: str) -> str:
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is not None:
+            moment.timestamp()  # year 1 at -23:59 is valid ISO but no instant Python can compute
+    except (ValueError, OverflowError):
+        raise ValueError("not an ISO-8601 time") from None
+    if moment.tzinfo is None:
+        raise ValueError("an ISO-8601 time without a time zone")
+    return text
+
+
+def _uuid(text: str) -> str:
+    uuid.UUID(text)  # chain and link ids are derived from it (uuid5)
+    return text
+
+
+IsoTime = Annotated[StrictStr, Field(max_length=64), AfterValidator(_iso)]
+Id = Annotated[StrictStr, Field(min_length=1, max_length=_MAX_ID)]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=_MAX_NAME)]
+_STRICT = ConfigDict(strict=True, extra="allow")
+
+
+class _Link(BaseModel):
+    """A job still to come in a chain or a batch: {"job", "payload", "queue"?, "delay"?} or {"batch"}."""
+
+    model_config = _STRICT
+    job: Name | None = None
+    payload: dict[str, Any] | None = None
+    queue: Name | None = None
+    delay: float | None = Field(default=None, ge=0)
+    batch: _BatchSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> _Link:
+        if self.batch is None and (self.job is None or self.payload is None):
+            raise ValueError("a link needs 'job' and 'payload', or 'batch'")
+        return self
+
+
+class _Member(BaseModel):
+    model_config = _STRICT
+    chain: list[_Link] | None = None
+    job: Name | None = None
+    payload: dict[str, Any] | None = None
+
+
+class _BatchSpec(BaseModel):
+    model_config = _STRICT
+    name: StrictStr | None = None
+    queue: Name | None = None
+    allow_failures: bool = False
+    jobs: list[_Member]
+    callbacks: dict[Literal["then", "catch", "finally"], _Link] = {}
+
+
+class _Chain(BaseModel):
+    model_config = _STRICT
+    id: Annotated[StrictStr, AfterValidator(_uuid)]
+    pos: Annotated[StrictInt, Field(ge=0, le=100_000)]
+    next: list[_Link]
+    catch: _Link | None = None
+
+
+class _Wire(BaseModel):
+    model_config = _STRICT
+    id: Id
+    job: Name
+    payload: dict[str, Any]
+    queue: Name
+    dispatched_at: IsoTime
+    available_at: IsoTime | None = None
+    retry_until: IsoTime | None = None
+    chain: _Chain | None = None
+    batch_id: Id | None = None
+    unique_key: Annotated[StrictStr, Field(max_length=1024)] | None = None
+    trace: Annotated[StrictStr, Field(max_length=_MAX_ID)] | None = None
+    # Fields written by sqsjobs itself outside the named ones (callbacks, `failed retry`).
+    retried: bool | None = None
+    for_batch: Id | None = None
+    for_chain: Id | None = None
+
+
+_Link.model_rebuild()
+_Member.model_rebuild()
+
+
 def decode(body: str, signing_key: bytes | None = None) -> Envelope:
     """Parse and (when a key is configured) verify a message body; raise BadMessageError otherwise."""
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise BadMessageError("malformed", f"message body is nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, TypeError) as exc:
         raise BadMessageError("malformed", f"message body is not JSON ({exc}); it was not sent by sqsjobs") from None
     if not isinstance(data, dict):
         raise BadMessageError("malformed", "message body is JSON but not an sqsjobs envelope object")
+    if _maybe_hostile(body):
+        _check_shape(data)
     if signing_key is not None:
         sig = data.pop("sig", None)
         if not isinstance(sig, str):
             raise BadMessageError("signature", "message is not signed but SQSJOBS_SIGNING_KEY is set; it was not run")
-        if not hmac.compare_digest(sig, _signature(data, signing_key)):
+        # compare_digest refuses non-ASCII text; such a signature cannot be ours anyway.
+        if not sig.isascii() or not hmac.compare_digest(sig, _signature(data, signing_key)):
             raise BadMessageError(
                 "signature", "message signature does not match SQSJOBS_SIGNING_KEY (tampered, or another key)"
             )
     else:
         data.pop("sig", None)
     version = data.pop("v", None)
-    if version != VERSION:
-        raise BadMessageError("malformed", f"unsupported envelope version {version!r}; expected {VERSION}")
+    if version != VERSION or type(version) is not int:
+        raise BadMessageError("malformed", f"unsupported envelope version {_short(version)}; expected {VERSION}")
     try:
-        env = Envelope(
-            id=_str(data.pop("id")),
-            job=_str(data.pop("job")),
-            payload=data.pop("payload"),
-            queue=_str(data.pop("queue")),
-            dispatched_at=_str(data.pop("dispatched_at")),
-        )
-    except KeyError as exc:
-        raise BadMessageError("malformed", f"envelope lacks the field {exc.args[0]!r}") from None
-    if not isinstance(env.payload, dict):
-        raise BadMessageError("malformed", "envelope field 'payload' must be a JSON object")
+        _Wire.model_validate(data)
+    except ValidationError as exc:
+        raise BadMessageError("malformed", f"not a valid sqsjobs envelope: {_problems(exc)}") from None
+    except RecursionError:
+        raise BadMessageError("malformed", f"message body is nested deeper than {MAX_DEPTH} levels") from None
+    env = Envelope(
+        id=data.pop("id"),
+        job=data.pop("job"),
+        payload=data.pop("payload"),
+        queue=data.pop("queue"),
+        dispatched_at=data.pop("dispatched_at"),
+    )
     for name in _OPTIONAL:
         if name in data:
             setattr(env, name, data.pop(name))
@@ -100,10 +216,49 @@ def decode(body: str, signing_key: bytes | None = None) -> Envelope:
     return env
 
 
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise BadMessageError("malformed", f"envelope field holds {type(value).__name__}, expected a string")
-    return value
+def _maybe_hostile(body: str) -> bool:
+    """Cheap test for the bodies worth a full walk: many brackets, or a \\uD800-\\uDFFF escape.
+
+    A body SQS delivers is valid Unicode, so a lone surrogate can only come from a JSON escape.
+    """
+    return body.count("[") + body.count("{") > MAX_DEPTH or "\\ud" in body.lower()
+
+
+def _check_shape(data: Any) -> None:
+    """No nesting deeper than MAX_DEPTH and no lone surrogate anywhere (it cannot be logged, signed
+    or sent on to SQS). Iterative: the body is hostile until proven otherwise."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadMessageError("malformed", f"message body is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key)
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise BadMessageError("malformed", "message body holds a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "(envelope)"
+        parts.append(f"{where[:80]}: {error['msg'][:120]}")
+    return "; ".join(parts)
+
+
+def _short(value: Any) -> str:
+    return repr(value)[:40]
 
 
 def _signature(data: dict[str, Any], key: bytes) -> str:

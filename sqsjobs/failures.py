@@ -9,6 +9,7 @@ travels as message attributes.
 from __future__ import annotations
 
 import json
+import re
 import traceback
 from dataclasses import dataclass
 
@@ -18,6 +19,22 @@ from .timing import parse_iso, utc_iso
 
 PREFIX = "sqsjobs."
 _TRACEBACK_CHARS = 2000
+#: What SQS takes in one message: body plus every attribute's name, type and value.
+_SQS_MAX_BYTES = 1_048_576
+#: Characters outside these ranges make SQS refuse the whole message (AWS SendMessage reference).
+_NOT_ALLOWED = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: Per attribute, what a human needs; the rest is in the body. Least important last: dropped first.
+_LIMITS = {
+    "reason": 64,
+    "job_id": 128,
+    "job": 256,
+    "source_queue": 256,
+    "failed_at": 64,
+    "attempts": 16,
+    "error_type": 256,
+    "error": 1000,
+    "traceback": _TRACEBACK_CHARS,
+}
 
 
 def dead_letter(
@@ -30,23 +47,47 @@ def dead_letter(
     job_name: str = "",
     job_id: str = "",
 ) -> OutgoingMessage:
-    """The DLQ copy of `message`, with the reason in its attributes (at most 10 are allowed)."""
+    """The DLQ copy of `message`, with the reason in its attributes (at most 10 are allowed).
+
+    Every attribute value may come from the message (a job name, an id, an exception text that
+    quotes the payload), so each is cleaned of characters SQS refuses and cut to a size; and they
+    are dropped, least useful first, if the body leaves no room for them. A DLQ write SQS refuses
+    would leave the job looping without a reason.
+    """
     attributes = {
         "reason": kind,
-        "error_type": type(error).__name__,
-        "error": (str(error) or type(error).__name__)[:1000],
-        "traceback": traceback_head(error),
-        "failed_at": utc_iso(now),
-        "source_queue": message.queue,
-        "attempts": str(attempts),
-        "job": job_name,
         "job_id": job_id,
+        "job": job_name,
+        "source_queue": message.queue,
+        "failed_at": utc_iso(now),
+        "attempts": str(attempts),
+        "error_type": type(error).__name__,
+        "error": str(error) or type(error).__name__,
+        "traceback": traceback_head(error),
     }
     letter = carried(message)  # an offloaded body keeps its S3 pointer: the object moves with it
-    letter.attributes.update({PREFIX + k: v for k, v in attributes.items() if v})
-    letter.deduplication_id = job_id or message.message_id
+    room = _SQS_MAX_BYTES - len(letter.body.encode("utf-8", "surrogatepass")) - _attributes_size(letter.attributes)
+    for name, raw in attributes.items():
+        value = clean(raw, _LIMITS[name])
+        size = len(PREFIX + name) + len("String") + len(value.encode())
+        if not value or size > room:
+            continue
+        letter.attributes[PREFIX + name] = value
+        room -= size
+    # FIFO DLQs only: a redelivery of the same source message (the worker died after writing this)
+    # is absorbed by SQS; a later failure of the same job (after `failed retry`) is a new message.
+    letter.deduplication_id = message.message_id
     letter.entry_id = job_id or message.message_id
     return letter
+
+
+def clean(text: str, limit: int) -> str:
+    """`text` as SQS accepts it in an attribute: allowed characters only, at most `limit` characters."""
+    return _NOT_ALLOWED.sub("\ufffd", text[:limit])
+
+
+def _attributes_size(attributes: dict[str, str | int]) -> int:
+    return sum(len(k) + len("Number") + len(str(v).encode()) for k, v in attributes.items())
 
 
 def traceback_head(error: BaseException) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -82,10 +83,12 @@ class PayloadStore:
         return pointer
 
     def resolve(self, message: ReceivedMessage) -> None:
-        """Replace a pointer body with the stored one; a missing object becomes `payload_error`.
+        """Replace a pointer body with the stored one; what goes wrong is set on the message.
 
-        Never raises for a bad pointer: the runner turns `payload_error` into a permanent
-        failure, so the message lands in the DLQ (pointer and all) instead of looping.
+        Never raises, so one bad message cannot keep the others of its receive batch from
+        running. A pointer that cannot be read for good (malformed, no such object, access
+        denied) sets `payload_error`, which the runner fails to the DLQ; a passing fault (S3
+        throttling, a 5xx, a timeout) also sets `payload_retry`, and the runner tries it later.
         """
         attribute = next((name for name in SIZE_ATTRIBUTES if name in message.attributes), None)
         if attribute is None:
@@ -95,17 +98,22 @@ class PayloadStore:
         except ValueError as exc:
             message.payload_error = str(exc)
             return
-        size = int(message.attributes.get(attribute) or 0)
-        message.pointer = PayloadPointer(bucket, key, size, message.body, attribute)
+        message.pointer = PayloadPointer(bucket, key, _size(message.attributes.get(attribute)), message.body, attribute)
         try:
             obj = self.client.get_object(Bucket=bucket, Key=key)
             message.body = obj["Body"].read().decode()
-        except Exception as exc:  # any failure to read it means the same to the job
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-            message.payload_error = (
-                f"the message's payload s3://{bucket}/{key} could not be read ({code}); it was deleted, "
-                "expired by the bucket's lifecycle rule, or this role may not read it"
-            )
+        except UnicodeDecodeError:
+            message.payload_error = f"the message's payload s3://{bucket}/{key} is not UTF-8 text"
+        except Exception as exc:
+            code = _error_code(exc)
+            if code in _GONE:
+                message.payload_error = (
+                    f"the message's payload s3://{bucket}/{key} could not be read ({code}); it was deleted, "
+                    "expired by the bucket's lifecycle rule, or this role may not read it"
+                )
+            else:
+                message.payload_error = f"the message's payload s3://{bucket}/{key} could not be read now ({code})"
+                message.payload_retry = True
 
     def delete(self, pointer: PayloadPointer) -> None:
         """Delete an object whose job is over; failures are logged (the lifecycle rule is the backstop)."""
@@ -117,11 +125,41 @@ class PayloadStore:
             )
 
 
+#: S3 answers that no retry can change: the object (or bucket) is gone, or is not ours to read.
+_GONE = frozenset(
+    {
+        "NoSuchKey",
+        "NoSuchBucket",
+        "404",
+        "NotFound",
+        "AccessDenied",
+        "403",
+        "InvalidObjectState",
+        "ParamValidationError",
+    }
+)
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code") or type(exc).__name__)
+    return type(exc).__name__
+
+
+def _size(value: str | None) -> int:
+    """The size attribute is informational (the object says how big it is); junk reads as 0."""
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
+
+
 def parse_pointer(body: str) -> tuple[str, str]:
     """(bucket, key) of an Extended Client pointer body; ValueError naming what is wrong."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if (
         not isinstance(data, list)
@@ -135,7 +173,22 @@ def parse_pointer(body: str) -> tuple[str, str]:
             "the message says its payload is in S3 (it has an ExtendedPayloadSize attribute) but its body "
             "is not an S3 pointer"
         )
-    return data[1]["s3BucketName"], data[1]["s3Key"]
+    bucket, key = data[1]["s3BucketName"], data[1]["s3Key"]
+    if not _BUCKET_NAME.fullmatch(bucket) or not _valid_key(key):
+        raise ValueError("the message's S3 pointer names no valid bucket and key")
+    return bucket, key
+
+
+#: S3's bucket naming rules (3-63 lowercase letters, digits, dots, hyphens), so a crafted name
+#: fails here, for good, rather than inside botocore on every delivery.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _valid_key(key: str) -> bool:
+    try:
+        return 0 < len(key.encode()) <= 1024
+    except UnicodeEncodeError:
+        return False
 
 
 def carried(message: ReceivedMessage, body: str | None = None) -> OutgoingMessage:

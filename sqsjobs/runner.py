@@ -50,6 +50,8 @@ Guard = Callable[[Job], contextlib.AbstractContextManager[None]]
 _DLQ_RETRY_DELAY_S = 30
 #: ... and when a chain's or batch's state could not be updated.
 _WORKFLOW_RETRY_DELAY_S = 10
+#: ... and when a store or S3 error kept a message from starting or settling.
+_RETRY_DELAY_S = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +116,21 @@ class Runner:
         """Everything before `handle()`: a Run when the job should run now, else the decision.
 
         Split from `finish` so a way in that runs `handle()` itself (the asyncio worker,
-        awaiting it on its loop) still leaves every judgement to the core.
+        awaiting it on its loop) still leaves every judgement to the core. Never raises: a
+        store or SQS error on the way (a claim, a lock, an "ended" mark) means "later".
         """
-        connection = via or self.app.connection
+        try:
+            return self._begin(message, via or self.app.connection)
+        except Exception as exc:
+            log.exception("could not start message %s; it is tried again later", message.message_id)
+            return Release(_RETRY_DELAY_S, f"could not start: {type(exc).__name__}: {exc}"[:300])
+
+    def _begin(self, message: ReceivedMessage, connection: Connection) -> Run | Decision:
         now = self.app.clock()
         envelope: Envelope | None = None
+        if message.payload_retry:
+            log.warning("%s; message %s is tried again later", message.payload_error, message.message_id)
+            return Release(_RETRY_DELAY_S, message.payload_error)
         if message.payload_error:
             missing = BadMessageError("missing_payload", message.payload_error)
             return self._reject(message, connection, missing, None, now)
@@ -131,7 +143,7 @@ class Runner:
         if (message.receive_count > 1 or envelope.extra.get("retried")) and workflow.involved(envelope):
             decided = coordination.ended(self.app, envelope)
             if decided is not None:
-                return self._settle_again(message, envelope, decided)
+                return self._settle_again(message, connection, envelope, decided)
 
         if envelope.available_at is not None:
             remaining = parse_iso(envelope.available_at) - now
@@ -142,8 +154,13 @@ class Runner:
         try:
             job = cls.model_validate(envelope.payload)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(payload)'}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))[:80] or '(payload)'}: {e['msg'][:120]}" for e in exc.errors()[:5]
+            )
             bad = BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {problems}")
+            return self._reject(message, connection, bad, envelope, now)
+        except Exception as exc:  # a validator of the job's own that raised something else
+            bad = BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {type(exc).__name__}")
             return self._reject(message, connection, bad, envelope, now)
 
         attempts = message.receive_count
@@ -167,7 +184,7 @@ class Runner:
                 # The earlier run completed, so its chain/batch work was done; the marks make
                 # doing it again harmless, and it finishes what a crash may have cut short.
                 coordination.release_unique(self.app, envelope)
-                held = self._workflow(envelope, None)
+                held = self._workflow(envelope)
                 if held is not None:
                     return held
                 self._emit("processed", job, message)
@@ -188,7 +205,14 @@ class Runner:
         return float(cls.timeout or self.app.settings.timeout)
 
     def finish(self, run: Run, error: Exception | None, runtime: float) -> Decision:
-        """Everything after `handle()` returned (error None) or raised `error`."""
+        """Everything after `handle()` returned (error None) or raised `error`. Never raises."""
+        try:
+            return self._finish(run, error, runtime)
+        except Exception as exc:
+            log.exception("could not settle message %s; it is tried again later", run.message.message_id)
+            return Release(_RETRY_DELAY_S, f"could not settle: {type(exc).__name__}: {exc}"[:300])
+
+    def _finish(self, run: Run, error: Exception | None, runtime: float) -> Decision:
         job, message, connection = run.job, run.message, run.connection
         context = job._ctx
         assert context is not None
@@ -207,9 +231,16 @@ class Runner:
         # (a redelivery then takes the "done" path). The lock goes before the bookkeeping, since
         # the next link of a chain may be an equal unique job.
         if context.idempotency is not None:
-            coordination.complete(self.app, job, context.idempotency[0])
+            try:
+                coordination.complete(self.app, job, context.idempotency[0])
+            except Exception:
+                # The effect happened: retrying the job would repeat it. Its key stays "in progress"
+                # until it expires, so a duplicate arriving meanwhile waits rather than runs.
+                log.exception(
+                    "%s (%s) succeeded but its idempotency key could not be completed", cls_name(job), job.job_id
+                )
         coordination.release_unique(self.app, context.envelope)
-        held = self._workflow(context.envelope, None)
+        held = self._workflow(context.envelope)
         if held is not None:
             return held
         self._emit("processed", job, message, runtime_s=runtime)
@@ -218,7 +249,10 @@ class Runner:
     def _abandon_idempotency(self, job: Job) -> None:
         context = job._ctx
         if context is not None and context.idempotency is not None:
-            coordination.abandon(self.app, job, *context.idempotency)
+            try:
+                coordination.abandon(self.app, job, *context.idempotency)
+            except Exception:
+                log.exception("could not free the idempotency key of %s; it frees itself when it expires", job.job_id)
             context.idempotency = None
 
     # -- the paths out -----------------------------------------------------------------
@@ -260,19 +294,8 @@ class Runner:
         runtime: float,
     ) -> Decision:
         cls = type(job)
-        letter = dead_letter(
-            message,
-            kind=kind,
-            error=exc,
-            attempts=message.receive_count,
-            now=now,
-            job_name=cls.job_name,
-            job_id=job.job_id or "",
-        )
-        if not self._write_dlq(message, connection, letter):
-            return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
-        coordination.release_unique(self.app, job._ctx.envelope if job._ctx else None)
-        held = self._workflow(job._ctx.envelope if job._ctx else None, exc, kind)
+        envelope = job._ctx.envelope if job._ctx else None
+        held = self._to_dlq(message, connection, envelope, exc, kind, now, cls.job_name, job.job_id or "")
         if held is not None:
             return held
         try:
@@ -291,26 +314,15 @@ class Runner:
         now: float,
     ) -> Decision:
         """A message that cannot become a job: to the DLQ with its reason, never run, never retried."""
-        letter = dead_letter(
-            message,
-            kind=exc.kind,
-            error=exc,
-            attempts=message.receive_count,
-            now=now,
-            job_name=envelope.job if envelope else "",
-            job_id=envelope.id if envelope else "",
-        )
-        if not self._write_dlq(message, connection, letter):
-            return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
-        coordination.release_unique(self.app, envelope)  # before the bookkeeping, as on every path
-        held = self._workflow(envelope, exc, exc.kind)
+        job_name, job_id = (envelope.job, envelope.id) if envelope else ("", "")
+        held = self._to_dlq(message, connection, envelope, exc, exc.kind, now, job_name, job_id)
         if held is not None:
             return held
         self.app.events.emit(
             JobEvent(
                 "rejected",
-                envelope.id if envelope else message.message_id,
-                envelope.job if envelope else "?",
+                job_id or message.message_id,
+                job_name or "?",
                 message.queue,
                 message.receive_count,
                 error_type=exc.kind,
@@ -318,6 +330,47 @@ class Runner:
             )
         )
         return Fail(exc.kind, type(exc).__name__, exc)
+
+    def _to_dlq(
+        self,
+        message: ReceivedMessage,
+        connection: Connection,
+        envelope: Envelope | None,
+        exc: BaseException,
+        kind: str,
+        now: float,
+        job_name: str,
+        job_id: str,
+    ) -> Release | None:
+        """Write the DLQ copy, then free the unique lock and tell the chain/batch; None when all is done.
+
+        A chain or batch job's failure is written down *before* its DLQ copy ("pending"), and marked
+        "written" after it: a worker that dies in between leaves a redelivery that finds the decided
+        run, writes the copy only if it may be missing, and redoes the bookkeeping — never the job.
+        """
+        involved = workflow.involved(envelope)
+        outcome = {"outcome": "failed", "kind": kind, "error": f"{type(exc).__name__}: {exc}"[:1000]}
+        if involved:
+            assert envelope is not None
+            try:
+                coordination.mark_ended(self.app, envelope, {**outcome, "dlq": "pending"})
+            except Exception:
+                log.exception("could not record the end of %s (%s); it is tried again", envelope.job, envelope.id)
+                return Release(_WORKFLOW_RETRY_DELAY_S, "its chain or batch could not be updated")
+        letter = dead_letter(
+            message, kind=kind, error=exc, attempts=message.receive_count, now=now, job_name=job_name, job_id=job_id
+        )
+        if not self._write_dlq(message, connection, letter):
+            return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
+        coordination.release_unique(self.app, envelope)  # before the bookkeeping, as on every path
+        if not involved:
+            return None
+        assert envelope is not None
+        try:
+            coordination.mark_ended(self.app, envelope, outcome)
+        except Exception:  # a redelivery may write a second copy; `failed list` shows copies as one job
+            log.exception("could not record the DLQ copy of %s (%s)", envelope.job, envelope.id)
+        return self._bookkeeping(envelope, exc)
 
     def _defer(
         self, message: ReceivedMessage, connection: Connection, envelope: Envelope, remaining: float
@@ -338,25 +391,21 @@ class Runner:
         )
         return Defer(hop)
 
-    def _workflow(self, envelope: Envelope | None, error: BaseException | None, kind: str = "") -> Release | None:
-        """Chain and batch bookkeeping for a job whose run is decided (error None: it succeeded).
+    def _workflow(self, envelope: Envelope | None) -> Release | None:
+        """Chain and batch bookkeeping for a job that succeeded.
 
         The decision is written down first, so if the store or SQS refuses what follows, the
         message comes back (a Release) and `begin` redoes only the bookkeeping — the job does
-        not run again and no second DLQ copy is written.
+        not run again.
         """
         if envelope is None or not workflow.involved(envelope):
             return None
         try:
-            if error is None:
-                coordination.mark_ended(self.app, envelope, {"outcome": "ok"})
-            else:
-                text = f"{type(error).__name__}: {error}"[:1000]
-                coordination.mark_ended(self.app, envelope, {"outcome": "failed", "kind": kind, "error": text})
+            coordination.mark_ended(self.app, envelope, {"outcome": "ok"})
         except Exception:
             log.exception("could not record the end of %s (%s); it is tried again", envelope.job, envelope.id)
             return Release(_WORKFLOW_RETRY_DELAY_S, "its chain or batch could not be updated")
-        return self._bookkeeping(envelope, error)
+        return self._bookkeeping(envelope, None)
 
     def _bookkeeping(self, envelope: Envelope, error: BaseException | None) -> Release | None:
         try:
@@ -372,10 +421,26 @@ class Runner:
             return Release(_WORKFLOW_RETRY_DELAY_S, "its chain or batch could not be updated")
         return None
 
-    def _settle_again(self, message: ReceivedMessage, envelope: Envelope, decided: dict[str, str]) -> Decision:
+    def _settle_again(
+        self, message: ReceivedMessage, connection: Connection, envelope: Envelope, decided: dict[str, str]
+    ) -> Decision:
         """A redelivered job whose run was already decided: finish its bookkeeping, never run it."""
         failed = decided.get("outcome") != "ok"
         error = JobFailedError(decided.get("error", "")) if failed else None
+        if error is not None and decided.get("dlq") == "pending":
+            # The worker that decided it died around its DLQ write: write it (again, at worst).
+            letter = dead_letter(
+                message,
+                kind=decided.get("kind") or "failed",
+                error=error,
+                attempts=message.receive_count,
+                now=self.app.clock(),
+                job_name=envelope.job,
+                job_id=envelope.id,
+            )
+            if not self._write_dlq(message, connection, letter):
+                return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
+            coordination.mark_ended(self.app, envelope, {k: v for k, v in decided.items() if k != "dlq"})
         held = self._bookkeeping(envelope, error)
         if held is not None:
             return held
@@ -434,6 +499,10 @@ class Runner:
                 delay=delay,
             )
         )
+
+
+def cls_name(job: Job) -> str:
+    return type(job).job_name
 
 
 async def _await(awaitable: object) -> None:

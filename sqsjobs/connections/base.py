@@ -54,8 +54,10 @@ class ReceivedMessage:
     received_at: float = 0.0
     #: Set when the body was fetched from S3 (see sqsjobs.payloads); `body` is then the real one.
     pointer: PayloadPointer | None = None
-    #: Why an offloaded body could not be fetched; the runner fails such a message for good.
+    #: Why an offloaded body could not be fetched; the runner fails such a message for good...
     payload_error: str = ""
+    #: ... unless the cause may pass (S3 throttling, a 5xx, a timeout): then it is tried again later.
+    payload_retry: bool = False
 
 
 @dataclass(slots=True)

@@ -137,9 +137,13 @@ class SqsConnection:
         params = entry_params(message)
         params.pop("Id")
         params.pop("DelaySeconds", None)
+        # SQS refuses group and deduplication ids on a standard queue, and requires them on FIFO.
         if info.dlq_url.endswith(".fifo"):
             params.setdefault("MessageGroupId", "failed")
             params.setdefault("MessageDeduplicationId", message.deduplication_id or message.entry_id)
+        else:
+            params.pop("MessageGroupId", None)
+            params.pop("MessageDeduplicationId", None)
         self.client.send_message(QueueUrl=info.dlq_url, **params)
 
     # -- receiving ----------------------------------------------------------------------
@@ -154,7 +158,7 @@ class SqsConnection:
         now = time.time()
         messages = [received(queue, raw, now) for raw in response.get("Messages", [])]
         for message in messages:
-            self.payloads.resolve(message)
+            self.payloads.resolve(message)  # never raises: a bad pointer is that message's problem only
         return messages
 
     def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
