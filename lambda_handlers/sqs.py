@@ -23,6 +23,7 @@ was released is a normal outcome here, not an invocation error.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 from aws_lambda_powertools.utilities.batch import (
@@ -136,7 +137,15 @@ class SqsHandler:
         for message, seconds in items:
             by_queue.setdefault(message.queue, []).append((message, seconds))
         for queue, entries in by_queue.items():
-            self.app.connection.change_visibility(queue, entries)
+            try:
+                self.app.connection.change_visibility(queue, entries)
+            except Exception:
+                # These records are reported as failures either way; they come back when the queue's
+                # visibility timeout ends instead. Raising here would replace the partial-batch
+                # response and re-run the whole batch.
+                logging.getLogger("sqsjobs.lambda").exception(
+                    "could not set the visibility of %d record(s) on %s", len(entries), queue
+                )
 
 
 handler = SqsHandler()
