@@ -1,11 +1,14 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11+: `make demo` and `make test`.
+# The probe prints nothing but the interpreter it picks: a missing one, or a pyenv shim of a version that
+# is not installed ("pyenv: python3.13: command not found"), is skipped silently.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 \
+	&& { echo $$p; break; }; done 2>/dev/null)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit e2e bench soak clean
+.PHONY: demo test lint typecheck unit e2e bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "sqsjobs needs Python 3.11 or newer on PATH"; exit 1; }
@@ -35,6 +38,12 @@ e2e: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+fuzz: $(STAMP)
+	SQSJOBS_FUZZ_PROFILE=long $(BIN)/python -m pytest -q tests/fuzz
+
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -6,25 +6,32 @@ original body back to its source queue as a fresh message (same job id,
 attempts reset, as design §7 allows) and only then deletes the DLQ copy: a
 crash in between duplicates, never loses. A body offloaded to S3 is shown
 resolved; its object is deleted with the DLQ copy (a retry stores a fresh one).
+
+One job may have several DLQ copies (a worker died between the DLQ write and
+the delete; a DLQ send timed out after it had succeeded; a retry crashed before
+its delete). They are one failed job, keyed by job id (the `sqsjobs.job_id`
+attribute, else the envelope's id, else the message id): listed once with a
+count, retried once, forgotten together. Copies share one S3 object, which is
+deleted once, when no remaining copy and no retried message points at it.
 """
 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from . import aws, coordination
 from .app import App
-from .connections.base import OutgoingMessage
+from .connections.base import OutgoingMessage, PayloadPointer, ReceivedMessage
 from .connections.sqs import SqsConnection, received
 from .envelope import decode
 from .errors import BadMessageError, ConfigurationError
-from .failures import FailedJob
+from .failures import PREFIX, FailedJob
 from .payloads import carried
 from .provisioning import known_queues
 from .timing import parse_iso, utc_iso
@@ -32,6 +39,43 @@ from .timing import parse_iso, utc_iso
 log = logging.getLogger("sqsjobs.failed")
 
 _SCAN_VISIBILITY_S = 30
+
+
+@dataclasses.dataclass(slots=True)
+class CollectedFailedJob(FailedJob):
+    """A failed job as the commands show it: one per job id, with how many DLQ copies it has."""
+
+    copies: int = 1
+
+    @classmethod
+    def of(cls, job: FailedJob) -> CollectedFailedJob:
+        return cls(**{f.name: getattr(job, f.name) for f in dataclasses.fields(FailedJob)})
+
+
+def read_failed_job(message: ReceivedMessage) -> FailedJob:
+    """`FailedJob.from_message`, for any message a DLQ may hold (anyone can send to a DLQ).
+
+    A non-numeric `sqsjobs.attempts` or a body nested too deep for `json` is read as
+    "unknown" instead of stopping every command that lists the DLQ.
+    """
+    try:
+        return FailedJob.from_message(message)
+    except (ValueError, RecursionError):
+        attributes = dict(message.attributes)
+        if not attributes.get(PREFIX + "attempts", "0").isdigit():
+            attributes.pop(PREFIX + "attempts", None)
+        probe = dataclasses.replace(message, attributes=attributes)
+        try:
+            job = FailedJob.from_message(probe)
+        except RecursionError:
+            job = FailedJob.from_message(dataclasses.replace(probe, body=""))
+        job.body, job.message = message.body, message
+        return job
+
+
+def _preferred(a: FailedJob, b: FailedJob) -> FailedJob:
+    """The copy that says most: one with the failure reason over a redrive copy, then the latest failure."""
+    return max(a, b, key=lambda j: (j.reason != "redrive", j.failed_at))
 
 
 class FailedJobs:
@@ -80,7 +124,7 @@ class FailedJobs:
                     seen.add(item["MessageId"])
                     message = received(name, item)
                     self.connection.payloads.resolve(message)
-                    yield dlq_url, FailedJob.from_message(message)
+                    yield dlq_url, read_failed_job(message)
 
     def _visible(self, dlq_url: str) -> int:
         attrs = self._sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
@@ -97,52 +141,101 @@ class FailedJobs:
                 ],
             )
 
-    def list(self, queue: str | None = None) -> builtins.list[FailedJob]:
-        """Every failed job, oldest failure first."""
+    def list(self, queue: str | None = None) -> builtins.list[CollectedFailedJob]:
+        """Every failed job once (its copies counted), oldest failure first."""
         found: dict[str, builtins.list[FailedJob]] = {}
+        jobs: dict[str, CollectedFailedJob] = {}
         for dlq_url, job in self._scan(queue):
             found.setdefault(dlq_url, []).append(job)
-        for dlq_url, jobs in found.items():
-            self._restore(dlq_url, jobs)
-        return sorted((j for jobs in found.values() for j in jobs), key=lambda j: j.failed_at)
+            seen = jobs.get(job.id)
+            if seen is None:
+                jobs[job.id] = CollectedFailedJob.of(job)
+                continue
+            best = CollectedFailedJob.of(_preferred(seen, job))
+            best.copies = seen.copies + 1
+            jobs[job.id] = best
+        for dlq_url, copies in found.items():
+            self._restore(dlq_url, copies)
+        return sorted(jobs.values(), key=lambda j: j.failed_at)
 
-    def find(self, job_id: str) -> FailedJob | None:
+    def find(self, job_id: str) -> CollectedFailedJob | None:
         return next((j for j in self.list() if j.id == job_id), None)
 
     # -- changing ----------------------------------------------------------------------
-    def retry(self, ids: builtins.list[str] | None = None, *, queue: str | None = None) -> builtins.list[FailedJob]:
-        """Send failed jobs back to their source queues. `ids=None` retries all (of `queue`)."""
+    def retry(
+        self, ids: builtins.list[str] | None = None, *, queue: str | None = None
+    ) -> builtins.list[CollectedFailedJob]:
+        """Send failed jobs back to their source queues, once per job id, and delete all their copies.
+
+        `ids=None` retries all (of `queue`).
+        """
         wanted = set(ids) if ids else None
         return self._consume(queue, wanted, self._resend)
 
     def forget(self, job_id: str) -> bool:
-        return bool(self._consume(None, {job_id}, lambda job: None))
+        """Delete every DLQ copy of a failed job."""
+        return bool(self._consume(None, {job_id}, lambda job: False))
 
     def flush(self, queue: str | None = None) -> int:
-        """Delete every failed job (of `queue`). Returns how many were deleted."""
-        return len(self._consume(queue, None, lambda job: None))
+        """Delete every failed job (of `queue`). Returns how many jobs (not copies) were deleted."""
+        return len(self._consume(queue, None, lambda job: False))
 
-    def _consume(self, queue: str | None, wanted: set[str] | None, action: Any) -> builtins.list[FailedJob]:
-        done: builtins.list[FailedJob] = []
+    def _consume(
+        self, queue: str | None, wanted: set[str] | None, action: Callable[[FailedJob], bool]
+    ) -> builtins.list[CollectedFailedJob]:
+        """Apply `action` to one copy of each wanted job, then delete every copy of the jobs it succeeded for.
+
+        `action` returns whether the message it sent points at the copy's S3 object. Objects are
+        deleted after the scan, and only those no kept copy and no sent message points at.
+        """
+        done: dict[str, CollectedFailedJob] = {}
         keep: dict[str, builtins.list[FailedJob]] = {}
+        later: dict[str, builtins.list[tuple[str, FailedJob]]] = {}  # copies seen before their job was done
+        released: dict[tuple[str, str], PayloadPointer] = {}  # S3 objects of deleted copies
+        in_use: set[tuple[str, str]] = set()  # S3 objects a kept copy or a sent message points at
+
+        def keep_copy(dlq_url: str, job: FailedJob) -> None:
+            keep.setdefault(dlq_url, []).append(job)
+            if job.message.pointer is not None:
+                in_use.add((job.message.pointer.bucket, job.message.pointer.key))
+
+        def delete_copy(dlq_url: str, job: FailedJob) -> None:
+            self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=job.message.receipt_handle)
+            if job.message.pointer is not None:
+                pointer = job.message.pointer
+                released[(pointer.bucket, pointer.key)] = pointer
+
         for dlq_url, job in self._scan(queue):
             if wanted is not None and job.id not in wanted:
-                keep.setdefault(dlq_url, []).append(job)
+                keep_copy(dlq_url, job)
+                continue
+            if job.id in done:
+                delete_copy(dlq_url, job)  # one more copy of a job already handled
+                done[job.id].copies += 1
                 continue
             try:
-                still_pointed_at = bool(action(job))
+                still_pointed_at = action(job)
             except Exception:
                 log.exception("could not act on failed job %s; it stays in the DLQ", job.id)
-                keep.setdefault(dlq_url, []).append(job)
+                later.setdefault(job.id, []).append((dlq_url, job))
                 continue
-            self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=job.message.receipt_handle)
-            if job.message.pointer is not None and not still_pointed_at:
-                # Forgotten, or retried with a fresh body of its own: this copy's S3 body is done.
-                self.connection.payloads.delete(job.message.pointer)
-            done.append(job)
+            if still_pointed_at and job.message.pointer is not None:
+                in_use.add((job.message.pointer.bucket, job.message.pointer.key))
+            delete_copy(dlq_url, job)
+            collected = done[job.id] = CollectedFailedJob.of(job)
+            # Copies met before one of them could be acted on go with it.
+            for url, earlier in later.pop(job.id, []):
+                delete_copy(url, earlier)
+                collected.copies += 1
+        for copies in later.values():
+            for dlq_url, job in copies:
+                keep_copy(dlq_url, job)
         for dlq_url, jobs in keep.items():
             self._restore(dlq_url, jobs)
-        return done
+        for key, pointer in released.items():
+            if key not in in_use:
+                self.connection.payloads.delete(pointer)
+        return builtins.list(done.values())
 
     def _resend(self, job: FailedJob) -> bool:
         """Send a failed job back; True when the new message points at this copy's S3 object."""

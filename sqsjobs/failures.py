@@ -127,7 +127,7 @@ class FailedJob:
             error_type=attrs.get("error_type", ""),
             error=attrs.get("error", "moved by the queue's redrive policy (the consumer never decided)"),
             traceback=attrs.get("traceback", ""),
-            attempts=int(attrs.get("attempts", "0") or 0),
+            attempts=_count(attrs.get("attempts", "")),
             body=message.body,
             message=message,
         )
@@ -141,8 +141,13 @@ def _peek(body: str) -> dict[str, str]:
     """Best-effort id/job/queue from a body that may not be an envelope at all."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
         return {}
     return {k: v for k in ("id", "job", "queue") if isinstance(v := data.get(k), str)}
+
+
+def _count(text: str) -> int:
+    """An attribute anyone with send rights on the DLQ can write: junk reads as 0."""
+    return int(text) if text.isdigit() and len(text) < 10 else 0

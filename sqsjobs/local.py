@@ -6,9 +6,11 @@ development dependency and never loaded by workers or Lambda handlers.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
+import threading
 from typing import Any
 
 LOCAL_CREDENTIALS = {
@@ -48,9 +50,36 @@ class LocalAws:
     def env(self) -> dict[str, str]:
         return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint}
 
-    def start(self) -> LocalAws:
-        self._server.start()
+    def start(self, timeout: float = 30) -> LocalAws:
+        """Start serving; a busy port (or a server that never comes up) is a ConfigurationError, never a hang."""
+        from .errors import ConfigurationError
+
+        self._check_port()
+        # moto's start() waits for a "ready" event that a failed bind never sets: wait here, bounded.
+        starter = threading.Thread(target=self._server.start, daemon=True, name="sqsjobs-local-start")
+        starter.start()
+        starter.join(timeout)
+        if starter.is_alive():
+            raise ConfigurationError(
+                f"the local AWS did not start on {self.host}:{self.port} within {timeout:.0f} s; "
+                "is the port in use? pass another --port"
+            )
         return self
+
+    def _check_port(self) -> None:
+        from .errors import ConfigurationError
+
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+            try:
+                sock.bind((self.host, self.port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigurationError(
+                        f"port {self.port} on {self.host} is already in use (another `sqsjobs local`?); "
+                        "stop that process or pass another --port"
+                    ) from None
+                raise ConfigurationError(f"cannot listen on {self.host}:{self.port} ({exc.strerror})") from None
 
     def stop(self) -> None:
         self._server.stop()

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from .errors import ConfigurationError
 
 ConnectionName = Literal["sqs", "sync", "memory", "null"]
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -74,6 +75,17 @@ class Settings(BaseSettings):
     max_receive_count: int = Field(default=10, ge=2, le=1000)
     visibility_timeout: int = Field(default=60, ge=5, le=43200)
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _parse_log_level(cls, value: Any) -> Any:
+        """A `logging` level name, any case (`debug`, `INFO`, ...); anything else fails at start-up."""
+        if isinstance(value, str):
+            name = value.strip().upper()
+            if name not in _LOG_LEVELS:
+                raise ValueError(f"{value!r} is not a log level; use one of {', '.join(_LOG_LEVELS)}")
+            return name
+        return value
+
     @field_validator("queues", mode="before")
     @classmethod
     def _parse_queues(cls, value: Any) -> Any:
@@ -125,7 +137,9 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         # loc[0] is the field; deeper parts name union branches, which mean nothing to a reader.
-        problems = "; ".join(f"SQSJOBS_{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(
+            f"SQSJOBS_{str(err['loc'][0]).upper()}: {err['msg'].removeprefix('Value error, ')}" for err in exc.errors()
+        )
         raise ConfigurationError(f"invalid sqsjobs settings — {problems}") from exc
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"SQSJOBS_QUEUES is not valid JSON ({exc}); use `a,b` or a JSON object") from exc

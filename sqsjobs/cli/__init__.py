@@ -1,10 +1,17 @@
-"""`sqsjobs`: the command line. One small module per verb group."""
+"""`sqsjobs`: the command line. One small module per verb group.
+
+Every verb runs inside `common.reported()`: expected failures (configuration, AWS not
+reachable, no credentials) print one line and exit with a documented code (docs/cli.md).
+"""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
 from . import batches, failed, infra, work
+from .common import guard_all, set_debug
 
 cli = typer.Typer(
     name="sqsjobs",
@@ -13,14 +20,30 @@ cli = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     add_completion=False,
+    epilog="Exit codes: 0 done, 1 not found / `check` found errors / `work`: a job could not be interrupted, "
+    "2 usage or configuration, 3 AWS unreachable or no credentials/region, 12 `work --memory` limit. "
+    "See docs/cli.md.",
 )
+
+
+@cli.callback()
+def _root(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", envvar="SQSJOBS_DEBUG", help="Show the traceback behind an error (SQSJOBS_DEBUG=1)."),
+    ] = False,
+) -> None:
+    set_debug(debug)
+
+
 cli.command("work", epilog=work.EXAMPLES)(work.work)
 cli.add_typer(failed.group, name="failed")
 cli.add_typer(batches.group, name="batches")
 cli.command("local", epilog=infra.LOCAL_EXAMPLES)(infra.local)
 cli.command("provision", epilog=infra.PROVISION_EXAMPLES)(infra.provision)
 cli.command("check", epilog=infra.CHECK_EXAMPLES)(infra.check)
+guard_all(cli)
 
 
 def main() -> None:
-    cli()
+    cli(prog_name="sqsjobs")

@@ -9,12 +9,13 @@ from typing import Annotated
 import typer
 from botocore.exceptions import ClientError
 from rich.table import Table
+from rich.text import Text
 
 from ..app import App
 from ..batches import BATCH_TTL_S, Batch, find_batch, list_batches, prune_batches
 from ..errors import ConfigurationError
 from ..stores.memory import MemoryStore
-from .common import AppOption, build_app, console, err_console, reported
+from .common import AppOption, build_app, clean, console, err_console, text
 
 group = typer.Typer(
     help="Inspect batches (progress, counts, failed job ids) and prune old batch records.",
@@ -34,7 +35,7 @@ _STATE_STYLE = {"finished": "green", "cancelled": "yellow", "running": "cyan"}
 @group.command("list")
 def list_(app: AppOption = None) -> None:
     """List batches, newest first: progress, counts and state."""
-    with reported(), _store(app) as application:
+    with _store(app) as application:
         batches = list_batches(application)
     if not batches:
         console.print("No batches.")
@@ -49,15 +50,15 @@ def list_(app: AppOption = None) -> None:
     table.add_column("created at", no_wrap=True)
     for found in batches:
         table.add_row(
-            found.id,
-            found.name,
+            text(found.id),
+            text(found.name),
             f"{found.progress}%",
             str(found.total),
             str(found.processed),
             str(found.failed),
             str(found.pending),
             _styled_state(found),
-            found.created_at,
+            text(found.created_at),
         )
     console.print(table)
 
@@ -67,13 +68,13 @@ def show(
     batch_id: Annotated[str, typer.Argument(help="The batch id from `batches list`.")], app: AppOption = None
 ) -> None:
     """Show one batch in full: counts, times, options and the ids of its failed jobs."""
-    with reported(), _store(app) as application:
+    with _store(app) as application:
         found = find_batch(batch_id, application)
         failed_ids = found.failed_job_ids() if found is not None else []
     if found is None:
-        err_console.print(f"No batch {batch_id} (never created, pruned, or expired).")
+        err_console.print(Text(f"No batch {clean(batch_id)} (never created, pruned, or expired)."))
         raise typer.Exit(1)
-    console.print(f"[bold]{found.name or '(no name)'}[/] {found.id}")
+    console.print(Text.assemble(text(found.name or "(no name)", style="bold"), " ", text(found.id)), soft_wrap=True)
     details = Table.grid(padding=(0, 2))
     details.add_column(style="dim")
     details.add_column()
@@ -82,18 +83,18 @@ def show(
     details.add_row(
         "jobs", f"{found.total} total, {found.processed} processed, {found.failed} failed, {found.pending} pending"
     )
-    details.add_row("created at", found.created_at)
-    details.add_row("finished at", found.finished_at or "-")
-    details.add_row("cancelled at", found.cancelled_at or "-")
+    details.add_row("created at", text(found.created_at))
+    details.add_row("finished at", text(found.finished_at or "-"))
+    details.add_row("cancelled at", text(found.cancelled_at or "-"))
     details.add_row("allow failures", "yes" if found.allow_failures else "no")
-    details.add_row("queue", found.queue or "(each job's own)")
+    details.add_row("queue", text(found.queue or "(each job's own)"))
     console.print(details)
     if not failed_ids:
         console.print("No failed jobs.")
         return
     console.print(f"[bold red]{len(failed_ids)} failed job(s)[/] [dim](see `sqsjobs failed show ID`)[/]")
     for job_id in failed_ids:
-        console.print(f"  {job_id}", soft_wrap=True, highlight=False)
+        console.print(Text("  " + clean(job_id)), soft_wrap=True, highlight=False)
 
 
 @group.command(
@@ -113,7 +114,7 @@ def prune(
     ] = None,
     app: AppOption = None,
 ) -> None:
-    with reported(), _store(app) as application:
+    with _store(app) as application:
         count = prune_batches(application, finished_hours=hours, unfinished_hours=unfinished_hours)
     console.print(f"Pruned {count} batch(es).")
 

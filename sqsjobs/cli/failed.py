@@ -1,4 +1,9 @@
-"""`sqsjobs failed ...`: the dead-letter queues as a failed-jobs store."""
+"""`sqsjobs failed ...`: the dead-letter queues as a failed-jobs store.
+
+Everything printed here that came from a message (ids, names, reasons, errors, tracebacks,
+bodies) goes through `common.text` / `common.safe`: never read as rich markup, control
+characters shown as `\\xNN`, and bodies cut to a bounded view.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,10 @@ import typer
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
-from ..failed_jobs import FailedJobs
-from .common import AppOption, QueueOption, build_app, console, err_console, reported, split
+from ..failed_jobs import CollectedFailedJob, FailedJobs
+from .common import AppOption, QueueOption, build_app, clean, console, err_console, split, text
 
 group = typer.Typer(
     help="Inspect, retry and remove failed jobs (they live in each queue's DLQ).",
@@ -27,12 +33,18 @@ group = typer.Typer(
 """,
 )
 
+#: Characters of a body `show` prints unless --full; a body may be up to 2 GiB through S3.
+BODY_CHARS = 4000
+BODY_LINES = 80
+#: Bodies up to this size are parsed and pretty-printed as JSON; larger ones are shown as text.
+_PRETTY_JSON_CHARS = 64 * 1024
+_REASON_CHARS = 120
+
 
 @group.command("list")
 def list_(app: AppOption = None, queue: QueueOption = None) -> None:
-    """List failed jobs: id, job, queue, when, why."""
-    with reported():
-        jobs = FailedJobs(build_app(app), split(queue)).list()
+    """List failed jobs, one row per job id: id, job, queue, when, why, DLQ copies."""
+    jobs = FailedJobs(build_app(app), split(queue)).list()
     if not jobs:
         console.print("No failed jobs.")
         return
@@ -41,31 +53,91 @@ def list_(app: AppOption = None, queue: QueueOption = None) -> None:
     table.add_column("id", no_wrap=True, min_width=36)
     for column in ("job", "queue", "failed at", "attempts", "reason"):
         table.add_column(column, overflow="fold")
+    table.add_column("copies", justify="right")
     for job in jobs:
-        table.add_row(job.id, job.job, job.queue, job.failed_at, str(job.attempts), _reason(job.reason, job.error))
+        table.add_row(
+            text(job.id),
+            text(job.job),
+            text(job.queue),
+            text(job.failed_at),
+            str(job.attempts),
+            text(_reason(job.reason, job.error)),
+            str(job.copies),
+        )
     console.print(table)
 
 
 @group.command("show")
 def show(
-    job_id: Annotated[str, typer.Argument(help="The job id (or message id) from `failed list`.")], app: AppOption = None
+    job_id: Annotated[str, typer.Argument(help="The job id (or message id) from `failed list`.")],
+    app: AppOption = None,
+    full: Annotated[
+        bool, typer.Option("--full", help=f"Print the whole body, not its first {BODY_CHARS} characters.")
+    ] = False,
 ) -> None:
     """Show one failed job in full: reason, traceback head and payload."""
-    with reported():
-        job = FailedJobs(build_app(app)).find(job_id)
+    job = FailedJobs(build_app(app)).find(job_id)
     if job is None:
-        err_console.print(f"No failed job {job_id}.")
+        err_console.print(Text(f"No failed job {clean(job_id)}."))
         raise typer.Exit(1)
-    console.print(f"[bold]{job.job}[/] {job.id}")
-    console.print(f"queue {job.queue}  failed at {job.failed_at}  attempts {job.attempts}")
-    console.print(f"reason [bold red]{job.reason}[/]: {job.error_type} {job.error}")
+    console.print(Text.assemble(text(job.job, style="bold"), " ", text(job.id)), soft_wrap=True)
+    console.print(
+        Text.assemble("queue ", text(job.queue), "  failed at ", text(job.failed_at), f"  attempts {job.attempts}"),
+        soft_wrap=True,
+    )
+    console.print(
+        Text.assemble(
+            "reason ",
+            text(job.reason, style="bold red"),
+            ": ",
+            text(job.error_type),
+            " ",
+            text(job.error, multiline=True),
+        ),
+    )
+    if job.copies > 1:
+        console.print(
+            f"[yellow]{job.copies} copies of this job are in the DLQ[/] (shown once; `retry` sends it once and "
+            "removes them all, `forget` removes them all)"
+        )
     if job.traceback:
-        console.print(Panel(job.traceback.rstrip(), title="traceback (innermost frames)"))
-    try:
-        body = json.dumps(json.loads(job.body), indent=2)
-        console.print(Syntax(body, "json", word_wrap=True))
-    except ValueError:
-        console.print(Panel(job.body, title="body (not JSON)"))
+        console.print(Panel(text(job.traceback.rstrip(), multiline=True), title="traceback (innermost frames)"))
+    _print_body(job, full)
+
+
+def _print_body(job: CollectedFailedJob, full: bool) -> None:
+    body = job.body
+    if len(body) <= _PRETTY_JSON_CHARS:
+        try:
+            pretty = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            shown, more = _bounded(pretty, full)
+            console.print(Syntax(clean(shown, multiline=True), "json", word_wrap=True))
+            if more:
+                console.print(_cut_note(more))
+            return
+    shown, more = _bounded(body, full)
+    console.print(Text(f"body ({len(body)} characters, not JSON):", style="bold"))
+    console.print(text(shown, multiline=True), soft_wrap=True, highlight=False)
+    if more:
+        console.print(_cut_note(more))
+
+
+def _bounded(value: str, full: bool) -> tuple[str, int]:
+    """At most BODY_CHARS characters and BODY_LINES lines of `value`, and how many characters were left out."""
+    if full:
+        return value, 0
+    shown = value[:BODY_CHARS]
+    lines = shown.split("\n")
+    if len(lines) > BODY_LINES:
+        shown = "\n".join(lines[:BODY_LINES])
+    return shown, len(value) - len(shown)
+
+
+def _cut_note(more: int) -> Text:
+    return Text(f"... {more} more characters (--full prints them all)", style="dim")
 
 
 @group.command("retry")
@@ -75,38 +147,42 @@ def retry(
     app: AppOption = None,
     queue: QueueOption = None,
 ) -> None:
-    """Send failed jobs back to their queues: same job id, attempts reset."""
+    """Send failed jobs back to their queues (once each): same job id, attempts reset; removes every DLQ copy."""
     if not job_ids and not all_ and not queue:
         err_console.print("Name job ids, or use --all / --queue.")
         raise typer.Exit(2)
-    with reported(), console.status("retrying failed jobs..."):
-        done = FailedJobs(build_app(app)).retry(job_ids or None, queue=queue)
-    console.print(f"Retried {len(done)} job(s).")
+    store = FailedJobs(build_app(app))
+    with console.status("retrying failed jobs..."):
+        done = store.retry(job_ids or None, queue=queue)
+    console.print(f"Retried {len(done)} job(s).{_copies_note(done)}")
     missing = set(job_ids or []) - {job.id for job in done}
     if missing:
-        err_console.print(f"Not found: {', '.join(sorted(missing))}")
+        err_console.print(Text(f"Not found: {', '.join(clean(m) for m in sorted(missing))}"))
         raise typer.Exit(1)
 
 
 @group.command("forget")
 def forget(job_id: Annotated[str, typer.Argument(help="The job id to delete.")], app: AppOption = None) -> None:
-    """Delete one failed job for good."""
-    with reported():
-        found = FailedJobs(build_app(app)).forget(job_id)
+    """Delete one failed job (every DLQ copy of it) for good."""
+    found = FailedJobs(build_app(app)).forget(job_id)
     if not found:
-        err_console.print(f"No failed job {job_id}.")
+        err_console.print(Text(f"No failed job {clean(job_id)}."))
         raise typer.Exit(1)
-    console.print(f"Forgot {job_id}.")
+    console.print(Text(f"Forgot {clean(job_id)}."))
 
 
 @group.command("flush")
 def flush(app: AppOption = None, queue: QueueOption = None) -> None:
     """Delete every failed job (of --queue)."""
-    with reported():
-        count = FailedJobs(build_app(app)).flush(queue)
+    count = FailedJobs(build_app(app)).flush(queue)
     console.print(f"Deleted {count} failed job(s).")
 
 
+def _copies_note(done: list[CollectedFailedJob]) -> str:
+    copies = sum(job.copies for job in done)
+    return f" Removed {copies} DLQ copies." if copies > len(done) else ""
+
+
 def _reason(reason: str, error: str) -> str:
-    text = f"{reason}: {error}" if error else reason
-    return text if len(text) <= 120 else text[:117] + "..."
+    line = f"{reason}: {error}" if error else reason
+    return line if len(line) <= _REASON_CHARS else line[: _REASON_CHARS - 3] + "..."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from typing import Annotated
@@ -13,7 +14,7 @@ from rich.table import Table
 from ..provisioning import check as check_queues
 from ..provisioning import known_queues
 from ..provisioning import provision as provision_all
-from .common import AppOption, QueueOption, build_app, console, reported, split
+from .common import AppOption, QueueOption, build_app, console, split, text
 
 LOCAL_EXAMPLES = """[bold]Examples[/]
 
@@ -39,16 +40,18 @@ def local(
     """Start a local AWS (moto) on 127.0.0.1 and print the exports that point at it."""
     from ..local import LocalAws
 
+    application = build_app(app, needs_aws=False)  # settings and jobs first: a mistake there starts nothing
     server = LocalAws(port=port).start()
     server.export()
-    with reported():
-        application = build_app(app)
-        if provision:
-            provision_all(application, known_queues(application, split(queue)), report=console.print)
-    console.print("\n[bold]Local AWS is running.[/] In another shell:\n")
+    if provision:
+        provision_all(application, known_queues(application, split(queue)), report=_report)
+    console.print(f"\n[bold]Local AWS is running[/] (pid {os.getpid()}). In another shell:\n")
     for key, value in server.env.items():
-        console.print(f"export {key}={value}", highlight=False, soft_wrap=True)
-    console.print("\nCtrl-C stops it (its data is kept in memory only).")
+        console.print(text(f"export {key}={value}"), highlight=False, soft_wrap=True)
+    console.print(
+        f"\nCtrl-C stops it, or `kill {os.getpid()}` (`kill %1` if you started it with `&` in this shell). "
+        "Its data is kept in memory only."
+    )
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with contextlib.suppress(KeyboardInterrupt):
@@ -58,16 +61,14 @@ def local(
 
 def provision(app: AppOption = None, queue: QueueOption = None) -> None:
     """Create or update queues (each with a DLQ and redrive policy), the table and the bucket."""
-    with reported():
-        application = build_app(app)
-        provision_all(application, known_queues(application, split(queue)), report=console.print)
+    application = build_app(app)
+    provision_all(application, known_queues(application, split(queue)), report=_report)
 
 
 def check(app: AppOption = None, queue: QueueOption = None) -> None:
     """Compare settings and job classes with the real queues; print each problem and its fix."""
-    with reported():
-        application = build_app(app)
-        problems = check_queues(application, known_queues(application, split(queue)))
+    application = build_app(app)
+    problems = check_queues(application, known_queues(application, split(queue)))
     if not problems:
         console.print("[green]All queues fit the settings and jobs.[/]")
         return
@@ -76,7 +77,12 @@ def check(app: AppOption = None, queue: QueueOption = None) -> None:
         table.add_column(column, overflow="fold")
     for p in problems:
         colour = "red" if p.severity == "error" else "yellow"
-        table.add_row(p.queue, f"[{colour}]{p.severity}[/]", p.problem, p.fix)
+        table.add_row(text(p.queue), text(p.severity, style=colour), text(p.problem), text(p.fix))
     console.print(table)
     if any(p.severity == "error" for p in problems):
         raise typer.Exit(1)
+
+
+def _report(line: str) -> None:
+    """Progress lines of `provision` (names from settings, never markup)."""
+    console.print(text(line), highlight=False, soft_wrap=True)

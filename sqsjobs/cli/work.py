@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..worker import Worker, WorkerOptions
-from .common import AppOption, QueueOption, build_app, reported, split
+from .common import AppOption, QueueOption, build_app, split
 
 EXAMPLES = """[bold]Examples[/]
 
@@ -21,7 +21,7 @@ EXAMPLES = """[bold]Examples[/]
 
 SIGTERM or Ctrl-C: stop receiving, return held messages at once, finish running jobs, exit 0.
 Exit codes: 0 stopped, 1 a job could not be interrupted after its timeout, 2 configuration error,
-12 memory limit reached.
+3 AWS unreachable or no credentials/region, 12 memory limit reached.
 """
 
 
@@ -46,20 +46,19 @@ def work(
     log_format: Annotated[str | None, typer.Option(help="text or json (SQSJOBS_LOG_FORMAT).")] = None,
 ) -> None:
     """Run jobs from one or more queues until stopped."""
-    with reported():
-        application = build_app(app, tries=tries, timeout=timeout, log_format=log_format)
-        options = WorkerOptions(
-            queues=split(queue) or list(application.settings.queues) or [application.settings.default_queue],
-            concurrency=concurrency,
-            prefetch=prefetch,
-            sleep=sleep,
-            timeout=timeout,
-            memory_mb=memory,
-            max_jobs=max_jobs,
-            max_time=max_time,
-            stop_when_empty=stop_when_empty,
-            once=once,
-            event_loop=async_,
-        )
-        code = Worker(application, options).run()
+    application = build_app(app, tries=tries, timeout=timeout, log_format=log_format)
+    options = WorkerOptions(
+        queues=split(queue) or list(application.settings.queues) or [application.settings.default_queue],
+        concurrency=concurrency,
+        prefetch=prefetch,
+        sleep=sleep,
+        timeout=timeout,
+        memory_mb=memory,
+        max_jobs=max_jobs,
+        max_time=max_time,
+        stop_when_empty=stop_when_empty,
+        once=once,
+        event_loop=async_,
+    )
+    code = Worker(application, options).run()
     raise typer.Exit(code)

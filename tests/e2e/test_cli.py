@@ -110,3 +110,59 @@ def test_check_flags_a_max_receive_count_that_does_not_exceed_tries(e2e: E2E) ->
     found = e2e.cli("check", "--queue", "default")
     assert found.returncode == 1, found.stdout + found.stderr
     assert "maxReceiveCount 3 does not exceed" in found.stdout
+
+
+def test_failed_list_and_show_print_message_content_as_text_never_markup_or_escapes(e2e: E2E) -> None:
+    """A job name with `[/x]` crashed `failed list`; ESC from a JSON body would reach the terminal."""
+    e2e.setup()
+    sqs = aws.client("sqs")
+    url = dlq_url(e2e.app, "default")
+    body = json.dumps(
+        {"v": 1, "id": "job-[/x]", "job": "[/x]\x1b[2Jevil", "payload": {}, "queue": "default", "dispatched_at": ""}
+    )
+    sqs.send_message(QueueUrl=url, MessageBody=body)
+    junk = ("[/x] \x9b31m \u202e junk \U0001f600 [bold]" * 8000)[:300_000]
+    junk_id = sqs.send_message(QueueUrl=url, MessageBody=junk)["MessageId"]
+
+    listed = e2e.cli("failed", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in listed.stderr
+    assert "[/x]\\x1b[2Jevil" in listed.stdout
+    assert "\x1b" not in listed.stdout and "\x9b" not in listed.stdout
+    assert junk_id in listed.stdout
+
+    shown = e2e.cli("failed", "show", "job-[/x]")
+    assert shown.returncode == 0, shown.stderr
+    assert "[/x]\\x1b[2Jevil" in shown.stdout
+
+    junk_shown = e2e.cli("failed", "show", junk_id)
+    assert junk_shown.returncode == 0, junk_shown.stderr
+    assert "more characters" in junk_shown.stdout
+    assert len(junk_shown.stdout) < 20_000
+    assert "\x9b" not in junk_shown.stdout and "\u202e" not in junk_shown.stdout
+
+
+def test_copies_of_one_failed_job_are_one_row_one_retry_and_all_removed(e2e: E2E) -> None:
+    e2e.setup()
+    (e2e.dir / "flag").touch()
+    job = e2e.dispatch(FailsWhileFlagged())
+    assert e2e.worker("--stop-when-empty").wait(30) == 0
+    sqs = aws.client("sqs")
+    url = dlq_url(e2e.app, "default")
+    (letter,) = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"], VisibilityTimeout=0)["Messages"]
+    # A worker that died between the DLQ write and the delete writes the same copy again.
+    sqs.send_message(QueueUrl=url, MessageBody=letter["Body"], MessageAttributes=letter["MessageAttributes"])
+    assert e2e.dlq_depth() == 2
+
+    listed = e2e.cli("failed", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count(job.job_id) == 1
+    assert "1 failed job(s)" in listed.stdout
+    assert "2 copies" in e2e.cli("failed", "show", job.job_id).stdout
+
+    (e2e.dir / "flag").unlink()
+    retried = e2e.cli("failed", "retry", job.job_id)
+    assert retried.returncode == 0, retried.stderr
+    assert "Retried 1 job(s)" in retried.stdout
+    assert e2e.dlq_depth() == 0
+    assert e2e.queue_depth() == 1, "sent back once"

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
-from typing import ClassVar
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import pytest
 from typer.testing import CliRunner
 
 from sqsjobs import App, Job, aws
 from sqsjobs.cli import cli
+from sqsjobs.connections.base import ReceivedMessage
 from sqsjobs.failed_jobs import FailedJobs
+from sqsjobs.provisioning import provision
 from sqsjobs.worker import Worker, WorkerOptions
-from tests.helpers import counts, dead_letters, drain, queue_url
+from tests.helpers import counts, dead_letters, dlq_url, drain, queue_url
+
+
+def s3_requests(action: str) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    aws.client("s3").meta.events.register(f"provide-client-params.s3.{action}", lambda params, **_: seen.append(params))
+    return seen
 
 
 class Broken(Job, name="failed.broken"):
@@ -124,3 +133,134 @@ def test_the_cli_lists_shows_retries_forgets_and_flushes(sqs_app: App, monkeypat
     assert flushed.exit_code == 0 and "Deleted 1" in flushed.output
     assert dead_letters(sqs_app) == []
     assert len(drain(queue_url(sqs_app, "default"))) == 1
+
+
+# -- several DLQ copies of one job ------------------------------------------------------------------
+
+
+def duplicate_dlq_copies(app: App, extra: int = 1) -> str:
+    """One failed job with `extra` more copies of its DLQ message (a worker that died after the DLQ
+    write, a DLQ send that timed out after succeeding): same body, same attributes."""
+    (job_id,) = [Broken(order=1).dispatch().job_id]
+    work(app)
+    (letter,) = dead_letters(app)  # hidden for 30 s by this read: send the copies, then make it visible
+    sqs = aws.client("sqs")
+    url = dlq_url(app, "default")
+    for _ in range(extra):
+        sqs.send_message(QueueUrl=url, MessageBody=letter["Body"], MessageAttributes=letter["MessageAttributes"])
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=letter["ReceiptHandle"], VisibilityTimeout=0)
+    return job_id
+
+
+def test_copies_of_one_job_are_listed_once_with_their_count(sqs_app: App) -> None:
+    job_id = duplicate_dlq_copies(sqs_app, extra=2)
+    (job,) = FailedJobs(sqs_app).list()
+    assert (job.id, job.copies, job.reason) == (job_id, 3, "tries_exhausted")
+    assert FailedJobs(sqs_app).find(job_id) is not None
+    assert len(dead_letters(sqs_app)) == 3, "listing leaves every copy in place"
+
+
+def test_retry_of_a_job_with_copies_sends_it_once_and_removes_every_copy(sqs_app: App) -> None:
+    job_id = duplicate_dlq_copies(sqs_app, extra=2)
+    Broken.fixed = True
+    Broken.runs.clear()
+    (retried,) = FailedJobs(sqs_app).retry([job_id])
+    assert (retried.id, retried.copies) == (job_id, 3)
+    assert dead_letters(sqs_app) == []
+    assert counts(sqs_app, "default")["ApproximateNumberOfMessages"] == 1
+    work(sqs_app)
+    assert Broken.runs == [(job_id, 1)]
+
+
+def test_forget_and_flush_remove_every_copy(sqs_app: App) -> None:
+    job_id = duplicate_dlq_copies(sqs_app)
+    assert FailedJobs(sqs_app).forget(job_id) is True
+    assert dead_letters(sqs_app) == []
+    duplicate_dlq_copies(sqs_app)
+    assert FailedJobs(sqs_app).flush() == 1, "one job, however many copies"
+    assert dead_letters(sqs_app) == []
+    assert counts(sqs_app, "default")["ApproximateNumberOfMessages"] == 0
+
+
+def test_a_redrive_copy_and_a_reasoned_copy_of_one_job_are_one_failed_job(sqs_app: App) -> None:
+    """The redrive copy has no attributes: its envelope id makes it the same job; the reason comes from the other."""
+    job_id = duplicate_dlq_copies(sqs_app, extra=0)
+    (letter,) = dead_letters(sqs_app)
+    sqs = aws.client("sqs")
+    sqs.send_message(QueueUrl=dlq_url(sqs_app, "default"), MessageBody=letter["Body"])  # as a redrive moves it
+    sqs.change_message_visibility(
+        QueueUrl=dlq_url(sqs_app, "default"), ReceiptHandle=letter["ReceiptHandle"], VisibilityTimeout=0
+    )
+    (job,) = FailedJobs(sqs_app).list()
+    assert (job.id, job.copies, job.reason) == (job_id, 2, "tries_exhausted")
+
+
+def test_messages_anyone_could_put_in_a_dlq_are_listed_not_fatal(sqs_app: App) -> None:
+    sqs = aws.client("sqs")
+    url = dlq_url(sqs_app, "default")
+    deep = "[" * 100_000  # json.loads raises RecursionError, not ValueError
+    sqs.send_message(QueueUrl=url, MessageBody=deep)
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody="plain",
+        MessageAttributes={"sqsjobs.attempts": {"DataType": "String", "StringValue": "many"}},
+    )
+    listed = FailedJobs(sqs_app).list()
+    assert sorted(j.body[:5] for j in listed) == ["[[[[[", "plain"]
+    assert {j.attempts for j in listed} == {0}
+    assert FailedJobs(sqs_app).flush() == 2
+
+
+# -- copies sharing one S3 object ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_app(moto: None, prefix: str) -> Iterator[App]:
+    app = App(
+        connection="sqs",
+        queue_prefix=prefix,
+        queues=["default"],
+        visibility_timeout=30,
+        bucket=f"{prefix}payloads",
+        payload_threshold="always",
+    )
+    provision(app, ["default"], table=False, bucket=True)
+    with app.activate():
+        yield app
+
+
+def keys(app: App) -> list[str]:
+    listed = aws.client("s3").list_objects_v2(Bucket=app.settings.bucket).get("Contents", [])
+    return sorted(o["Key"] for o in listed)
+
+
+def test_forgetting_copies_that_share_an_object_deletes_it_once_at_the_end(s3_app: App) -> None:
+    job_id = duplicate_dlq_copies(s3_app)
+    (shared,) = keys(s3_app)
+    deletes = s3_requests("DeleteObject")
+    assert FailedJobs(s3_app).forget(job_id) is True
+    assert dead_letters(s3_app) == []
+    assert keys(s3_app) == []
+    assert [d["Key"] for d in deletes] == [shared]
+
+
+def test_retrying_copies_whose_object_cannot_be_read_for_now_keeps_the_object_the_retry_points_at(
+    s3_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = duplicate_dlq_copies(s3_app, extra=2)
+    (shared,) = keys(s3_app)
+    store = FailedJobs(s3_app)
+    real_resolve = store.connection.payloads.resolve
+
+    def unreadable(message: ReceivedMessage) -> None:
+        real_resolve(message)
+        if message.pointer is not None:
+            message.body = message.pointer.body
+            message.payload_error = "S3 said no, for now"
+
+    monkeypatch.setattr(store.connection.payloads, "resolve", unreadable)
+    (retried,) = store.retry([job_id])
+    assert retried.copies == 3
+    assert dead_letters(s3_app) == []
+    assert keys(s3_app) == [shared], "the retried message points at it: it must stay"
+    assert counts(s3_app, "default")["ApproximateNumberOfMessages"] == 1

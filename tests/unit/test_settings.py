@@ -27,6 +27,7 @@ def test_physical_names_apply_prefix_and_suffix_but_keep_fifo_last() -> None:
         ("SQSJOBS_CONNECTION", "redis", "SQSJOBS_CONNECTION"),
         ("SQSJOBS_TRIES", "0", "SQSJOBS_TRIES"),
         ("SQSJOBS_QUEUES", "{not json", "SQSJOBS_QUEUES"),
+        ("SQSJOBS_LOG_LEVEL", "loud", "SQSJOBS_LOG_LEVEL"),
     ],
 )
 def test_a_wrong_value_fails_at_start_up_naming_the_variable(
@@ -35,3 +36,9 @@ def test_a_wrong_value_fails_at_start_up_naming_the_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigurationError, match=named):
         load_settings()
+
+
+def test_log_levels_are_logging_names_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQSJOBS_LOG_LEVEL", "debug")
+    assert load_settings().log_level == "DEBUG"
+    assert Settings(log_level=" Warning ").log_level == "WARNING"
