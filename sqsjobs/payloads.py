@@ -98,6 +98,15 @@ class PayloadStore:
         except ValueError as exc:
             message.payload_error = str(exc)
             return
+        if bucket != self._settings.bucket:
+            # Anyone who can send to the queue writes the pointer: reading (and, once the job is
+            # done, deleting) whatever it names would lend them this role's S3 rights.
+            message.payload_error = (
+                f"the message points at s3://{bucket}/{key[:200]}, outside the payload bucket "
+                f"{self._settings.bucket!r} (SQSJOBS_BUCKET); it was neither read nor deleted"
+            )
+            message.payload_reason = "foreign_pointer"
+            return
         message.pointer = PayloadPointer(bucket, key, _size(message.attributes.get(attribute)), message.body, attribute)
         try:
             obj = self.client.get_object(Bucket=bucket, Key=key)

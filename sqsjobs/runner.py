@@ -132,7 +132,7 @@ class Runner:
             log.warning("%s; message %s is tried again later", message.payload_error, message.message_id)
             return Release(_RETRY_DELAY_S, message.payload_error)
         if message.payload_error:
-            missing = BadMessageError("missing_payload", message.payload_error)
+            missing = BadMessageError(message.payload_reason, message.payload_error)
             return self._reject(message, connection, missing, None, now)
         try:
             envelope = decode(message.body, self.app.signing_key)

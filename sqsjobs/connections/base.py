@@ -58,6 +58,9 @@ class ReceivedMessage:
     payload_error: str = ""
     #: ... unless the cause may pass (S3 throttling, a 5xx, a timeout): then it is tried again later.
     payload_retry: bool = False
+    #: The DLQ reason for `payload_error`: `missing_payload`, or `foreign_pointer` for a pointer
+    #: outside the configured bucket (never read, never deleted).
+    payload_reason: str = "missing_payload"
 
 
 @dataclass(slots=True)

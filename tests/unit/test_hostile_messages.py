@@ -239,17 +239,37 @@ def test_a_transient_s3_error_retries_the_message_instead_of_failing_it_for_good
 
 @pytest.mark.parametrize(
     "bucket_key",
-    [("Not_A_Bucket!", "k"), ("ok-bucket", ""), ("ok-bucket", "k" * 1025), ("ok-bucket", "\ud800")],
+    [("Not_A_Bucket!", "k"), ("", ""), ("", "k" * 1025), ("", "\ud800")],
     ids=["bad bucket", "empty key", "key over 1024 bytes", "lone surrogate key"],
 )
 def test_a_pointer_no_s3_request_could_express_fails_for_good(app: App, bucket_key: tuple[str, str]) -> None:
+    bucket = bucket_key[0] or app.settings.bucket
     body = json.dumps(
-        ["software.amazon.payloadoffloading.PayloadS3Pointer", {"s3BucketName": bucket_key[0], "s3Key": bucket_key[1]}]
+        ["software.amazon.payloadoffloading.PayloadS3Pointer", {"s3BucketName": bucket, "s3Key": bucket_key[1]}]
     )
     send(app, body, MessageAttributes={"ExtendedPayloadSize": {"DataType": "Number", "StringValue": "10"}})
     work(app)
     (letter,) = dead_letters(app)
     assert letter["attrs"]["sqsjobs.reason"] == "missing_payload"
+
+
+def test_a_pointer_into_another_bucket_is_never_read_nor_deleted(app: App) -> None:
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="someone-elses")
+    s3.put_object(Bucket="someone-elses", Key="backups/db.dump", Body=json.dumps(envelope()).encode())
+    send(
+        app,
+        pointer("someone-elses", "backups/db.dump"),
+        MessageAttributes={"ExtendedPayloadSize": {"DataType": "Number", "StringValue": "10"}},
+    )
+    work(app)
+    (letter,) = dead_letters(app)
+    assert letter["attrs"]["sqsjobs.reason"] == "foreign_pointer"
+    assert Counted.runs == []
+    from sqsjobs.failed_jobs import FailedJobs
+
+    FailedJobs(app).flush()
+    assert s3.get_object(Bucket="someone-elses", Key="backups/db.dump")["Body"].read()
 
 
 # -- the store failing half way -----------------------------------------------------------------
