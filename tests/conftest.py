@@ -11,6 +11,14 @@ import pytest
 import sqsjobs
 from sqsjobs import App, aws
 from sqsjobs.provisioning import provision
+from sqsjobs.testing import aws_rules, faults
+
+# The strict-AWS-rules layer reaches every botocore/aiobotocore client created from here on, in-process
+# moto and moto-server tests alike (see docs/testing.md). Installed at import, before any test makes a client.
+aws_rules.install()
+# Fault injection is installed at once too (inert until a test adds a rule through the `faults` fixture),
+# so clients created before the fixture runs -- e.g. by `sqs_app`'s provisioning -- are reached as well.
+faults.install()
 
 _AWS_VARS = (
     "AWS_ENDPOINT_URL",
@@ -35,6 +43,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     aws.reset_clients()
+    aws_rules.reset()
     logger = logging.getLogger("sqsjobs")
     saved = (list(logger.handlers), logger.propagate, logger.level)
     yield
@@ -53,6 +62,21 @@ def moto() -> Iterator[None]:
         aws.reset_clients()
         yield
     aws.reset_clients()
+
+
+@pytest.fixture
+def faults_plan() -> Iterator[faults.FaultPlan]:
+    """Alias of `faults` for modules that import the `faults` module under that name."""
+    plan = faults.install()
+    plan.clear()
+    yield plan
+    plan.clear()
+
+
+@pytest.fixture(name="faults")
+def faults_fixture(faults_plan: faults.FaultPlan) -> faults.FaultPlan:
+    """The fault controller (sqsjobs.testing.faults), empty at the start; cleared after the test."""
+    return faults_plan
 
 
 @pytest.fixture

@@ -31,7 +31,9 @@ from sqsjobs.provisioning import provision
 from tests.helpers import dlq_url, queue_url, wait_for
 
 JOBS_MODULE = "tests.e2e.e2e_jobs"
-CLI = [sys.executable, "-c", "from sqsjobs.cli import main; main()"]
+# `sqsjobs.testing.boot` first: with SQSJOBS_TEST_STRICT=1 (set by `E2E.env`) every subprocess runs
+# under the strict-AWS-rules layer, and SQSJOBS_TEST_FAULTS (`E2E.env(faults=...)`) injects faults.
+CLI = [sys.executable, "-c", "import sqsjobs.testing.boot; from sqsjobs.cli import main; main()"]
 
 
 def _answers(endpoint: str) -> bool:
@@ -208,7 +210,8 @@ class E2E:
         )
 
     # -- subprocesses ------------------------------------------------------------------
-    def env(self, **extra: str) -> dict[str, str]:
+    def env(self, faults: str | None = None, strict: bool = True, **extra: str) -> dict[str, str]:
+        """The subprocess environment; `faults` is a SQSJOBS_TEST_FAULTS spec (see docs/testing.md)."""
         env = dict(os.environ)
         env.update(
             AWS_ENDPOINT_URL=self.endpoint,
@@ -222,7 +225,10 @@ class E2E:
             PYTHONUNBUFFERED="1",
             E2E_DIR=str(self.dir),
             COLUMNS="250",  # rich tables: never fold a job id across lines
+            SQSJOBS_TEST_STRICT="1" if strict else "0",
         )
+        if faults:
+            env["SQSJOBS_TEST_FAULTS"] = faults
         env.update(extra)
         return env
 
