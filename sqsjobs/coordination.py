@@ -10,7 +10,7 @@ function costs the minimum number of store calls its guarantee needs:
 | idempotency key | 2 — add "in progress", then put "completed" (or delete it if the run failed) |
 | step | 1 read, +1 write the first time it completes |
 | dispatch once (next chain link, batch callback) | 2 — add "sending", put "sent" |
-| a chain link or batch job ending | 1 — put "ended" (+1 read on a redelivery) |
+| a chain link, batch job or callback | 3 — read "ended" (every delivery), claim "running", put "ended" |
 """
 
 from __future__ import annotations
@@ -196,9 +196,20 @@ def ended(app: App, envelope: Envelope) -> dict[str, str] | None:
     return app.store.get(("ended", envelope.id))
 
 
+def claim_run(app: App, envelope: Envelope, message_id: str, timeout: float) -> bool:
+    """One copy of a chain/batch job runs at a time: False while another *message* with the same job
+    id holds the claim. The same message coming back (its worker died) takes its own claim over."""
+    key = ("running", envelope.id)
+    if app.store.add(key, {"owner": message_id}, ttl=timeout + _IN_PROGRESS_MARGIN_S):
+        return True
+    held = app.store.get(key)
+    return held is None or held.get("owner") == message_id
+
+
 def forget_failure(app: App, job_id: str) -> None:
     """A failed job retried from the DLQ is undecided again (a job that succeeded stays decided:
     its retry only redoes the bookkeeping)."""
     mark = app.store.get(("ended", job_id))
     if mark is not None and mark.get("outcome") != "ok":
         app.store.delete(("ended", job_id))
+        app.store.delete(("running", job_id))

@@ -52,6 +52,8 @@ _DLQ_RETRY_DELAY_S = 30
 _WORKFLOW_RETRY_DELAY_S = 10
 #: ... and when a store or S3 error kept a message from starting or settling.
 _RETRY_DELAY_S = 30
+#: ... and when another copy of the same chain/batch job is running.
+_COPY_RUNNING_DELAY_S = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,10 @@ class Runner:
         except BadMessageError as exc:
             return self._reject(message, connection, exc, envelope, now)
 
-        if (message.receive_count > 1 or envelope.extra.get("retried")) and workflow.involved(envelope):
+        involved = workflow.involved(envelope)
+        if involved:
+            # Read on every delivery: a copy of the message (an SQS duplicate, a send retried after its
+            # answer was lost, a dispatch-once takeover) arrives with receive count 1 too.
             decided = coordination.ended(self.app, envelope)
             if decided is not None:
                 return self._settle_again(message, connection, envelope, decided)
@@ -196,6 +201,11 @@ class Runner:
         if cls.unique_until_processing:
             coordination.release_unique(self.app, envelope)
 
+        if involved and not coordination.claim_run(self.app, envelope, message.message_id, self._timeout(cls)):
+            # Another copy of this chain link / batch member / callback is running now; once it is
+            # decided, this copy finds its "ended" mark and only settles.
+            log.info("%s (%s): another copy is running; this one looks again later", envelope.job, envelope.id)
+            return Release(_COPY_RUNNING_DELAY_S, "another copy of this job is running")
         start_ref = envelope.available_at or envelope.dispatched_at
         job._ctx.wait_s = max(0.0, now - _ts(start_ref, now))
         self._emit("processing", job, message)

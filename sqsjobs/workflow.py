@@ -40,5 +40,8 @@ def failed(app: App, envelope: Envelope, error: BaseException) -> None:
 
 
 def involved(envelope: Envelope | None) -> bool:
-    """Whether the job's end matters to a chain or a batch (plain jobs skip all of this)."""
-    return envelope is not None and bool(envelope.chain or envelope.batch_id)
+    """Whether the job belongs to a chain or a batch, or is one's callback: such a job runs once per
+    job id however many copies of its message arrive (plain jobs skip all of this)."""
+    return envelope is not None and bool(
+        envelope.chain or envelope.batch_id or envelope.extra.get("for_batch") or envelope.extra.get("for_chain")
+    )
