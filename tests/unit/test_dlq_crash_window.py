@@ -88,3 +88,50 @@ def test_a_batch_member_whose_worker_died_after_its_dlq_write_is_settled_not_run
     jobs = FailedJobs(app).list()
     assert len(jobs) == 2
     assert sorted(job.reason for job in jobs) == ["permanent", "permanent"]
+
+
+class Link(Job, name="crash.link"):
+    runs: ClassVar[list[int]] = []
+    n: int
+
+    def handle(self) -> None:
+        Link.runs.append(self.n)
+
+
+def copy_of(app: App, body: str) -> None:
+    """A second message with the same body, as a send retried after its answer was lost leaves."""
+    from tests.helpers import queue_url
+
+    aws.client("sqs").send_message(QueueUrl=queue_url(app, "default"), MessageBody=body)
+
+
+def test_a_copy_of_a_chain_link_arriving_later_as_a_first_delivery_only_settles(app: App) -> None:
+    from sqsjobs import Ack, chain
+
+    Link.runs.clear()
+    chain([Link(n=1), Link(n=2)]).dispatch()
+    (first,) = app.connection.receive("default", 10, 0)
+    copy_of(app, first.body)
+    assert app.runner.process(first) == Ack()
+    app.connection.delete("default", [first])
+    received = app.connection.receive("default", 10, 0)
+    copy = next(m for m in received if m.body == first.body)
+    assert copy.receive_count == 1
+    assert app.runner.process(copy) == Ack("duplicate")
+    assert Link.runs == [1]
+
+
+def test_a_copy_arriving_while_the_first_runs_waits_instead_of_running_too(app: App) -> None:
+    from sqsjobs import Release, chain
+    from sqsjobs.runner import Run
+
+    Link.runs.clear()
+    chain([Link(n=1), Link(n=2)]).dispatch()
+    (first,) = app.connection.receive("default", 10, 0)
+    copy_of(app, first.body)
+    (copy,) = app.connection.receive("default", 10, 0)
+    running = app.runner.begin(first)
+    assert isinstance(running, Run)
+    held = app.runner.begin(copy)
+    assert isinstance(held, Release) and "another copy" in held.reason
+    assert Link.runs == []
