@@ -115,10 +115,12 @@ class FailedJobs:
                     MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
                     MessageAttributeNames=["All"],
                 )
-                fresh = [m for m in response.get("Messages", []) if m["MessageId"] not in seen]
-                # A short poll samples only some SQS servers, so an empty answer is final only
-                # when the queue agrees that nothing visible is left.
-                if not fresh and not self._visible(dlq_url):
+                got = response.get("Messages", [])
+                fresh = [m for m in got if m["MessageId"] not in seen]
+                # Only messages seen already: the scan outlasted their hiding and went round; all
+                # were seen. A short poll samples only some SQS servers, so an empty answer is final
+                # only when the queue agrees that nothing visible is left.
+                if not fresh and (got or not self._visible(dlq_url)):
                     break
                 for item in fresh:
                     seen.add(item["MessageId"])

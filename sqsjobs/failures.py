@@ -56,7 +56,8 @@ def dead_letter(
     """
     attributes = {
         "reason": kind,
-        "job_id": job_id,
+        # A body that is no envelope has no job id: its source message id makes its copies one job.
+        "job_id": job_id or message.message_id,
         "job": job_name,
         "source_queue": message.queue,
         "failed_at": utc_iso(now),
