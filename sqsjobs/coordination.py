@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -196,14 +197,19 @@ def ended(app: App, envelope: Envelope) -> dict[str, str] | None:
     return app.store.get(("ended", envelope.id))
 
 
-def claim_run(app: App, envelope: Envelope, message_id: str, timeout: float) -> bool:
-    """One copy of a chain/batch job runs at a time: False while another *message* with the same job
-    id holds the claim. The same message coming back (its worker died) takes its own claim over."""
+def claim_run(app: App, envelope: Envelope, message_id: str, timeout: float) -> float:
+    """One copy of a chain/batch job runs at a time: 0 when this message may run it, else the seconds
+    until another message's claim on the job id expires. The same message coming back (its worker
+    died) takes its own claim over, with a fresh expiry."""
     key = ("running", envelope.id)
-    if app.store.add(key, {"owner": message_id}, ttl=timeout + _IN_PROGRESS_MARGIN_S):
-        return True
+    ttl = timeout + _IN_PROGRESS_MARGIN_S
+    if app.store.add(key, {"owner": message_id, "until": math.ceil(app.clock() + ttl)}, ttl=ttl):
+        return 0.0
     held = app.store.get(key)
-    return held is None or held.get("owner") == message_id
+    if held is None or held.get("owner") == message_id:
+        app.store.put(key, {"owner": message_id, "until": math.ceil(app.clock() + ttl)}, ttl=ttl)
+        return 0.0
+    return max(1.0, float(held.get("until", 0) or 0) - app.clock()) if held.get("until") else ttl
 
 
 def forget_failure(app: App, job_id: str) -> None:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from . import aws, coordination
+from . import aws, coordination, workflow
 from .app import App
 from .connections.base import OutgoingMessage, PayloadPointer, ReceivedMessage
 from .connections.sqs import SqsConnection, received
@@ -242,11 +241,10 @@ class FailedJobs:
     def _resend(self, job: FailedJob) -> bool:
         """Send a failed job back; True when the new message points at this copy's S3 object."""
         source = job.queue if job.queue != "?" else job.message.queue
-        if _in_workflow(job.body) or job.message.pointer is not None:
-            try:
-                coordination.forget_failure(self.app, job.id)  # undecided again: it may run and go on
-            except Exception:
-                log.warning("could not clear the recorded failure of %s; its retry may only settle it", job.id)
+        if self._in_workflow(job.body) or job.message.pointer is not None:
+            # Undecided again, so it may run and go on. If that cannot be written, the retry would
+            # only settle it as failed and drop it: keep it in the DLQ instead (raising does).
+            coordination.forget_failure(self.app, job.id)
         message = OutgoingMessage(body=self._fresh_body(job.body))
         reused = bool(job.message.payload_error and job.message.pointer)
         if job.message.payload_error:
@@ -278,15 +276,13 @@ class FailedJobs:
             envelope.retry_until = utc_iso(parse_iso(envelope.retry_until) + shift)
         envelope.available_at = None
         envelope.dispatched_at = utc_iso(now)
-        if envelope.chain or envelope.batch_id:
-            envelope.extra["retried"] = True  # its first delivery must look for a decided run too
+        if workflow.involved(envelope):
+            envelope.extra["retried"] = True
         return envelope.encode(self.app.signing_key)
 
-
-def _in_workflow(body: str) -> bool:
-    """Whether a body is a job of a chain or batch (it then has an "ended" mark to clear)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and bool(data.get("chain") or data.get("batch_id"))
+    def _in_workflow(self, body: str) -> bool:
+        """Whether a body is a chain/batch job or a callback (it then has an "ended" mark to clear)."""
+        try:
+            return workflow.involved(decode(body, self.app.signing_key))
+        except BadMessageError:
+            return False

@@ -188,9 +188,9 @@ def parse_pointer(body: str) -> tuple[str, str]:
     return bucket, key
 
 
-#: S3's bucket naming rules (3-63 lowercase letters, digits, dots, hyphens), so a crafted name
-#: fails here, for good, rather than inside botocore on every delivery.
-_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+#: What S3 has ever allowed as a bucket name (legacy us-east-1 names included: capitals, underscores,
+#: up to 255), so a crafted name fails here, for good, rather than inside botocore on every delivery.
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
 
 
 def _valid_key(key: str) -> bool:

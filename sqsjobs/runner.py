@@ -25,6 +25,7 @@ from .decisions import Ack, Decision, Defer, Fail, Release
 from .envelope import Envelope, decode
 from .errors import (
     BadMessageError,
+    ConfigurationError,
     JobFailedError,
     JobTimeoutError,
     MaxAttemptsExceededError,
@@ -52,8 +53,10 @@ _DLQ_RETRY_DELAY_S = 30
 _WORKFLOW_RETRY_DELAY_S = 10
 #: ... and when a store or S3 error kept a message from starting or settling.
 _RETRY_DELAY_S = 30
-#: ... and when another copy of the same chain/batch job is running.
+#: ... and, at least, when another copy of the same chain/batch job is running.
 _COPY_RUNNING_DELAY_S = 15
+#: What a chain's next link or a batch callback raises when it cannot be built at all.
+_BROKEN_WORKFLOW = (BadMessageError, ConfigurationError, ValueError, KeyError, TypeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +133,10 @@ class Runner:
     def _begin(self, message: ReceivedMessage, connection: Connection) -> Run | Decision:
         now = self.app.clock()
         envelope: Envelope | None = None
-        if message.payload_retry:
+        if message.payload_retry and message.receive_count < self.app.settings.tries:
             log.warning("%s; message %s is tried again later", message.payload_error, message.message_id)
             return Release(_RETRY_DELAY_S, message.payload_error)
-        if message.payload_error:
+        if message.payload_error:  # for good, or a passing fault that did not pass in SQSJOBS_TRIES tries
             missing = BadMessageError(message.payload_reason, message.payload_error)
             return self._reject(message, connection, missing, None, now)
         try:
@@ -168,6 +171,10 @@ class Runner:
             bad = BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {type(exc).__name__}")
             return self._reject(message, connection, bad, envelope, now)
 
+        if involved:
+            held = self._claim(message, envelope, cls)
+            if held is not None:
+                return held
         attempts = message.receive_count
         tries = cls.tries or self.app.settings.tries
         job._ctx = JobContext(envelope.id, attempts, message.queue, envelope, app=self.app)
@@ -189,7 +196,7 @@ class Runner:
                 # The earlier run completed, so its chain/batch work was done; the marks make
                 # doing it again harmless, and it finishes what a crash may have cut short.
                 coordination.release_unique(self.app, envelope)
-                held = self._workflow(envelope)
+                held = self._workflow(message, connection, envelope)
                 if held is not None:
                     return held
                 self._emit("processed", job, message)
@@ -201,15 +208,23 @@ class Runner:
         if cls.unique_until_processing:
             coordination.release_unique(self.app, envelope)
 
-        if involved and not coordination.claim_run(self.app, envelope, message.message_id, self._timeout(cls)):
-            # Another copy of this chain link / batch member / callback is running now; once it is
-            # decided, this copy finds its "ended" mark and only settles.
-            log.info("%s (%s): another copy is running; this one looks again later", envelope.job, envelope.id)
-            return Release(_COPY_RUNNING_DELAY_S, "another copy of this job is running")
         start_ref = envelope.available_at or envelope.dispatched_at
         job._ctx.wait_s = max(0.0, now - _ts(start_ref, now))
         self._emit("processing", job, message)
         return Run(job, message, connection)
+
+    def _claim(self, message: ReceivedMessage, envelope: Envelope, cls: type[Job]) -> Release | None:
+        """Hold back a copy of a chain link / batch member / callback while another copy runs.
+
+        Checked before tries, idempotency keys and unique locks: a copy that waits spends nothing,
+        and it waits until the other copy's claim would expire, so it is not delivered again and
+        again meanwhile. By then that copy is decided (this one only settles) or died (this one runs).
+        """
+        wait = coordination.claim_run(self.app, envelope, message.message_id, self._timeout(cls))
+        if wait <= 0:
+            return None
+        log.info("%s (%s): another copy is running; this one looks again later", envelope.job, envelope.id)
+        return Release(max(_COPY_RUNNING_DELAY_S, math.ceil(wait)), "another copy of this job is running")
 
     def _timeout(self, cls: type[Job]) -> float:
         return float(cls.timeout or self.app.settings.timeout)
@@ -250,7 +265,7 @@ class Runner:
                     "%s (%s) succeeded but its idempotency key could not be completed", cls_name(job), job.job_id
                 )
         coordination.release_unique(self.app, context.envelope)
-        held = self._workflow(context.envelope)
+        held = self._workflow(message, connection, context.envelope)
         if held is not None:
             return held
         self._emit("processed", job, message, runtime_s=runtime)
@@ -380,7 +395,7 @@ class Runner:
             coordination.mark_ended(self.app, envelope, outcome)
         except Exception:  # a redelivery may write a second copy; `failed list` shows copies as one job
             log.exception("could not record the DLQ copy of %s (%s)", envelope.job, envelope.id)
-        return self._bookkeeping(envelope, exc)
+        return self._bookkeeping(message, connection, envelope, exc)
 
     def _defer(
         self, message: ReceivedMessage, connection: Connection, envelope: Envelope, remaining: float
@@ -401,7 +416,7 @@ class Runner:
         )
         return Defer(hop)
 
-    def _workflow(self, envelope: Envelope | None) -> Release | None:
+    def _workflow(self, message: ReceivedMessage, connection: Connection, envelope: Envelope | None) -> Release | None:
         """Chain and batch bookkeeping for a job that succeeded.
 
         The decision is written down first, so if the store or SQS refuses what follows, the
@@ -415,9 +430,11 @@ class Runner:
         except Exception:
             log.exception("could not record the end of %s (%s); it is tried again", envelope.job, envelope.id)
             return Release(_WORKFLOW_RETRY_DELAY_S, "its chain or batch could not be updated")
-        return self._bookkeeping(envelope, None)
+        return self._bookkeeping(message, connection, envelope, None)
 
-    def _bookkeeping(self, envelope: Envelope, error: BaseException | None) -> Release | None:
+    def _bookkeeping(
+        self, message: ReceivedMessage, connection: Connection, envelope: Envelope, error: BaseException | None
+    ) -> Release | None:
         try:
             if error is None:
                 workflow.succeeded(self.app, envelope)
@@ -426,6 +443,25 @@ class Runner:
         except coordination.SendInProgress as exc:
             log.info("%s (%s): %s; looking again shortly", envelope.job, envelope.id, exc)
             return Release(coordination.SEND_LEASE_S, "its chain or batch is being updated by another run")
+        except _BROKEN_WORKFLOW as exc:
+            # What comes next cannot be built: a link or callback naming a job no longer registered
+            # (a deploy renamed it), or whose payload no longer fits. No retry can change that.
+            log.error("%s (%s): its chain or batch cannot go on: %s", envelope.job, envelope.id, exc)
+            if error is not None:
+                return None  # the job's own DLQ copy is written; it says why the job failed
+            broken = BadMessageError("invalid_link", f"the job succeeded, but what follows it cannot be sent: {exc}")
+            letter = dead_letter(
+                message,
+                kind="invalid_link",
+                error=broken,
+                attempts=message.receive_count,
+                now=self.app.clock(),
+                job_name=envelope.job,
+                job_id=envelope.id,
+            )
+            if not self._write_dlq(message, connection, letter):
+                return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
+            return None
         except Exception:
             log.exception("could not update the chain/batch of %s (%s); it is tried again", envelope.job, envelope.id)
             return Release(_WORKFLOW_RETRY_DELAY_S, "its chain or batch could not be updated")
@@ -451,7 +487,7 @@ class Runner:
             if not self._write_dlq(message, connection, letter):
                 return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
             coordination.mark_ended(self.app, envelope, {k: v for k, v in decided.items() if k != "dlq"})
-        held = self._bookkeeping(envelope, error)
+        held = self._bookkeeping(message, connection, envelope, error)
         if held is not None:
             return held
         coordination.release_unique(self.app, envelope)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 
 from sqsjobs.local import free_port
 from tests.e2e.conftest import E2E
@@ -50,10 +49,8 @@ def test_local_on_a_busy_port_exits_with_one_line_instead_of_hanging(e2e: E2E) -
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        started = time.monotonic()
-        result = e2e.cli("local", "--port", str(port), timeout=30)
+        result = e2e.cli("local", "--port", str(port), timeout=30)  # it used to hang: the deadline fails that
     one_line(result, 2, f"port {port}", "in use")
-    assert time.monotonic() - started < 20
 
 
 def test_python_dash_m_sqsjobs_is_the_cli(e2e: E2E) -> None:

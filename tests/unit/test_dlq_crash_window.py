@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from sqsjobs import App, Fail, Job, PermanentError, aws, batch
+from sqsjobs import Ack, App, Fail, Job, PermanentError, aws, batch
 from sqsjobs.failed_jobs import FailedJobs
 from sqsjobs.provisioning import provision
 
@@ -135,3 +135,99 @@ def test_a_copy_arriving_while_the_first_runs_waits_instead_of_running_too(app: 
     held = app.runner.begin(copy)
     assert isinstance(held, Release) and "another copy" in held.reason
     assert Link.runs == []
+
+
+def test_a_copy_held_back_while_the_first_runs_spends_no_tries_and_never_fails(app: App) -> None:
+    """Four deliveries of a copy while the first copy runs: each waits, none is given up."""
+    import dataclasses
+
+    from sqsjobs import Release, chain
+    from sqsjobs.runner import Run
+
+    Link.runs.clear()
+    chain([Link(n=1), Link(n=2)]).dispatch()
+    (first,) = app.connection.receive("default", 10, 0)
+    running = app.runner.begin(first)
+    assert isinstance(running, Run)
+    for count in (1, 2, 3, 4):
+        copy = dataclasses.replace(first, message_id="copy", receive_count=count)
+        held = app.runner.begin(copy)
+        assert isinstance(held, Release), held
+        assert held.delay >= 60, "it waits out the other copy's claim, not a fixed short time"
+    assert FailedJobs(app).list() == []
+
+
+def test_the_same_message_back_after_its_worker_died_renews_its_claim(memory_app: App) -> None:
+    import dataclasses
+
+    from sqsjobs import Release, chain
+    from sqsjobs.runner import Run
+
+    now = [1_000.0]
+    memory_app.store._clock = lambda: now[0]  # type: ignore[attr-defined]
+    memory_app.clock = lambda: now[0]  # type: ignore[method-assign]
+    chain([Link(n=1), Link(n=2)]).dispatch()
+    (first,) = memory_app.connection.receive("default", 10, 0)
+    assert isinstance(memory_app.runner.begin(first), Run)  # its worker is killed mid-run
+    now[0] += 100
+    assert isinstance(memory_app.runner.begin(dataclasses.replace(first, receive_count=2)), Run)
+    now[0] += 25  # past the first claim's expiry, while the second run goes on
+    copy = dataclasses.replace(first, message_id="copy", receive_count=1)
+    assert isinstance(memory_app.runner.begin(copy), Release)
+
+
+class Broken(Job, name="crash.broken-callback"):
+    runs: ClassVar[int] = 0
+    broken: ClassVar[bool] = True
+
+    def handle(self) -> None:
+        Broken.runs += 1
+        if Broken.broken:
+            raise PermanentError("callback broken")
+
+
+def process_all(app: App) -> list[Any]:
+    decisions = []
+    while messages := app.connection.receive("default", 10, 0):
+        for message in messages:
+            decisions.append(app.runner.process(message))
+            app.connection.delete("default", [message])
+    return decisions
+
+
+def test_a_failed_batch_callback_retried_from_the_dlq_runs_again(app: App) -> None:
+    Broken.runs, Broken.broken = 0, True
+    batch([Link(n=1)]).then(Broken()).dispatch()
+    process_all(app)
+    (failed,) = FailedJobs(app).list()
+    assert failed.job == "crash.broken-callback"
+    Broken.broken = False
+    FailedJobs(app).retry([failed.id])
+    process_all(app)
+    assert Broken.runs == 2 and FailedJobs(app).list() == []
+
+
+def test_a_next_link_that_names_no_registered_job_is_in_the_dlq_with_a_reason_at_once(app: App) -> None:
+    import json as json_
+
+    from tests.helpers import queue_url
+
+    body = {
+        "v": 1,
+        "id": "a0000000-0000-0000-0000-000000000001",
+        "job": "crash.link",
+        "payload": {"n": 1},
+        "queue": "default",
+        "dispatched_at": "2026-01-01T00:00:00Z",
+        "chain": {
+            "id": "00000000-0000-0000-0000-000000000001",
+            "pos": 0,
+            "next": [{"job": "crash.renamed-away", "payload": {}}],
+        },
+    }
+    aws.client("sqs").send_message(QueueUrl=queue_url(app, "default"), MessageBody=json_.dumps(body))
+    Link.runs.clear()
+    (decision,) = process_all(app)
+    assert decision == Ack() and Link.runs == [1], "the job itself succeeded"
+    (failed,) = FailedJobs(app).list()
+    assert failed.reason == "invalid_link" and "crash.renamed-away" in failed.error
