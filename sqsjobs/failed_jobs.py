@@ -241,10 +241,15 @@ class FailedJobs:
     def _resend(self, job: FailedJob) -> bool:
         """Send a failed job back; True when the new message points at this copy's S3 object."""
         source = job.queue if job.queue != "?" else job.message.queue
-        if self._in_workflow(job.body) or job.message.pointer is not None:
+        if self._in_workflow(job.body):
             # Undecided again, so it may run and go on. If that cannot be written, the retry would
             # only settle it as failed and drop it: keep it in the DLQ instead (raising does).
             coordination.forget_failure(self.app, job.id)
+        elif job.message.payload_error and job.message.pointer is not None:
+            try:  # an unreadable body may be a chain/batch job: clear its marks if there are any
+                coordination.forget_failure(self.app, job.id)
+            except Exception:
+                log.warning("could not clear the recorded failure of %s; its retry may only settle it", job.id)
         message = OutgoingMessage(body=self._fresh_body(job.body))
         reused = bool(job.message.payload_error and job.message.pointer)
         if job.message.payload_error:
