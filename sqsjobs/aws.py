@@ -3,6 +3,8 @@
 Credentials, endpoints (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SQS`, ...) and the
 region come from boto3's own chain; we only add `AWS_REGION` (which Lambda
 sets) as a region source and a read timeout longer than a 20 s long poll.
+Retries are botocore's standard mode with 5 attempts unless `AWS_MAX_ATTEMPTS` /
+`AWS_RETRY_MODE` say otherwise (an explicit client config would hide them).
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ def client(service: str) -> Any:
                 raise ConfigurationError(
                     "no AWS region configured; set AWS_REGION or AWS_DEFAULT_REGION (e.g. us-east-1)"
                 )
+            retries: Any = {"mode": _retry_mode(), "max_attempts": _max_attempts()}
             config = Config(
                 region_name=key[1],
-                retries={"mode": "standard", "max_attempts": 5},
+                retries=retries,
                 read_timeout=35,
                 connect_timeout=5,
                 max_pool_connections=64,
@@ -47,6 +50,24 @@ def client(service: str) -> Any:
             found = boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
             _clients[key] = found
         return found
+
+
+def _max_attempts() -> int:
+    """AWS_MAX_ATTEMPTS, the standard setting every AWS SDK reads (our default: 5)."""
+    text = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+    if not text:
+        return 5
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"AWS_MAX_ATTEMPTS must be a whole number of attempts >= 1, got {text!r}")
+    return int(text)
+
+
+def _retry_mode() -> str:
+    """AWS_RETRY_MODE (`standard`, `adaptive` or `legacy`; our default: standard)."""
+    mode = os.environ.get("AWS_RETRY_MODE", "").strip() or "standard"
+    if mode not in ("standard", "adaptive", "legacy"):
+        raise ConfigurationError(f"AWS_RETRY_MODE must be standard, adaptive or legacy, got {mode!r}")
+    return mode
 
 
 def reset_clients() -> None:

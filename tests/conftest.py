@@ -28,6 +28,8 @@ _AWS_VARS = (
     "AWS_PROFILE",
     "AWS_REGION",
     "AWS_SESSION_TOKEN",
+    "AWS_MAX_ATTEMPTS",
+    "AWS_RETRY_MODE",
 )
 
 

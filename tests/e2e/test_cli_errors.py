@@ -22,7 +22,7 @@ def one_line(result: subprocess.CompletedProcess[str], code: int, *needles: str)
 
 def test_an_unreachable_endpoint_is_exit_3_on_the_worker_and_the_failed_verbs(e2e: E2E) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
-    env = e2e.env(AWS_ENDPOINT_URL=closed)
+    env = e2e.env(AWS_ENDPOINT_URL=closed, AWS_MAX_ATTEMPTS="1")  # no retries of a refused connection
     one_line(e2e.cli("failed", "list", env=env, timeout=90), 3, "cannot reach AWS", closed)
     worker = e2e.worker("--stop-when-empty", env=env)
     assert worker.wait(90) == 3, worker.stderr()

@@ -15,7 +15,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 
-from sqsjobs import App, DispatchError, Job, PermanentError, aws
+from sqsjobs import App, DispatchError, Job, PermanentError, Release, aws
 from sqsjobs.provisioning import provision
 from sqsjobs.testing import faults as faults_module
 from sqsjobs.testing.faults import FaultPlan, parse_spec
@@ -23,6 +23,15 @@ from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import counts, dead_letters, drain, queue_url, wait_for, work_for
 
 STANDARD = Config(retries={"mode": "standard", "max_attempts": 3})
+
+
+@pytest.fixture(autouse=True)
+def _fewer_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two attempts per call (one retry) for sqsjobs' own clients: a fault that persists is a DispatchError
+    or a logged retry after seconds, not after botocore's full backoff; `times=1` faults still show the retry.
+    """
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    aws.reset_clients()
 
 
 @pytest.fixture
@@ -105,7 +114,8 @@ def test_slow_delays_then_proceeds(faults: FaultPlan, queue: tuple[Any, str]) ->
 
 
 def test_selection_by_glob_and_rate_with_a_seed_is_repeatable(faults: FaultPlan, queue: tuple[Any, str]) -> None:
-    sqs, url = queue
+    _, url = queue
+    sqs = boto3.client("sqs", config=Config(retries={"mode": "standard", "total_max_attempts": 1}))  # one draw a call
 
     def pattern() -> list[bool]:
         faults.clear()
@@ -216,14 +226,6 @@ def work(app: App, **options: Any) -> int:
     return Worker(app, WorkerOptions(**options)).run(install_signals=False)
 
 
-def make_visible(app: App, queue: str = "default") -> None:
-    """Return every in-flight message at once (what the visibility timeout would do, later)."""
-    sqs = aws.client("sqs")
-    url = queue_url(app, queue)
-    for message in drain(url, visibility=30):
-        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
-
-
 def ran(job_id: str) -> list[int]:
     return [attempt for jid, attempt in Noted.runs if jid == job_id]
 
@@ -305,18 +307,17 @@ def test_a_delete_whose_answer_is_lost_is_still_a_delete(sqs_app: App, faults: F
 
 def test_a_failing_dlq_write_keeps_the_message_and_gives_the_job_up_once(sqs_app: App, faults: FaultPlan) -> None:
     dispatched = Doomed().dispatch()
+    (message,) = sqs_app.connection.receive("default", 10, 0)
     faults.add(service="sqs", operation="SendMessage", kind="500")  # the DLQ write, every attempt
-    assert work(sqs_app, stop_when_empty=False, max_time=8) == 0
+    decision = sqs_app.runner.process(message)
+    assert isinstance(decision, Release) and "DLQ could not be written" in decision.reason
+    assert Noted.given_up == [], "failed() waits until the job is really given up"
     faults.clear()
-    dlq = dead_letters(sqs_app)  # (drained: SQS's own redrive may have moved it after maxReceiveCount)
-    held = sum(counts(sqs_app, "default").values())
-    assert len(dlq) + held == 1, "the message is kept (or redriven), never lost"
-    if held:
-        make_visible(sqs_app)
-        assert work(sqs_app) == 0
-        (letter,) = dead_letters(sqs_app)
-        assert letter["attrs"].get("sqsjobs.reason")
-    assert Noted.given_up in ([], [str(dispatched.job_id)]), "failed() never ran twice"
+    sqs_app.connection.change_visibility("default", [(message, 0)])  # what the release's end does
+    assert work(sqs_app) == 0
+    (letter,) = dead_letters(sqs_app)
+    assert letter["attrs"]["sqsjobs.reason"] == "tries_exhausted"
+    assert Noted.given_up == [str(dispatched.job_id)], "failed() ran once"
     assert not any(counts(sqs_app, "default").values())
 
 
@@ -395,13 +396,15 @@ def objects(app: App) -> list[str]:
 
 def test_a_transient_s3_get_error_is_not_a_missing_payload(s3_app: App, faults: FaultPlan) -> None:
     dispatched = Plain(n=7).dispatch()
-    faults.add(service="s3", operation="GetObject", kind="500")  # every attempt of the first worker run
-    assert work(s3_app, stop_when_empty=False, max_time=8) == 0
+    faults.add(service="s3", operation="GetObject", kind="500")  # every attempt
+    (message,) = s3_app.connection.receive("default", 10, 0)
+    decision = s3_app.runner.process(message)
+    assert isinstance(decision, Release), "a 500 from S3 is not 'the payload is gone'"
+    assert dead_letters(s3_app) == []
     faults.clear()
-    assert dead_letters(s3_app) == [], "a 500 from S3 is not 'the payload is gone'"
-    make_visible(s3_app)
+    s3_app.connection.change_visibility("default", [(message, 0)])
     assert work(s3_app) == 0
-    assert ran(str(dispatched.job_id)) == [2] or ran(str(dispatched.job_id)) == [1]
+    assert ran(str(dispatched.job_id)) == [2]
     assert objects(s3_app) == []
 
 

@@ -42,3 +42,17 @@ def test_log_levels_are_logging_names_in_any_case(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SQSJOBS_LOG_LEVEL", "debug")
     assert load_settings().log_level == "DEBUG"
     assert Settings(log_level=" Warning ").log_level == "WARNING"
+
+
+def test_the_standard_aws_retry_settings_are_honoured_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqsjobs import ConfigurationError, aws
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    aws.reset_clients()
+    retries = aws.client("sqs").meta.config.retries
+    assert retries["mode"] == "adaptive" and retries.get("total_max_attempts", retries.get("max_attempts")) in (2, 3)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "lots")
+    aws.reset_clients()
+    with pytest.raises(ConfigurationError, match="AWS_MAX_ATTEMPTS"):
+        aws.client("sqs")
