@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/python -m samples.quickstart.demo
 
 test: lint typecheck
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check sqsjobs lambda_handlers tests samples benchmarks
