@@ -2,8 +2,9 @@
 
 Every way in (the poller, the Lambda adapter, the sync connection) calls
 `Runner.process` and only applies what it returns. Tries, backoff, retry_until,
-permanent errors, bad messages, long-delay hops and the DLQ write all live here
-and nowhere else (design §3 and §7).
+permanent errors, bad messages and long-delay hops are decided here and nowhere
+else (design §3 and §7); `sqsjobs.outcomes` writes what a decision leaves behind
+(the DLQ copy, chain and batch bookkeeping) before the message is deleted.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from . import coordination, workflow
-from .connections.base import Connection, OutgoingMessage, ReceivedMessage
+from .connections.base import Connection, ReceivedMessage
 from .decisions import Ack, Decision, Defer, Fail, Release
 from .envelope import Envelope, decode
 from .errors import (
     BadMessageError,
-    ConfigurationError,
     JobFailedError,
     JobTimeoutError,
     MaxAttemptsExceededError,
@@ -33,9 +33,9 @@ from .errors import (
     RetryUntilPassedError,
 )
 from .events import JobEvent
-from .failures import dead_letter
 from .job import Job, JobContext
 from .middleware import run_through
+from .outcomes import Outcomes
 from .payloads import carried
 from .timing import parse_iso
 
@@ -47,16 +47,8 @@ log = logging.getLogger("sqsjobs.runner")
 #: Wraps one run of `handle()`; the poller uses it to enforce `timeout`.
 Guard = Callable[[Job], contextlib.AbstractContextManager[None]]
 
-#: How long to wait before trying again when the DLQ itself could not be written.
-_DLQ_RETRY_DELAY_S = 30
-#: ... and when a chain's or batch's state could not be updated.
-_WORKFLOW_RETRY_DELAY_S = 10
-#: ... and when a store or S3 error kept a message from starting or settling.
+#: How long to wait before trying again when a store or S3 error kept a message from starting or settling.
 _RETRY_DELAY_S = 30
-#: ... and, at least, when another copy of the same chain/batch job is running.
-_COPY_RUNNING_DELAY_S = 15
-#: What a chain's next link or a batch callback raises when it cannot be built at all.
-_BROKEN_WORKFLOW = (BadMessageError, ConfigurationError, ValueError, KeyError, TypeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +65,7 @@ class Runner:
 
     def __init__(self, app: App) -> None:
         self.app = app
+        self.outcomes = Outcomes(app)
 
     def process(self, message: ReceivedMessage, via: Connection | None = None, guard: Guard | None = None) -> Decision:
         """Run the job a message carries (when it should run) and decide its fate.
@@ -151,7 +144,7 @@ class Runner:
             # answer was lost, a dispatch-once takeover) arrives with receive count 1 too.
             decided = coordination.ended(self.app, envelope)
             if decided is not None:
-                return self._settle_again(message, connection, envelope, decided)
+                return self.outcomes.settle_again(message, connection, envelope, decided)
 
         if envelope.available_at is not None:
             remaining = parse_iso(envelope.available_at) - now
@@ -172,7 +165,7 @@ class Runner:
             return self._reject(message, connection, bad, envelope, now)
 
         if involved:
-            held = self._claim(message, envelope, cls)
+            held = self.outcomes.hold_copy(message, envelope, self._timeout(cls))
             if held is not None:
                 return held
         attempts = message.receive_count
@@ -196,7 +189,7 @@ class Runner:
                 # The earlier run completed, so its chain/batch work was done; the marks make
                 # doing it again harmless, and it finishes what a crash may have cut short.
                 coordination.release_unique(self.app, envelope)
-                held = self._workflow(message, connection, envelope)
+                held = self.outcomes.succeeded(message, connection, envelope)
                 if held is not None:
                     return held
                 self._emit("processed", job, message)
@@ -212,19 +205,6 @@ class Runner:
         job._ctx.wait_s = max(0.0, now - _ts(start_ref, now))
         self._emit("processing", job, message)
         return Run(job, message, connection)
-
-    def _claim(self, message: ReceivedMessage, envelope: Envelope, cls: type[Job]) -> Release | None:
-        """Hold back a copy of a chain link / batch member / callback while another copy runs.
-
-        Checked before tries, idempotency keys and unique locks: a copy that waits spends nothing,
-        and it waits until the other copy's claim would expire, so it is not delivered again and
-        again meanwhile. By then that copy is decided (this one only settles) or died (this one runs).
-        """
-        wait = coordination.claim_run(self.app, envelope, message.message_id, self._timeout(cls))
-        if wait <= 0:
-            return None
-        log.info("%s (%s): another copy is running; this one looks again later", envelope.job, envelope.id)
-        return Release(max(_COPY_RUNNING_DELAY_S, math.ceil(wait)), "another copy of this job is running")
 
     def _timeout(self, cls: type[Job]) -> float:
         return float(cls.timeout or self.app.settings.timeout)
@@ -265,7 +245,7 @@ class Runner:
                     "%s (%s) succeeded but its idempotency key could not be completed", cls_name(job), job.job_id
                 )
         coordination.release_unique(self.app, context.envelope)
-        held = self._workflow(message, connection, context.envelope)
+        held = self.outcomes.succeeded(message, connection, context.envelope)
         if held is not None:
             return held
         self._emit("processed", job, message, runtime_s=runtime)
@@ -320,7 +300,7 @@ class Runner:
     ) -> Decision:
         cls = type(job)
         envelope = job._ctx.envelope if job._ctx else None
-        held = self._to_dlq(message, connection, envelope, exc, kind, now, cls.job_name, job.job_id or "")
+        held = self.outcomes.to_dlq(message, connection, envelope, exc, kind, now, cls.job_name, job.job_id or "")
         if held is not None:
             return held
         try:
@@ -340,7 +320,7 @@ class Runner:
     ) -> Decision:
         """A message that cannot become a job: to the DLQ with its reason, never run, never retried."""
         job_name, job_id = (envelope.job, envelope.id) if envelope else ("", "")
-        held = self._to_dlq(message, connection, envelope, exc, exc.kind, now, job_name, job_id)
+        held = self.outcomes.to_dlq(message, connection, envelope, exc, exc.kind, now, job_name, job_id)
         if held is not None:
             return held
         self.app.events.emit(
@@ -355,47 +335,6 @@ class Runner:
             )
         )
         return Fail(exc.kind, type(exc).__name__, exc)
-
-    def _to_dlq(
-        self,
-        message: ReceivedMessage,
-        connection: Connection,
-        envelope: Envelope | None,
-        exc: BaseException,
-        kind: str,
-        now: float,
-        job_name: str,
-        job_id: str,
-    ) -> Release | None:
-        """Write the DLQ copy, then free the unique lock and tell the chain/batch; None when all is done.
-
-        A chain or batch job's failure is written down *before* its DLQ copy ("pending"), and marked
-        "written" after it: a worker that dies in between leaves a redelivery that finds the decided
-        run, writes the copy only if it may be missing, and redoes the bookkeeping — never the job.
-        """
-        involved = workflow.involved(envelope)
-        outcome = {"outcome": "failed", "kind": kind, "error": f"{type(exc).__name__}: {exc}"[:1000]}
-        if involved:
-            assert envelope is not None
-            try:
-                coordination.mark_ended(self.app, envelope, {**outcome, "dlq": "pending"})
-            except Exception:
-                log.exception("could not record the end of %s (%s); it is tried again", envelope.job, envelope.id)
-                return Release(_WORKFLOW_RETRY_DELAY_S, "its chain or batch could not be updated")
-        letter = dead_letter(
-            message, kind=kind, error=exc, attempts=message.receive_count, now=now, job_name=job_name, job_id=job_id
-        )
-        if not self._write_dlq(message, connection, letter):
-            return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
-        coordination.release_unique(self.app, envelope)  # before the bookkeeping, as on every path
-        if not involved:
-            return None
-        assert envelope is not None
-        try:
-            coordination.mark_ended(self.app, envelope, outcome)
-        except Exception:  # a redelivery may write a second copy; `failed list` shows copies as one job
-            log.exception("could not record the DLQ copy of %s (%s)", envelope.job, envelope.id)
-        return self._bookkeeping(message, connection, envelope, exc)
 
     def _defer(
         self, message: ReceivedMessage, connection: Connection, envelope: Envelope, remaining: float
@@ -415,109 +354,6 @@ class Runner:
             JobEvent("deferred", envelope.id, envelope.job, message.queue, message.receive_count, delay=hop)
         )
         return Defer(hop)
-
-    def _workflow(self, message: ReceivedMessage, connection: Connection, envelope: Envelope | None) -> Release | None:
-        """Chain and batch bookkeeping for a job that succeeded.
-
-        The decision is written down first, so if the store or SQS refuses what follows, the
-        message comes back (a Release) and `begin` redoes only the bookkeeping — the job does
-        not run again.
-        """
-        if envelope is None or not workflow.involved(envelope):
-            return None
-        try:
-            coordination.mark_ended(self.app, envelope, {"outcome": "ok"})
-        except Exception:
-            log.exception("could not record the end of %s (%s); it is tried again", envelope.job, envelope.id)
-            return Release(_WORKFLOW_RETRY_DELAY_S, "its chain or batch could not be updated")
-        return self._bookkeeping(message, connection, envelope, None)
-
-    def _bookkeeping(
-        self, message: ReceivedMessage, connection: Connection, envelope: Envelope, error: BaseException | None
-    ) -> Release | None:
-        try:
-            if error is None:
-                workflow.succeeded(self.app, envelope)
-            else:
-                workflow.failed(self.app, envelope, error)
-        except coordination.SendInProgress as exc:
-            log.info("%s (%s): %s; looking again shortly", envelope.job, envelope.id, exc)
-            return Release(coordination.SEND_LEASE_S, "its chain or batch is being updated by another run")
-        except _BROKEN_WORKFLOW as exc:
-            # What comes next cannot be built: a link or callback naming a job no longer registered
-            # (a deploy renamed it), or whose payload no longer fits. No retry can change that.
-            log.error("%s (%s): its chain or batch cannot go on: %s", envelope.job, envelope.id, exc)
-            if error is not None:
-                return None  # the job's own DLQ copy is written; it says why the job failed
-            broken = BadMessageError("invalid_link", f"the job succeeded, but what follows it cannot be sent: {exc}")
-            letter = dead_letter(
-                message,
-                kind="invalid_link",
-                error=broken,
-                attempts=message.receive_count,
-                now=self.app.clock(),
-                job_name=envelope.job,
-                job_id=envelope.id,
-            )
-            if not self._write_dlq(message, connection, letter):
-                return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
-            return None
-        except Exception:
-            log.exception("could not update the chain/batch of %s (%s); it is tried again", envelope.job, envelope.id)
-            return Release(_WORKFLOW_RETRY_DELAY_S, "its chain or batch could not be updated")
-        return None
-
-    def _settle_again(
-        self, message: ReceivedMessage, connection: Connection, envelope: Envelope, decided: dict[str, str]
-    ) -> Decision:
-        """A redelivered job whose run was already decided: finish its bookkeeping, never run it."""
-        failed = decided.get("outcome") != "ok"
-        error = JobFailedError(decided.get("error", "")) if failed else None
-        if error is not None and decided.get("dlq") == "pending":
-            # The worker that decided it died around its DLQ write: write it (again, at worst).
-            letter = dead_letter(
-                message,
-                kind=decided.get("kind") or "failed",
-                error=error,
-                attempts=message.receive_count,
-                now=self.app.clock(),
-                job_name=envelope.job,
-                job_id=envelope.id,
-            )
-            if not self._write_dlq(message, connection, letter):
-                return Release(_DLQ_RETRY_DELAY_S, "the DLQ could not be written")
-            coordination.mark_ended(self.app, envelope, {k: v for k, v in decided.items() if k != "dlq"})
-        held = self._bookkeeping(message, connection, envelope, error)
-        if held is not None:
-            return held
-        coordination.release_unique(self.app, envelope)
-        self.app.events.emit(
-            JobEvent(
-                "failed" if failed else "processed",
-                envelope.id,
-                envelope.job,
-                message.queue,
-                message.receive_count,
-                dispatched_at=envelope.dispatched_at,
-                error_type="AlreadyFailed" if failed else "",
-                error="its run was decided before; this delivery settled its chain/batch" if failed else "",
-            )
-        )
-        if failed:
-            return Fail(decided.get("kind") or "failed", "AlreadyFailed")  # its DLQ copy exists already
-        return Ack("duplicate")
-
-    def _write_dlq(self, message: ReceivedMessage, connection: Connection, letter: OutgoingMessage) -> bool:
-        try:
-            connection.send_to_dlq(message.queue, letter)
-        except Exception:
-            log.exception(
-                "could not write message %s to the DLQ of %r; it stays on its queue and is tried again",
-                message.message_id,
-                message.queue,
-            )
-            return False
-        return True
 
     def _emit(
         self,
