@@ -130,16 +130,7 @@ class Outcomes:
             if error is not None:
                 return None  # the job's own DLQ copy is written; it says why the job failed
             broken = BadMessageError("invalid_link", f"the job succeeded, but what follows it cannot be sent: {exc}")
-            letter = dead_letter(
-                message,
-                kind="invalid_link",
-                error=broken,
-                attempts=message.receive_count,
-                now=self.app.clock(),
-                job_name=envelope.job,
-                job_id=envelope.id,
-            )
-            if not self.write_dlq(message, connection, letter):
+            if not self._write_for(message, connection, envelope, "invalid_link", broken):
                 return Release(DLQ_RETRY_DELAY_S, "the DLQ could not be written")
             return None
         except Exception:
@@ -155,16 +146,7 @@ class Outcomes:
         error = JobFailedError(decided.get("error", "")) if failed else None
         if error is not None and decided.get("dlq") == "pending":
             # The worker that decided it died around its DLQ write: write it (again, at worst).
-            letter = dead_letter(
-                message,
-                kind=decided.get("kind") or "failed",
-                error=error,
-                attempts=message.receive_count,
-                now=self.app.clock(),
-                job_name=envelope.job,
-                job_id=envelope.id,
-            )
-            if not self.write_dlq(message, connection, letter):
+            if not self._write_for(message, connection, envelope, decided.get("kind") or "failed", error):
                 return Release(DLQ_RETRY_DELAY_S, "the DLQ could not be written")
             coordination.mark_ended(self.app, envelope, {k: v for k, v in decided.items() if k != "dlq"})
         held = self._bookkeeping(message, connection, envelope, error)
@@ -186,6 +168,20 @@ class Outcomes:
         if failed:
             return Fail(decided.get("kind") or "failed", "AlreadyFailed")  # its DLQ copy exists already
         return Ack("duplicate")
+
+    def _write_for(
+        self, message: ReceivedMessage, connection: Connection, envelope: Envelope, kind: str, error: BaseException
+    ) -> bool:
+        letter = dead_letter(
+            message,
+            kind=kind,
+            error=error,
+            attempts=message.receive_count,
+            now=self.app.clock(),
+            job_name=envelope.job,
+            job_id=envelope.id,
+        )
+        return self.write_dlq(message, connection, letter)
 
     def write_dlq(self, message: ReceivedMessage, connection: Connection, letter: OutgoingMessage) -> bool:
         try:
