@@ -29,6 +29,7 @@ from typing import Any
 from sqsjobs import App, aws
 from sqsjobs.local import free_port
 from sqsjobs.provisioning import provision
+from tests.helpers import wait_for
 
 from . import plan as planning
 
@@ -116,11 +117,9 @@ def moto_server(workdir: Path, ddb_lock: bool = True) -> Iterator[str]:
             [*cmd, *([] if ddb_lock else ["--no-ddb-lock"])], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 30
-        while not _answers(endpoint):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the moto server did not start; see {workdir / 'moto-server.log'}")
-            time.sleep(0.1)
+        wait_for(lambda: proc.poll() is not None or _answers(endpoint), timeout=30, what="the moto server")
+        if proc.poll() is not None:
+            raise RuntimeError(f"the moto server did not start; see {workdir / 'moto-server.log'}")
         yield endpoint
     finally:
         proc.terminate()

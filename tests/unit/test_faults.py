@@ -326,7 +326,7 @@ def test_a_dlq_write_whose_answer_is_lost_leaves_copies_recognisable_by_job_id(s
     faults.add(service="sqs", operation="SendMessage", kind="after", times=1)
     assert work(sqs_app) == 0
     letters = dead_letters(sqs_app)
-    assert 1 <= len(letters) <= 2
+    assert len(letters) in (1, 2), "one copy, or two when the retried send also landed"
     assert all(str(dispatched.job_id) in letter["Body"] for letter in letters)
     assert Noted.given_up == [str(dispatched.job_id)]
     assert not any(counts(sqs_app, "default").values())
