@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "sqsjobs needs Python 3.11 or newer on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	@# setuptools warns on every editable install that a folder named like the package could shadow it; that is the point here
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
