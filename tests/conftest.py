@@ -101,3 +101,13 @@ def memory_app() -> Iterator[App]:
     app = App(connection="memory")
     with app.activate():
         yield app
+
+
+@pytest.fixture
+def s3_app(moto: None, prefix: str) -> Iterator[App]:
+    """An App whose every job body travels through its own S3 bucket (`payload_threshold="always"`)."""
+    from tests.helpers import payload_app
+
+    app = payload_app(prefix, payload_threshold="always")
+    with app.activate():
+        yield app

@@ -9,6 +9,22 @@ from typing import Any
 from sqsjobs import App, aws
 
 
+def payload_app(prefix: str, **settings: Any) -> App:
+    """An App on fresh queues with its own S3 bucket, provisioned (queues, DLQs, bucket)."""
+    from sqsjobs.provisioning import provision
+
+    app = App(
+        connection="sqs",
+        queue_prefix=prefix,
+        queues=["default"],
+        visibility_timeout=30,
+        bucket=f"{prefix}payloads",
+        **settings,
+    )
+    provision(app, ["default"], table=False, bucket=True)
+    return app
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
     """Poll `predicate` until it returns something truthy; fail with `what` at the deadline."""
     deadline = time.monotonic() + timeout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -13,7 +12,6 @@ from sqsjobs import App, Job, aws
 from sqsjobs.cli import cli
 from sqsjobs.connections.base import ReceivedMessage
 from sqsjobs.failed_jobs import FailedJobs
-from sqsjobs.provisioning import provision
 from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import counts, dead_letters, dlq_url, drain, queue_url
 
@@ -212,21 +210,6 @@ def test_messages_anyone_could_put_in_a_dlq_are_listed_not_fatal(sqs_app: App) -
 
 
 # -- copies sharing one S3 object ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def s3_app(moto: None, prefix: str) -> Iterator[App]:
-    app = App(
-        connection="sqs",
-        queue_prefix=prefix,
-        queues=["default"],
-        visibility_timeout=30,
-        bucket=f"{prefix}payloads",
-        payload_threshold="always",
-    )
-    provision(app, ["default"], table=False, bucket=True)
-    with app.activate():
-        yield app
 
 
 def keys(app: App) -> list[str]:

@@ -375,21 +375,6 @@ def test_a_store_write_failing_at_unique_dispatch_is_a_dispatch_error_and_leaks_
     assert len([1 for _, attempt in Noted.runs]) == 1
 
 
-@pytest.fixture
-def s3_app(moto: None, prefix: str) -> Iterator[App]:
-    app = App(
-        connection="sqs",
-        queue_prefix=prefix,
-        queues=["default"],
-        visibility_timeout=30,
-        bucket=f"{prefix}payloads",
-        payload_threshold="always",
-    )
-    provision(app, ["default"], table=False, bucket=True)
-    with app.activate():
-        yield app
-
-
 def objects(app: App) -> list[str]:
     return [o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=app.settings.bucket).get("Contents", [])]
 

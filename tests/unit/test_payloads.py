@@ -22,7 +22,7 @@ from sqsjobs.payloads import DEFAULT_THRESHOLD, POINTER_CLASS, SIZE_ATTRIBUTE
 from sqsjobs.provisioning import provision
 from sqsjobs.settings import load_settings
 from sqsjobs.worker import Worker, WorkerOptions
-from tests.helpers import counts, dead_letters, dlq_url, queue_url, sqs_requests, wait_for
+from tests.helpers import counts, dead_letters, dlq_url, payload_app, queue_url, sqs_requests, wait_for
 from tests.lambda_events import FakeContext, deliver, failed_ids, receive_event
 
 MIB = 1_048_576
@@ -86,18 +86,7 @@ def _reset() -> None:
     FailsOnce.runs.clear()
 
 
-def make_app(prefix: str, **settings: Any) -> App:
-    """An App on fresh queues with its own bucket, provisioned (queues, DLQs, bucket)."""
-    app = App(
-        connection="sqs",
-        queue_prefix=prefix,
-        queues=["default"],
-        visibility_timeout=30,
-        bucket=f"{prefix}payloads",
-        **settings,
-    )
-    provision(app, ["default"], table=False, bucket=True)
-    return app
+make_app = payload_app
 
 
 @pytest.fixture
