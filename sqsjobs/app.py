@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .connections.sqs_async import AsyncSqsSender
     from .payloads import PayloadStore
     from .runner import Runner
+    from .settling import Settler
     from .stores.base import Store
 
 
@@ -61,6 +62,7 @@ class App:
         self._connection_arg = connection or settings.connection
         self._connection: Connection | None = None
         self._runner: Runner | None = None
+        self._settler: Settler | None = None
         self._async_sender: AsyncSqsSender | None = None
         self._store: Store | None = None
         self._lock = threading.RLock()  # re-entered: the store is chosen by looking at the connection
@@ -124,6 +126,15 @@ class App:
 
             self._runner = Runner(self)
         return self._runner
+
+    @property
+    def settler(self) -> Settler:
+        """Applies decisions to this app's connection (every way in uses it; see sqsjobs.settling)."""
+        if self._settler is None:
+            from .settling import Settler, SkipLedger
+
+            self._settler = Settler(self.connection, SkipLedger(lambda: self.store), self.clock)
+        return self._settler
 
     def _build_connection(self, spec: str | Connection) -> Connection:
         if not isinstance(spec, str):

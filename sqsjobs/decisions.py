@@ -28,6 +28,15 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class Postpone:
+    """The job did not run (rate-limited, blocked, handed back unstarted): bring the message back
+    after `delay` seconds *without spending a try*. How is the settler's business (docs/attempts.md)."""
+
+    delay: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Fail:
     """The job is given up; the DLQ already holds its copy, so delete the source message."""
 
@@ -43,12 +52,12 @@ class Defer:
     delay: int
 
 
-Decision = Ack | Release | Fail | Defer
+Decision = Ack | Release | Postpone | Fail | Defer
 
 
 def deletes_source(decision: Decision) -> bool:
     """Whether applying the decision removes the source message from its queue."""
-    return not isinstance(decision, Release)
+    return not isinstance(decision, (Release, Postpone))
 
 
 def drops_payload(decision: Decision) -> bool:

@@ -61,6 +61,8 @@ class ReceivedMessage:
     #: The DLQ reason for `payload_error`: `missing_payload`, or `foreign_pointer` for a pointer
     #: outside the configured bucket (never read, never deleted).
     payload_reason: str = "missing_payload"
+    #: The FIFO message group (None on a standard queue): FIFO order and the attempt count need it.
+    group_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sqsjobs.sqs")
 
-_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp"]
+_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
 
 
 class SqsConnection:
@@ -211,6 +211,7 @@ def received(queue: str, raw: dict[str, Any], now: float = 0.0) -> ReceivedMessa
         sent_at=int(attributes.get("SentTimestamp", 0)) / 1000,
         attributes={k: v.get("StringValue", "") for k, v in raw.get("MessageAttributes", {}).items()},
         received_at=now,
+        group_id=attributes.get("MessageGroupId") or None,
     )
 
 

@@ -1,0 +1,186 @@
+"""The settler: turns the runner's decisions into SQS calls, within SQS's limits.
+
+Every way in (the poller, the Lambda adapter, the sync connection) applies decisions here and
+nowhere else, so "release", "postpone" and "hand back unstarted" mean the same on each:
+
+- `Release(delay)`: the job ran; its message becomes visible again after `delay` (a try spent).
+  SQS refuses a visibility beyond 12 hours from the receive, so the delay is cut to what is left.
+- `Postpone(delay)` / `give_back`: the job did *not* run; it comes back without spending a try.
+  On a standard queue a copy carrying the runs so far is sent (delayed) and the source is
+  deleted: 2 calls (batched 10 per call when handing back many) instead of 1, and the receive
+  count starts again, so the redrive policy still counts only crashes. On a FIFO queue a copy
+  would jump the group's order, so the message keeps its place (a visibility change) and the
+  postponement is counted in the store (`skips`), which the next delivery subtracts.
+- `Ack`, `Fail`, `Defer`: the caller deletes the source (in batches, or by reporting success
+  to Lambda); `Settled.drop_payload` says whether its S3 body may go too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import policy
+from .connections.base import Connection, OutgoingMessage, ReceivedMessage
+from .decisions import Decision, Postpone, Release, deletes_source, drops_payload
+from .payloads import carried
+from .stores.base import Store
+from .timing import MAX_DELAY_SECONDS, MAX_VISIBILITY_SECONDS
+
+log = logging.getLogger("sqsjobs.settle")
+
+#: A visibility change must land before SQS's 12-hour mark, with room for the call itself.
+_VISIBILITY_MARGIN_S = 30
+#: A FIFO postponement is remembered as long as a message can live on a queue.
+_SKIPS_TTL_S = 14 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What is left for the caller once a decision is applied."""
+
+    #: Delete the source message (batched by the poller; reported as success to Lambda).
+    delete: bool
+    #: ... and its offloaded S3 body with it (only a finished job lets go of it).
+    drop_payload: bool = False
+
+
+class SkipLedger:
+    """FIFO postponements per message id, so they are not counted as attempts."""
+
+    def __init__(self, store: Callable[[], Store]) -> None:
+        self._store = store
+
+    def record(self, message: ReceivedMessage) -> None:
+        self._store().incr(("skips", message.message_id), 1, ttl=_SKIPS_TTL_S)
+
+    def count(self, message: ReceivedMessage) -> int:
+        """Postponements of this FIFO message so far; read only on its redeliveries (receive count > 1)."""
+        if message.group_id is None or message.receive_count <= 1:
+            return 0
+        item = self._store().get(("skips", message.message_id))
+        return int(item.get("count", 0)) if item else 0
+
+
+class Settler:
+    """Applies decisions for one connection; stateless, safe across threads."""
+
+    def __init__(
+        self, connection: Connection, skips: SkipLedger, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.connection = connection
+        self.skips = skips
+        self.clock = clock
+
+    def apply(self, message: ReceivedMessage, decision: Decision) -> Settled:
+        """Make the decision true on SQS, except the delete, which is left to the caller."""
+        if isinstance(decision, Postpone):
+            return Settled(delete=bool(self.give_back([message], decision.delay, decision.reason)))
+        if isinstance(decision, Release):
+            self.release([(message, decision.delay)])
+            return Settled(delete=False)
+        return Settled(delete=deletes_source(decision), drop_payload=drops_payload(decision))
+
+    def visibility_left(self, message: ReceivedMessage) -> int:
+        """The longest visibility SQS accepts for this receipt now."""
+        if not message.received_at:
+            return MAX_VISIBILITY_SECONDS - _VISIBILITY_MARGIN_S
+        used = self.clock() - message.received_at
+        return max(0, math.floor(MAX_VISIBILITY_SECONDS - _VISIBILITY_MARGIN_S - used))
+
+    def release(self, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
+        """Visibility changes, cut to what SQS accepts; a failure is logged (the message then comes
+        back when its current visibility ends, which spends nothing more)."""
+        by_queue: dict[str, list[tuple[ReceivedMessage, int]]] = {}
+        for message, delay in items:
+            allowed = self.visibility_left(message)
+            if delay > allowed:
+                log.warning(
+                    "message %s: a wait of %d s is more than SQS allows from this receive; it comes back in %d s",
+                    message.message_id,
+                    delay,
+                    allowed,
+                )
+            by_queue.setdefault(message.queue, []).append((message, max(0, min(int(delay), allowed))))
+        for queue, entries in by_queue.items():
+            try:
+                self.connection.change_visibility(queue, entries)
+            except Exception:
+                log.exception("could not change the visibility of %d message(s) on %s", len(entries), queue)
+
+    def give_back(
+        self, messages: Sequence[ReceivedMessage], delay: int = 0, reason: str = ""
+    ) -> list[ReceivedMessage]:
+        """Bring messages whose job did not run back after `delay` seconds, spending no try.
+
+        Returns the messages whose copy was sent: the caller deletes these sources. The others keep
+        their place (FIFO, or a copy that could not be sent: then the try is spent, and logged).
+        """
+        delay = max(0, int(delay))
+        fifo = [m for m in messages if m.group_id is not None]
+        standard = [m for m in messages if m.group_id is None]
+        copied: list[ReceivedMessage] = []
+        by_queue: dict[str, list[ReceivedMessage]] = {}
+        for message in standard:
+            by_queue.setdefault(message.queue, []).append(message)
+        for queue, group in by_queue.items():
+            copied.extend(self._send_copies(queue, group, delay))
+        kept = [m for m in standard if m not in copied]
+        for message in fifo:
+            try:
+                self.skips.record(message)
+            except Exception:
+                log.exception("could not record the postponement of %s; it spends a try", message.message_id)
+        if kept or fifo:
+            self.release([(m, delay) for m in (*fifo, *kept)])
+        if messages:
+            log.info(
+                "%d message(s) not run%s; back in %d s without spending a try",
+                len(messages),
+                f" ({reason})" if reason else "",
+                delay,
+            )
+        return copied
+
+    def _send_copies(self, queue: str, messages: list[ReceivedMessage], delay: int) -> list[ReceivedMessage]:
+        now = self.clock()
+        outgoing: list[OutgoingMessage] = []
+        for index, message in enumerate(messages):
+            copy = carried(message)
+            copy.entry_id = str(index)
+            copy.size = copy.size or len(copy.body.encode("utf-8", "surrogatepass"))
+            copy.attributes[policy.RUNS_ATTRIBUTE] = str(policy.runs_so_far(message.receive_count, message.attributes))
+            if delay > MAX_DELAY_SECONDS:
+                copy.attributes[policy.NOT_BEFORE_ATTRIBUTE] = str(math.ceil(now + delay))
+            copy.delay_seconds = min(delay, MAX_DELAY_SECONDS)
+            outgoing.append(copy)
+        sent: list[ReceivedMessage] = []
+        for chunk in _chunks(outgoing):
+            try:
+                failures = self.connection.send_batch(queue, chunk)
+            except Exception:
+                log.exception("could not send %d copy/copies to %s; they spend a try instead", len(chunk), queue)
+                continue
+            refused = {f.entry_id for f in failures}
+            sent.extend(messages[int(c.entry_id)] for c in chunk if c.entry_id not in refused)
+        return sent
+
+
+#: SendMessageBatch takes 10 entries and 1 MiB in all (AWS SendMessageBatch reference).
+_BATCH_BYTES = 1_048_576
+
+
+def _chunks(messages: list[OutgoingMessage]) -> list[list[OutgoingMessage]]:
+    chunks: list[list[OutgoingMessage]] = []
+    size = 0
+    for message in messages:
+        weight = message.size + sum(len(k) + len(str(v)) + 6 for k, v in message.attributes.items())
+        if not chunks or len(chunks[-1]) == 10 or size + weight > _BATCH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(message)
+        size += weight
+    return chunks
