@@ -3,12 +3,14 @@
 The public API is what this module exports; everything else is private.
 """
 
+from ._version import __version__ as __version__
 from .app import App, current_app, use
 from .batches import Batch, PendingBatch, batch, find_batch
 from .chains import PendingChain, chain
 from .connections.base import Connection, OutgoingMessage, ReceivedMessage
-from .decisions import Ack, Decision, Defer, Fail, Release
-from .dispatching import Dispatched, dispatch_many
+from .decisions import Ack, Decision, Defer, Fail, Postpone, Release
+from .dispatched import Dispatched
+from .dispatching import dispatch_many
 from .errors import (
     BadMessageError,
     ConfigurationError,
@@ -36,8 +38,6 @@ from .middleware import (
 from .registry import Registry, default_registry
 from .settings import Settings, load_settings
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Ack",
     "App",
@@ -62,6 +62,7 @@ __all__ = [
     "PendingBatch",
     "PendingChain",
     "PermanentError",
+    "Postpone",
     "RateLimited",
     "ReceivedMessage",
     "Registry",

@@ -8,14 +8,15 @@ and make it current with `with app.activate():` or `sqsjobs.use(app)`.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import importlib
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
+from . import context
 from .connections.base import Connection
+from .dispatched import Dispatched
 from .errors import ConfigurationError
 from .events import Events
 from .logs import log_event
@@ -23,7 +24,9 @@ from .registry import Registry, default_registry
 from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from .batches import Batch
     from .connections.sqs_async import AsyncSqsSender
+    from .job import Job
     from .payloads import PayloadStore
     from .runner import Runner
     from .settling import Settler
@@ -121,10 +124,22 @@ class App:
 
     @property
     def runner(self) -> Runner:
+        """The core every way in asks, with the features wired in as hooks (order matters: a key is
+        completed and a lock freed before the chain/batch bookkeeping sends what comes next)."""
         if self._runner is None:
-            from .runner import Runner
+            with self._lock:
+                if self._runner is None:
+                    from .hooks.idempotency import IdempotencyKeys
+                    from .hooks.unique import UniqueLocks
+                    from .hooks.workflow import Workflows
+                    from .runner import Runner
+                    from .settling import SkipLedger
 
-            self._runner = Runner(self)
+                    def store() -> Store:
+                        return self.store
+
+                    hooks = [IdempotencyKeys(store), UniqueLocks(store), Workflows(self)]
+                    self._runner = Runner(self, hooks, SkipLedger(store))
         return self._runner
 
     @property
@@ -180,35 +195,63 @@ class App:
     def queue_for(self, job_cls: type, queue: str | None) -> str:
         return queue or getattr(job_cls, "queue", None) or self.settings.default_queue
 
+    # -- what jobs ask of the app they are dispatched to (sqsjobs.context.Services) -----------------
+    def dispatch(self, job: Job, **options: Any) -> Dispatched:
+        from .dispatching import dispatch
+
+        return dispatch(job, app=self, **options)
+
+    async def dispatch_async(self, job: Job, **options: Any) -> Dispatched:
+        from .dispatching_async import dispatch_async
+
+        return await dispatch_async(job, app=self, **options)
+
+    def dispatch_many(self, jobs: Iterable[Job], **options: Any) -> list[Dispatched]:
+        from .dispatching import dispatch_many
+
+        return dispatch_many(jobs, app=self, **options)
+
+    async def dispatch_many_async(self, jobs: Iterable[Job], **options: Any) -> list[Dispatched]:
+        from .dispatching_async import dispatch_many_async
+
+        return await dispatch_many_async(jobs, app=self, **options)
+
+    def dispatch_sync(self, job: Job) -> None:
+        """Run `job` inline through the runner core; re-raise its exception if it is given up."""
+        from .connections.inline import SyncConnection
+        from .decisions import Fail
+        from .dispatch_plan import build_message
+
+        connection = SyncConnection(self.runner.process, self.settings.max_receive_count)
+        name, _envelope, message = build_message(self, job, inline=True)
+        connection.send(name, message)
+        decision = connection.last_decision
+        if isinstance(decision, Fail) and decision.exception is not None:
+            raise decision.exception
+
+    def find_batch(self, batch_id: str, *, caller: Any = None) -> Batch | None:
+        from .batches import find_batch
+
+        return find_batch(batch_id, self, caller=caller)
+
     @contextlib.contextmanager
     def activate(self) -> Iterator[App]:
         """Make this app current for dispatches in this context (thread- and task-local)."""
-        token = _current.set(self)
+        token = context.activate(self)
         try:
             yield self
         finally:
-            _current.reset(token)
+            context.deactivate(token)
 
 
-_current: contextvars.ContextVar[App | None] = contextvars.ContextVar("sqsjobs_app", default=None)
-_default: App | None = None
-_default_lock = threading.Lock()
+context.set_factory(App)
 
 
 def use(app: App | None) -> None:
     """Make `app` the process-wide default (None: rebuild from the environment on next use)."""
-    global _default
-    _default = app
+    context.set_default(app)
 
 
 def current_app() -> App:
     """The app dispatches go to: the activated one, else the process default."""
-    app = _current.get()
-    if app is not None:
-        return app
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = App()
-    return _default
+    return cast(App, context.current())

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from . import aws, coordination, workflow
+from . import aws, exception_counts, flow, runs
 from .app import App
 from .connections.base import OutgoingMessage, PayloadPointer, ReceivedMessage
 from .connections.sqs import SqsConnection, received
@@ -241,13 +241,17 @@ class FailedJobs:
     def _resend(self, job: FailedJob) -> bool:
         """Send a failed job back; True when the new message points at this copy's S3 object."""
         source = job.queue if job.queue != "?" else job.message.queue
+        try:  # a new life: `max_exceptions` counts again from 0, as `attempts` does
+            exception_counts.forget(self.app.store, job.id)
+        except Exception:
+            log.warning("could not clear the exception count of %s; max_exceptions may end it early", job.id)
         if self._in_workflow(job.body):
             # Undecided again, so it may run and go on. If that cannot be written, the retry would
             # only settle it as failed and drop it: keep it in the DLQ instead (raising does).
-            coordination.forget_failure(self.app, job.id)
+            runs.forget_failure(self.app.store, job.id)
         elif job.message.payload_error and job.message.pointer is not None:
             try:  # an unreadable body may be a chain/batch job: clear its marks if there are any
-                coordination.forget_failure(self.app, job.id)
+                runs.forget_failure(self.app.store, job.id)
             except Exception:
                 log.warning("could not clear the recorded failure of %s; its retry may only settle it", job.id)
         message = OutgoingMessage(body=self._fresh_body(job.body))
@@ -281,13 +285,13 @@ class FailedJobs:
             envelope.retry_until = utc_iso(parse_iso(envelope.retry_until) + shift)
         envelope.available_at = None
         envelope.dispatched_at = utc_iso(now)
-        if workflow.involved(envelope):
+        if flow.involved(envelope):
             envelope.extra["retried"] = True
         return envelope.encode(self.app.signing_key)
 
     def _in_workflow(self, body: str) -> bool:
         """Whether a body is a chain/batch job or a callback (it then has an "ended" mark to clear)."""
         try:
-            return workflow.involved(decode(body, self.app.signing_key))
+            return flow.involved(decode(body, self.app.signing_key))
         except BadMessageError:
             return False

@@ -9,13 +9,16 @@ travels as message attributes.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import traceback
 from dataclasses import dataclass
 
-from .connections.base import OutgoingMessage, ReceivedMessage
+from .connections.base import Connection, OutgoingMessage, ReceivedMessage
 from .payloads import carried
 from .timing import parse_iso, utc_iso
+
+log = logging.getLogger("sqsjobs.runner")
 
 PREFIX = "sqsjobs."
 _TRACEBACK_CHARS = 2000
@@ -152,3 +155,17 @@ def _peek(body: str) -> dict[str, str]:
 def _count(text: str) -> int:
     """An attribute anyone with send rights on the DLQ can write: junk reads as 0."""
     return int(text) if text.isdigit() and len(text) < 10 else 0
+
+
+def write(connection: Connection, message: ReceivedMessage, letter: OutgoingMessage) -> bool:
+    """Send a DLQ copy; False (logged) when SQS refused, so the caller keeps the source for later."""
+    try:
+        connection.send_to_dlq(message.queue, letter)
+    except Exception:
+        log.exception(
+            "could not write message %s to the DLQ of %r; it stays on its queue and is tried again",
+            message.message_id,
+            message.queue,
+        )
+        return False
+    return True

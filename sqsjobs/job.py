@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from . import context
+from .dispatched import Dispatched
+from .errors import ConfigurationError
 from .registry import default_registry
-from .timing import BackoffLike, DelayLike, backoff_seconds, clamp_visibility, delay_seconds
+from .steps import run_step
+from .timing import BackoffLike, DelayLike, backoff_seconds, clamp_visibility, delay_seconds, seconds
 
 if TYPE_CHECKING:
-    from .batches import Batch
-    from .dispatching import Dispatched
     from .envelope import Envelope
 
 T = TypeVar("T")
@@ -47,13 +49,17 @@ class JobContext:
     release_delay: int | None = None
     released: bool = False
     fail_reason: str | None = None
-    app: Any = None
+    #: The app running the job (the worker's, not necessarily the current one).
+    app: context.Services | None = None
     #: Seconds from dispatch (or the end of its delay) to the start of this run.
     wait_s: float = 0.0
     #: (key, owner) while this run holds an idempotency key "in progress".
     idempotency: tuple[str, str] | None = None
     #: How many times this run called `self.batch.add(...)` (keys each add, see Batch.add).
     batch_adds: int = 0
+    #: Set once `handle()` is entered: a release before it (a rate limit, an overlap lock) did not run
+    #: the job, so it does not spend a try.
+    handled: bool = False
 
 
 class Job(BaseModel):
@@ -112,8 +118,6 @@ class Job(BaseModel):
         if abstract:
             return
         if cls.tries is not None and (not isinstance(cls.tries, int) or cls.tries < 1):
-            from .errors import ConfigurationError
-
             raise ConfigurationError(f"{cls.__qualname__}.tries must be a whole number >= 1, got {cls.tries!r}")
         cls.job_name = name or cls.__name__
         cls.job_aliases = tuple(aliases)
@@ -125,15 +129,11 @@ class Job(BaseModel):
         super().__pydantic_init_subclass__()
         shadowed = sorted(set(cls.model_fields) & _JOB_ATTRIBUTES)
         if shadowed:
-            from .errors import ConfigurationError
-
             raise ConfigurationError(
                 f"{cls.__qualname__} has payload field(s) {', '.join(shadowed)} that would hide Job's own "
                 "attribute of that name; rename the field(s)"
             )
         if cls.unique_for is not None and cls.model_fields and cls.unique_id is Job.unique_id:
-            from .errors import ConfigurationError
-
             raise ConfigurationError(
                 f"{cls.__qualname__} is unique but has fields; define unique_id(self) to say which "
                 "jobs are the same, or every dispatch would share one lock"
@@ -170,16 +170,14 @@ class Job(BaseModel):
         return self._ctx.job_id if self._ctx else None
 
     @property
-    def batch(self) -> Batch | None:
-        """The batch this job belongs to (or is a callback of), read fresh from the store; None outside one."""
+    def batch(self) -> Any:
+        """The `Batch` this job belongs to (or is a callback of), read fresh from the store; None outside one."""
         envelope = self._ctx.envelope if self._ctx else None
         batch_id = envelope and (envelope.batch_id or envelope.extra.get("for_batch"))
         if not batch_id:
             return None
-        from .batches import find_batch
-
         assert self._ctx is not None
-        return find_batch(str(batch_id), self._ctx.app, caller=self._ctx)
+        return (self._ctx.app or context.current()).find_batch(str(batch_id), caller=self._ctx)
 
     def release(self, delay: DelayLike | None = None) -> None:
         """Put the job back to run again later; with no delay, the job's backoff applies."""
@@ -202,9 +200,7 @@ class Job(BaseModel):
         """
         if self._ctx is None or self._ctx.app is None:
             return fn()
-        from .coordination import run_step
-
-        return run_step(self, name, fn)
+        return run_step(self._ctx.app.store, self.job_id or "", name, fn, seconds(type(self).idempotency_ttl))
 
     def backoff_for(self, attempt: int) -> int:
         """Seconds to wait after failed attempt number `attempt`."""
@@ -224,10 +220,10 @@ class Job(BaseModel):
         group: str | None = None,
         deduplication_id: str | None = None,
     ) -> Dispatched:
-        """Queue this job. Delays over 15 minutes are carried in hops, never truncated."""
-        from .dispatching import dispatch
-
-        return dispatch(self, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id)
+        """Queue this job . Delays over 15 minutes are carried in hops, never truncated."""
+        return context.current().dispatch(
+            self, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id
+        )
 
     async def dispatch_async(
         self,
@@ -238,9 +234,9 @@ class Job(BaseModel):
         deduplication_id: str | None = None,
     ) -> Dispatched:
         """`dispatch` for async code (aiobotocore): never blocks the event loop."""
-        from .dispatching import dispatch_async
-
-        return await dispatch_async(self, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id)
+        return await context.current().dispatch_async(
+            self, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id
+        )
 
     def dispatch_if(self, condition: bool, **options: Any) -> Dispatched | None:
         return self.dispatch(**options) if condition else None
@@ -253,27 +249,21 @@ class Job(BaseModel):
 
         Retries run at once; if the job is finally given up, its last exception is raised.
         """
-        from .dispatching import dispatch_sync
-
-        dispatch_sync(self)
+        context.current().dispatch_sync(self)
 
     @classmethod
     def dispatch_many(
         cls, jobs: Iterable[Job], *, queue: str | None = None, delay: DelayLike | None = None
     ) -> list[Dispatched]:
         """Queue many jobs with SendMessageBatch (10 per call, <= 1 MiB per call)."""
-        from .dispatching import dispatch_many
-
-        return dispatch_many(jobs, queue=queue, delay=delay)
+        return context.current().dispatch_many(jobs, queue=queue, delay=delay)
 
     @classmethod
     async def dispatch_many_async(
         cls, jobs: Iterable[Job], *, queue: str | None = None, delay: DelayLike | None = None
     ) -> list[Dispatched]:
         """`dispatch_many` for async code."""
-        from .dispatching import dispatch_many_async
-
-        return await dispatch_many_async(jobs, queue=queue, delay=delay)
+        return await context.current().dispatch_many_async(jobs, queue=queue, delay=delay)
 
 
 #: Names a payload field may not take: each would hide an option or method of Job.

@@ -8,22 +8,23 @@ already in flight still find their class.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .errors import BadMessageError, ConfigurationError
 
-if TYPE_CHECKING:
-    from .job import Job
+#: A registered job class. The registry sits below `sqsjobs.job` (which registers into it), so it
+#: knows classes only as classes; callers that need `Job`'s methods know they have one.
+JobClass = type[Any]
 
 
 class Registry:
     """The set of job classes a process may run; nothing outside it is ever run."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, type[Job]] = {}
-        self._canonical: dict[str, type[Job]] = {}
+        self._by_name: dict[str, JobClass] = {}
+        self._canonical: dict[str, JobClass] = {}
 
-    def add(self, cls: type[Job], name: str, aliases: tuple[str, ...] = ()) -> None:
+    def add(self, cls: JobClass, name: str, aliases: tuple[str, ...] = ()) -> None:
         for key in (name, *aliases):
             existing = self._by_name.get(key)
             if existing is not None and _origin(existing) != _origin(cls):
@@ -34,7 +35,7 @@ class Registry:
             self._by_name[key] = cls
         self._canonical[name] = cls
 
-    def get(self, name: str) -> type[Job]:
+    def get(self, name: str) -> JobClass:
         """The class registered under `name` or one of its aliases."""
         try:
             return self._by_name[name]
@@ -48,7 +49,7 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
 
-    def __iter__(self) -> Iterator[type[Job]]:
+    def __iter__(self) -> Iterator[JobClass]:
         return iter(self._canonical.values())
 
     def names(self) -> list[str]:

@@ -68,9 +68,7 @@ class SkipLedger:
 class Settler:
     """Applies decisions for one connection; stateless, safe across threads."""
 
-    def __init__(
-        self, connection: Connection, skips: SkipLedger, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, connection: Connection, skips: SkipLedger, clock: Callable[[], float] = time.time) -> None:
         self.connection = connection
         self.skips = skips
         self.clock = clock
@@ -111,9 +109,7 @@ class Settler:
             except Exception:
                 log.exception("could not change the visibility of %d message(s) on %s", len(entries), queue)
 
-    def give_back(
-        self, messages: Sequence[ReceivedMessage], delay: int = 0, reason: str = ""
-    ) -> list[ReceivedMessage]:
+    def give_back(self, messages: Sequence[ReceivedMessage], delay: int = 0, reason: str = "") -> list[ReceivedMessage]:
         """Bring messages whose job did not run back after `delay` seconds, spending no try.
 
         Returns the messages whose copy was sent: the caller deletes these sources. The others keep

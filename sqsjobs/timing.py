@@ -58,3 +58,8 @@ def utc_iso(ts: float) -> str:
 
 def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
+
+
+def seconds(value: float | timedelta) -> float:
+    """A duration option (a number of seconds or a timedelta) in seconds."""
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

@@ -7,6 +7,7 @@ on DynamoDB (moto) too, where an expired item is still in the table.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from sqsjobs import Ack, App, ConfigurationError, Fail, Job, ReceivedMessage, Release
+from sqsjobs import Ack, App, ConfigurationError, Fail, Job, Postpone, ReceivedMessage, Release
 from sqsjobs.connections.memory import MemoryConnection
 from sqsjobs.middleware import (
     FailOnException,
@@ -169,9 +170,7 @@ def run_all(app: App, queue: str = "default") -> list[Any]:
     for message in connection.receive(queue, 10, 0):
         decision = app.runner.process(message)
         decisions.append(decision)
-        if isinstance(decision, Release):
-            connection.change_visibility(queue, [(message, decision.delay)])
-        else:
+        if app.settler.apply(message, decision).delete:
             connection.delete(queue, [message])
     return decisions
 
@@ -333,7 +332,7 @@ def test_a_throttled_circuit_opens_after_n_exceptions_and_closes_after_the_decay
         assert isinstance(run_all(app)[0], Release)
     assert names("coord.flaky") == ["call"] * 3
     decision = run_all(app)[0]
-    assert decision == Release(60, "released by the job"), "open: released for the decay, not run"
+    assert decision == Postpone(60, "held back before it ran"), "open: held back for the decay, not run, no try spent"
     assert names("coord.flaky") == ["call"] * 3
     clock.now += 61
     assert isinstance(run_all(app)[0], Release)
@@ -351,15 +350,31 @@ def test_an_idempotent_job_delivered_twice_runs_once(app: App) -> None:
     assert names("coord.charge").count(("done", 10, 20)) == 1
 
 
-def test_a_key_in_progress_is_released_not_run_concurrently(app: App) -> None:
+def test_a_key_in_progress_is_postponed_not_run_concurrently(app: App, caplog: pytest.LogCaptureFixture) -> None:
     with app.activate():
         Charge(order=2).dispatch()
     (message,) = app.connection.receive("default", 1, 0)
     first = app.runner.begin(message)
     twin = ReceivedMessage("default", "twin", "h3", message.body, 1, message.sent_at)
-    assert isinstance(app.runner.process(twin), Release)
+    with caplog.at_level("INFO", logger="sqsjobs.idempotency"):
+        assert isinstance(app.runner.process(twin), Postpone), "it waits, without spending a try"
     assert names("coord.charge") == []
     assert not isinstance(first, Release | Ack | Fail)
+    assert any("is held by" in r.getMessage() and "waits" in r.getMessage() for r in caplog.records), (
+        "every wait is logged"
+    )
+
+
+def test_an_idempotent_job_whose_worker_died_runs_when_its_message_comes_back(app: App) -> None:
+    """The run holding the key was killed: the same message, redelivered, takes the key over at once
+    (before, it was released as busy until the key expired and could land in the DLQ never run)."""
+    with app.activate():
+        Charge(order=3).dispatch()
+    (message,) = app.connection.receive("default", 1, 0)
+    assert not isinstance(app.runner.begin(message), Release | Ack | Fail | Postpone)  # then SIGKILL
+    redelivered = dataclasses.replace(message, receipt_handle="h-again", receive_count=2)
+    assert app.runner.process(redelivered) == Ack()
+    assert names("coord.charge").count(("done", 10, 20)) == 1
 
 
 def test_a_job_failing_after_step_two_of_three_resumes_at_step_three(app: App) -> None:

@@ -122,7 +122,7 @@ def test_a_copy_of_a_chain_link_arriving_later_as_a_first_delivery_only_settles(
 
 
 def test_a_copy_arriving_while_the_first_runs_waits_instead_of_running_too(app: App) -> None:
-    from sqsjobs import Release, chain
+    from sqsjobs import Postpone, chain
     from sqsjobs.runner import Run
 
     Link.runs.clear()
@@ -133,7 +133,7 @@ def test_a_copy_arriving_while_the_first_runs_waits_instead_of_running_too(app: 
     running = app.runner.begin(first)
     assert isinstance(running, Run)
     held = app.runner.begin(copy)
-    assert isinstance(held, Release) and "another copy" in held.reason
+    assert isinstance(held, Postpone) and "another copy" in held.reason
     assert Link.runs == []
 
 
@@ -141,7 +141,7 @@ def test_a_copy_held_back_while_the_first_runs_spends_no_tries_and_never_fails(a
     """Four deliveries of a copy while the first copy runs: each waits, none is given up."""
     import dataclasses
 
-    from sqsjobs import Release, chain
+    from sqsjobs import Postpone, chain
     from sqsjobs.runner import Run
 
     Link.runs.clear()
@@ -152,7 +152,7 @@ def test_a_copy_held_back_while_the_first_runs_spends_no_tries_and_never_fails(a
     for count in (1, 2, 3, 4):
         copy = dataclasses.replace(first, message_id="copy", receive_count=count)
         held = app.runner.begin(copy)
-        assert isinstance(held, Release), held
+        assert isinstance(held, Postpone), held
         assert held.delay >= 60, "it waits out the other copy's claim, not a fixed short time"
     assert FailedJobs(app).list() == []
 
@@ -160,7 +160,7 @@ def test_a_copy_held_back_while_the_first_runs_spends_no_tries_and_never_fails(a
 def test_the_same_message_back_after_its_worker_died_renews_its_claim(memory_app: App) -> None:
     import dataclasses
 
-    from sqsjobs import Release, chain
+    from sqsjobs import Postpone, chain
     from sqsjobs.runner import Run
 
     now = [1_000.0]
@@ -173,7 +173,7 @@ def test_the_same_message_back_after_its_worker_died_renews_its_claim(memory_app
     assert isinstance(memory_app.runner.begin(dataclasses.replace(first, receive_count=2)), Run)
     now[0] += 25  # past the first claim's expiry, while the second run goes on
     copy = dataclasses.replace(first, message_id="copy", receive_count=1)
-    assert isinstance(memory_app.runner.begin(copy), Release)
+    assert isinstance(memory_app.runner.begin(copy), Postpone)
 
 
 class Broken(Job, name="crash.broken-callback"):

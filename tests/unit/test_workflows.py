@@ -10,15 +10,28 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import pytest
 
-from sqsjobs import App, Job, PermanentError, Release, SkipIfBatchCancelled, aws, batch, chain, coordination, find_batch
-from sqsjobs.batches import list_batches, prune_batches, record
-from sqsjobs.coordination import SEND_LEASE_S, SendInProgress, dispatch_once
+from sqsjobs import (
+    App,
+    Job,
+    PermanentError,
+    Postpone,
+    Release,
+    SkipIfBatchCancelled,
+    aws,
+    batch,
+    chain,
+    find_batch,
+    once,
+)
+from sqsjobs.batches import list_batches, prune_batches
 from sqsjobs.envelope import decode
+from sqsjobs.flow import record
+from sqsjobs.once import SEND_LEASE_S, SendInProgress
 from sqsjobs.provisioning import provision
 from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import FakeClock, dead_letters, wait_for, work_for
@@ -147,7 +160,7 @@ def process_all(app: App, redeliver: set[int] = frozenset()) -> Counter[str]:  #
             if envelope.job == "wf.step" and n in redeliver and n not in redelivered:
                 redelivered.add(n)
                 app.connection.change_visibility("default", [(message, 0)])
-            elif isinstance(decision, Release):  # fast-forward: a released job comes back at once
+            elif isinstance(decision, Release | Postpone):  # fast-forward: it comes back at once
                 app.connection.change_visibility("default", [(message, 0)])
             else:
                 app.connection.delete("default", [message])
@@ -387,7 +400,7 @@ def test_a_failed_job_whose_batch_could_not_be_updated_leaves_one_dlq_copy(app: 
 def test_a_fresh_sending_mark_holds_others_back_and_a_stale_one_is_taken_over(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(coordination, "WATCH_S", 0.1)
+    monkeypatch.setattr(once, "WATCH_S", 0.1)
     clock = FakeClock()
     app = App(connection="memory", store="memory", clock=clock)
     key = ("chain#x", "link#1")
@@ -544,3 +557,7 @@ def test_a_run_that_finds_the_send_in_progress_waits_for_it_rather_than_coming_b
     assert dispatch_once(app, key, "run-a", slow_send) is True
     looking[0].join(5)
     assert done == ["sent"] and seen == [False], "the second run saw it sent, and sent nothing"
+
+
+def dispatch_once(app: App, key: tuple[str, str], owner: str, send: Callable[[], object]) -> bool:
+    return once.dispatch_once(app.store, app.clock, key, owner, send)

@@ -1,0 +1,232 @@
+"""Planning a dispatch: the envelope and SQS message for a job, its unique lock and its S3 body.
+
+Everything before the send, shared by the sync and async senders (`sqsjobs.dispatching`,
+`sqsjobs.dispatching_async`), so both refuse the same things and free the same things.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import unique
+from .connections.base import OutgoingMessage
+from .context import Services
+from .dispatched import Dispatched
+from .envelope import Envelope
+from .errors import DispatchError
+from .job import Job
+from .timing import DelayLike, delay_seconds, utc_iso
+
+log = logging.getLogger("sqsjobs.dispatch")
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One job of a bulk dispatch, with what chains and batches add to its envelope."""
+
+    job: Job
+    queue: str | None = None
+    delay: DelayLike | None = None
+    batch_id: str | None = None
+    chain: dict[str, Any] | None = None
+    job_id: str | None = None
+    extra: dict[str, Any] | None = None
+
+
+def build_message(
+    app: Services,
+    job: Job,
+    *,
+    queue: str | None = None,
+    delay: DelayLike | None = None,
+    group: str | None = None,
+    deduplication_id: str | None = None,
+    entry_id: str = "",
+    inline: bool | None = None,
+    batch_id: str | None = None,
+    chain: dict[str, Any] | None = None,
+    job_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[str, Envelope, OutgoingMessage]:
+    """The envelope and SQS message for one job; raises DispatchError for what SQS would refuse."""
+    cls = type(job)
+    name = app.queue_for(cls, queue)
+    now = app.clock()
+    seconds = delay_seconds(delay if delay is not None else cls.delay, now)
+    if inline if inline is not None else getattr(app.connection, "runs_inline", False):
+        seconds = 0.0
+    fifo = app.settings.physical_queue_name(name).endswith(".fifo")
+    if fifo and seconds > 0:
+        raise DispatchError(
+            f"queue {name!r} is FIFO and SQS refuses a per-message delay there; "
+            "dispatch to a standard queue, or set DelaySeconds on the FIFO queue itself"
+        )
+    envelope = Envelope(
+        id=job_id or str(uuid.uuid4()),
+        job=cls.job_name,
+        payload=job.model_dump(mode="json"),
+        queue=name,
+        dispatched_at=utc_iso(now),
+        chain=chain,
+        batch_id=batch_id,
+        extra=dict(extra or {}),
+    )
+    if cls.retry_until is not None:
+        envelope.retry_until = utc_iso(now + cls.retry_until.total_seconds())
+    envelope.unique_key = unique_key(job)
+    # available_at is set for every delay so wait times are measured from when the
+    # job became runnable; only delays longer than one hop need it to be re-sent.
+    hop = app.settings.max_delay_hop
+    send_delay = min(hop, math.ceil(seconds))
+    if seconds > 0:
+        envelope.available_at = utc_iso(now + seconds)
+    body = envelope.encode(app.signing_key)
+    size = len(body.encode())
+    message = OutgoingMessage(
+        body=body,
+        delay_seconds=send_delay,
+        group_id=(group or cls.job_name) if fifo else None,
+        deduplication_id=(deduplication_id or envelope.id) if fifo else None,
+        entry_id=entry_id or envelope.id,
+        size=size,
+    )
+    return name, envelope, message
+
+
+def prepare(app: Services, job: Job, **options: Any) -> tuple[str, Envelope, OutgoingMessage] | Dispatched:
+    """The message for one job, or the Dispatched(queued=False) of a unique job's duplicate."""
+    name, envelope, message = build_message(app, job, **options)
+    if not take_unique_lock(app, job, envelope):
+        return Dispatched(envelope.id, envelope.job, name, queued=False)
+    with unqueued_on_error(app, envelope, name, message):
+        offload(app, envelope, message)
+    return name, envelope, message
+
+
+def offload(app: Services, envelope: Envelope, message: OutgoingMessage) -> None:
+    """On SQS, a body over SQSJOBS_PAYLOAD_THRESHOLD moves to S3 and the message carries a pointer.
+
+    Done after the unique lock is taken, so a dropped duplicate never uploads anything.
+    Other connections have no size limit and keep the body.
+    """
+    payloads = app.payloads
+    if payloads is None:
+        return
+    try:
+        payloads.offload(message, envelope.id)
+    except (ClientError, BotoCoreError) as exc:
+        raise DispatchError(
+            f"{envelope.job} ({envelope.id}) is {message.size} bytes, over SQSJOBS_PAYLOAD_THRESHOLD, and could "
+            f"not be stored in the bucket {app.settings.bucket!r}: {exc}. Run `sqsjobs provision` (it creates "
+            "the bucket) or set SQSJOBS_BUCKET",
+            [(envelope.id, envelope.job, f"payload not stored: {exc}")],
+        ) from exc
+
+
+def forget_payload(app: Services, message: OutgoingMessage) -> None:
+    """The S3 body of a message that was never queued (the lifecycle rule would get it, later)."""
+    payloads = app.payloads
+    if payloads is not None and message.pointer is not None:
+        payloads.delete(message.pointer)
+
+
+@contextlib.contextmanager
+def unqueued_on_error(
+    app: Services, envelope: Envelope, queue: str, message: OutgoingMessage | None = None
+) -> Iterator[None]:
+    """A send that failed frees the job's unique lock and S3 body; AWS errors become a DispatchError."""
+    try:
+        yield
+    except BaseException as exc:
+        unique.release(app.store, envelope)  # not queued, whatever went wrong
+        if message is not None:
+            forget_payload(app, message)
+        if not isinstance(exc, ClientError | BotoCoreError):
+            raise
+        raise DispatchError(
+            f"{envelope.job} ({envelope.id}) was not queued on {queue!r}: {exc}",
+            [(envelope.id, envelope.job, str(exc))],
+        ) from exc
+
+
+def take_unique_lock(app: Services, job: Job, envelope: Envelope) -> bool:
+    """For a unique job: take its lock, or log the duplicate that is dropped (never silently).
+
+    A store that cannot be reached is a DispatchError naming the job: nothing was sent.
+    """
+    unique_for = type(job).unique_for
+    if envelope.unique_key is None or unique_for is None:
+        return True
+    try:
+        taken = unique.acquire(app.store, envelope, unique_for)
+    except (ClientError, BotoCoreError) as exc:
+        raise DispatchError(
+            f"{envelope.job} ({envelope.id}) was not queued: its unique lock could not be taken ({exc}); "
+            "nothing was sent, so dispatching it again is safe",
+            [(envelope.id, envelope.job, f"unique lock not taken: {exc}")],
+        ) from exc
+    if taken:
+        return True
+    log.info(
+        "unique job %s (%s) is already queued or running; this dispatch was dropped", envelope.job, envelope.unique_key
+    )
+    return False
+
+
+def by_queue(
+    app: Services, planned: Iterable[Planned]
+) -> tuple[dict[str, list[tuple[Envelope, OutgoingMessage]]], list[tuple[str, str, str]], list[Dispatched]]:
+    """Messages grouped by queue (large bodies already offloaded, per entry), the jobs that
+    could not even be prepared, and the unique duplicates that were dropped."""
+    by_queue: dict[str, list[tuple[Envelope, OutgoingMessage]]] = {}
+    not_queued: list[tuple[str, str, str]] = []
+    dropped: list[Dispatched] = []
+    try:
+        for index, item in enumerate(planned):
+            job = item.job
+            name, envelope, message = build_message(
+                app,
+                job,
+                queue=item.queue,
+                delay=item.delay,
+                entry_id=f"e{index}",
+                batch_id=item.batch_id,
+                chain=item.chain,
+                job_id=item.job_id,
+                extra=item.extra,
+            )
+            try:
+                if not take_unique_lock(app, job, envelope):
+                    dropped.append(Dispatched(envelope.id, envelope.job, name, queued=False))
+                    continue
+            except DispatchError as exc:  # this job only: the others go ahead
+                not_queued.extend(exc.not_queued)
+                continue
+            try:
+                offload(app, envelope, message)
+            except DispatchError as exc:
+                unique.release(app.store, envelope)
+                not_queued.extend(exc.not_queued)
+                continue
+            by_queue.setdefault(name, []).append((envelope, message))
+    except BaseException:
+        # Nothing is sent when preparing fails (a FIFO delay, an invalid job): free what was taken.
+        for items in by_queue.values():
+            for envelope, message in items:
+                unique.release(app.store, envelope)
+                forget_payload(app, message)
+        raise
+    return by_queue, not_queued, dropped
+
+
+def unique_key(job: Job) -> str | None:
+    cls = type(job)
+    return f"{cls.job_name}:{job.unique_id()}" if cls.unique_for is not None else None

@@ -1,0 +1,1 @@
+"""The features that plug into the runner (sqsjobs.runner.Hook), wired by the App in this order."""

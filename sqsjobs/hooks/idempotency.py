@@ -1,0 +1,73 @@
+"""Idempotency keys in the runner: claimed as the job starts, completed when it succeeds, freed otherwise."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+from .. import idempotency
+from ..decisions import Ack, Decision, Postpone
+from ..runner import Delivery, Hook
+from ..stores.base import Store
+from ..timing import seconds
+
+log = logging.getLogger("sqsjobs.idempotency")
+
+#: Longest a message whose key is busy waits before it looks again.
+_BUSY_WAIT_S = 60
+
+
+class IdempotencyKeys(Hook):
+    name = "idempotency"
+
+    def __init__(self, store: Callable[[], Store]) -> None:
+        self._store = store
+
+    def on_start(self, delivery: Delivery) -> Decision | None:
+        job, envelope, cls = delivery.job, delivery.envelope, delivery.job_cls
+        assert job is not None and envelope is not None and cls is not None
+        key = job.idempotency_key()
+        if key is None:
+            return None
+        holder = idempotency.owner(envelope.id, delivery.message.message_id)
+        claim = idempotency.claim(self._store(), cls.job_name, key, holder, delivery.timeout)
+        if claim.state == "done":
+            # The earlier run completed; its chain/batch work is redone harmlessly by the bookkeeping.
+            return Ack("duplicate")
+        if claim.state == "busy":
+            wait = min(_BUSY_WAIT_S, math.ceil(delivery.timeout))
+            log.info(
+                "%s (%s): idempotency key %r is held by %s; this message waits %d s (no try spent)",
+                cls.job_name,
+                envelope.id,
+                key[:200],
+                claim.holder[:300],
+                wait,
+            )
+            return Postpone(wait, "idempotency key in progress")
+        delivery.notes[self.name] = (key, holder)
+        if job._ctx is not None:
+            job._ctx.idempotency = (key, holder)
+        return None
+
+    def on_decided(self, delivery: Delivery, decision: Decision, error: BaseException | None) -> Decision | None:
+        held = delivery.notes.pop(self.name, None)
+        if held is None or delivery.job_cls is None:
+            return None
+        key, holder = held
+        name = delivery.job_cls.job_name
+        try:
+            if isinstance(decision, Ack):
+                # The effect is done: the key completes before the bookkeeping (a redelivery then takes the
+                # "done" path and only redoes that).
+                idempotency.complete(self._store(), name, key, seconds(delivery.job_cls.idempotency_ttl))
+            else:
+                idempotency.abandon(self._store(), name, key, holder)
+        except Exception:
+            # Completed: retrying would repeat the effect, so the key stays "in progress" until it expires and a
+            # duplicate meanwhile waits. Abandoned: it frees itself when it expires.
+            log.exception(
+                "could not %s idempotency key %r of %s", "complete" if isinstance(decision, Ack) else "free", key, name
+            )
+        return None

@@ -1,0 +1,391 @@
+"""The one core: a received message in, a decision out.
+
+Every way in (the poller, the Lambda adapter, the sync connection) calls `Runner.process` (or
+`begin` and `finish` around its own call of `handle()`) and only applies what it returns
+(sqsjobs.settling). Tries, backoff, retry_until, permanent errors, bad messages, long-delay hops
+and "did this run at all" are decided here and nowhere else; features plug in as hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from .. import exception_counts, failures, policy
+from ..connections.base import Connection, ReceivedMessage
+from ..context import Services
+from ..decisions import Ack, Decision, Defer, Fail, Postpone, Release
+from ..envelope import Envelope, decode
+from ..errors import (
+    BadMessageError,
+    JobFailedError,
+    JobTimeoutError,
+    MaxAttemptsExceededError,
+    PermanentError,
+    RetryUntilPassedError,
+)
+from ..events import JobEvent
+from ..job import Job, JobContext
+from ..middleware import run_through
+from ..payloads import carried
+from ..settling import SkipLedger
+from ..timing import parse_iso
+from .decoding import DecodeCache
+from .hook import Delivery, Hook
+
+log = logging.getLogger("sqsjobs.runner")
+
+#: Wraps one run of `handle()`; the poller uses it to enforce `timeout`.
+Guard = Callable[[Job], contextlib.AbstractContextManager[None]]
+
+#: How long to wait before trying again when a store, S3 or SQS error kept a message from starting or settling.
+RETRY_DELAY_S = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A job that should run now, as `Runner.begin` hands it to whoever calls `handle()`."""
+
+    job: Job
+    message: ReceivedMessage
+    connection: Connection
+    delivery: Delivery
+
+
+class Runner:
+    """Decides what happens to one message. Stateless between messages; safe across threads."""
+
+    def __init__(self, app: Services, hooks: Sequence[Hook] = (), skips: SkipLedger | None = None) -> None:
+        self.app = app
+        self.hooks = tuple(hooks)
+        self.skips = skips or SkipLedger(lambda: app.store)
+        self._decoded = DecodeCache(lambda body: decode(body, app.signing_key))
+
+    # -- what ways in call --------------------------------------------------------------
+    def process(self, message: ReceivedMessage, via: Connection | None = None, guard: Guard | None = None) -> Decision:
+        """Run the job a message carries (when it should run) and decide its fate.
+
+        `via` is the connection the message came from (DLQ writes and delay hops go there);
+        `guard` wraps `handle()` so a way in can enforce the job's timeout.
+        """
+        step = self.begin(message, via)
+        if not isinstance(step, Run):
+            return step
+        started = time.perf_counter()
+        try:
+            with guard(step.job) if guard is not None else contextlib.nullcontext():
+                self.run_handle(step.job)
+        except Exception as exc:
+            return self.finish(step, exc, time.perf_counter() - started)
+        return self.finish(step, None, time.perf_counter() - started)
+
+    @staticmethod
+    def run_handle(job: Job) -> None:
+        """`handle()` through the job's middleware; an `async def handle` runs on a private loop."""
+
+        def innermost() -> None:
+            if job._ctx is not None:
+                job._ctx.handled = True
+            result = job.handle()
+            if inspect.isawaitable(result):
+                import asyncio  # only async jobs pay for it (Lambda cold starts)
+
+                asyncio.run(_await(result))
+
+        middleware = job.middleware()
+        if middleware:
+            run_through(middleware, job, innermost)
+        else:
+            innermost()
+
+    def timeout_for(self, message: ReceivedMessage) -> float:
+        """Seconds the message's job may run (0 for one that will not run); the decode is kept for `process`."""
+        decoded = self._decoded.get(message, keep=True)
+        if isinstance(decoded, BadMessageError) or decoded.job not in self.app.registry:
+            return 0.0
+        return policy.timeout(self.app.registry.get(decoded.job).timeout, None, self.app.settings.timeout)
+
+    def begin(self, message: ReceivedMessage, via: Connection | None = None) -> Run | Decision:
+        """Everything before `handle()`: a Run when the job should run now, else the decision.
+
+        Never raises: a store or SQS error on the way (a claim, a lock, an "ended" mark) means "later".
+        """
+        delivery = Delivery(message, via or self.app.connection)
+        delivery.call_failed = lambda exc: self._call_failed(delivery, exc)
+        try:
+            step = self._begin(delivery)
+        except Exception as exc:
+            log.exception("could not start message %s; it is tried again later", message.message_id)
+            return Release(RETRY_DELAY_S, f"could not start: {type(exc).__name__}: {exc}"[:300])
+        if isinstance(step, Run):
+            return step
+        return self._decided(delivery, step, None)
+
+    def finish(self, run: Run, error: Exception | None, runtime: float) -> Decision:
+        """Everything after `handle()` returned (error None) or raised `error`. Never raises."""
+        try:
+            decision = self._judge(run.delivery, error, runtime)
+        except Exception as exc:
+            log.exception("could not settle message %s; it is tried again later", run.message.message_id)
+            decision, error = Release(RETRY_DELAY_S, f"could not settle: {type(exc).__name__}: {exc}"[:300]), exc
+        return self._decided(run.delivery, decision, error)
+
+    # -- before the run -----------------------------------------------------------------
+    def _begin(self, d: Delivery) -> Run | Decision:
+        message, now = d.message, self.app.clock()
+        early = policy.not_before(message.attributes, now)
+        if early > 0:
+            return Postpone(math.ceil(early), "not due yet")
+        if message.payload_retry and message.receive_count < self.app.settings.tries:
+            log.warning("%s; message %s is tried again later", message.payload_error, message.message_id)
+            return Release(RETRY_DELAY_S, message.payload_error)
+        if message.payload_error:  # for good, or a passing fault that did not pass in SQSJOBS_TRIES tries
+            return self._reject(d, BadMessageError(message.payload_reason, message.payload_error))
+        decoded = self._decoded.get(message)
+        if isinstance(decoded, BadMessageError):
+            return self._reject(d, decoded)
+        d.envelope = decoded
+        try:
+            cls: type[Job] = self.app.registry.get(decoded.job)
+        except BadMessageError as exc:
+            return self._reject(d, exc)
+        d.job_cls = cls
+        d.timeout = policy.timeout(cls.timeout, None, self.app.settings.timeout)
+        for hook in self.hooks:
+            if (decided := hook.on_received(d)) is not None:
+                return decided
+
+        if decoded.available_at is not None:
+            remaining = parse_iso(decoded.available_at) - now
+            if remaining > 0:  # never early, not even by a second: a last short hop is cheaper than a broken promise
+                return self._defer(d, remaining)
+
+        job = self._build(d, cls, decoded)
+        if not isinstance(job, Job):
+            return job
+        d.job = job
+        d.attempts = policy.attempt(message.receive_count, message.attributes, self.skips.count(message))
+        job._ctx = JobContext(decoded.id, d.attempts, message.queue, decoded, app=self.app)
+        for hook in self.hooks:
+            if (decided := hook.before_run(d)) is not None:
+                return decided
+
+        tries = policy.tries(cls.tries, self.app.settings.tries)
+        if d.attempts > tries:
+            exhausted = MaxAttemptsExceededError(
+                f"{cls.job_name} has run {d.attempts - 1} times and allows {tries} tries; "
+                "the last run never decided (crash, kill or timeout), so it is not run again"
+            )
+            return self._fail(d, exhausted, "tries_exhausted", 0.0)
+        if decoded.retry_until is not None and parse_iso(decoded.retry_until) < now:
+            expired = RetryUntilPassedError(f"{cls.job_name} passed its retry_until ({decoded.retry_until})")
+            return self._fail(d, expired, "retry_until", 0.0)
+        for hook in self.hooks:
+            if (decided := hook.on_start(d)) is not None:
+                return decided
+        job._ctx.wait_s = max(0.0, now - _ts(decoded.available_at or decoded.dispatched_at, now))
+        self._emit("processing", d)
+        return Run(job, message, d.connection, d)
+
+    def _build(self, d: Delivery, cls: type[Job], envelope: Envelope) -> Job | Decision:
+        try:
+            return cls.model_validate(envelope.payload)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))[:80] or '(payload)'}: {e['msg'][:120]}" for e in exc.errors()[:5]
+            )
+            return self._reject(
+                d, BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {problems}")
+            )
+        except Exception as exc:  # a validator of the job's own that raised something else
+            bad = BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {type(exc).__name__}")
+            return self._reject(d, bad)
+
+    # -- after the run ------------------------------------------------------------------
+    def _judge(self, d: Delivery, error: Exception | None, runtime: float) -> Decision:
+        job = d.job
+        assert job is not None and job._ctx is not None
+        context = job._ctx
+        d.ran = context.handled
+        if error is not None:
+            return self._after_exception(d, error, runtime)
+        if context.fail_reason is not None:
+            return self._fail(d, JobFailedError(context.fail_reason), "failed_by_job", runtime)
+        if context.released:
+            if not d.ran:  # a middleware held it back (a rate limit, an overlap lock): no try spent
+                delay = context.release_delay if context.release_delay is not None else 0
+                self._note(d, "released", runtime_s=runtime, delay=delay)
+                return Postpone(delay, "held back before it ran")
+            delay = context.release_delay if context.release_delay is not None else job.backoff_for(d.attempts)
+            self._note(d, "released", runtime_s=runtime, delay=delay)
+            return Release(delay, "released by the job")
+        self._note(d, "processed", runtime_s=runtime)
+        return Ack()
+
+    def _after_exception(self, d: Delivery, exc: Exception, runtime: float) -> Decision:
+        job, cls = d.job, d.job_cls
+        assert job is not None and cls is not None
+        now = self.app.clock()
+        envelope = d.envelope
+        if isinstance(exc, PermanentError) or (cls.fail_on and isinstance(exc, cls.fail_on)):
+            kind = "permanent"
+        elif isinstance(exc, JobTimeoutError) and cls.fail_on_timeout:
+            kind = "timeout"
+        elif d.attempts >= policy.tries(cls.tries, self.app.settings.tries):
+            kind = "tries_exhausted"
+        elif cls.max_exceptions is not None and exception_counts.count(self.app.store, job.job_id or "") >= (
+            cls.max_exceptions
+        ):
+            kind = "max_exceptions"
+        elif envelope is not None and envelope.retry_until and parse_iso(envelope.retry_until) < now:
+            kind = "retry_until"
+        else:
+            delay = job.backoff_for(d.attempts)
+            self._note(d, "released", runtime_s=runtime, error=exc, delay=delay)
+            return Release(delay, f"{type(exc).__name__}: {exc}")
+        return self._fail(d, exc, kind, runtime)
+
+    # -- the paths out ------------------------------------------------------------------
+    def _fail(self, d: Delivery, exc: BaseException, kind: str, runtime: float) -> Decision:
+        """To the DLQ with its reason; `failed()` runs once the copy is written."""
+        held = self._write_dlq(d, exc, kind)
+        if held is not None:
+            return held
+        d.call_failed(exc)
+        self._note(d, "failed", runtime_s=runtime, error=exc)
+        return Fail(kind, type(exc).__name__, exc)
+
+    def _reject(self, d: Delivery, exc: BadMessageError) -> Decision:
+        """A message that cannot become a job: to the DLQ with its reason, never run, never retried."""
+        held = self._write_dlq(d, exc, exc.kind)
+        if held is not None:
+            return held
+        envelope, message = d.envelope, d.message
+        self.app.events.emit(
+            JobEvent(
+                "rejected",
+                envelope.id if envelope else message.message_id,
+                envelope.job if envelope else "?",
+                message.queue,
+                message.receive_count,
+                error_type=exc.kind,
+                error=str(exc),
+            )
+        )
+        return Fail(exc.kind, type(exc).__name__, exc)
+
+    def _write_dlq(self, d: Delivery, exc: BaseException, kind: str) -> Release | None:
+        for hook in self.hooks:
+            if (held := hook.before_dlq(d, kind, exc)) is not None:
+                return held
+        envelope, message = d.envelope, d.message
+        letter = failures.dead_letter(
+            message,
+            kind=kind,
+            error=exc,
+            attempts=d.attempts or message.receive_count,
+            now=self.app.clock(),
+            job_name=envelope.job if envelope else "",
+            job_id=envelope.id if envelope else "",
+        )
+        if not failures.write(d.connection, message, letter):
+            return Release(RETRY_DELAY_S, "the DLQ could not be written")
+        return None
+
+    def _call_failed(self, d: Delivery, exc: BaseException) -> None:
+        job = d.job
+        if job is None and d.job_cls is not None and d.envelope is not None:
+            try:  # a redelivery settling a failure decided before: its job is built only now
+                job = d.job_cls.model_validate(d.envelope.payload)
+            except Exception:
+                return
+        if job is None:
+            return
+        try:
+            job.failed(exc)
+        except Exception:
+            log.exception("%s.failed() raised; the job is in the DLQ regardless", type(job).__name__)
+
+    def _defer(self, d: Delivery, remaining: float) -> Decision:
+        """The next hop of a long delay: re-send the same body, then the source is deleted."""
+        message, envelope = d.message, d.envelope
+        assert envelope is not None
+        hop = min(math.ceil(remaining), self.app.settings.max_delay_hop)
+        try:
+            again = carried(message)
+            again.delay_seconds = hop
+            d.connection.send(message.queue, again)
+        except Exception:
+            log.exception("could not re-send the next delay hop of %s; keeping the message", envelope.id)
+            return Postpone(hop, "delay hop could not be sent")  # it has not run: no try spent
+        self.app.events.emit(
+            JobEvent("deferred", envelope.id, envelope.job, message.queue, message.receive_count, delay=hop)
+        )
+        return Defer(hop)
+
+    def _decided(self, d: Delivery, decision: Decision, error: BaseException | None) -> Decision:
+        """Let every hook free or record what it took; the first Release one asks for keeps the message.
+
+        The job's event (processed, released, failed) is emitted only for the decision that stands, so
+        a message kept for its bookkeeping is counted once, by the delivery that finishes it.
+        """
+        final = decision
+        for hook in self.hooks:
+            try:
+                held = hook.on_decided(d, decision, error)
+            except Exception as exc:
+                log.exception(
+                    "%s could not settle message %s; it is tried again later", hook.name, d.message.message_id
+                )
+                held = Release(RETRY_DELAY_S, f"could not settle: {type(exc).__name__}: {exc}"[:300])
+            if held is not None and final is decision:
+                final = held
+        if final is decision:
+            noted = d.notes.get("event")
+            if noted is not None:
+                self._emit(noted[0], d, **noted[1])
+            elif isinstance(decision, Ack) and d.job is not None:
+                self._emit("processed", d)  # a duplicate whose effect was done before
+        return final
+
+    @staticmethod
+    def _note(d: Delivery, kind: str, **fields: object) -> None:
+        d.notes["event"] = (kind, fields)
+
+    def _emit(
+        self, kind: str, d: Delivery, *, runtime_s: float = 0.0, error: BaseException | None = None, delay: int = 0
+    ) -> None:
+        ctx = d.job._ctx if d.job is not None else None
+        self.app.events.emit(
+            JobEvent(
+                kind,
+                ctx.job_id if ctx else "",
+                d.job_cls.job_name if d.job_cls else "?",
+                d.message.queue,
+                d.attempts or d.message.receive_count,
+                dispatched_at=d.envelope.dispatched_at if d.envelope else "",
+                wait_s=ctx.wait_s if ctx else 0.0,
+                runtime_s=runtime_s,
+                error_type=type(error).__name__ if error else "",
+                error=str(error) if error else "",
+                delay=delay,
+            )
+        )
+
+
+async def _await(awaitable: object) -> None:
+    await awaitable  # type: ignore[misc]
+
+
+def _ts(text: str, default: float) -> float:
+    try:
+        return parse_iso(text)
+    except ValueError:
+        return default

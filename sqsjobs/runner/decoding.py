@@ -1,0 +1,40 @@
+"""Each message's body is decoded once, even when a way in asks for its timeout before running it."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+from ..connections.base import ReceivedMessage
+from ..envelope import Envelope
+from ..errors import BadMessageError
+
+#: Decodes kept between `timeout_for` and `process` (a Lambda batch is at most 10,000 records).
+_KEPT = 10_000
+
+
+class DecodeCache:
+    """Envelopes decoded for `Runner.timeout_for`, handed to the `process` of the same receipt."""
+
+    def __init__(self, decode: Callable[[str], Envelope]) -> None:
+        self._decode = decode
+        self._kept: OrderedDict[str, Envelope | BadMessageError] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, message: ReceivedMessage, keep: bool = False) -> Envelope | BadMessageError:
+        """The envelope, or why the body is none; `keep` holds it for the next call on this receipt."""
+        with self._lock:
+            cached = self._kept.pop(message.receipt_handle, None)
+        if cached is not None:
+            return cached
+        try:
+            decoded: Envelope | BadMessageError = self._decode(message.body)
+        except BadMessageError as exc:
+            decoded = exc
+        if keep:
+            with self._lock:
+                self._kept[message.receipt_handle] = decoded
+                while len(self._kept) > _KEPT:
+                    self._kept.popitem(last=False)
+        return decoded

@@ -1,0 +1,69 @@
+"""How features plug into the runner: hooks called at fixed points of one delivery.
+
+The runner knows no chain, batch, lock or key. Unique locks, idempotency keys and chain/batch
+bookkeeping (sqsjobs.hooks) each implement the points they need; the base class makes every
+point a no-op. A point that returns a decision ends the delivery with it (the job does not run);
+`on_decided` sees every decision and may replace it with a Release, to keep the message until
+work that must survive a crash is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..connections.base import Connection, ReceivedMessage
+from ..decisions import Decision, Release
+from ..envelope import Envelope
+from ..job import Job
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One received message on its way through the runner, as hooks see it."""
+
+    message: ReceivedMessage
+    connection: Connection
+    envelope: Envelope | None = None
+    #: The registered class the envelope names (None for a message that names none).
+    job_cls: type[Job] | None = None
+    job: Job | None = None
+    #: This delivery's attempt number: runs, not receives (sqsjobs.policy.attempt).
+    attempts: int = 0
+    #: Seconds the job may run, by the one rule (sqsjobs.policy.timeout).
+    timeout: float = 0.0
+    #: Set once `handle()` was entered: a decision without it means the job did not run.
+    ran: bool = False
+    #: Per-hook state (a claimed key, a taken claim), keyed by the hook's name.
+    notes: dict[str, Any] = field(default_factory=dict)
+    #: Runs the job's `failed()` once (the runner's; a hook that writes a DLQ copy itself calls it).
+    call_failed: Callable[[BaseException], None] = field(default=lambda _exc: None)
+
+
+class Hook:
+    """Base class: every point is a no-op. Points run in the order hooks were given to the runner."""
+
+    name = "hook"
+
+    def on_received(self, delivery: Delivery) -> Decision | None:
+        """The envelope is decoded and its class known; nothing is validated or counted yet."""
+        return None
+
+    def before_run(self, delivery: Delivery) -> Decision | None:
+        """The job is built and its attempt known, before the runner checks tries and retry_until:
+        a decision here (e.g. "another copy is running") spends nothing."""
+        return None
+
+    def on_start(self, delivery: Delivery) -> Decision | None:
+        """The job passed every check and is about to run: take what the run needs (a key)."""
+        return None
+
+    def before_dlq(self, delivery: Delivery, kind: str, error: BaseException) -> Release | None:
+        """A failure is about to be written to the DLQ: write down what a crash must not lose."""
+        return None
+
+    def on_decided(self, delivery: Delivery, decision: Decision, error: BaseException | None) -> Decision | None:
+        """The delivery is decided (the DLQ copy, if any, is written): free or record what this hook
+        took, before the message is deleted. Return a Release to keep the message instead."""
+        return None
