@@ -57,3 +57,11 @@ class RetryUntilPassedError(PermanentError):
 
 class JobFailedError(PermanentError):
     """The job called `self.fail(reason)`."""
+
+
+class NeverRanError(SqsJobsError):
+    """The sync connection postponed a job again and again and it never ran.
+
+    The sync connection does not wait, so what holds a job back (a rate limit, an overlap lock, a
+    busy idempotency key) is still there when it looks again; a queue would wait it out.
+    """
