@@ -39,7 +39,9 @@ def client(service: str) -> Any:
                 raise ConfigurationError(
                     "no AWS region configured; set AWS_REGION or AWS_DEFAULT_REGION (e.g. us-east-1)"
                 )
-            retries: Any = {"mode": _retry_mode(), "max_attempts": _max_attempts()}
+            # `total_max_attempts` counts the first call too, as AWS_MAX_ATTEMPTS does (botocore's
+            # `max_attempts` would count only retries: one attempt more than asked for).
+            retries: Any = {"mode": _retry_mode(), "total_max_attempts": _max_attempts()}
             config = Config(
                 region_name=key[1],
                 retries=retries,

@@ -162,7 +162,10 @@ def send_members(
             # The members that were sent may all have finished already: nobody else would see
             # that the lowered total is reached, so look now.
             if shrunk is not None:
-                _settle(app, batch_id, shrunk, owner=batch_id)
+                try:
+                    _settle(app, batch_id, shrunk, owner=batch_id)
+                except Exception:  # the dispatcher must hear why its members were not queued, not this
+                    log.exception("batch %s: could not send what its end calls for", batch_id)
         raise
     member_by_job = {p.job_id: member_id for p, member_id in zip(planned, ids, strict=True)}
     chains = {link_id(mid, 0) for entry, mid in zip(members, ids, strict=True) if "chain" in entry}

@@ -22,7 +22,12 @@ class UniqueLocks(Hook):
 
     def on_start(self, delivery: Delivery) -> Decision | None:
         envelope = delivery.envelope
-        if envelope is not None and envelope.unique_key and delivery.job_cls and delivery.job_cls.unique_until_processing:
+        if (
+            envelope is not None
+            and envelope.unique_key
+            and delivery.job_cls
+            and delivery.job_cls.unique_until_processing
+        ):
             unique.release(self._store(), envelope)
         return None
 

@@ -6,12 +6,13 @@ the DLQ, nothing after it ran, and the message comes back as a redelivery would.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 
-from sqsjobs import Ack, App, Fail, Job, PermanentError, aws, batch
+from sqsjobs import Ack, App, Fail, Job, PermanentError, Release, aws, batch
 from sqsjobs.failed_jobs import FailedJobs
 from sqsjobs.provisioning import provision
 
@@ -82,12 +83,30 @@ def test_a_batch_member_whose_worker_died_after_its_dlq_write_is_settled_not_run
     app.connection.delete("default", [again])
 
     assert sorted(Member.runs) == [1, 2], "the member whose worker died is not run again"
+    assert sorted(Member.failures) == [1, 2], "failed() ran for it too, on the redelivery that wrote its copy"
     found = created.fresh()
     assert (found.processed, found.failed, found.pending, found.finished) == (0, 2, 0, True)
     # Two DLQ copies at most for the job whose worker died, shown as one failed job.
     jobs = FailedJobs(app).list()
     assert len(jobs) == 2
     assert sorted(job.reason for job in jobs) == ["permanent", "permanent"]
+
+
+def test_failed_runs_once_when_the_bookkeeping_keeps_the_message_first(app: App, faults: Any) -> None:
+    """The DLQ copy is written, then the batch cannot be updated: the message is kept, and its
+    redelivery only settles the batch. `failed()` ran once, before the bookkeeping (it used to be
+    skipped on both deliveries)."""
+    created = batch([Member(n=7)]).dispatch()
+    (message,) = app.connection.receive("default", 10, 0)
+    faults.add(service="dynamodb", operation="TransactWriteItems", kind="500")
+    held = app.runner.process(message)
+    assert isinstance(held, Release) and "chain or batch" in held.reason
+    assert Member.failures == [7]
+    faults.clear()
+    again = app.runner.process(dataclasses.replace(message, receive_count=2, receipt_handle="again"))
+    assert isinstance(again, Fail) and again.error_type == "AlreadyFailed"
+    assert Member.runs == [7] and Member.failures == [7], "not run again, failed() not called again"
+    assert created.fresh().failed == 1
 
 
 class Link(Job, name="crash.link"):

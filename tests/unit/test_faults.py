@@ -258,7 +258,7 @@ def test_dispatch_whose_answer_is_lost_may_queue_twice_but_never_zero_times(sqs_
 
 
 def test_dispatch_many_through_throttles_queues_every_job_once(sqs_app: App, faults: FaultPlan) -> None:
-    faults.add(service="sqs", operation="SendMessageBatch", kind="throttle", times=2)
+    faults.add(service="sqs", operation="SendMessageBatch", kind="throttle", times=1)
     jobs = [Plain(n=i) for i in range(12)]
     Plain.dispatch_many(jobs)
     assert work(sqs_app, concurrency=4) == 0

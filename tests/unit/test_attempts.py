@@ -1,0 +1,121 @@
+"""Attempts count runs, not receives (docs/attempts.md): a message whose job did not run spends no try.
+
+Each case goes through the runner and the settler to moto with the strict AWS rules, as a worker does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import pytest
+
+from sqsjobs import Ack, App, Fail, Job, Postpone, Release, WithoutOverlapping, policy
+from sqsjobs.connections.base import ReceivedMessage
+from sqsjobs.provisioning import provision
+from sqsjobs.testing import rule_state
+
+
+class Guarded(Job, name="attempts.guarded"):
+    """tries=1: one spent try too many and it is in the DLQ having never run."""
+
+    tries = 1
+    runs: ClassVar[list[int]] = []
+
+    def middleware(self) -> list[Any]:
+        return [WithoutOverlapping("the-lock", release_after=0)]
+
+    def handle(self) -> None:
+        Guarded.runs.append(self.attempts)
+
+
+class Failing(Job, name="attempts.failing"):
+    tries = 2
+    backoff = 0
+    runs: ClassVar[list[int]] = []
+
+    def handle(self) -> None:
+        Failing.runs.append(self.attempts)
+        raise RuntimeError("down")
+
+
+def settle(app: App, queue: str, message: ReceivedMessage) -> Any:
+    decision = app.runner.process(message)
+    if app.settler.apply(message, decision).delete:
+        app.connection.delete(queue, [message])
+    return decision
+
+
+def receive_one(app: App, queue: str) -> ReceivedMessage:
+    for _ in range(20):
+        got = app.connection.receive(queue, 1, 1)
+        if got:
+            return got[0]
+    raise AssertionError(f"nothing came back on {queue}")
+
+
+@pytest.fixture
+def locked(sqs_app: App) -> App:
+    Guarded.runs.clear()
+    provision(sqs_app, ["default"], table=True, bucket=False)
+    sqs_app.store.add(("overlap", "attempts.guarded:the-lock"), {"owner": "someone-else"}, ttl=600)
+    return sqs_app
+
+
+def test_a_job_held_back_by_its_middleware_again_and_again_runs_on_its_first_try(moto: None, locked: App) -> None:
+    Guarded().dispatch()
+    for _ in range(4):
+        decision = settle(locked, "default", receive_one(locked, "default"))
+        assert isinstance(decision, Postpone)
+    locked.store.delete(("overlap", "attempts.guarded:the-lock"))
+    message = receive_one(locked, "default")
+    assert message.attributes[policy.RUNS_ATTRIBUTE] == "0", "the copy carries the runs so far"
+    assert settle(locked, "default", message) == Ack()
+    assert Guarded.runs == [1], "it ran once, as attempt 1 of its single try"
+
+
+def test_a_fifo_job_held_back_keeps_its_place_and_its_tries(moto: None, prefix: str) -> None:
+    app = App(connection="sqs", queue_prefix=prefix, visibility_timeout=30)
+    provision(app, ["orders.fifo"], table=True, bucket=False)
+    Guarded.runs.clear()
+    app.store.add(("overlap", "attempts.guarded:the-lock"), {"owner": "someone-else"}, ttl=600)
+    with app.activate():
+        Guarded().dispatch(queue="orders.fifo", group="g")
+        first = receive_one(app, "orders.fifo")
+        assert first.group_id == "g"
+        for _ in range(3):
+            assert isinstance(settle(app, "orders.fifo", first), Postpone)
+            again = receive_one(app, "orders.fifo")
+            assert again.message_id == first.message_id, "the same message, in its place in the group"
+            first = again
+        app.store.delete(("overlap", "attempts.guarded:the-lock"))
+        assert first.receive_count == 4
+        assert settle(app, "orders.fifo", first) == Ack()
+    assert Guarded.runs == [1]
+
+
+def test_a_real_failure_still_spends_a_try_and_ends_in_the_dlq(sqs_app: App) -> None:
+    Failing.runs.clear()
+    Failing().dispatch()
+    assert isinstance(settle(sqs_app, "default", receive_one(sqs_app, "default")), Release)
+    decision = settle(sqs_app, "default", receive_one(sqs_app, "default"))
+    assert isinstance(decision, Fail) and decision.reason == "tries_exhausted"
+    assert Failing.runs == [1, 2]
+
+
+def test_a_carried_run_count_is_read_and_a_forged_one_ignored(memory_app: App) -> None:
+    base = ReceivedMessage("q", "m", "h", "{}", 3, 0.0)
+    assert policy.attempt(base.receive_count, {policy.RUNS_ATTRIBUTE: "2"}) == 5
+    for forged in ("-5", "1e9", "99999999", "\uff12", ""):
+        assert policy.attempt(3, {policy.RUNS_ATTRIBUTE: forged}) == 3, forged
+    assert policy.attempt(4, {}, skipped=3) == 1
+
+
+def test_a_release_longer_than_sqs_allows_from_this_receive_is_cut_not_refused(sqs_app: App) -> None:
+    Failing().dispatch()
+    message = receive_one(sqs_app, "default")
+    rule_state.advance_clock(11 * 3600)  # the job ran for 11 hours
+    aged = dataclasses.replace(message, received_at=message.received_at - 11 * 3600)
+    sqs_app.settler.apply(aged, Release(3 * 3600))  # SQS would refuse 3 h: only ~1 h is left
+    counts = sqs_app.connection.counts("default")
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == 1, "the visibility change was accepted"
