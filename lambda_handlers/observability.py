@@ -4,13 +4,15 @@
   (JSON, with job id, name, queue and attempt as keys, and the envelope's id as
   correlation id).
 - `POWERTOOLS_METRICS_NAMESPACE` set: EMF metrics per job name — processed,
-  failed, released (counts) and runtime (milliseconds).
+  failed, released (counts) and runtime (milliseconds), and `handed_back` / `held_back`
+  for records the handler gave back without running them (see `HandBacks`).
 
 Neither module is imported unless its variable is set, to keep cold starts light.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -70,3 +72,41 @@ def _metrics_listener() -> Any:
             metric.add_dimension(name="job", value=event.job_name)
 
     return listen
+
+
+class HandBacks:
+    """The log line and the metric for every record the handler gives back without running it.
+
+    A record handed back in silence looks, from the outside, like a queue that never drains: nothing
+    failed, nothing ran. So each one is logged (which job, and why: the time left and the time it
+    needed, or the record it waits behind) and counted, per job, so an alarm can watch for it.
+    """
+
+    def __init__(self) -> None:
+        self._powertools: Any = None
+        if os.environ.get("POWERTOOLS_SERVICE_NAME"):
+            from aws_lambda_powertools import Logger
+
+            self._powertools = Logger(logger_name="sqsjobs.lambda")
+        self._metrics = bool(os.environ.get("POWERTOOLS_METRICS_NAMESPACE"))
+        self._log = logging.getLogger("sqsjobs.lambda")
+
+    def report(self, metric: str, level: int, text: str, fields: dict[str, Any]) -> None:
+        """One line (`fields` as keys: job, queue, message_id, ...) and one count of `metric` for the job.
+
+        Never raises: reporting a record must not change what happens to it."""
+        try:
+            self._report(metric, level, text, fields)
+        except Exception:
+            self._log.exception("could not report: %s", text)
+
+    def _report(self, metric: str, level: int, text: str, fields: dict[str, Any]) -> None:
+        if self._powertools is not None:
+            (self._powertools.warning if level >= logging.WARNING else self._powertools.info)(text, extra=fields)
+        else:
+            self._log.log(level, text, extra={"sqsjobs": fields})
+        if self._metrics:
+            from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+            with single_metric(name=metric, unit=MetricUnit.Count, value=1) as counted:
+                counted.add_dimension(name="job", value=str(fields.get("job") or "?"))

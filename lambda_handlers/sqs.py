@@ -2,23 +2,15 @@
 
 A user's function is this handler plus their jobs module, configured only by
 environment (`SQSJOBS_APP=myapp.jobs`, handler `lambda_handlers.sqs.handler`).
-It moves messages and applies the runner core's decisions; nothing about jobs
-is decided here:
+It moves records and applies the runner core's decisions through the app's
+settler; nothing about jobs is decided here. What each decision becomes is in
+`lambda_handlers.batch` (Powertools' BatchProcessor for standard queues,
+SqsFifoPartialProcessor for FIFO, each subclassed to settle decisions).
 
-- ack, fail (the DLQ copy is already written) and delay hops -> success, so the
-  event source mapping deletes the record;
-- release/backoff -> the record's visibility is set to the delay, then it is
-  reported in `batchItemFailures`, so the mapping leaves it for that long;
-- a body offloaded to S3 (Extended Client pointer) is fetched before the core
-  sees it, and the object is deleted once its job is done;
-- a record whose job would not finish before the invocation's deadline is not
-  started: it is made visible again at once and reported as a failure.
-
-Built on Powertools' BatchProcessor (standard queues) and SqsFifoPartialProcessor
-(FIFO: a failure holds back the rest of the batch, or with
-SQSJOBS_LAMBDA_FIFO_SKIP_GROUP=true only the rest of its message group).
-`raise_on_entire_batch_failure` is off on purpose: a batch in which every record
-was released is a normal outcome here, not an invocation error.
+On the first event the handler compares SQSJOBS_TIMEOUT plus
+SQSJOBS_LAMBDA_DEADLINE_MARGIN with the time the function has, and refuses to
+run when they cannot fit: the deadline guard would otherwise hand every job
+without its own timeout back, unstarted, until the redrive policy buried it.
 """
 
 from __future__ import annotations
@@ -26,30 +18,29 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    SqsFifoPartialProcessor,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import BatchProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from sqsjobs import policy
 from sqsjobs.app import App
 from sqsjobs.connections.base import ReceivedMessage
-from sqsjobs.decisions import Release, drops_payload
+from sqsjobs.errors import ConfigurationError
 from sqsjobs.payloads import PayloadStore
+
+from . import observability
+from .batch import Batch, FifoProcessor, NotStarted, Released, StandardProcessor
+
+__all__ = ["LambdaContext", "NotStarted", "Released", "SqsHandler", "handler"]
+
+log = logging.getLogger("sqsjobs.lambda")
+
+#: The longest an event source mapping gathers records before invoking (MaximumBatchingWindowInSeconds).
+#: Records are in flight meanwhile, so their receive is taken to be this much before the invocation.
+_LONGEST_BATCHING_WINDOW_S = 300
 
 
 class LambdaContext(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
-
-
-class NotStarted(Exception):
-    """A record handed back unrun because the invocation would end before its job could finish."""
-
-
-class Released(Exception):
-    """A record whose job asked to run again later; its visibility already says when."""
 
 
 class SqsHandler:
@@ -58,94 +49,105 @@ class SqsHandler:
     def __init__(self, app: App | None = None) -> None:
         self._app = app
         self._payload_store: PayloadStore | None = None
+        self._hand_backs: observability.HandBacks | None = None
+        self._invoked_at = 0.0
+        self._fit_checked = False
+        self._refusal: ConfigurationError | None = None
 
     @property
     def app(self) -> App:
         if self._app is None:
             self._app = App(connection="sqs")
             self._app.load_jobs()
-            from . import observability
-
             observability.install(self._app)
         return self._app
 
+    @property
+    def hand_backs(self) -> observability.HandBacks:
+        """Reads POWERTOOLS_* on first use, so a test (or a user) may set them after import."""
+        if self._hand_backs is None:
+            self._hand_backs = observability.HandBacks()
+        return self._hand_backs
+
     def __call__(self, event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
         app = self.app
+        if context is not None:
+            self.refuse_what_cannot_run(context)
+        self._invoked_at = app.clock()
         records = event.get("Records", [])
-        fifo = any(r.get("eventSourceARN", "").endswith(".fifo") for r in records)
+        batch = Batch(self, context)
         processor: BatchProcessor
-        if fifo:
-            processor = SqsFifoPartialProcessor(skip_group_on_error=app.settings.lambda_fifo_skip_group)
+        if any(r.get("eventSourceARN", "").endswith(".fifo") for r in records):
+            processor = FifoProcessor(batch, skip_group=app.settings.lambda_fifo_skip_group)
         else:
-            processor = BatchProcessor(event_type=EventType.SQS)
-        processor.raise_on_entire_batch_failure = False
-        visibility: list[tuple[ReceivedMessage, int]] = []
-        finished: list[ReceivedMessage] = []
+            processor = StandardProcessor(batch)
+        return dict(process_partial_response(event, batch, processor, context))  # type: ignore[arg-type]
 
-        def record_handler(record: SQSRecord) -> None:
-            message = self.to_message(record)
-            if context is not None:
-                left = context.get_remaining_time_in_millis() / 1000
-                needed = app.runner.timeout_for(message) + app.settings.lambda_deadline_margin
-                if left < needed:
-                    visibility.append((message, 0))
-                    raise NotStarted(f"{left:.1f}s left in this invocation, the job needs {needed:.1f}s")
-            decision = app.runner.process(message)
-            if isinstance(decision, Release):
-                visibility.append((message, decision.delay))
-                raise Released(decision.reason or "released")
-            if message.pointer is not None and drops_payload(decision):
-                finished.append(message)
+    def refuse_what_cannot_run(self, context: LambdaContext) -> None:
+        """On the first event (the remaining time is then the function's timeout): refuse a default
+        timeout that can never fit, and name, once, the jobs whose own timeout cannot."""
+        if self._fit_checked:
+            if self._refusal is not None:
+                raise self._refusal
+            return
+        self._fit_checked = True
+        budget = context.get_remaining_time_in_millis() / 1000
+        settings = self.app.settings
+        margin = settings.lambda_deadline_margin
+        default = policy.timeout(None, None, settings.timeout)
+        if default + margin > budget:
+            self._refusal = ConfigurationError(
+                f"SQSJOBS_TIMEOUT ({default:g}s) + SQSJOBS_LAMBDA_DEADLINE_MARGIN ({margin:g}s) does not fit in "
+                f"this function's {budget:.0f}s: every job without its own timeout would be handed back unstarted, "
+                f"for ever. Raise the function's timeout above {default + margin:g}s, or lower SQSJOBS_TIMEOUT "
+                f"below {max(0.0, budget - margin):.0f}s (or SQSJOBS_LAMBDA_DEADLINE_MARGIN)"
+            )
+            raise self._refusal
+        too_long = sorted(
+            f"{cls.job_name} (queue {self.app.queue_for(cls, None)}, timeout {own:g}s)"
+            for cls in self.app.registry
+            if (own := policy.timeout(cls.timeout, None, settings.timeout)) + margin > budget
+        )
+        if too_long:
+            log.warning(
+                "these jobs can never start in this function (%.0fs, SQSJOBS_LAMBDA_DEADLINE_MARGIN %gs): %s. "
+                "Their records are handed back unstarted on every delivery; lower their timeout, raise the "
+                "function's, or run their queue on the poller",
+                budget,
+                margin,
+                "; ".join(too_long),
+            )
 
-        try:
-            return dict(process_partial_response(event, record_handler, processor, context))  # type: ignore[arg-type]
-        finally:
-            self._apply_visibility(visibility)
-            self._drop_payloads(finished)
-
-    def to_message(self, record: SQSRecord) -> ReceivedMessage:
-        """The record as the runner sees it; an S3 pointer body is replaced by the stored body."""
+    def record_message(self, record: SQSRecord) -> ReceivedMessage:
+        """The record as the runner sees it, without fetching an offloaded body."""
         physical = record.event_source_arn.rsplit(":", 1)[-1]
-        message = ReceivedMessage(
+        attributes = record.attributes
+        receive_count = int(attributes.approximate_receive_count or 1)
+        return ReceivedMessage(
             queue=self.app.settings.logical_queue_name(physical),
             message_id=record.message_id,
             receipt_handle=record.receipt_handle,
             body=record.body,
-            receive_count=int(record.attributes.approximate_receive_count or 1),
-            sent_at=int(record.attributes.sent_timestamp or 0) / 1000,
+            receive_count=receive_count,
+            sent_at=int(attributes.sent_timestamp or 0) / 1000,
             attributes={k: v.string_value or "" for k, v in record.message_attributes.items()},
+            # SQS limits a visibility change to 12 h from this receive, which happened before the
+            # invocation (the mapping gathers records first); the settler keeps releases inside that.
+            received_at=(self._invoked_at or self.app.clock()) - _LONGEST_BATCHING_WINDOW_S,
+            group_id=attributes.message_group_id or None,
         )
-        self._payloads.resolve(message)
+
+    def to_message(self, record: SQSRecord) -> ReceivedMessage:
+        """The record as the runner sees it; an S3 pointer body is replaced by the stored body."""
+        message = self.record_message(record)
+        self.payloads.resolve(message)
         return message
 
     @property
-    def _payloads(self) -> PayloadStore:
+    def payloads(self) -> PayloadStore:
         if self._payload_store is None:
             self._payload_store = self.app.payloads or PayloadStore(self.app.settings)
         return self._payload_store
-
-    def _drop_payloads(self, messages: list[ReceivedMessage]) -> None:
-        """The S3 bodies of finished jobs. The event source mapping deletes their messages after we
-        return; a crash in between redelivers a message whose body is gone, which is failed to the
-        DLQ as `missing_payload` rather than run twice."""
-        for message in messages:
-            assert message.pointer is not None
-            self._payloads.delete(message.pointer)
-
-    def _apply_visibility(self, items: list[tuple[ReceivedMessage, int]]) -> None:
-        by_queue: dict[str, list[tuple[ReceivedMessage, int]]] = {}
-        for message, seconds in items:
-            by_queue.setdefault(message.queue, []).append((message, seconds))
-        for queue, entries in by_queue.items():
-            try:
-                self.app.connection.change_visibility(queue, entries)
-            except Exception:
-                # These records are reported as failures either way; they come back when the queue's
-                # visibility timeout ends instead. Raising here would replace the partial-batch
-                # response and re-run the whole batch.
-                logging.getLogger("sqsjobs.lambda").exception(
-                    "could not set the visibility of %d record(s) on %s", len(entries), queue
-                )
 
 
 handler = SqsHandler()

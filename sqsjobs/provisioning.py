@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from . import aws
+from . import aws, policy
 from .app import App
+from .connections.base import QueueInfo
 from .errors import ConfigurationError
 from .payloads import PAYLOAD_PREFIX
+from .settings import Settings
 from .timing import MAX_VISIBILITY_SECONDS
 
 _FOURTEEN_DAYS = 1_209_600
@@ -165,10 +168,14 @@ class Problem:
     fix: str
 
 
-def check(app: App, queues: list[str] | None = None) -> list[Problem]:
-    """Compare the settings and job classes with the queues as they really are."""
+def check(
+    app: App, queues: list[str] | None = None, *, report: Callable[[str], None] = lambda _: None
+) -> list[Problem]:
+    """Compare the settings and job classes with the queues as they really are, and with the Lambda
+    functions that consume them (found through the queues' event source mappings)."""
     problems: list[Problem] = []
     connection = app.connection
+    functions_seen: set[str] = set()
     for queue in queues or known_queues(app):
         try:
             info = connection.queue_info(queue)
@@ -198,7 +205,7 @@ def check(app: App, queues: list[str] | None = None) -> list[Problem]:
         for cls in app.registry:
             if app.queue_for(cls, None) != queue:
                 continue
-            timeout = cls.timeout or app.settings.timeout
+            timeout = policy.timeout(cls.timeout, None, app.settings.timeout)
             if timeout >= MAX_VISIBILITY_SECONDS:
                 problems.append(
                     Problem(
@@ -227,6 +234,8 @@ def check(app: App, queues: list[str] | None = None) -> list[Problem]:
                         f"remove {cls.job_name}.delay",
                     )
                 )
+        if connection.name == "sqs":
+            problems.extend(_lambda_consumers(app, queue, info, functions_seen, report))
     if app.settings.max_delay_hop < 900:
         problems.append(
             Problem(
@@ -237,3 +246,119 @@ def check(app: App, queues: list[str] | None = None) -> list[Problem]:
             )
         )
     return problems
+
+
+#: AWS: "set the source queue's visibility timeout to at least six times the configuration timeout on
+#: your function", so a throttled batch can be retried before its records turn visible again (Lambda
+#: developer guide, "Creating and configuring an Amazon SQS event source mapping").
+_LAMBDA_VISIBILITY_FACTOR = 6
+
+
+def _lambda_consumers(
+    app: App, queue: str, info: QueueInfo, functions_seen: set[str], report: Callable[[str], None]
+) -> list[Problem]:
+    """The functions an event source mapping feeds `queue` to, and whether its jobs fit them."""
+    try:
+        arn = aws.client("sqs").get_queue_attributes(QueueUrl=info.url, AttributeNames=["QueueArn"])["Attributes"]
+        lam = aws.client("lambda")
+        mappings: list[dict[str, Any]] = []
+        for page in lam.get_paginator("list_event_source_mappings").paginate(EventSourceArn=arn["QueueArn"]):
+            mappings.extend(page.get("EventSourceMappings", []))
+        functions = {m["FunctionArn"]: lam.get_function_configuration(FunctionName=m["FunctionArn"]) for m in mappings}
+    except (ClientError, BotoCoreError) as exc:
+        code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
+        return [
+            Problem(
+                queue,
+                "warning",
+                f"could not read which Lambda functions consume this queue ({code}): their timeouts were not checked",
+                "allow lambda:ListEventSourceMappings and lambda:GetFunctionConfiguration to whoever runs check",
+            )
+        ]
+    problems: list[Problem] = []
+    for mapping in mappings:
+        function = functions[mapping["FunctionArn"]]
+        problems.extend(lambda_fit(app, queue, info, mapping, function, mapping["FunctionArn"] not in functions_seen))
+        functions_seen.add(mapping["FunctionArn"])
+        report(
+            f"queue {queue}: consumed by Lambda {function.get('FunctionName')} (timeout {function.get('Timeout')}s, "
+            f"batching window {mapping.get('MaximumBatchingWindowInSeconds') or 0}s, mapping {mapping.get('State')})"
+        )
+    return problems
+
+
+def lambda_fit(
+    app: App, queue: str, info: QueueInfo, mapping: dict[str, Any], function: dict[str, Any], first: bool = True
+) -> list[Problem]:
+    """What the handler and the mapping would do with this queue's jobs: refuse to start, hand a job back
+    unstarted on every delivery, run a record twice, or lose a release. `first`: the function's own
+    settings are judged once, not once per queue it consumes."""
+    name = function.get("FunctionName") or mapping["FunctionArn"]
+    budget = float(function.get("Timeout") or 3)  # Lambda's default timeout is 3 s
+    window = int(mapping.get("MaximumBatchingWindowInSeconds") or 0)
+    env = (function.get("Environment") or {}).get("Variables") or {}
+    problems: list[Problem] = []
+
+    def add(severity: str, problem: str, fix: str) -> None:
+        problems.append(Problem(queue, severity, f"Lambda {name}: {problem}", fix))
+
+    try:
+        default, where = _function_setting(env, "SQSJOBS_TIMEOUT", "timeout")
+        margin, _ = _function_setting(env, "SQSJOBS_LAMBDA_DEADLINE_MARGIN", "lambda_deadline_margin")
+    except ValueError as exc:
+        add("error", f"{exc}: the handler fails at start-up", "set it to a number of seconds on the function")
+        return problems
+    if first and default + margin > budget:
+        add(
+            "error",
+            f"SQSJOBS_TIMEOUT {default:g}s ({where}) + SQSJOBS_LAMBDA_DEADLINE_MARGIN {margin:g}s does not fit in its "
+            f"timeout {budget:g}s: the handler refuses to run (every job without its own timeout would be handed "
+            "back unstarted)",
+            f"raise {name}'s Timeout above {default + margin:g}s, or set SQSJOBS_TIMEOUT on it below "
+            f"{max(0.0, budget - margin):g}s",
+        )
+    for cls in app.registry:
+        own = policy.timeout(cls.timeout, None, default)
+        if cls.timeout and app.queue_for(cls, None) == queue and own + margin > budget:
+            add(
+                "error",
+                f"{cls.job_name}.timeout {own:g}s + SQSJOBS_LAMBDA_DEADLINE_MARGIN {margin:g}s does not fit in its "
+                f"timeout {budget:g}s: the job is handed back unstarted on every delivery",
+                f"lower {cls.job_name}.timeout below {max(0.0, budget - margin):g}s, raise {name}'s Timeout above "
+                f"{own + margin:g}s, or consume {queue} with the poller",
+            )
+    advised = _LAMBDA_VISIBILITY_FACTOR * budget + window
+    if info.visibility_timeout < budget + window:
+        add(
+            "error",
+            f"the queue's visibility timeout {info.visibility_timeout}s is below the function's timeout {budget:g}s "
+            f"plus the batching window {window}s: a record still running turns visible and runs twice",
+            f"raise VisibilityTimeout to {advised:g}s (SQSJOBS_VISIBILITY_TIMEOUT, then provision)",
+        )
+    elif info.visibility_timeout < advised:
+        add(
+            "warning",
+            f"the queue's visibility timeout {info.visibility_timeout}s is below AWS's advice of 6 x the function's "
+            f"timeout plus the batching window ({advised:g}s): records of a throttled batch turn visible again and "
+            "their extra receives count as crashed attempts",
+            f"raise VisibilityTimeout to {advised:g}s (SQSJOBS_VISIBILITY_TIMEOUT, then provision)",
+        )
+    if "ReportBatchItemFailures" not in (mapping.get("FunctionResponseTypes") or []):
+        add(
+            "error",
+            "the event source mapping does not report batch item failures: Lambda ignores the handler's "
+            "batchItemFailures and deletes released and handed-back records with their batch",
+            "set FunctionResponseTypes to [ReportBatchItemFailures] on the mapping",
+        )
+    return problems
+
+
+def _function_setting(env: dict[str, str], variable: str, field: str) -> tuple[float, str]:
+    """A setting as the function sees it: its own environment, else sqsjobs' default (not this shell's)."""
+    raw = env.get(variable)
+    if raw is None:
+        return float(Settings.model_fields[field].default), "the default: not set on the function"
+    try:
+        return float(raw), "set on the function"
+    except ValueError:
+        raise ValueError(f"{variable}={raw!r} on the function is not a number") from None

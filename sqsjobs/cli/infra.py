@@ -28,6 +28,7 @@ PROVISION_EXAMPLES = """[bold]Examples[/]
 CHECK_EXAMPLES = """[bold]Examples[/]
 
   sqsjobs check -a myapp.jobs      [dim]# exit 1 when any queue has an error[/]
+  sqsjobs check --queue reports    [dim]# one queue, and the Lambda functions that consume it[/]
 """
 
 
@@ -66,9 +67,10 @@ def provision(app: AppOption = None, queue: QueueOption = None) -> None:
 
 
 def check(app: AppOption = None, queue: QueueOption = None) -> None:
-    """Compare settings and job classes with the real queues; print each problem and its fix."""
+    """Compare settings and job classes with the real queues and the Lambda functions that consume them
+    (through the queues' event source mappings); print each problem and its fix."""
     application = build_app(app)
-    problems = check_queues(application, known_queues(application, split(queue)))
+    problems = check_queues(application, known_queues(application, split(queue)), report=_report)
     if not problems:
         console.print("[green]All queues fit the settings and jobs.[/]")
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import ClassVar
@@ -114,16 +115,21 @@ def test_attempts_come_from_the_records_receive_count(sqs_app: App, handler: Sqs
     assert dead_letters(sqs_app)[0]["attrs"]["sqsjobs.reason"] == "tries_exhausted"
 
 
-def test_records_that_would_outlive_the_invocation_are_handed_back_unrun(sqs_app: App, handler: SqsHandler) -> None:
-    Long().dispatch()
-    Fine().dispatch()
-    event = receive_event(sqs_app, "default")
-    by_job = {json.loads(r["body"])["job"]: r["messageId"] for r in event["Records"]}
-    response = handler(event, FakeContext(remaining_s=30))
-    assert failed_ids(response) == [by_job["lambda.long"]]
+def test_records_that_would_outlive_the_invocation_are_handed_back_unrun(moto: None, prefix: str) -> None:
+    app = App(connection="sqs", queue_prefix=prefix, queues=["default"], visibility_timeout=30, timeout=20)
+    provision(app, ["default"], table=False, bucket=False)
+    with app.activate():
+        Long().dispatch()
+        Fine().dispatch()
+    event = receive_event(app, "default")
+    response = deliver(SqsHandler(app), app, "default", event, FakeContext(remaining_s=30))
+    # The long job's copy (carrying its runs so far) is on the queue, so its record may be deleted.
+    assert failed_ids(response) == []
     assert Seen.runs == [("lambda.fine", 1)]
-    # Handed back with visibility 0: receivable at once, not after the 30 s visibility timeout.
-    assert counts(sqs_app, "default")["ApproximateNumberOfMessages"] == 1
+    # Handed back visible at once, not after the 30 s visibility timeout.
+    assert counts(app, "default")["ApproximateNumberOfMessages"] == 1
+    (again,) = receive_event(app, "default")["Records"]
+    assert json.loads(again["body"])["job"] == "lambda.long"
 
 
 @pytest.mark.parametrize("skip_group", [False, True])
@@ -150,13 +156,54 @@ def test_fifo_failure_holds_back_the_batch_or_only_its_group(moto: None, prefix:
 
 
 def test_the_handler_module_imports_nothing_it_does_not_use() -> None:
+    """Cold starts pay for every import: not the CLI, not the poller, not moto, not `check`'s code."""
+    heavy = ("typer", "rich", "click", "moto", "aiobotocore", "aiohttp", "sqsjobs.cli", "sqsjobs.local")
+    heavy += ("sqsjobs.worker", "sqsjobs.provisioning")
     code = (
         "import sys, lambda_handlers.sqs; "
-        "heavy = {'typer', 'rich', 'moto', 'aiobotocore', 'aiohttp', 'sqsjobs.cli', 'sqsjobs.local', 'click'}; "
-        "print(sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy))"
+        f"heavy = {heavy!r}; "
+        "print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in heavy)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+_INVOKE_ONCE = """
+import sys
+import boto3
+from moto import mock_aws
+
+with mock_aws():
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="default")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    from lambda_handlers.sqs import SqsHandler
+    from sqsjobs import App, Job
+
+    class Hello(Job, name="cold.hello"):
+        def handle(self) -> None:
+            pass
+
+    app = App(connection="sqs", queues=["default"])
+    with app.activate():
+        Hello().dispatch()
+    m = sqs.receive_message(QueueUrl=url, MessageSystemAttributeNames=["All"])["Messages"][0]
+    record = {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+              "attributes": m["Attributes"], "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": arn}
+    assert SqsHandler(app)({"Records": [record]}, None) == {"batchItemFailures": []}
+    heavy = HEAVY
+    print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in heavy)))
+"""
+
+
+def test_running_a_record_imports_nothing_the_handler_does_not_use() -> None:
+    """What a first record pulls in counts too: the runner must not reach for the poller or the CLI."""
+    heavy = ("typer", "rich", "click", "aiobotocore", "sqsjobs.cli", "sqsjobs.local", "sqsjobs.worker")
+    heavy += ("sqsjobs.provisioning",)
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    code = _INVOKE_ONCE.replace("HEAVY", repr(heavy))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_metrics_are_emf_per_job_when_a_namespace_is_set(
