@@ -85,6 +85,7 @@ class Batch:
             timeout = self.app.runner.timeout_for(message)
             needed = timeout + self.app.settings.lambda_deadline_margin
             if left < needed:
+                self.app.runner.forget(message)  # decoded for its timeout, never processed
                 self._not_started(message, left, timeout, needed)
                 raise NotStarted(f"{left:.1f}s left in this invocation, the job needs {needed:.1f}s")
         decision = self.app.runner.process(message)

@@ -112,6 +112,10 @@ class Runner:
             return 0.0
         return policy.timeout(self.app.registry.get(decoded.job).timeout, None, self.app.settings.timeout)
 
+    def forget(self, message: ReceivedMessage) -> None:
+        """Drop what `timeout_for` kept for a message that is handed back instead of processed."""
+        self._decoded.forget(message)
+
     def begin(self, message: ReceivedMessage, via: Connection | None = None) -> Run | Decision:
         """Everything before `handle()`: a Run when the job should run now, else the decision.
 

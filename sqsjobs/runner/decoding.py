@@ -22,6 +22,11 @@ class DecodeCache:
         self._kept: OrderedDict[str, Envelope | BadMessageError] = OrderedDict()
         self._lock = threading.Lock()
 
+    def forget(self, message: ReceivedMessage) -> None:
+        """A message decoded with `keep` that will not be processed here (handed back unstarted)."""
+        with self._lock:
+            self._kept.pop(message.receipt_handle, None)
+
     def get(self, message: ReceivedMessage, keep: bool = False) -> Envelope | BadMessageError:
         """The envelope, or why the body is none; `keep` holds it for the next call on this receipt."""
         with self._lock:
