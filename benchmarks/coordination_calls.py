@@ -1,6 +1,7 @@
 """DynamoDB calls per job for the coordination features, counted on the wire (botocore events).
 
-Each number should be the minimum its guarantee needs (the call counts are in the docstrings of sqsjobs/unique.py, idempotency.py, once.py and runs.py):
+Each number should be the minimum its guarantee needs (the counts are stated in the docstrings of
+sqsjobs/unique.py, idempotency.py, once.py and runs.py):
 plain 0, unique 2 (lock at dispatch, owner-checked release), rate-limited 1 (one atomic
 counter update; the first job of each window pays one more to start it), idempotent 2
 (claim "in progress", mark "completed"), batch member 3 (the "ended" record, outcome +

@@ -19,7 +19,7 @@ EXAMPLES = """[bold]Examples[/]
 
   sqsjobs work -a myapp.jobs --async --concurrency 100     [dim]# async def handle jobs on one event loop[/]
 
-SIGTERM or Ctrl-C: stop receiving, return held messages at once, finish running jobs, exit 0.
+SIGTERM or Ctrl-C: stop receiving, hand held messages back at once (no try spent), finish running jobs, exit 0.
 Exit codes: 0 stopped, 1 a job could not be interrupted after its timeout, 2 configuration error,
 3 AWS unreachable or no credentials/region, 12 memory limit reached.
 """

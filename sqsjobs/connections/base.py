@@ -98,7 +98,16 @@ class Connection(Protocol):
         """Send at most 10 messages; return the entries SQS rejected."""
         ...
 
-    def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]: ...
+    def receive(
+        self, queue: str, max_messages: int, wait_seconds: int, visibility_timeout: int | None = None
+    ) -> list[ReceivedMessage]:
+        """Up to `max_messages` (1-10), long-polling `wait_seconds`; each hidden for `visibility_timeout`
+        seconds, or the queue's own visibility timeout when None.
+
+        A worker passes the visibility its heartbeat counts on: the queue's setting may change while
+        it runs, and a receive hidden for less than the worker believes runs its job twice.
+        """
+        ...
 
     def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
         """Delete messages; return those that could not be deleted (they may be delivered again)."""

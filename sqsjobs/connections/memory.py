@@ -1,8 +1,10 @@
 """An in-process queue that behaves like SQS where jobs can tell: for users' fast tests.
 
-It honours delays, visibility timeouts, receive counts, a redrive policy to a
-dead-letter list and FIFO group order, so a test written against it keeps
-passing on SQS. Time comes from an injectable clock.
+It honours delays, visibility timeouts (the queue's, or the one a receive asks for), receive
+counts, a redrive policy to a dead-letter list and FIFO groups as SQS serves them — several
+messages of a group in one receive, in order, and nothing of a group while one of its messages
+is in flight — so a test written against it keeps passing on SQS (tests/unit/test_memory_connection.py
+runs the same FIFO script on both). Time comes from an injectable clock.
 """
 
 from __future__ import annotations
@@ -88,35 +90,42 @@ class MemoryConnection:
             )
 
     # -- receiving ----------------------------------------------------------------------
-    def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
+    def receive(
+        self, queue: str, max_messages: int, wait_seconds: int, visibility_timeout: int | None = None
+    ) -> list[ReceivedMessage]:
         deadline = time.monotonic() + wait_seconds
+        hide_for = self.visibility_timeout if visibility_timeout is None else max(0, int(visibility_timeout))
         with self._cond:
             while True:
-                found = self._take(queue, max_messages)
+                found = self._take(queue, max_messages, hide_for)
                 remaining = deadline - time.monotonic()
                 if found or remaining <= 0:
                     return found
                 self._cond.wait(min(remaining, 0.05))
 
-    def _take(self, queue: str, max_messages: int) -> list[ReceivedMessage]:
+    def _take(self, queue: str, max_messages: int, hide_for: int) -> list[ReceivedMessage]:
+        """As SQS FIFO does: a group with a message in flight gives nothing, and a group that gives
+        hands out its messages in order, several per receive (the consumer must keep them in order)."""
         now = self._clock()
         q = self._queue(queue)
-        busy_groups = {m.group_id for m in q.messages if m.group_id and m.visible_at > now and m.receive_count}
+        blocked = {m.group_id for m in q.messages if m.group_id and m.visible_at > now and m.receive_count}
         out: list[ReceivedMessage] = []
         for stored in list(q.messages):
             if len(out) >= max_messages:
                 break
-            if stored.visible_at > now or (stored.group_id and stored.group_id in busy_groups):
+            if stored.group_id and stored.group_id in blocked:
+                continue
+            if stored.visible_at > now:
+                if stored.group_id:
+                    blocked.add(stored.group_id)  # nothing of its group may pass it
                 continue
             if self.max_receive_count is not None and stored.receive_count >= self.max_receive_count:
                 q.messages.remove(stored)
                 q.dead.append(stored)
                 continue
             stored.receive_count += 1
-            stored.visible_at = now + self.visibility_timeout
+            stored.visible_at = now + hide_for
             stored.receipt = f"{stored.message_id}#{next(self._receipts)}"
-            if stored.group_id:
-                busy_groups.add(stored.group_id)
             out.append(
                 ReceivedMessage(
                     queue=queue,
@@ -127,6 +136,7 @@ class MemoryConnection:
                     sent_at=stored.sent_at,
                     attributes=dict(stored.attributes),
                     received_at=now,
+                    group_id=stored.group_id,
                 )
             )
         return out

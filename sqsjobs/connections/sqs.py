@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from ..errors import ConfigurationError
 from ..settings import Settings
+from ..timing import MAX_VISIBILITY_SECONDS
 from .base import BatchFailure, OutgoingMessage, QueueInfo, ReceivedMessage
 
 if TYPE_CHECKING:
@@ -147,14 +148,20 @@ class SqsConnection:
         self.client.send_message(QueueUrl=info.dlq_url, **params)
 
     # -- receiving ----------------------------------------------------------------------
-    def receive(self, queue: str, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
-        response = self.client.receive_message(
-            QueueUrl=self.url(queue),
-            MaxNumberOfMessages=max(1, min(10, max_messages)),
-            WaitTimeSeconds=max(0, min(20, wait_seconds)),
-            MessageSystemAttributeNames=_SYSTEM_ATTRIBUTES,
-            MessageAttributeNames=["All"],
-        )
+    def receive(
+        self, queue: str, max_messages: int, wait_seconds: int, visibility_timeout: int | None = None
+    ) -> list[ReceivedMessage]:
+        params: dict[str, Any] = {
+            "QueueUrl": self.url(queue),
+            "MaxNumberOfMessages": max(1, min(10, max_messages)),
+            "WaitTimeSeconds": max(0, min(20, wait_seconds)),
+            "MessageSystemAttributeNames": _SYSTEM_ATTRIBUTES,
+            "MessageAttributeNames": ["All"],
+        }
+        if visibility_timeout is not None:
+            # ReceiveMessage: VisibilityTimeout 0 to 43,200 seconds.
+            params["VisibilityTimeout"] = max(0, min(MAX_VISIBILITY_SECONDS, int(visibility_timeout)))
+        response = self.client.receive_message(**params)
         now = time.time()
         messages = [received(queue, raw, now) for raw in response.get("Messages", [])]
         for message in messages:

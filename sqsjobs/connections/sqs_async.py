@@ -1,7 +1,7 @@
 """Dispatching from async code (aiobotocore), so an async web app never blocks its event loop.
 
 Only sending lives here: workers receive with boto3 on their own threads, and
-run `async def handle` jobs on an event loop of their own (see worker/executors.py).
+run `async def handle` jobs on an event loop of their own (see worker/event_loop.py).
 """
 
 from __future__ import annotations

@@ -1,87 +1,125 @@
 """`sqsjobs work --async`: jobs as tasks on one event loop, everything else as in the thread worker.
 
-Receiving, heartbeats, batched deletes, limits and shutdown are the Worker's own;
-only *running* differs. The runner core still decides everything: `begin()` and
-`finish()` run in the loop's thread pool (they may write to the DLQ), and only
-`handle()` is awaited here. An `async def handle` past its timeout is cancelled
-for real; a plain `def handle` runs in the pool under the same interrupt the
-thread worker uses.
+Receiving, FIFO lanes, heartbeats, batched deletes, limits and shutdown are the same parts the
+thread worker uses; only *running* differs. The runner core still decides everything: `begin()`
+and `finish()` run in a pool beside the loop (they may write to the DLQ), and only `handle()` is
+awaited here. An `async def handle` past its timeout is cancelled for real; a plain `def handle`
+runs in the pool under the same interrupt the thread worker uses, so a sync job stuck past its
+timeout is noticed by the same watchdog, and the worker exits 1 instead of hanging.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from ..connections.base import ReceivedMessage
+from ..connections.base import Connection, ReceivedMessage
 from ..decisions import Decision
 from ..errors import JobTimeoutError
 from ..job import Job
-from ..runner import Run
-
-if TYPE_CHECKING:
-    from .poller import Worker
+from ..runner import Run, Runner
+from .apply import Applier
+from .daemon_pool import DaemonPool
+from .lanes import Lanes
+from .timeouts import TimeoutEnforcer
 
 log = logging.getLogger("sqsjobs.worker")
 
+T = TypeVar("T")
 
-def run_event_loop(worker: Worker) -> None:
-    """The body of the worker's loop thread."""
-    asyncio.run(_serve(worker))
-
-
-async def _serve(worker: Worker) -> None:
-    loop = asyncio.get_running_loop()
-    # Sync jobs, begin/finish and settling all use this pool; size it so that
-    # `concurrency` sync jobs can run while the core still has threads to decide.
-    loop.set_default_executor(ThreadPoolExecutor(worker.options.concurrency + 4, "sqsjobs-pool"))
-    tasks: set[asyncio.Task[None]] = set()
-    while (message := await asyncio.to_thread(worker._take)) is not None:
-        task = asyncio.create_task(_run(worker, message))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
+#: Pool threads besides the `concurrency` sync jobs: taking the next message, begin/finish, settling.
+_SPARE_THREADS = 4
 
 
-async def _run(worker: Worker, message: ReceivedMessage) -> None:
-    worker._housekeeper.claim(message)
-    try:
-        decision = await _decide(worker, message)
-    except BaseException:
-        log.exception("runner crashed on message %s; it will be redelivered", message.message_id)
-        worker._housekeeper.untrack([message])
-        worker._finish()
-        return
-    await asyncio.to_thread(worker._done, message, decision)
+class AsyncJobs:
+    """One loop thread; `stuck` says which message's job ignored its timeout (never waited for)."""
 
+    def __init__(
+        self,
+        runner: Runner,
+        connection: Connection,
+        lanes: Lanes,
+        applier: Applier,
+        enforcer: TimeoutEnforcer,
+        concurrency: int,
+        stuck: Callable[[ReceivedMessage], bool],
+    ) -> None:
+        self._runner = runner
+        self._connection = connection
+        self._lanes = lanes
+        self._applier = applier
+        self._enforcer = enforcer
+        self._concurrency = concurrency
+        self._stuck = stuck
+        self._thread = threading.Thread(target=self._main, name="sqsjobs-loop", daemon=True)
+        self._pool = DaemonPool(concurrency + _SPARE_THREADS, "sqsjobs-pool")
 
-async def _decide(worker: Worker, message: ReceivedMessage) -> Decision:
-    runner = worker.app.runner
-    step = await asyncio.to_thread(runner.begin, message, worker.connection)
-    if not isinstance(step, Run):
-        return step
-    timeout = worker.timeout_of(step.job)
-    started = time.perf_counter()
-    error: Exception | None = None
-    try:
-        if inspect.iscoroutinefunction(step.job.handle) and not step.job.middleware():
-            await asyncio.wait_for(step.job.handle(), timeout)
-        else:
-            await asyncio.to_thread(_run_sync, worker, step.job)
-    except TimeoutError:
-        error = JobTimeoutError(f"{type(step.job).job_name} ran longer than its timeout of {timeout:g}s")
-    except Exception as exc:
-        error = exc
-    return await asyncio.to_thread(runner.finish, step, error, time.perf_counter() - started)
+    def start(self) -> None:
+        self._thread.start()
 
+    def join(self, abandoned: Callable[[threading.Thread], bool]) -> None:
+        """The loop returns by itself once only stuck jobs are left, so it is always waited for."""
+        while self._thread.is_alive():
+            self._thread.join(0.2)
 
-def _run_sync(worker: Worker, job: Job) -> None:
-    # Middleware is synchronous, so a job with middleware runs it here, in the pool
-    # (an `async def handle` inside it then gets a private loop and no real cancellation).
-    with worker._guard(job):
-        worker.app.runner.run_handle(job)
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self._pool.shutdown()
+
+    async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, fn, *args)
+
+    async def _serve(self) -> None:
+        running: dict[asyncio.Task[None], ReceivedMessage] = {}
+        while (message := await self._in_pool(self._lanes.take)) is not None:
+            task = asyncio.create_task(self._run(message))
+            running[task] = message
+            task.add_done_callback(running.pop)
+        # Stopping: running jobs finish, except those stuck past their timeout (their messages
+        # return after the visibility timeout; asyncio.run cancels their tasks on the way out).
+        while live := [task for task, message in running.items() if not self._stuck(message)]:
+            await asyncio.wait(live, timeout=0.2)
+
+    async def _run(self, message: ReceivedMessage) -> None:
+        try:
+            decision = await self._decide(message)
+        except asyncio.CancelledError:
+            return  # only a stuck job's task is cancelled, when the loop closes
+        except Exception:
+            log.exception("runner crashed on message %s; it will be redelivered", message.message_id)
+            await self._in_pool(self._applier.crashed, message)
+            return
+        await self._in_pool(self._applier.done, message, decision)
+
+    async def _decide(self, message: ReceivedMessage) -> Decision:
+        step = await self._in_pool(self._runner.begin, message, self._connection)
+        if not isinstance(step, Run):
+            return step
+        timeout = self._enforcer.timeout_of(step.job)
+        started = time.perf_counter()
+        error: Exception | None = None
+        try:
+            if inspect.iscoroutinefunction(step.job.handle) and not step.job.middleware():
+                await asyncio.wait_for(step.job.handle(), timeout)
+            else:
+                await self._in_pool(self._run_sync, step.job, message)
+        except TimeoutError:
+            error = JobTimeoutError(f"{type(step.job).job_name} ran longer than its timeout of {timeout:g}s")
+        except Exception as exc:
+            error = exc
+        return await self._in_pool(self._runner.finish, step, error, time.perf_counter() - started)
+
+    def _run_sync(self, job: Job, message: ReceivedMessage) -> None:
+        # Middleware is synchronous, so a job with middleware runs it here, in the pool
+        # (an `async def handle` inside it then gets a private loop and no real cancellation).
+        with self._enforcer.guard_for(message)(job):
+            self._runner.run_handle(job)

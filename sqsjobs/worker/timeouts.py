@@ -1,45 +1,81 @@
-"""Interrupting a job thread that ran past its timeout.
+"""Interrupting a job thread that ran past its timeout, and noticing one that cannot be interrupted.
 
 Python cannot kill a thread. We raise JobTimeoutError inside it
 (PyThreadState_SetAsyncExc), which stops pure-Python code at its next bytecode;
 code blocked in C (a socket read without a timeout) may not notice, and then
 the worker reports it and exits so its supervisor can start a clean process —
 the same trade Laravel makes when it kills its worker.
+
+The watchdog has a thread of its own: it must keep looking while every other part of the
+worker (the receiver in a long poll, the heartbeat in a slow call) is busy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .. import policy
+from ..connections.base import ReceivedMessage
 from ..errors import JobTimeoutError
+from ..job import Job
+from ..runner import Guard
+
+log = logging.getLogger("sqsjobs.worker")
+
+_TICK_S = 0.1
 
 
 @dataclass(slots=True)
 class RunningJob:
-    """A job being run on `thread_id`, with the deadline the housekeeper enforces."""
+    """A job being run on `thread_id`, with the deadline the watchdog enforces."""
 
     thread_id: int
     job_name: str
     timeout: float
     deadline: float
+    message: ReceivedMessage | None = None
     interrupted_at: float | None = None
     done: bool = False
+
+
+def job_timeout(job: Job, worker_timeout: float | None, default: float) -> float:
+    """The seconds `job` may run in this worker: policy.timeout, the one rule every way in uses."""
+    return policy.timeout(type(job).timeout, worker_timeout, default)
 
 
 class TimeoutEnforcer:
     """Hands out guards for job runs and interrupts the ones past their deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker_timeout: float | None, default: float) -> None:
+        self._worker_timeout = worker_timeout
+        self._default = default
         self._lock = threading.Lock()
         self._running: dict[int, RunningJob] = {}
 
+    def timeout_of(self, job: Job) -> float:
+        return job_timeout(job, self._worker_timeout, self._default)
+
+    def guard_for(self, message: ReceivedMessage) -> Guard:
+        """The runner's guard for one message: its job is interrupted at its timeout, and if it cannot
+        be, the watchdog knows which message the stuck thread holds."""
+
+        def guard(job: Job) -> contextlib.AbstractContextManager[None]:
+            return self.guard(type(job).job_name, self.timeout_of(job), time.monotonic(), message)
+
+        return guard
+
     @contextmanager
-    def guard(self, job_name: str, timeout: float, now: float) -> Iterator[None]:
-        running = RunningJob(threading.get_ident(), job_name, timeout, now + timeout)
+    def guard(
+        self, job_name: str, timeout: float, now: float, message: ReceivedMessage | None = None
+    ) -> Iterator[None]:
+        running = RunningJob(threading.get_ident(), job_name, timeout, now + timeout, message)
         with self._lock:
             self._running[running.thread_id] = running
         try:
@@ -68,6 +104,56 @@ class TimeoutEnforcer:
                 else:
                     interrupted.append(running)
         return interrupted
+
+
+class Watchdog:
+    """Interrupts overdue jobs; reports each one still running `grace` seconds later, once."""
+
+    def __init__(self, enforcer: TimeoutEnforcer, grace: float, on_wedged: Callable[[RunningJob], None]) -> None:
+        self._enforcer = enforcer
+        self._grace = grace
+        self._on_wedged = on_wedged
+        self._lock = threading.Lock()
+        self._wedged_threads: set[int] = set()
+        self._wedged_messages: set[str] = set()
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqsjobs-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._thread.join(5)
+
+    def holds_thread(self, thread: threading.Thread) -> bool:
+        """Whether `thread` is stuck in a job that ignored its interrupt (never wait for it)."""
+        with self._lock:
+            return thread.ident in self._wedged_threads
+
+    def holds_message(self, message: ReceivedMessage) -> bool:
+        with self._lock:
+            return message.receipt_handle in self._wedged_messages
+
+    def check(self) -> None:
+        now = time.monotonic()
+        for running in self._enforcer.interrupt_overdue(now):
+            if running.interrupted_at is None or now - running.interrupted_at < self._grace:
+                continue
+            with self._lock:
+                if running.thread_id in self._wedged_threads:
+                    continue
+                self._wedged_threads.add(running.thread_id)
+                if running.message is not None:
+                    self._wedged_messages.add(running.message.receipt_handle)
+            self._on_wedged(running)
+
+    def _run(self) -> None:
+        while not self._halt.wait(_TICK_S):
+            try:
+                self.check()
+            except Exception:
+                log.exception("the timeout watchdog failed; trying again")
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import time
 
-from tests.e2e.conftest import E2E, Mark
+from sqsjobs import Job, JobTimeoutError
+from tests.e2e.conftest import E2E, JOBS_MODULE, Mark
 from tests.e2e.e2e_jobs import AsyncHangs, AsyncNap, Record
 from tests.helpers import dead_letters, wait_for
 
@@ -69,3 +72,28 @@ def test_sigterm_lets_running_async_jobs_finish(e2e: E2E) -> None:
     assert worker.wait(30) == 0, worker.stderr()
     assert e2e.events(nap.job_id) == [("start", 1), ("end", 1)]
     wait_for(lambda: e2e.queue_depth() == 0, timeout=5, what="the finished job's message to be deleted")
+
+
+class StubbornSync(Job, name="e2e.async-stubborn-sync"):
+    """A plain `def handle` that swallows its timeout interrupt for a minute, as code blocked in C does."""
+
+    timeout = 1
+
+    def handle(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(JobTimeoutError):
+                time.sleep(0.05)
+
+
+def test_a_sync_job_stuck_past_its_timeout_makes_the_async_worker_exit_1(e2e: E2E) -> None:
+    """The worker gives up on it after the grace period and the process ends while the job's thread is
+    still stuck (it must not wait for it at exit); the message returns after its visibility timeout."""
+    e2e.setup(visibility=5)
+    e2e.dispatch(StubbornSync())
+    worker = e2e.worker("--async", "--app", f"{JOBS_MODULE},{__name__}")
+
+    assert worker.wait(40) == 1, worker.stderr()
+    assert "could not be interrupted" in worker.stderr()
+    assert e2e.dlq_depth() == 0
+    wait_for(lambda: e2e.queue_depth() == 1, timeout=15, what="the stuck job's message to be left in its queue")

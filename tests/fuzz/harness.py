@@ -367,16 +367,11 @@ def poll_once(example: Example) -> Outcome:
     outcome = Outcome()
     spy_on_runner(app, outcome)
     worker = Worker(app, WorkerOptions(queues=["default"], sleep=1, concurrency=10, heartbeat=False))
-    worker._check_queues()
     try:
-        worker._receive_first(["default"], 10, 0)
+        worker.poll_once()  # one receive; each message run and settled; deletes flushed
     except Exception as exc:
         outcome.errors.append(f"the worker's receive raised {_short(exc)} (the whole batch is undecided)")
         return outcome
-    worker.options.max_jobs = len(worker._held)
-    if worker._held:
-        worker._job_loop()  # runs every held message, then stops at max_jobs
-    worker._housekeeper._flush_deletes(force=True)
     return outcome
 
 

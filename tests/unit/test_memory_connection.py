@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
 from sqsjobs import App, Job, OutgoingMessage
+from sqsjobs.connections.base import Connection
 from sqsjobs.connections.memory import MemoryConnection
+from sqsjobs.provisioning import provision
 from sqsjobs.worker import Worker, WorkerOptions
 
 
@@ -44,11 +50,41 @@ def test_the_redrive_policy_moves_a_message_received_too_often() -> None:
     assert [m.body for m in queue.dead_letters("q")] == ["crashy"]
 
 
-def test_fifo_groups_hand_out_one_message_per_group_at_a_time() -> None:
-    queue = MemoryConnection(clock=Clock())
-    for body, group in (("a1", "a"), ("a2", "a"), ("b1", "b")):
-        queue.send("q.fifo", OutgoingMessage(body=body, group_id=group))
-    assert sorted(m.body for m in queue.receive("q.fifo", 10, 0)) == ["a1", "b1"]
+@pytest.fixture(params=["memory", "sqs"])
+def fifo(request: pytest.FixtureRequest, prefix: str) -> Iterator[Connection]:
+    """The same FIFO queue on the memory connection and on SQS (moto), for one script run on both."""
+    if request.param == "memory":
+        yield MemoryConnection(visibility_timeout=30, max_receive_count=None)
+        return
+    request.getfixturevalue("moto")
+    app = App(connection="sqs", queue_prefix=prefix, visibility_timeout=30)
+    provision(app, ["q.fifo"], table=False, bucket=False)
+    yield app.connection
+
+
+def test_fifo_groups_behave_as_on_sqs_several_in_order_per_receive_none_while_one_is_in_flight(
+    fifo: Connection,
+) -> None:
+    for body, group in (("a1", "a"), ("a2", "a"), ("b1", "b"), ("a3", "a")):
+        fifo.send("q.fifo", OutgoingMessage(body=body, group_id=group, deduplication_id=body))
+    first = fifo.receive("q.fifo", 2, 0)
+    assert [(m.body, m.group_id) for m in first] == [("a1", "a"), ("a2", "a")]
+    assert [m.body for m in fifo.receive("q.fifo", 10, 0)] == ["b1"]  # group a is in flight
+    fifo.delete("q.fifo", first[:1])
+    assert fifo.receive("q.fifo", 10, 0) == []  # a2 is still in flight: a3 may not pass it
+    fifo.change_visibility("q.fifo", [(first[1], 0)])
+    assert [m.body for m in fifo.receive("q.fifo", 10, 0)] == ["a2", "a3"]
+
+
+def test_a_receive_hides_messages_for_the_visibility_it_asks_for() -> None:
+    clock = Clock()
+    queue = MemoryConnection(visibility_timeout=1, max_receive_count=None, clock=clock)
+    queue.send("q", OutgoingMessage(body="long job"))
+    assert queue.receive("q", 1, 0, visibility_timeout=60)
+    clock.now += 30
+    assert queue.receive("q", 1, 0) == []
+    clock.now += 30
+    assert [m.body for m in queue.receive("q", 1, 0)] == ["long job"]
 
 
 def test_a_worker_runs_jobs_from_the_memory_connection() -> None:

@@ -99,18 +99,6 @@ def test_strict_priority_drains_high_before_default(sqs_app: App) -> None:
     assert [name for _, name, _ in Log.events] == ["worker.quick-high"] * 3 + ["worker.quick"] * 3
 
 
-def test_a_job_longer_than_the_visibility_timeout_runs_once(sqs_app: App) -> None:
-    aws.client("sqs").set_queue_attributes(
-        QueueUrl=queue_url(sqs_app, "default"), Attributes={"VisibilityTimeout": "2"}
-    )
-    heartbeats = sqs_requests("ChangeMessageVisibilityBatch")
-    Slow(seconds=4.5).dispatch()
-    assert run(sqs_app, concurrency=2) == 0
-    assert [e[0] for e in Log.events] == ["start", "end"]
-    assert heartbeats, "the visibility was never extended"
-    assert dead_letters(sqs_app) == []
-
-
 def test_a_job_past_its_timeout_is_interrupted_and_counted_as_a_failed_try(sqs_app: App) -> None:
     Hangs().dispatch()
     Quick(n=1).dispatch()
@@ -156,7 +144,7 @@ def test_stopping_returns_held_messages_at_once_and_finishes_running_jobs(sqs_ap
     thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
     thread.start()
     wait_for(lambda: ("start", "worker.slow", 1) in Log.events, what="the slow job to start")
-    wait_for(lambda: len(worker._held) == 4, what="the worker to hold four messages")
+    wait_for(lambda: worker.held == 4, what="the worker to hold four messages")
     worker.stop("test")
     # Held messages are visible again right away, long before the 30 s visibility timeout.
     returned = wait_for(lambda: drain(queue_url(sqs_app, "default")), timeout=3, what="held messages to return")

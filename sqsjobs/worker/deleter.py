@@ -1,0 +1,120 @@
+"""The deleter: finished messages leave their queue in batches of 10, then their S3 bodies go.
+
+Its own thread: a delete batch (and an S3 delete behind it) may take seconds when AWS is slow,
+and nothing else — least of all the heartbeat — may wait for that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..connections.base import Connection, ReceivedMessage
+from ..payloads import PayloadStore
+
+log = logging.getLogger("sqsjobs.worker")
+
+_TICK_S = 0.1
+
+
+class Deleter:
+    """Collects deletes; sends a queue's batch when it holds 10, or when its oldest waited `flush_s`."""
+
+    def __init__(self, connection: Connection, payloads: PayloadStore | None, flush_s: float) -> None:
+        self._connection = connection
+        self._payloads = payloads
+        self._flush_s = flush_s
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[ReceivedMessage]] = {}
+        #: Receipt handles whose S3 payload goes once their message is deleted.
+        self._drops: set[str] = set()
+        self._oldest = 0.0
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqsjobs-deleter", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Send everything still pending, then stop."""
+        self._halt.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(60)
+        self.flush(force=True)
+
+    def add(self, message: ReceivedMessage, drop_payload: bool = False) -> None:
+        """Delete `message` with the next batch; with `drop_payload`, its S3 payload after that."""
+        with self._lock:
+            if not self._pending:
+                self._oldest = time.monotonic()
+            self._pending.setdefault(message.queue, []).append(message)
+            if drop_payload and message.pointer is not None:
+                self._drops.add(message.receipt_handle)
+            full = any(len(batch) >= 10 for batch in self._pending.values())
+        if full:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._halt.is_set():
+            self._wake.wait(_TICK_S)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:
+                log.exception("deleting finished messages failed; trying again")
+
+    def flush(self, force: bool = False) -> None:
+        """Send the batches that are due (all of them with `force`)."""
+        for queue, messages in self._due(force).items():
+            try:
+                kept = self._connection.delete(queue, messages)
+            except Exception:
+                log.exception(
+                    "could not delete %d finished message(s) from %s; they may run again", len(messages), queue
+                )
+                kept = messages
+            self._drop_payloads(messages, kept)
+
+    def _due(self, force: bool) -> dict[str, list[ReceivedMessage]]:
+        with self._lock:
+            if not self._pending:
+                return {}
+            timed_out = force or time.monotonic() - self._oldest >= self._flush_s
+            if timed_out:
+                batches, self._pending = self._pending, {}
+                return batches
+            # Only whole batches of 10 go now; a remainder waits for more or for its time.
+            batches = {}
+            for queue, pending in list(self._pending.items()):
+                whole = len(pending) // 10 * 10
+                if whole:
+                    batches[queue] = pending[:whole]
+                    if pending[whole:]:
+                        self._pending[queue] = pending[whole:]
+                    else:
+                        del self._pending[queue]
+            if batches and self._pending:
+                self._oldest = time.monotonic()
+            return batches
+
+    def _drop_payloads(self, deleted: list[ReceivedMessage], kept: list[ReceivedMessage]) -> None:
+        """S3 payloads of finished jobs go after their message: a redelivery still finds its body."""
+        with self._lock:
+            if not self._drops:
+                return
+            dropping = [m for m in deleted if m.receipt_handle in self._drops]
+            self._drops.difference_update(m.receipt_handle for m in dropping)
+        still_queued = {m.receipt_handle for m in kept}
+        for message in dropping:
+            if (
+                self._payloads is not None
+                and message.pointer is not None
+                and message.receipt_handle not in still_queued
+            ):
+                try:
+                    self._payloads.delete(message.pointer)
+                except Exception:
+                    log.exception("could not delete the S3 body of %s; it stays in the bucket", message.message_id)

@@ -1,0 +1,161 @@
+"""The heartbeat: keeps held and running messages hidden while the worker has them.
+
+It has a thread of its own and a client with short timeouts and few retries: a heartbeat that
+waits behind slow deletes, or on one hung call for half a minute, arrives after the message has
+become visible again, and a long job runs twice.
+
+A decided message leaves the heartbeat *before* its decision is applied, and `untrack` waits for
+a heartbeat call already carrying it, so a late extension can never overwrite a release.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from .. import aws
+from ..connections.base import Connection, ReceivedMessage
+from ..connections.sqs import SqsConnection
+from ..settings import Settings
+from ..timing import MAX_VISIBILITY_SECONDS
+
+log = logging.getLogger("sqsjobs.worker")
+
+_TICK_S = 0.1
+#: Room left before SQS's 12 hours from the receive, for the call itself.
+_MARGIN_S = 5
+#: Short enough that one hung call cannot outlast half a visibility timeout of 30 s or more.
+_CONNECT_TIMEOUT_S = 2
+_READ_TIMEOUT_S = 5
+_ATTEMPTS = 2
+
+
+@dataclass(slots=True)
+class _Tracked:
+    message: ReceivedMessage
+    visibility: int
+    visible_until: float
+    warned_12h: bool = False
+
+
+class Heartbeat:
+    """Extends each tracked message's visibility whenever half of it has passed."""
+
+    def __init__(self, connection: Connection, clock: Callable[[], float] = time.time, enabled: bool = True) -> None:
+        self._connection = connection
+        self._clock = clock
+        self._enabled = enabled
+        self._cond = threading.Condition()
+        self._tracked: dict[str, _Tracked] = {}
+        #: Receipt handles in the heartbeat call under way; `untrack` waits for them.
+        self._calling: set[str] = set()
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqsjobs-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        if self._enabled:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self._thread.is_alive():
+            self._thread.join(_READ_TIMEOUT_S * _ATTEMPTS + 1)
+
+    def track(self, messages: list[ReceivedMessage], visibility: int) -> None:
+        """Keep received messages hidden until they are decided; `visibility` is what the receive asked for.
+
+        Held (prefetched) messages are extended too, so a message waiting for a free thread is never
+        handed to a second worker.
+        """
+        now = time.monotonic()
+        wall = self._clock()
+        with self._cond:
+            for message in messages:
+                elapsed = max(0.0, wall - message.received_at) if message.received_at else 0.0
+                self._tracked[message.receipt_handle] = _Tracked(message, visibility, now + visibility - elapsed)
+
+    def untrack(self, messages: list[ReceivedMessage]) -> None:
+        """Stop extending `messages`; returns once no heartbeat call for them is still under way."""
+        handles = {m.receipt_handle for m in messages}
+        with self._cond:
+            for handle in handles:
+                self._tracked.pop(handle, None)
+            while self._calling & handles:
+                self._cond.wait()
+
+    def _run(self) -> None:
+        while not self._halt.wait(_TICK_S):
+            try:
+                self.beat()
+            except Exception:
+                log.exception("heartbeat failed; trying again")
+
+    def beat(self) -> None:
+        """Extend every message due for it (one batched call per queue)."""
+        due = self._due()
+        if not due:
+            return
+        try:
+            for queue, items in due.items():
+                try:
+                    self._connection.change_visibility(queue, items)
+                except Exception:
+                    log.exception("heartbeat for %d message(s) on %s failed", len(items), queue)
+        finally:
+            with self._cond:
+                self._calling.clear()
+                self._cond.notify_all()
+
+    def _due(self) -> dict[str, list[tuple[ReceivedMessage, int]]]:
+        now = time.monotonic()
+        wall = self._clock()
+        due: dict[str, list[tuple[ReceivedMessage, int]]] = {}
+        with self._cond:
+            for tracked in self._tracked.values():
+                if tracked.visible_until - now > tracked.visibility / 2:
+                    continue
+                # SQS counts the 12-hour visibility cap from receipt; past it we cannot hold on.
+                left = MAX_VISIBILITY_SECONDS - _MARGIN_S - (wall - tracked.message.received_at)
+                extend = int(min(tracked.visibility, left))
+                if extend <= 0:
+                    if not tracked.warned_12h:
+                        tracked.warned_12h = True
+                        log.error(
+                            "message %s has been held for 12 hours, the SQS maximum; "
+                            "it will be delivered again while its job still runs",
+                            tracked.message.message_id,
+                        )
+                    continue
+                tracked.visible_until = now + extend
+                due.setdefault(tracked.message.queue, []).append((tracked.message, extend))
+                self._calling.add(tracked.message.receipt_handle)
+        return due
+
+
+def quick_connection(connection: Connection, settings: Settings) -> Connection:
+    """The connection heartbeats go through: on SQS, its own client with short timeouts and few retries.
+
+    A heartbeat that fails fast is tried again on the next tick, well inside half a visibility
+    timeout; one that waits out the default 35 s read timeout and its retries is too late.
+    """
+    if type(connection) is not SqsConnection:
+        return connection
+    return SqsConnection(settings, client_factory=_quick_client)
+
+
+def _quick_client() -> Any:
+    config = Config(
+        region_name=aws.region(),
+        connect_timeout=_CONNECT_TIMEOUT_S,
+        read_timeout=_READ_TIMEOUT_S,
+        retries={"mode": "standard", "total_max_attempts": _ATTEMPTS},
+        max_pool_connections=4,
+    )
+    return boto3.session.Session().client("sqs", config=config)

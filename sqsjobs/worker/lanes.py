@@ -1,0 +1,165 @@
+"""FIFO lanes: what a worker holds, and which held message may start next.
+
+One receive from a FIFO queue can return several messages of one group, in the group's order.
+Run on separate threads they would finish in any order, so each group is a lane: at most one of
+its messages runs at a time, in the order received. When one of them does not leave the queue
+(released, postponed, or the runner crashed), the rest of its lane must not overtake it, so they
+are handed back unstarted (AWS Lambda Powertools' SqsFifoPartialProcessor does the same).
+A standard queue's messages (no group) are each a lane of their own.
+
+Also the worker's capacity: `concurrency` running plus `prefetch` held, and how many to ask for.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+from ..connections.base import ReceivedMessage
+from .control import Control
+
+
+class Lanes:
+    """Held and running messages; thread-safe. Receivers call `room`/`add`, job loops `take`/`finish`."""
+
+    def __init__(self, control: Control, concurrency: int, prefetch: int, max_starts: int | None = None) -> None:
+        self._control = control
+        self._concurrency = concurrency
+        self._capacity = concurrency + prefetch
+        self._max_starts = max_starts
+        # Re-entrant: a signal handler on the main thread wakes waiters through `wake`.
+        lock = threading.RLock()
+        # Two conditions on one lock: only the receiver waits on `_room` (a slot freed), only job
+        # loops wait on `_work` (a message may start), so no wake-up is wasted on the wrong side.
+        self._room = threading.Condition(lock)
+        self._work = threading.Condition(lock)
+        self._held: collections.deque[ReceivedMessage] = collections.deque()
+        self._running: set[str] = set()
+        self._running_groups: set[str] = set()
+        self._closed = False
+        self.started = 0
+        self.finished = 0
+        control.on_stop(self.wake)
+
+    # -- the receiver's side -------------------------------------------------------------
+    def room(self, linger_s: float) -> int:
+        """Block until messages should be received; how many (at most 10), or 0 once stopping.
+
+        Asking only when half of the capacity is free keeps receives full (10 per call) under load
+        without holding more than the worker can start; while jobs run, it lingers `linger_s` for
+        more slots so short jobs fill one receive instead of two half-empty ones.
+        """
+        with self._room:
+            while not self._halted() and (wanted := self._wanted()) == 0:
+                self._room.wait(0.5)
+            full = min(10, self._capacity)
+            until = time.monotonic() + linger_s
+            while not self._halted() and wanted < full and (self._running or self._held):
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                self._room.wait(left)
+                wanted = max(wanted, self._wanted())
+            return 0 if self._halted() else wanted
+
+    def _wanted(self) -> int:
+        free = self._capacity - len(self._running) - len(self._held)
+        if free <= 0:
+            return 0
+        if not self._running and not self._held:
+            return min(10, free)
+        return min(10, free) if free >= max(1, min(10, self._capacity) // 2) else 0
+
+    def add(self, messages: list[ReceivedMessage]) -> bool:
+        """Hold received messages in their order; False (nothing held) once the worker stops."""
+        with self._work:
+            if self._halted():
+                return False
+            self._held.extend(messages)
+            self._work.notify(len(messages))
+            return True
+
+    # -- the job loops' side -------------------------------------------------------------
+    def take(self, block: bool = True) -> ReceivedMessage | None:
+        """Block until a held message may start; None once stopping or `max_starts` were started
+        (or, without `block`, when none may start now)."""
+        with self._work:
+            while True:
+                if self._halted() or (self._max_starts is not None and self.started >= self._max_starts):
+                    return None
+                message = self._startable() if len(self._running) < self._concurrency else None
+                if message is not None:
+                    self._held.remove(message)
+                    self._running.add(message.receipt_handle)
+                    if message.group_id is not None:
+                        self._running_groups.add(_lane(message))
+                    self.started += 1
+                    return message
+                if not block:
+                    return None
+                self._work.wait(0.5)
+
+    def _startable(self) -> ReceivedMessage | None:
+        for message in self._held:
+            if message.group_id is None or _lane(message) not in self._running_groups:
+                return message
+        return None
+
+    def finish(self, message: ReceivedMessage, left_queue: bool) -> list[ReceivedMessage]:
+        """`message` is no longer running. Unless it left its queue (`left_queue`: deleted, or replaced
+        by a copy), the rest of its FIFO lane is taken out and returned, to be handed back unstarted."""
+        with self._work:
+            self._running.discard(message.receipt_handle)
+            self.finished += 1
+            rest: list[ReceivedMessage] = []
+            if message.group_id is not None:
+                lane = _lane(message)
+                self._running_groups.discard(lane)
+                if not left_queue:
+                    rest = [m for m in self._held if m.group_id is not None and _lane(m) == lane]
+                    for held in rest:
+                        self._held.remove(held)
+            self._room.notify()
+            if self._held:
+                self._work.notify()
+            return rest
+
+    # -- stopping ------------------------------------------------------------------------
+    def close(self) -> list[ReceivedMessage]:
+        """Start nothing more; return every held message (to be handed back)."""
+        with self._work:
+            self._closed = True
+            held = list(self._held)
+            self._held.clear()
+            self._room.notify_all()
+            self._work.notify_all()
+            return held
+
+    def wake(self) -> None:
+        with self._work:
+            self._room.notify_all()
+            self._work.notify_all()
+
+    def _halted(self) -> bool:
+        return self._closed or self._control.stopping
+
+    # -- what the worker reads -----------------------------------------------------------
+    @property
+    def held(self) -> int:
+        with self._work:
+            return len(self._held)
+
+    @property
+    def running(self) -> int:
+        with self._work:
+            return len(self._running)
+
+    def idle(self) -> bool:
+        with self._work:
+            return not self._running and not self._held
+
+
+def _lane(message: ReceivedMessage) -> str:
+    # A group is per queue: two FIFO queues may both have a group "orders".
+    return f"{message.queue}\0{message.group_id}"

@@ -1,0 +1,152 @@
+"""The heartbeat keeps a running job's message hidden, never overwrites a decision, and never starves.
+
+The heartbeat has its own thread and its own SQS client (short timeouts), so these tests watch
+the calls of every SQS client, not only the shared one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+from botocore import handlers as botocore_handlers
+
+from sqsjobs import App, aws
+from sqsjobs.job import Job
+from sqsjobs.testing import faults as fault_injection
+from sqsjobs.testing.faults import FaultPlan
+from sqsjobs.worker import Worker, WorkerOptions
+from tests.helpers import dead_letters, queue_url, sqs_requests, wait_for, work_for
+
+
+class Slow(Job, name="heartbeat.slow"):
+    runs: ClassVar[list[int]] = []
+
+    seconds: float
+
+    def handle(self) -> None:
+        Slow.runs.append(self.attempts)
+        work_for(self.seconds)
+
+
+class Quick(Job, name="heartbeat.quick"):
+    done: ClassVar[threading.Event] = threading.Event()
+
+    def handle(self) -> None:
+        Quick.done.set()
+
+
+class FailsDuringHeartbeat(Job, name="heartbeat.fails-during-heartbeat"):
+    """Raises while a heartbeat call for its own message is on the wire (slowed by a fault)."""
+
+    tries = 3
+    backoff = 40
+
+    def handle(self) -> None:
+        plan = fault_injection.plan()
+        wait_for(lambda: plan.count(operation="ChangeMessageVisibilityBatch", kind="slow") >= 1, what="a heartbeat")
+        raise RuntimeError("fails while its heartbeat is in flight")
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    Slow.runs.clear()
+    Quick.done.clear()
+
+
+def set_visibility(app: App, seconds: int) -> None:
+    url = queue_url(app, "default")
+    aws.client("sqs").set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": str(seconds)})
+
+
+@contextlib.contextmanager
+def visibility_changes() -> Iterator[list[tuple[str, int]]]:
+    """(receipt handle, seconds) of every visibility change SQS applied, in the order they landed,
+    from every SQS client (clients made from now on, and the shared one)."""
+    landed: list[tuple[str, int]] = []
+    key = "test.visibility-entries"
+
+    def sent(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context.setdefault(key, [(e["ReceiptHandle"], int(e["VisibilityTimeout"])) for e in params["Entries"]])
+
+    def answered(http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        entries = context.pop(key, [])
+        if http_response.status_code < 300:
+            failed = {int(f["Id"]) for f in parsed.get("Failed", [])}
+            landed.extend(entry for index, entry in enumerate(entries) if index not in failed)
+
+    specs = [
+        ("provide-client-params.sqs.ChangeMessageVisibilityBatch", sent),
+        ("after-call.sqs.ChangeMessageVisibilityBatch", answered),
+    ]
+    botocore_handlers.BUILTIN_HANDLERS.extend(specs)
+    shared = aws.client("sqs")
+    for event, handler in specs:
+        shared.meta.events.register(event, handler)
+    try:
+        yield landed
+    finally:
+        for spec in specs:
+            botocore_handlers.BUILTIN_HANDLERS.remove(spec)
+        for event, handler in specs:
+            shared.meta.events.unregister(event, handler)
+
+
+def test_a_job_longer_than_the_visibility_timeout_runs_once(sqs_app: App) -> None:
+    set_visibility(sqs_app, 2)
+    Slow(seconds=4.5).dispatch()
+    with visibility_changes() as changes:
+        assert Worker(sqs_app, WorkerOptions(sleep=1, concurrency=2, stop_when_empty=True)).run(False) == 0
+    assert Slow.runs == [1]
+    assert changes, "the visibility was never extended"
+    assert dead_letters(sqs_app) == []
+
+
+def test_slow_deletes_do_not_starve_the_heartbeat(sqs_app: App, faults: FaultPlan) -> None:
+    """Deletes and heartbeats shared one thread: a delete slower than half the visibility timeout made
+    a long job's message reappear while it ran, and the job ran twice."""
+    set_visibility(sqs_app, 2)
+    faults.add(service="sqs", operation="DeleteMessageBatch", kind="slow", times=1, delay=3.5)
+    Quick().dispatch()
+    Slow(seconds=4).dispatch()
+    assert Worker(sqs_app, WorkerOptions(sleep=1, concurrency=2, stop_when_empty=True)).run(False) == 0
+    assert faults.count(operation="DeleteMessageBatch", kind="slow") == 1
+    assert Quick.done.is_set()
+    assert Slow.runs == [1]
+
+
+def test_a_heartbeat_under_way_never_overwrites_a_release(sqs_app: App, faults: FaultPlan) -> None:
+    """The job is released (backoff 40 s) while a heartbeat call for its message is on the wire; the
+    release must be what SQS holds at the end, not the heartbeat's 2 s."""
+    set_visibility(sqs_app, 2)
+    faults.add(service="sqs", operation="ChangeMessageVisibilityBatch", kind="slow", times=1, delay=1.5)
+    FailsDuringHeartbeat().dispatch()
+    with visibility_changes() as changes:
+        assert Worker(sqs_app, WorkerOptions(sleep=1, max_jobs=1)).run(install_signals=False) == 0
+    receipts = {handle for handle, _ in changes}
+    assert len(receipts) == 1, changes
+    assert changes[-1][1] == 40, f"the last visibility SQS applied was {changes[-1][1]} s: {changes}"
+
+
+def test_receives_ask_for_the_visibility_the_worker_read_at_start(sqs_app: App) -> None:
+    """Lowering the queue's visibility while a worker runs made a job longer than the new value run
+    again (the heartbeat still counted on the old one)."""
+    worker = Worker(sqs_app, WorkerOptions(sleep=1, concurrency=2))
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+    thread.start()
+    try:
+        Quick().dispatch()
+        wait_for(Quick.done.is_set, what="the worker to be running")
+        polls = sqs_requests("ReceiveMessage")
+        set_visibility(sqs_app, 1)
+        # A long poll already under way keeps the visibility it started with: wait for a fresh one.
+        wait_for(lambda: polls, what="a receive that started after the change")
+        Slow(seconds=3).dispatch()
+        wait_for(lambda: worker.processed == 2, timeout=20, what="the slow job to finish")
+    finally:
+        worker.stop("test")
+        thread.join(15)
+    assert Slow.runs == [1]
