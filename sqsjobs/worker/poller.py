@@ -45,6 +45,10 @@ class Worker:
     def __init__(self, app: App, options: WorkerOptions | None = None) -> None:
         self.app = app
         self.options = opts = options or WorkerOptions(queues=[app.settings.default_queue])
+        if opts.timeout is not None and opts.timeout != app.settings.timeout:
+            # One timeout rule (policy.timeout): the runner's claims and keys must expire after the same
+            # timeout this worker interrupts jobs at, so the worker's --timeout becomes the app's default.
+            app.settings = app.settings.model_copy(update={"timeout": opts.timeout})
         self.connection = app.connection
         self._control = Control()
         self._started = time.monotonic()
