@@ -19,6 +19,8 @@ EXAMPLES = """[bold]Examples[/]
 
   sqsjobs work -a myapp.jobs --async --concurrency 100     [dim]# async def handle jobs on one event loop[/]
 
+  sqsjobs work -a myapp.jobs --executor process -c 4       [dim]# CPU-bound jobs in child processes[/]
+
 SIGTERM or Ctrl-C: stop receiving, hand held messages back at once (no try spent), finish running jobs, exit 0.
 Exit codes: 0 stopped, 1 a job could not be interrupted after its timeout, 2 configuration error,
 3 AWS unreachable or no credentials/region, 12 memory limit reached.
@@ -43,6 +45,13 @@ def work(
     async_: Annotated[
         bool, typer.Option("--async", help="Run jobs as tasks on one asyncio event loop (async def handle).")
     ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="thread (interrupted at the timeout) or process (a child process, killed at the timeout: "
+            "CPU-bound jobs, code that ignores interrupts)."
+        ),
+    ] = "thread",
     log_format: Annotated[str | None, typer.Option(help="text or json (SQSJOBS_LOG_FORMAT).")] = None,
 ) -> None:
     """Run jobs from one or more queues until stopped."""
@@ -59,6 +68,7 @@ def work(
         stop_when_empty=stop_when_empty,
         once=once,
         event_loop=async_,
+        executor=executor,
     )
     code = Worker(application, options).run()
     raise typer.Exit(code)

@@ -44,6 +44,8 @@ log = logging.getLogger("sqsjobs.runner")
 
 #: Wraps one run of `handle()`; the poller uses it to enforce `timeout`.
 Guard = Callable[[Job], contextlib.AbstractContextManager[None]]
+#: Calls `handle()` where an executor wants it (a child process); by default, here.
+Call = Callable[[Job], object]
 
 #: How long to wait before trying again when a store, S3 or SQS error kept a message from starting or settling.
 RETRY_DELAY_S = 30
@@ -69,11 +71,18 @@ class Runner:
         self._decoded = DecodeCache(lambda body: decode(body, app.signing_key))
 
     # -- what ways in call --------------------------------------------------------------
-    def process(self, message: ReceivedMessage, via: Connection | None = None, guard: Guard | None = None) -> Decision:
+    def process(
+        self,
+        message: ReceivedMessage,
+        via: Connection | None = None,
+        guard: Guard | None = None,
+        call: Call | None = None,
+    ) -> Decision:
         """Run the job a message carries (when it should run) and decide its fate.
 
         `via` is the connection the message came from (DLQ writes and delay hops go there);
-        `guard` wraps `handle()` so a way in can enforce the job's timeout.
+        `guard` wraps `handle()` so a way in can enforce the job's timeout; `call` runs `handle()`
+        itself (the process executor), inside the job's middleware.
         """
         step = self.begin(message, via)
         if not isinstance(step, Run):
@@ -81,19 +90,19 @@ class Runner:
         started = time.perf_counter()
         try:
             with guard(step.job) if guard is not None else contextlib.nullcontext():
-                self.run_handle(step.job)
+                self.run_handle(step.job, call)
         except Exception as exc:
             return self.finish(step, exc, time.perf_counter() - started)
         return self.finish(step, None, time.perf_counter() - started)
 
     @staticmethod
-    def run_handle(job: Job) -> None:
+    def run_handle(job: Job, call: Call | None = None) -> None:
         """`handle()` through the job's middleware; an `async def handle` runs on a private loop."""
 
         def innermost() -> None:
             if job._ctx is not None:
                 job._ctx.handled = True
-            result = job.handle()
+            result = job.handle() if call is None else call(job)
             if inspect.isawaitable(result):
                 import asyncio  # only async jobs pay for it (Lambda cold starts)
 

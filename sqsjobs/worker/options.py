@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import ConfigurationError
+
 
 @dataclass(slots=True)
 class WorkerOptions:
@@ -27,6 +29,9 @@ class WorkerOptions:
             jobs run concurrently and are really cancelled at their timeout; plain `def handle`
             jobs run in a thread pool beside the loop.
         delete_flush_s: longest a finished message waits to be deleted in a batch.
+        executor: `thread` (handle() on the job thread, interrupted at its timeout) or `process`
+            (handle() in a pooled child process, killed at its timeout: for CPU-bound jobs and
+            code that ignores interrupts; see docs/executors.md). Not with `event_loop`.
     """
 
     queues: list[str] = field(default_factory=lambda: ["default"])
@@ -43,6 +48,7 @@ class WorkerOptions:
     heartbeat: bool = True
     event_loop: bool = False
     delete_flush_s: float = 0.2
+    executor: str = "thread"
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -53,5 +59,9 @@ class WorkerOptions:
             raise ValueError("sleep (the long-poll wait) must be between 1 and 20 seconds")
         if not self.queues:
             raise ValueError("at least one queue is needed")
+        if self.executor not in ("thread", "process"):
+            raise ConfigurationError(f"--executor is thread or process, not {self.executor!r}")
+        if self.executor == "process" and self.event_loop:
+            raise ConfigurationError("--executor process runs jobs in child processes; drop --async to use it")
         if self.once:
             self.max_jobs = 1

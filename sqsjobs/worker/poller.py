@@ -15,14 +15,18 @@ with one job and importing only downwards:
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from ..app import App
 from ..errors import ConfigurationError
+from ..job import Job
+from ..runner import Call
 from .apply import Applier
 from .control import EXIT_MEMORY, EXIT_OK, EXIT_WEDGED, Control
 from .deleter import Deleter
@@ -33,6 +37,9 @@ from .options import WorkerOptions
 from .receiver import Receiver
 from .threads import ThreadJobs
 from .timeouts import RunningJob, TimeoutEnforcer, Watchdog
+
+if TYPE_CHECKING:
+    from ..executors import ProcessExecutor
 
 log = logging.getLogger("sqsjobs.worker")
 
@@ -50,6 +57,7 @@ class Worker:
             # timeout this worker interrupts jobs at, so the worker's --timeout becomes the app's default.
             app.settings = app.settings.model_copy(update={"timeout": opts.timeout})
         self.connection = app.connection
+        self._executor: ProcessExecutor | None = None
         self._control = Control()
         self._started = time.monotonic()
         self._lanes = Lanes(self._control, opts.concurrency, opts.prefetch, opts.max_jobs)
@@ -83,8 +91,28 @@ class Worker:
             )
         else:
             self._jobs = ThreadJobs(
-                app.runner, self.connection, self._lanes, self._applier, self._enforcer, opts.concurrency
+                app.runner,
+                self.connection,
+                self._lanes,
+                self._applier,
+                self._enforcer,
+                opts.concurrency,
+                self._process_call() if opts.executor == "process" else None,
             )
+
+    def _process_call(self) -> Call:
+        """`--executor process`: each job's handle() runs in a pooled child, killed at its timeout."""
+        from ..executors import ProcessExecutor  # only workers that ask for it pay for multiprocessing
+
+        modules = [m for m in (self.app.settings.app or "").split(",") if m.strip()]
+        self._executor = executor = ProcessExecutor(modules, app_factory=functools.partial(App, self.app.settings))
+        enforcer = self._enforcer
+
+        def call(job: Job) -> object:
+            executor.run(job, enforcer.timeout_of(job))
+            return None
+
+        return call
 
     # -- what callers read ---------------------------------------------------------------
     @property
@@ -205,6 +233,8 @@ class Worker:
         self.stop(self.stop_reason or "done")
         self._applier.give_back(self._lanes.close(), "the worker is stopping")
         self._jobs.join(self._watchdog.holds_thread)
+        if self._executor is not None:
+            self._executor.close()
         self._watchdog.stop()
         self._heartbeat.stop()
         self._deleter.stop()

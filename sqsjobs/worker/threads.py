@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 
 from ..connections.base import Connection, ReceivedMessage
-from ..runner import Runner
+from ..runner import Call, Runner
 from .apply import Applier
 from .lanes import Lanes
 from .timeouts import TimeoutEnforcer
@@ -30,8 +30,12 @@ class ThreadJobs:
         applier: Applier,
         enforcer: TimeoutEnforcer,
         concurrency: int,
+        call: Call | None = None,
     ) -> None:
         self._runner = runner
+        #: Set with the process executor: it runs `handle()` in a child and kills it at the timeout
+        #: itself, so this thread is never interrupted (and never wedged).
+        self._call = call
         self._connection = connection
         self._lanes = lanes
         self._applier = applier
@@ -58,7 +62,8 @@ class ThreadJobs:
     def run_one(self, message: ReceivedMessage) -> None:
         """Run one message on the calling thread and apply its decision."""
         try:
-            decision = self._runner.process(message, self._connection, self._enforcer.guard_for(message))
+            guard = None if self._call is not None else self._enforcer.guard_for(message)
+            decision = self._runner.process(message, self._connection, guard, self._call)
         except BaseException:
             # The runner never raises for a job's own errors; this is our bug or an
             # interpreter exit. Leave the message to its visibility timeout.

@@ -160,3 +160,31 @@ def test_the_runner_decides_on_what_the_job_asked_for_in_its_process(executor: P
     assert isinstance(failed, Fail) and failed.reason == "failed_by_job"
     (letter,) = app.connection.dead_letters("default")  # type: ignore[attr-defined]
     assert json.loads(letter.body)["job"] == "executor.out-of-stock"
+
+
+def test_a_worker_with_the_process_executor_kills_a_deaf_job_and_goes_on(tmp_path: Path) -> None:
+    """`sqsjobs work --executor process`: the job that swallows every interrupt is killed at its
+    timeout and retried later; the worker does not wedge (exit 0, not 1) and runs the next job in a child."""
+    from sqsjobs.worker import Worker, WorkerOptions
+
+    app = App(connection="memory", app="tests.unit.executor_jobs", timeout=1)
+    out = tmp_path / "echo.json"
+    with app.activate():
+        jobs.Spin().dispatch()
+        jobs.Echo(out=str(out)).dispatch()
+        events: list[str] = []
+        app.events.listen(lambda event: events.append(f"{event.kind}:{event.job_name}"))
+        options = WorkerOptions(queues=["default"], executor="process", max_jobs=2, sleep=1, timeout_grace=0.5)
+        code = Worker(app, options).run(install_signals=False)
+    assert code == 0
+    assert "released:executor.spin" in events, "killed at its timeout: a try spent, retried later"
+    assert "processed:executor.echo" in events
+    seen = json.loads(out.read_text())
+    assert seen["pid"] != os.getpid(), "it ran in a child process"
+
+
+def test_the_process_executor_cannot_be_combined_with_async() -> None:
+    from sqsjobs.worker import WorkerOptions
+
+    with pytest.raises(ConfigurationError, match="--async"):
+        WorkerOptions(executor="process", event_loop=True)
