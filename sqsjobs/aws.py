@@ -41,7 +41,7 @@ def client(service: str) -> Any:
                 )
             # `total_max_attempts` counts the first call too, as AWS_MAX_ATTEMPTS does (botocore's
             # `max_attempts` would count only retries: one attempt more than asked for).
-            retries: Any = {"mode": _retry_mode(), "total_max_attempts": _max_attempts()}
+            retries: Any = {"mode": retry_mode(), "total_max_attempts": max_attempts()}
             config = Config(
                 region_name=key[1],
                 retries=retries,
@@ -54,7 +54,7 @@ def client(service: str) -> Any:
         return found
 
 
-def _max_attempts() -> int:
+def max_attempts() -> int:
     """AWS_MAX_ATTEMPTS, the standard setting every AWS SDK reads (our default: 5)."""
     text = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
     if not text:
@@ -64,7 +64,7 @@ def _max_attempts() -> int:
     return int(text)
 
 
-def _retry_mode() -> str:
+def retry_mode() -> str:
     """AWS_RETRY_MODE (`standard`, `adaptive` or `legacy`; our default: standard)."""
     mode = os.environ.get("AWS_RETRY_MODE", "").strip() or "standard"
     if mode not in ("standard", "adaptive", "legacy"):

@@ -37,7 +37,10 @@ class AsyncSqsSender:
         stack = contextlib.AsyncExitStack()
         client = await stack.enter_async_context(
             get_session().create_client(
-                "sqs", region_name=aws.region(), config=AioConfig(retries={"mode": "standard", "max_attempts": 5})
+                "sqs",
+                region_name=aws.region(),
+                # The same retry settings as the sync clients (AWS_MAX_ATTEMPTS counts the first call too).
+                config=AioConfig(retries={"mode": aws.retry_mode(), "total_max_attempts": aws.max_attempts()}),
             )
         )
         self._clients[loop] = (client, stack)
