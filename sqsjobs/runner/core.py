@@ -16,13 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from .. import exception_counts, failures, policy
 from ..connections.base import Connection, ReceivedMessage
 from ..context import Services
 from ..decisions import Ack, Decision, Defer, Fail, Postpone, Release
-from ..envelope import Envelope, decode
+from ..envelope import decode
 from ..errors import (
     BadMessageError,
     JobFailedError,
@@ -37,7 +35,7 @@ from ..middleware import run_through
 from ..payloads import carried
 from ..settling import SkipLedger
 from ..timing import parse_iso
-from .decoding import DecodeCache
+from .decoding import DecodeCache, build_job
 from .hook import Delivery, Hook
 
 log = logging.getLogger("sqsjobs.runner")
@@ -180,9 +178,9 @@ class Runner:
             if remaining > 0:  # never early, not even by a second: a last short hop is cheaper than a broken promise
                 return self._defer(d, remaining)
 
-        job = self._build(d, cls, decoded)
-        if not isinstance(job, Job):
-            return job
+        job = build_job(cls, decoded)
+        if isinstance(job, BadMessageError):
+            return self._reject(d, job)
         d.job = job
         d.attempts = policy.attempt(message.receive_count, message.attributes, self.skips.count(message))
         job._ctx = JobContext(decoded.id, d.attempts, message.queue, decoded, app=self.app)
@@ -206,20 +204,6 @@ class Runner:
         job._ctx.wait_s = max(0.0, now - _ts(decoded.available_at or decoded.dispatched_at, now))
         self._emit("processing", d)
         return Run(job, message, d.connection, d)
-
-    def _build(self, d: Delivery, cls: type[Job], envelope: Envelope) -> Job | Decision:
-        try:
-            return cls.model_validate(envelope.payload)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))[:80] or '(payload)'}: {e['msg'][:120]}" for e in exc.errors()[:5]
-            )
-            return self._reject(
-                d, BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {problems}")
-            )
-        except Exception as exc:  # a validator of the job's own that raised something else
-            bad = BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {type(exc).__name__}")
-            return self._reject(d, bad)
 
     # -- after the run ------------------------------------------------------------------
     def _judge(self, d: Delivery, error: Exception | None, runtime: float) -> Decision:

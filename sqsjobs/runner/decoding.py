@@ -1,4 +1,4 @@
-"""Each message's body is decoded once, even when a way in asks for its timeout before running it."""
+"""From a body to a job: each body decoded once (even when a way in asks for its timeout first), then validated."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from ..connections.base import ReceivedMessage
 from ..envelope import Envelope
 from ..errors import BadMessageError
+from ..job import Job
 
 #: Decodes kept between `timeout_for` and `process` (a Lambda batch is at most 10,000 records).
 _KEPT = 10_000
@@ -43,3 +46,16 @@ class DecodeCache:
                 while len(self._kept) > _KEPT:
                     self._kept.popitem(last=False)
         return decoded
+
+
+def build_job(cls: type[Job], envelope: Envelope) -> Job | BadMessageError:
+    """The job the payload describes, validated by its class; or why it does not fit (`invalid_payload`)."""
+    try:
+        return cls.model_validate(envelope.payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))[:80] or '(payload)'}: {e['msg'][:120]}" for e in exc.errors()[:5]
+        )
+        return BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {problems}")
+    except Exception as exc:  # a validator of the job's own that raised something else
+        return BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {type(exc).__name__}")

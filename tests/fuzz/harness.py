@@ -326,10 +326,10 @@ def spy_on_runner(app: App, outcome: Outcome) -> None:
     def failed(what: str, exc: BaseException, message: ReceivedMessage) -> None:
         outcome.errors.append(f"Runner.{what} raised {_short(exc)} for message {message.message_id}")
 
-    def spied_process(message: ReceivedMessage, via: Any = None, guard: Any = None) -> Decision:
+    def spied_process(message: ReceivedMessage, via: Any = None, guard: Any = None, call: Any = None) -> Decision:
         seen(message)
         try:
-            decision = process(message, via, guard)
+            decision = process(message, via, guard, call)
         except BaseException as exc:
             failed("process", exc, message)
             raise
