@@ -2,9 +2,9 @@
 
 Both ways in are driven for exactly one receive:
 
-- the poller: a real `Worker` receives one batch (`_receive_first`, as its receive loop does) and
-  its own job loop runs and settles every held message (`_job_loop`, `_settle`, the housekeeper's
-  batched delete), without the long-poll sleeps that make `Worker.run` cost seconds per example;
+- the poller: a real `Worker` receives one batch and runs and settles every held message through its
+  own parts (`Worker.poll_once`: receiver, lanes, applier, the deleter's batched delete), without the
+  long-poll sleeps that make `Worker.run` cost seconds per example;
 - Lambda: the `SqsHandler` on a real-shaped event built from the same received messages, then
   what the event source mapping does (delete the records not in `batchItemFailures`).
 
@@ -376,7 +376,7 @@ def poll_once(example: Example) -> Outcome:
 
 
 def worker_run(example: Example, event_loop: bool = False) -> Outcome:
-    """The real `Worker.run` loop (threads or asyncio, housekeeper, long polls) until every message is settled."""
+    """The real `Worker.run` loop (threads or asyncio, heartbeat and deleter threads, long polls) until every message is settled."""
     app = example.app
     outcome = Outcome()
     spy_on_runner(app, outcome)

@@ -119,3 +119,30 @@ def test_a_release_longer_than_sqs_allows_from_this_receive_is_cut_not_refused(s
     sqs_app.settler.apply(aged, Release(3 * 3600))  # SQS would refuse 3 h: only ~1 h is left
     counts = sqs_app.connection.counts("default")
     assert counts["ApproximateNumberOfMessagesNotVisible"] == 1, "the visibility change was accepted"
+
+
+class Flaky(Job, name="attempts.flaky"):
+    tries = 5
+    max_exceptions = 2
+    backoff = 0
+    runs: ClassVar[list[int]] = []
+
+    def handle(self) -> None:
+        Flaky.runs.append(self.attempts)
+        raise RuntimeError("still down")
+
+
+def test_a_job_retried_from_the_dlq_starts_its_max_exceptions_count_again(sqs_app: App) -> None:
+    """`failed retry` is a new life: attempts start at 1, and so does the exception count (it used to
+    survive, so a retried job was given up again after its first exception)."""
+    from sqsjobs.failed_jobs import FailedJobs
+
+    provision(sqs_app, ["default"], table=True, bucket=False)
+    Flaky.runs.clear()
+    dispatched = Flaky().dispatch()
+    assert isinstance(settle(sqs_app, "default", receive_one(sqs_app, "default")), Release)
+    given_up = settle(sqs_app, "default", receive_one(sqs_app, "default"))
+    assert isinstance(given_up, Fail) and given_up.reason == "max_exceptions"
+    FailedJobs(sqs_app).retry([dispatched.job_id])
+    assert isinstance(settle(sqs_app, "default", receive_one(sqs_app, "default")), Release), "one exception of two"
+    assert Flaky.runs == [1, 2, 1]
