@@ -35,7 +35,8 @@ from aws_lambda_powertools.utilities.batch.exceptions import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from sqsjobs.connections.base import ReceivedMessage
-from sqsjobs.decisions import Postpone, Release
+from sqsjobs.decisions import Decision, Postpone, Release
+from sqsjobs.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .sqs import LambdaContext, SqsHandler
@@ -84,11 +85,26 @@ class Batch:
             left = self.context.get_remaining_time_in_millis() / 1000
             timeout = self.app.runner.timeout_for(message)
             needed = timeout + self.app.settings.lambda_deadline_margin
+            budget = self.handler.budget
+            if budget is not None and needed > budget:
+                # Not this invocation's lack of time: it can never start here. Handed back for free it would
+                # come back for ever; given up, it is in the DLQ with the reason and failed() has run.
+                never = ConfigurationError(
+                    f"the job needs {timeout:g}s + SQSJOBS_LAMBDA_DEADLINE_MARGIN "
+                    f"{self.app.settings.lambda_deadline_margin:g}s and the function has {budget:.0f}s; lower "
+                    "its timeout, raise the function's, or run its queue on the poller (sqsjobs work)"
+                )
+                decision = self.app.runner.give_up(message, "never_fits", never)
+                self._record_outcome(message, decision)
+                return
             if left < needed:
                 self.app.runner.forget(message)  # decoded for its timeout, never processed
                 self._not_started(message, left, timeout, needed)
                 raise NotStarted(f"{left:.1f}s left in this invocation, the job needs {needed:.1f}s")
-        decision = self.app.runner.process(message)
+        self._record_outcome(message, self.app.runner.process(message))
+
+    def _record_outcome(self, message: ReceivedMessage, decision: Decision) -> None:
+        """Raising marks the record a failure (the mapping keeps it); returning, a success."""
         if isinstance(decision, Release):
             self._released.append((message, decision.delay))
             raise Released(decision.reason or "released")

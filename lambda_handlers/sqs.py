@@ -52,6 +52,8 @@ class SqsHandler:
         self._hand_backs: observability.HandBacks | None = None
         self._invoked_at = 0.0
         self._fit_checked = False
+        #: The function's whole time (seconds), read from the first event: a job needing more never fits.
+        self.budget: float | None = None
         self._refusal: ConfigurationError | None = None
 
     @property
@@ -91,7 +93,7 @@ class SqsHandler:
                 raise self._refusal
             return
         self._fit_checked = True
-        budget = context.get_remaining_time_in_millis() / 1000
+        self.budget = budget = context.get_remaining_time_in_millis() / 1000
         settings = self.app.settings
         margin = settings.lambda_deadline_margin
         default = policy.timeout(None, None, settings.timeout)

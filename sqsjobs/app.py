@@ -138,7 +138,7 @@ class App:
                     def store() -> Store:
                         return self.store
 
-                    hooks = [IdempotencyKeys(store), UniqueLocks(store), Workflows(self)]
+                    hooks = [IdempotencyKeys(store, self.clock), UniqueLocks(store), Workflows(self)]
                     self._runner = Runner(self, hooks, SkipLedger(store))
         return self._runner
 

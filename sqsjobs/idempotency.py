@@ -1,14 +1,17 @@
 """Idempotency keys: a completed key is never run again; a key in progress is run by one message.
 
 2 store calls per job with a key: add "in progress", then put "completed" (or delete it if the run
-did not complete). The owner of an "in progress" mark is the job id *and* the message that holds it:
-that same message coming back means the run holding it died (its worker was killed, or it outlived
-the message's visibility), so it takes the key over at once; any other message — a duplicate copy
-of the job, or another job with the same key — waits until the holder is done or its mark expires.
+did not complete). The owner of an "in progress" mark is the job id *and* the message that holds it,
+with the time the run started. That same message coming back after the run's timeout has passed means
+the run died (its worker was killed; a live run is interrupted at its timeout), so it takes the key
+over; back sooner (a heartbeat that lapsed while the run goes on), it waits out the rest of the
+timeout. Any other message — a duplicate copy of the job, or another job with the same key — waits
+until the holder is done or its mark expires.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
@@ -27,8 +30,10 @@ State = Literal["run", "done", "busy"]
 @dataclass(frozen=True, slots=True)
 class Claim:
     state: State
-    #: For "busy": who holds the key (job id and message id), for the log line.
+    #: For "busy": who holds the key (job id and message id), for the log line...
     holder: str = ""
+    #: ... and the seconds worth waiting before looking again.
+    wait: float = 0.0
 
 
 def item(job_name: str, key: str) -> Key:
@@ -39,24 +44,26 @@ def owner(job_id: str, message_id: str) -> str:
     return f"{job_id}:{message_id}"
 
 
-def claim(store: Store, job_name: str, key: str, holder: str, timeout: float) -> Claim:
+def claim(store: Store, clock: Callable[[], float], job_name: str, key: str, holder: str, timeout: float) -> Claim:
     """Mark `key` in progress for `holder` (see `owner`)."""
     where = item(job_name, key)
     ttl = timeout + IN_PROGRESS_MARGIN_S
     for _ in range(2):  # a mark that expires between our two calls is tried once more
-        if store.add(where, {"status": "in_progress", "owner": holder}, ttl=ttl):
+        mark = {"status": "in_progress", "owner": holder, "started": round(clock(), 3)}
+        if store.add(where, mark, ttl=ttl):
             return Claim("run")
         current = store.get(where)
         if current is None:
             continue
         if current.get("status") == "completed":
             return Claim("done")
-        if current.get("owner") == holder:
-            # The same message again: the run that took the key did not live to free it.
-            store.put(where, {"status": "in_progress", "owner": holder}, ttl=ttl)
+        left = float(current.get("started", 0) or 0) + timeout - clock()
+        if current.get("owner") == holder and left <= 0:
+            # The same message again, after its run's timeout: the run that took the key did not live to free it.
+            store.put(where, mark, ttl=ttl)
             return Claim("run")
-        return Claim("busy", str(current.get("owner", "?")))
-    return Claim("busy", "?")
+        return Claim("busy", str(current.get("owner", "?")), max(1.0, left) if left > 0 else ttl)
+    return Claim("busy", "?", ttl)
 
 
 def complete(store: Store, job_name: str, key: str, ttl: float | timedelta) -> None:

@@ -53,15 +53,31 @@ class SkipLedger:
 
     def __init__(self, store: Callable[[], Store]) -> None:
         self._store = store
+        self._warned = False
 
     def record(self, message: ReceivedMessage) -> None:
         self._store().incr(("skips", message.message_id), 1, ttl=_SKIPS_TTL_S)
 
     def count(self, message: ReceivedMessage) -> int:
-        """Postponements of this FIFO message so far; read only on its redeliveries (receive count > 1)."""
+        """Postponements of this FIFO message so far; read only on its redeliveries (receive count > 1).
+
+        Without a reachable store (no table provisioned, an outage) it answers 0: a postponement then
+        spends a try, as any store error does, and the job itself still runs.
+        """
         if message.group_id is None or message.receive_count <= 1:
             return 0
-        item = self._store().get(("skips", message.message_id))
+        try:
+            item = self._store().get(("skips", message.message_id))
+        except Exception as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "FIFO postponements cannot be read from the store (%s: %s); until it is reachable each one "
+                    "counts as a try. Run `sqsjobs provision` to create the table (SQSJOBS_TABLE)",
+                    type(exc).__name__,
+                    exc,
+                )
+            return 0
         return int(item.get("count", 0)) if item else 0
 
 

@@ -73,12 +73,18 @@ def receive_event(
 class FakeContext:
     """The one part of the Lambda context the handler reads."""
 
-    def __init__(self, remaining_s: float = 300.0) -> None:
+    def __init__(self, remaining_s: float = 300.0, *, started_s: float | None = None) -> None:
+        """`started_s`: what the first look answers (the invocation's start, when a handler reads the
+        function's whole time); every later look answers `remaining_s` (time spent on earlier records)."""
         self.remaining_s = remaining_s
+        self._started_s = started_s
         self.function_name = "sqsjobs-test"
         self.aws_request_id = "test-request"
 
     def get_remaining_time_in_millis(self) -> int:
+        if self._started_s is not None:
+            started, self._started_s = self._started_s, None
+            return int(started * 1000)
         return int(self.remaining_s * 1000)
 
 

@@ -21,8 +21,9 @@ _BUSY_WAIT_S = 60
 class IdempotencyKeys(Hook):
     name = "idempotency"
 
-    def __init__(self, store: Callable[[], Store]) -> None:
+    def __init__(self, store: Callable[[], Store], clock: Callable[[], float]) -> None:
         self._store = store
+        self._clock = clock
 
     def on_start(self, delivery: Delivery) -> Decision | None:
         job, envelope, cls = delivery.job, delivery.envelope, delivery.job_cls
@@ -31,12 +32,12 @@ class IdempotencyKeys(Hook):
         if key is None:
             return None
         holder = idempotency.owner(envelope.id, delivery.message.message_id)
-        claim = idempotency.claim(self._store(), cls.job_name, key, holder, delivery.timeout)
+        claim = idempotency.claim(self._store(), self._clock, cls.job_name, key, holder, delivery.timeout)
         if claim.state == "done":
             # The earlier run completed; its chain/batch work is redone harmlessly by the bookkeeping.
             return Ack("duplicate")
         if claim.state == "busy":
-            wait = min(_BUSY_WAIT_S, math.ceil(delivery.timeout))
+            wait = min(_BUSY_WAIT_S, math.ceil(claim.wait))
             log.info(
                 "%s (%s): idempotency key %r is held by %s; this message waits %d s (no try spent)",
                 cls.job_name,

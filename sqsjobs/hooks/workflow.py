@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 from .. import failures, flow, once, runs
 from ..context import Services
@@ -85,10 +86,18 @@ class Workflows(Hook):
             runs.free_claim(store, envelope.id, delivery.message.message_id)  # its copy has another message id
             return None
         if isinstance(decision, Fail) and "failed" in delivery.notes:
-            try:
-                runs.mark_ended(store, envelope.id, delivery.notes["failed"])
-            except Exception:  # a redelivery may write a second copy; `failed list` shows copies as one job
-                log.exception("could not record the DLQ copy of %s (%s)", envelope.job, envelope.id)
+            # Tried a few times: while the mark says "pending", a redelivery writes the DLQ copy again and
+            # runs `failed()` again. If it cannot be written, that is what happens (`failed list` shows the
+            # copies as one job); the job itself never runs again.
+            for attempt in range(3):
+                try:
+                    runs.mark_ended(store, envelope.id, delivery.notes["failed"])
+                    break
+                except Exception:
+                    if attempt == 2:
+                        log.exception("could not record the DLQ copy of %s (%s)", envelope.job, envelope.id)
+                    else:
+                        time.sleep(0.1 * (attempt + 1))
             return self._bookkeeping(delivery, decision.exception or JobFailedError(decision.reason))
         if isinstance(decision, Ack):
             try:

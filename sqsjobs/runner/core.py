@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .. import exception_counts, failures, policy
 from ..connections.base import Connection, ReceivedMessage
@@ -129,7 +130,6 @@ class Runner:
         Never raises: a store or SQS error on the way (a claim, a lock, an "ended" mark) means "later".
         """
         delivery = Delivery(message, via or self.app.connection)
-        delivery.call_failed = lambda exc: self._call_failed(delivery, exc)
         try:
             step = self._begin(delivery)
         except Exception as exc:
@@ -217,7 +217,9 @@ class Runner:
             return self._fail(d, JobFailedError(context.fail_reason), "failed_by_job", runtime)
         if context.released:
             if not d.ran:  # a middleware held it back (a rate limit, an overlap lock): no try spent
-                delay = context.release_delay if context.release_delay is not None else 0
+                # Never "visible again now": a lock still held would turn that into a hot loop of copies.
+                given = context.release_delay
+                delay = max(1, given if given is not None else job.backoff_for(d.attempts))
                 self._note(d, "released", runtime_s=runtime, delay=delay)
                 return Postpone(delay, "held back before it ran")
             delay = context.release_delay if context.release_delay is not None else job.backoff_for(d.attempts)
@@ -296,20 +298,6 @@ class Runner:
             return Release(RETRY_DELAY_S, "the DLQ could not be written")
         return None
 
-    def _call_failed(self, d: Delivery, exc: BaseException) -> None:
-        job = d.job
-        if job is None and d.job_cls is not None and d.envelope is not None:
-            try:  # a redelivery settling a failure decided before: its job is built only now
-                job = d.job_cls.model_validate(d.envelope.payload)
-            except Exception:
-                return
-        if job is None:
-            return
-        try:
-            job.failed(exc)
-        except Exception:
-            log.exception("%s.failed() raised; the job is in the DLQ regardless", type(job).__name__)
-
     def _defer(self, d: Delivery, remaining: float) -> Decision:
         """The next hop of a long delay: re-send the same body, then the source is deleted."""
         message, envelope = d.message, d.envelope
@@ -327,12 +315,44 @@ class Runner:
         )
         return Defer(hop)
 
+    def give_up(
+        self, message: ReceivedMessage, kind: str, error: BaseException, via: Connection | None = None
+    ) -> Decision:
+        """A job this way in can never run (its timeout does not fit the Lambda function): to the DLQ with
+        `kind` and `failed()` once, rather than handed back for free again and again. Never raises."""
+        d = Delivery(message, via or self.app.connection)
+        try:
+            decoded = self._decoded.get(message)
+            if isinstance(decoded, BadMessageError):
+                return self._decided(d, self._reject(d, decoded), None)
+            d.envelope, d.job_cls = decoded, self.app.registry.get(decoded.job)
+            job = build_job(d.job_cls, decoded)
+            if isinstance(job, BadMessageError):
+                return self._decided(d, self._reject(d, job), None)
+            d.job, d.attempts = job, policy.attempt(message.receive_count, message.attributes)
+            job._ctx = JobContext(decoded.id, d.attempts, message.queue, decoded, app=self.app)
+            return self._decided(d, self._fail(d, error, kind, 0.0), None)
+        except Exception as exc:
+            log.exception("could not give up message %s; it is tried again later", message.message_id)
+            return Release(RETRY_DELAY_S, f"could not give up: {type(exc).__name__}: {exc}"[:300])
+
     def _decided(self, d: Delivery, decision: Decision, error: BaseException | None) -> Decision:
         """Let every hook free or record what it took; the first Release one asks for keeps the message.
 
         The job's event (processed, released, failed) is emitted only for the decision that stands, so
         a message kept for its bookkeeping is counted once, by the delivery that finishes it.
         """
+        if isinstance(decision, Postpone) and d.message.group_id is not None and d.job_cls is not None:
+            # On FIFO a postponement keeps its place and so still counts toward the redrive policy: the
+            # receive before SQS would move it without a reason, give it up here with one.
+            limit = max(self.app.settings.max_receive_count, policy.tries(d.job_cls.tries, self.app.settings.tries) + 1)
+            if d.message.receive_count >= limit:
+                held_back = MaxAttemptsExceededError(
+                    f"{d.job_cls.job_name} was held back {d.message.receive_count} times on a FIFO queue "
+                    f"({decision.reason}) and its redrive policy allows {limit} receives; raise "
+                    "SQSJOBS_MAX_RECEIVE_COUNT (maxReceiveCount) for queues whose jobs wait this long"
+                )
+                decision = self._fail(d, held_back, "held_back", 0.0)
         final = decision
         for hook in self.hooks:
             try:
@@ -356,25 +376,8 @@ class Runner:
     def _note(d: Delivery, kind: str, **fields: object) -> None:
         d.notes["event"] = (kind, fields)
 
-    def _emit(
-        self, kind: str, d: Delivery, *, runtime_s: float = 0.0, error: BaseException | None = None, delay: int = 0
-    ) -> None:
-        ctx = d.job._ctx if d.job is not None else None
-        self.app.events.emit(
-            JobEvent(
-                kind,
-                ctx.job_id if ctx else "",
-                d.job_cls.job_name if d.job_cls else "?",
-                d.message.queue,
-                d.attempts or d.message.receive_count,
-                dispatched_at=d.envelope.dispatched_at if d.envelope else "",
-                wait_s=ctx.wait_s if ctx else 0.0,
-                runtime_s=runtime_s,
-                error_type=type(error).__name__ if error else "",
-                error=str(error) if error else "",
-                delay=delay,
-            )
-        )
+    def _emit(self, kind: str, d: Delivery, **fields: Any) -> None:
+        self.app.events.emit(d.event(kind, **fields))
 
 
 async def _await(awaitable: object) -> None:

@@ -9,14 +9,17 @@ work that must survive a crash is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..connections.base import Connection, ReceivedMessage
 from ..decisions import Decision, Release
 from ..envelope import Envelope
+from ..events import JobEvent
 from ..job import Job
+
+log = logging.getLogger("sqsjobs.runner")
 
 
 @dataclass(slots=True)
@@ -37,8 +40,41 @@ class Delivery:
     ran: bool = False
     #: Per-hook state (a claimed key, a taken claim), keyed by the hook's name.
     notes: dict[str, Any] = field(default_factory=dict)
-    #: Runs the job's `failed()` once (the runner's; a hook that writes a DLQ copy itself calls it).
-    call_failed: Callable[[BaseException], None] = field(default=lambda _exc: None)
+
+    def event(
+        self, kind: str, *, runtime_s: float = 0.0, error: BaseException | None = None, delay: int = 0
+    ) -> JobEvent:
+        """What this delivery looks like to listeners (logs, metrics), at the moment `kind` happened."""
+        ctx = self.job._ctx if self.job is not None else None
+        return JobEvent(
+            kind,
+            ctx.job_id if ctx else (self.envelope.id if self.envelope else ""),
+            self.job_cls.job_name if self.job_cls else "?",
+            self.message.queue,
+            self.attempts or self.message.receive_count,
+            dispatched_at=self.envelope.dispatched_at if self.envelope else "",
+            wait_s=ctx.wait_s if ctx else 0.0,
+            runtime_s=runtime_s,
+            error_type=type(error).__name__ if error else "",
+            error=str(error) if error else "",
+            delay=delay,
+        )
+
+    def call_failed(self, exc: BaseException) -> None:
+        """Run the job's `failed()` (the runner does, once its DLQ copy is written; a hook that writes
+        a copy itself calls it). A job settled by a later delivery is built only now."""
+        job = self.job
+        if job is None and self.job_cls is not None and self.envelope is not None:
+            try:
+                job = self.job_cls.model_validate(self.envelope.payload)
+            except Exception:
+                return
+        if job is None:
+            return
+        try:
+            job.failed(exc)
+        except Exception:
+            log.exception("%s.failed() raised; the job is in the DLQ regardless", type(job).__name__)
 
 
 class Hook:

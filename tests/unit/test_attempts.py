@@ -10,10 +10,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from sqsjobs import Ack, App, Fail, Job, Postpone, Release, WithoutOverlapping, policy
+from sqsjobs import Ack, App, Fail, Job, Middleware, Postpone, Release, WithoutOverlapping, policy
 from sqsjobs.connections.base import ReceivedMessage
 from sqsjobs.provisioning import provision
 from sqsjobs.testing import rule_state
+from tests.helpers import dead_letters
 
 
 class Guarded(Job, name="attempts.guarded"):
@@ -146,3 +147,68 @@ def test_a_job_retried_from_the_dlq_starts_its_max_exceptions_count_again(sqs_ap
     FailedJobs(sqs_app).retry([dispatched.job_id])
     assert isinstance(settle(sqs_app, "default", receive_one(sqs_app, "default")), Release), "one exception of two"
     assert Flaky.runs == [1, 2, 1]
+
+
+class Once(Job, name="attempts.once-fails"):
+    tries = 3
+    backoff = 0
+    runs: ClassVar[list[int]] = []
+
+    def handle(self) -> None:
+        Once.runs.append(self.attempts)
+        if len(Once.runs) == 1:
+            raise RuntimeError("once")
+
+
+def test_a_fifo_job_retries_without_a_table(moto: None, prefix: str) -> None:
+    """FIFO redeliveries read their postponements from the store; with no table that read fails softly
+    (the job runs; a postponement would spend a try) instead of holding every retry back for good."""
+    app = App(connection="sqs", queue_prefix=prefix, visibility_timeout=30)
+    provision(app, ["orders.fifo"], table=False, bucket=False)
+    Once.runs.clear()
+    with app.activate():
+        Once().dispatch(queue="orders.fifo", group="g")
+        assert isinstance(settle(app, "orders.fifo", receive_one(app, "orders.fifo")), Release)
+        assert settle(app, "orders.fifo", receive_one(app, "orders.fifo")) == Ack()
+    assert Once.runs == [1, 2]
+
+
+class Hold(Middleware):
+    def handle(self, job: Job, next: Any) -> Any:
+        job.release()  # no delay given: the job's backoff, never "visible again now"
+        return None
+
+
+class Held(Job, name="attempts.held"):
+    backoff = 60
+
+    def middleware(self) -> list[Any]:
+        return [Hold()]
+
+    def handle(self) -> None:
+        pass
+
+
+def test_a_job_held_back_without_a_delay_waits_its_backoff_not_zero(memory_app: App) -> None:
+    Held().dispatch()
+    (message,) = memory_app.connection.receive("default", 1, 0)
+    assert memory_app.runner.process(message) == Postpone(60, "held back before it ran")
+
+
+def test_a_fifo_job_held_back_until_its_redrive_would_move_it_is_failed_with_a_reason(moto: None, prefix: str) -> None:
+    """On FIFO a postponement keeps its place, so it still counts toward maxReceiveCount: on the last
+    receive the runner fails it to the DLQ with a reason instead of SQS moving it silently."""
+    app = App(connection="sqs", queue_prefix=prefix, visibility_timeout=30, max_receive_count=3)
+    provision(app, ["orders.fifo"], table=True, bucket=False)
+    Guarded.runs.clear()
+    app.store.add(("overlap", "attempts.guarded:the-lock"), {"owner": "someone-else"}, ttl=600)
+    decisions = []
+    with app.activate():
+        Guarded().dispatch(queue="orders.fifo", group="g")
+        for _ in range(3):
+            decisions.append(settle(app, "orders.fifo", receive_one(app, "orders.fifo")))
+    assert [type(d) for d in decisions] == [Postpone, Postpone, Fail]
+    assert decisions[-1].reason == "held_back"  # type: ignore[union-attr]
+    (letter,) = dead_letters(app, "orders.fifo")
+    assert letter["attrs"]["sqsjobs.reason"] == "held_back"
+    assert Guarded.runs == []

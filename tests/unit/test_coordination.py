@@ -365,14 +365,20 @@ def test_a_key_in_progress_is_postponed_not_run_concurrently(app: App, caplog: p
     )
 
 
-def test_an_idempotent_job_whose_worker_died_runs_when_its_message_comes_back(app: App) -> None:
-    """The run holding the key was killed: the same message, redelivered, takes the key over at once
-    (before, it was released as busy until the key expired and could land in the DLQ never run)."""
+def test_an_idempotent_job_whose_worker_died_runs_when_its_message_comes_back(app: App, clock: FakeClock) -> None:
+    """The run holding the key was killed: the same message, back after the run's timeout, takes the key
+    over (before, it was released as busy, spending tries, until it landed in the DLQ never run). Back
+    sooner — a heartbeat lapsed while the run goes on — it waits out the rest of that timeout, for free."""
     with app.activate():
         Charge(order=3).dispatch()
     (message,) = app.connection.receive("default", 1, 0)
     assert not isinstance(app.runner.begin(message), Release | Ack | Fail | Postpone)  # then SIGKILL
-    redelivered = dataclasses.replace(message, receipt_handle="h-again", receive_count=2)
+    clock.now += 20
+    too_soon = dataclasses.replace(message, receipt_handle="h-soon", receive_count=2)
+    waits = app.runner.process(too_soon)
+    assert isinstance(waits, Postpone) and waits.delay == 40, "the rest of the run's 60 s timeout"
+    clock.now += 41
+    redelivered = dataclasses.replace(message, receipt_handle="h-again", receive_count=3)
     assert app.runner.process(redelivered) == Ack()
     assert names("coord.charge").count(("done", 10, 20)) == 1
 

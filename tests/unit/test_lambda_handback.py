@@ -90,7 +90,7 @@ def test_a_record_not_started_for_lack_of_time_runs_later_without_spending_a_try
     handler = SqsHandler(app)
     job = OneShot().dispatch()
 
-    first = deliver(handler, app, "default", receive_event(app, "default"), FakeContext(remaining_s=30))
+    first = deliver(handler, app, "default", receive_event(app, "default"), FakeContext(remaining_s=30, started_s=300))
     assert Ran.runs == []
     # Given back at once (a copy carrying no runs): not after the queue's 30 s visibility timeout.
     again = receive_event(app, "default")
@@ -109,7 +109,7 @@ def test_every_record_handed_back_is_logged_with_what_was_left_and_what_it_neede
     OneShot().dispatch()
     Quick().dispatch()
     with caplog.at_level(logging.INFO, logger="sqsjobs.lambda"):
-        deliver(SqsHandler(app), app, "default", receive_event(app, "default"), FakeContext(remaining_s=30))
+        deliver(SqsHandler(app), app, "default", receive_event(app, "default"), FakeContext(remaining_s=30, started_s=300))
     lines = [r.getMessage() for r in caplog.records if "not started" in r.getMessage()]
     assert len(lines) == 1, lines
     assert lines[0].startswith("lambda-handback.one-shot not started: 30.0s left in this invocation, it needs 62.0s")
@@ -124,7 +124,7 @@ def test_every_record_handed_back_is_counted_per_job_when_metrics_are_on(
     OneShot().dispatch()
     OneShot().dispatch()
     Quick().dispatch()
-    deliver(SqsHandler(app), app, "default", receive_event(app, "default"), FakeContext(remaining_s=30))
+    deliver(SqsHandler(app), app, "default", receive_event(app, "default"), FakeContext(remaining_s=30, started_s=300))
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     handed = [d for d in documents if "handed_back" in d]
     assert [d["job"] for d in handed] == ["lambda-handback.one-shot"] * 2
@@ -240,7 +240,7 @@ def test_a_fifo_record_not_started_holds_back_the_batch_and_all_of_it_runs_later
         InOrder(step_name="b1").dispatch(group="b")
         InOrder(step_name="a2").dispatch(group="a")
     event = receive_event(app, "steps.fifo", "sqs_fifo.json")
-    response = deliver(handler, app, "steps.fifo", event, FakeContext(remaining_s=30))
+    response = deliver(handler, app, "steps.fifo", event, FakeContext(remaining_s=30, started_s=300))
     assert len(failed_ids(response)) == 3 and Ran.runs == []
 
     again = receive_event(app, "steps.fifo", "sqs_fifo.json")  # at once: nothing waits for a visibility timeout
@@ -251,3 +251,30 @@ def test_a_fifo_record_not_started_holds_back_the_batch_and_all_of_it_runs_later
         ("lambda-handback.in-order", "b1", 1),
         ("lambda-handback.in-order", "a2", 1),
     ]
+
+
+class NeverFits(Job, name="handback.never-fits"):
+    timeout = 120
+    runs: ClassVar[int] = 0
+
+    def handle(self) -> None:
+        NeverFits.runs += 1
+
+
+def test_a_job_that_can_never_start_in_the_function_goes_to_the_dlq_with_its_reason(moto: None, prefix: str) -> None:
+    """A job whose own timeout is longer than the whole function is not this invocation's bad luck:
+    handed back for free it would come back for ever (each copy with a fresh receive count, so the
+    redrive policy never catches it). It is given up at once, with the reason."""
+    app = App(connection="sqs", queue_prefix=prefix, queues=["default"], visibility_timeout=30, timeout=20)
+    provision(app, ["default"], table=False, bucket=False)
+    handler = SqsHandler(app)
+    NeverFits.runs = 0
+    with app.activate():
+        NeverFits().dispatch()
+        event = receive_event(app, "default")
+        response = deliver(handler, app, "default", event, FakeContext(remaining_s=60))
+    assert response["batchItemFailures"] == []
+    (letter,) = dead_letters(app)
+    assert letter["attrs"]["sqsjobs.reason"] == "never_fits"
+    assert "SQSJOBS_LAMBDA_DEADLINE_MARGIN" in letter["attrs"]["sqsjobs.error"]
+    assert NeverFits.runs == 0

@@ -106,3 +106,80 @@ def test_the_checker_sees_a_cycle_hidden_behind_a_lazy_import() -> None:
 def test_no_module_is_longer_than_400_lines() -> None:
     long = {name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+#: docs/architecture.md's layers, bottom (0) to top. A module may import its own layer and those below.
+LAYERS: dict[str, int] = {
+    **dict.fromkeys(
+        [
+            "errors",
+            "decisions",
+            "policy",
+            "timing",
+            "events",
+            "_version",
+            "dispatched",
+            "connections.base",
+            "stores.base",
+        ],
+        0,
+    ),
+    **dict.fromkeys(["settings", "registry", "envelope", "aws", "logs", "testing"], 1),
+    **dict.fromkeys(
+        [
+            "connections",
+            "stores",
+            "payloads",
+            "failures",
+            "settling",
+            "unique",
+            "idempotency",
+            "once",
+            "runs",
+            "steps",
+            "exception_counts",
+            "local",
+        ],
+        2,
+    ),
+    "context": 3,
+    **dict.fromkeys(
+        [
+            "job",
+            "dispatch_plan",
+            "dispatching",
+            "dispatching_async",
+            "links",
+            "flow",
+            "batches",
+            "chains",
+            "middleware",
+        ],
+        4,
+    ),
+    **dict.fromkeys(["runner", "executors"], 5),
+    "hooks": 6,
+    **dict.fromkeys(["app", "provisioning", "failed_jobs"], 7),
+    **dict.fromkeys(["worker", "cli", "__main__", ""], 8),
+}
+
+
+def layer_of(module: str) -> int:
+    """The layer of the longest LAYERS prefix naming this module (`sqsjobs.` left off)."""
+    name = module.removeprefix("sqsjobs").removeprefix(".")
+    parts = name.split(".") if name else [""]
+    for size in range(len(parts), 0, -1):
+        found = LAYERS.get(".".join(parts[:size]))
+        if found is not None:
+            return found
+    raise AssertionError(f"{module} has no layer in LAYERS; add it (and to docs/architecture.md)")
+
+
+def test_imports_point_down_the_layers_of_docs_architecture() -> None:
+    upward = sorted(
+        f"{module} ({layer_of(module)}) imports {target} ({layer_of(target)})"
+        for module, targets in import_graph().items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+    )
+    assert upward == []
