@@ -1,7 +1,8 @@
 """The settler: turns the runner's decisions into SQS calls, within SQS's limits.
 
-Every way in (the poller, the Lambda adapter, the sync connection) applies decisions here and
-nowhere else, so "release", "postpone" and "hand back unstarted" mean the same on each:
+The ways in that have a queue (the poller, the asyncio worker, the Lambda adapter) apply decisions
+here and nowhere else, so "release", "postpone" and "hand back unstarted" mean the same on each (the
+sync connection has no queue: it runs the job again at once, with the same meaning for attempts):
 
 - `Release(delay)`: the job ran; its message becomes visible again after `delay` (a try spent).
   SQS refuses a visibility beyond 12 hours from the receive, so the delay is cut to what is left.
