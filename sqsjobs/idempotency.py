@@ -1,12 +1,12 @@
 """Idempotency keys: a completed key is never run again; a key in progress is run by one message.
 
 2 store calls per job with a key: add "in progress", then put "completed" (or delete it if the run
-did not complete). The owner of an "in progress" mark is the job id *and* the message that holds it,
-with the time the run started. That same message coming back after the run's timeout has passed means
-the run died (its worker was killed; a live run is interrupted at its timeout), so it takes the key
-over; back sooner (a heartbeat that lapsed while the run goes on), it waits out the rest of the
-timeout. Any other message — a duplicate copy of the job, or another job with the same key — waits
-until the holder is done or its mark expires.
+did not complete). An "in progress" mark names the job id and the message holding it, and when the
+run started. A delivery of the *same job id* (the message back after its worker was killed, or the copy
+a postponement sent) takes the key over once the run's timeout has passed — a live run is interrupted at
+its timeout, so by then the holder is dead; sooner (a lapsed heartbeat, an SQS duplicate while the run
+goes on) it waits out the rest of that timeout. Another job with the same key waits until the holder
+is done or its mark expires.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def claim(store: Store, clock: Callable[[], float], job_name: str, key: str, hol
     where = item(job_name, key)
     ttl = timeout + IN_PROGRESS_MARGIN_S
     for _ in range(2):  # a mark that expires between our two calls is tried once more
-        mark = {"status": "in_progress", "owner": holder, "started": round(clock(), 3)}
+        mark = {"status": "in_progress", "owner": holder, "started_ms": int(clock() * 1000)}  # DynamoDB: no floats
         if store.add(where, mark, ttl=ttl):
             return Claim("run")
         current = store.get(where)
@@ -57,13 +57,17 @@ def claim(store: Store, clock: Callable[[], float], job_name: str, key: str, hol
             continue
         if current.get("status") == "completed":
             return Claim("done")
-        left = float(current.get("started", 0) or 0) + timeout - clock()
-        if current.get("owner") == holder and left <= 0:
-            # The same message again, after its run's timeout: the run that took the key did not live to free it.
+        left = int(current.get("started_ms", 0) or 0) / 1000 + timeout - clock()
+        if _job_of(str(current.get("owner", ""))) == _job_of(holder) and left <= 0:
+            # The same job again, after its run's timeout: the run that took the key did not live to free it.
             store.put(where, mark, ttl=ttl)
             return Claim("run")
         return Claim("busy", str(current.get("owner", "?")), max(1.0, left) if left > 0 else ttl)
     return Claim("busy", "?", ttl)
+
+
+def _job_of(holder: str) -> str:
+    return holder.rpartition(":")[0]
 
 
 def complete(store: Store, job_name: str, key: str, ttl: float | timedelta) -> None:

@@ -212,3 +212,45 @@ def test_a_fifo_job_held_back_until_its_redrive_would_move_it_is_failed_with_a_r
     (letter,) = dead_letters(app, "orders.fifo")
     assert letter["attrs"]["sqsjobs.reason"] == "held_back"
     assert Guarded.runs == []
+
+
+class Charge(Job, name="attempts.charge"):
+    order: int
+    runs: ClassVar[list[int]] = []
+
+    def idempotency_key(self) -> str:
+        return f"order-{self.order}"
+
+    def handle(self) -> None:
+        Charge.runs.append(self.attempts)
+
+
+def test_an_idempotency_key_on_dynamodb_is_taken_over_by_its_job_after_the_runs_timeout(
+    moto: None, prefix: str
+) -> None:
+    """The worker running an idempotent job is killed: its message comes back, waits out the rest of the
+    run's timeout for free (a live run would still hold the key), then its copy takes the key over and runs.
+    Another message of the same job afterwards is a duplicate. On the DynamoDB store, as in production."""
+    from tests.helpers import FakeClock
+
+    clock = FakeClock()
+    app = App(connection="sqs", queue_prefix=prefix, visibility_timeout=30, timeout=2, clock=clock)
+    provision(app, ["default"], table=True, bucket=False)
+    Charge.runs.clear()
+    with app.activate():
+        Charge(order=1).dispatch()
+        message = receive_one(app, "default")
+        assert not isinstance(app.runner.begin(message), Release | Ack | Fail | Postpone)  # then SIGKILL
+        app.connection.change_visibility("default", [(message, 0)])  # its visibility runs out
+        clock.now += 1
+        back = receive_one(app, "default")
+        assert back.receive_count == 2
+        waits = settle(app, "default", back)
+        assert isinstance(waits, Postpone) and waits.delay == 1, "the rest of the run's 2 s timeout"
+        clock.now += 2
+        copy = receive_one(app, "default")
+        assert copy.message_id != message.message_id and copy.attributes[policy.RUNS_ATTRIBUTE] == "1"
+        assert settle(app, "default", copy) == Ack()
+        duplicate = dataclasses.replace(copy, message_id="another", receipt_handle="h4")
+        assert app.runner.process(duplicate) == Ack("duplicate")
+    assert Charge.runs == [2], "the killed run counts as attempt 1; the copy ran once, as attempt 2"
