@@ -112,9 +112,16 @@ class ProcessExecutor:
 
         `release()` and `fail()` called in the child are applied to `job` here, so the runner
         decides exactly as if `handle()` had run in this process.
+
+        A `ConfigurationError` (no child could start, or the children do not know the job) means
+        `handle()` never ran: the job is left marked as not run, so a release then spends no try.
         """
         name = type(job).job_name
-        child = self._hand_over(_child.encode_request(job))
+        try:
+            child = self._hand_over(_child.encode_request(job))
+        except ConfigurationError:
+            _not_run(job)
+            raise
         if job._ctx is not None:
             job._ctx.handled = True  # from here on a child runs it: a timeout or a crash spends the try
         try:
@@ -266,6 +273,7 @@ class ProcessExecutor:
         if kind == _child.KIND_TIMEOUT:
             raise JobTimeoutError(message)
         if kind == _child.KIND_UNKNOWN_JOB:
+            _not_run(job)
             raise ConfigurationError(
                 f"the job processes know no job named {type(job).job_name!r}; they import only {self._named()} "
                 "(SQSJOBS_APP), so add the module that defines it there"
@@ -288,6 +296,12 @@ class ProcessExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _not_run(job: Job) -> None:
+    """`handle()` never started (a caller's `run_handle` marks it as entered before calling us)."""
+    if job._ctx is not None:
+        job._ctx.handled = False
 
 
 def _loads(raw: bytes) -> dict[str, Any]:

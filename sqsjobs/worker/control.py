@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 EXIT_OK = 0
 EXIT_WEDGED = 1
+#: A configuration error found while working (as `sqsjobs` reports one at start: docs/cli.md).
+EXIT_CONFIG = 2
 EXIT_MEMORY = 12
 
 

@@ -5,7 +5,10 @@ thread worker uses; only *running* differs. The runner core still decides everyt
 and `finish()` run in a pool beside the loop (they may write to the DLQ), and only `handle()` is
 awaited here. An `async def handle` past its timeout is cancelled for real; a plain `def handle`
 runs in the pool under the same interrupt the thread worker uses, so a sync job stuck past its
-timeout is noticed by the same watchdog, and the worker exits 1 instead of hanging.
+timeout is noticed by the same watchdog, and the worker exits 1 instead of hanging. The watchdog
+(its own thread) watches coroutine jobs too: one that blocks the loop (`time.sleep` inside
+`async def`) or swallows its cancellation is still running past its timeout and the grace, and the
+worker exits 1 the same way, without waiting for a loop that no longer turns.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..connections.base import Connection, ReceivedMessage
@@ -35,6 +38,9 @@ T = TypeVar("T")
 
 #: Pool threads besides the `concurrency` sync jobs: taking the next message, begin/finish, settling.
 _SPARE_THREADS = 4
+#: How often the loop says it is turning, and how long without a word means it no longer does.
+_BEAT_S = 0.1
+_STALLED_S = 1.0
 
 
 class AsyncJobs:
@@ -59,13 +65,24 @@ class AsyncJobs:
         self._stuck = stuck
         self._thread = threading.Thread(target=self._main, name="sqsjobs-loop", daemon=True)
         self._pool = DaemonPool(concurrency + _SPARE_THREADS, "sqsjobs-pool")
+        #: When the loop last turned (set on the loop while it serves; see `join`).
+        self._beat = time.monotonic()
 
     def start(self) -> None:
+        self._beat = time.monotonic()
         self._thread.start()
 
     def join(self, abandoned: Callable[[threading.Thread], bool]) -> None:
-        """The loop returns by itself once only stuck jobs are left, so it is always waited for."""
+        """Wait for the loop; it returns by itself once only stuck jobs are left.
+
+        Except when a coroutine job on it ignored its timeout (`abandoned` says the watchdog holds
+        the loop's thread) and the loop no longer turns: that job blocks it, or only stuck jobs are
+        left and asyncio would wait for their cancellation for ever. Its thread is a daemon, left behind.
+        """
         while self._thread.is_alive():
+            if abandoned(self._thread) and time.monotonic() - self._beat > _STALLED_S:
+                log.warning("the event loop is held by a job that ignored its timeout; leaving it behind")
+                return
             self._thread.join(0.2)
 
     def _main(self) -> None:
@@ -79,6 +96,18 @@ class AsyncJobs:
         return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, fn, *args)
 
     async def _serve(self) -> None:
+        beat = asyncio.create_task(self._beating())
+        try:
+            await self._serve_messages()
+        finally:
+            beat.cancel()  # from here on the loop only cancels what is left: `join` may stop waiting
+
+    async def _beating(self) -> None:
+        while True:
+            self._beat = time.monotonic()
+            await asyncio.sleep(_BEAT_S)
+
+    async def _serve_messages(self) -> None:
         running: dict[asyncio.Task[None], ReceivedMessage] = {}
         while (message := await self._in_pool(self._lanes.take)) is not None:
             task = asyncio.create_task(self._run(message))
@@ -109,7 +138,11 @@ class AsyncJobs:
         error: Exception | None = None
         try:
             if inspect.iscoroutinefunction(step.job.handle) and not step.job.middleware():
-                await asyncio.wait_for(step.job.handle(), timeout)
+                # Watched, not interrupted: the loop cancels it at its timeout, the watchdog reports
+                # it if it is still running `timeout_grace` later (it blocks the loop, or ignores
+                # the cancellation).
+                with self._enforcer.watch(type(step.job).job_name, timeout, message):
+                    await asyncio.wait_for(_entered(step.job), timeout)
             else:
                 await self._in_pool(self._run_sync, step.job, message)
         except TimeoutError:
@@ -123,3 +156,12 @@ class AsyncJobs:
         # (an `async def handle` inside it then gets a private loop and no real cancellation).
         with self._enforcer.guard_for(message)(job):
             self._runner.run_handle(job)
+
+
+def _entered(job: Job) -> Awaitable[object]:
+    """`job.handle()` entered as `Runner.run_handle` enters it — marked as run, so a `self.release()`
+    inside it spends a try (a release before `handle()` means "held back before it ran", no try) —
+    but not run: its coroutine is awaited on this loop. Only for jobs without middleware."""
+    entered: list[Awaitable[object]] = []
+    Runner.run_handle(job, lambda job: entered.append(job.handle()))
+    return entered[0]

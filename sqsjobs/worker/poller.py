@@ -27,8 +27,9 @@ from ..app import App
 from ..errors import ConfigurationError
 from ..job import Job
 from ..runner import Call
+from ..runner.core import RETRY_DELAY_S
 from .apply import Applier
-from .control import EXIT_MEMORY, EXIT_OK, EXIT_WEDGED, Control
+from .control import EXIT_CONFIG, EXIT_MEMORY, EXIT_OK, EXIT_WEDGED, Control
 from .deleter import Deleter
 from .event_loop import AsyncJobs
 from .heartbeat import Heartbeat, quick_connection
@@ -43,7 +44,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sqsjobs.worker")
 
-__all__ = ["EXIT_MEMORY", "EXIT_OK", "EXIT_WEDGED", "Worker"]
+__all__ = ["EXIT_CONFIG", "EXIT_MEMORY", "EXIT_OK", "EXIT_WEDGED", "Worker"]
+
+#: How long a job waits, unspent, when the process executor could not run it (its processes cannot
+#: start, or do not know the job): the worker stops with exit 2 and the next one, fixed, runs it.
+CONFIG_RETRY_S = RETRY_DELAY_S
 
 
 class Worker:
@@ -78,6 +83,8 @@ class Worker:
             self._applier,
             self._check_limits,
         )
+        #: How thread jobs call `handle()`: in a child with `--executor process`, else on their thread.
+        self._call: Call | None = self._process_call() if opts.executor == "process" else None
         self._jobs: ThreadJobs | AsyncJobs
         if opts.event_loop:
             self._jobs = AsyncJobs(
@@ -97,7 +104,7 @@ class Worker:
                 self._applier,
                 self._enforcer,
                 opts.concurrency,
-                self._process_call() if opts.executor == "process" else None,
+                self._call,
             )
 
     def _process_call(self) -> Call:
@@ -109,7 +116,22 @@ class Worker:
         enforcer = self._enforcer
 
         def call(job: Job) -> object:
-            executor.run(job, enforcer.timeout_of(job))
+            try:
+                executor.run(job, enforcer.timeout_of(job))
+            except ConfigurationError as exc:
+                # The job did not run: its process could not start, or does not know it (the executor
+                # left it unmarked as run). That is the worker's setup, not the job: no try spent (a
+                # release before it ran is a Postpone), and this worker stops (exit 2) instead of
+                # putting back every job it receives.
+                job.release(CONFIG_RETRY_S)
+                log.error(
+                    "%s could not run in a job process: %s. Fix SQSJOBS_APP (--app) or the job modules; "
+                    "the worker stops with exit 2 and the message is tried again in %ds without spending a try.",
+                    type(job).job_name,
+                    exc,
+                    CONFIG_RETRY_S,
+                )
+                self.stop(f"job processes cannot run {type(job).job_name}", EXIT_CONFIG)
             return None
 
         return call
@@ -170,7 +192,7 @@ class Worker:
         if not self._receiver.receive(10, wait_seconds):
             return 0
         received = self._lanes.held
-        jobs = ThreadJobs(self.app.runner, self.connection, self._lanes, self._applier, self._enforcer, 0)
+        jobs = ThreadJobs(self.app.runner, self.connection, self._lanes, self._applier, self._enforcer, 0, self._call)
         while (message := self._lanes.take(block=False)) is not None:
             jobs.run_one(message)
         self._deleter.flush(force=True)
@@ -219,12 +241,15 @@ class Worker:
             # Stop extending its message: it becomes visible again and counts an attempt.
             self._heartbeat.untrack([running.message])
         log.error(
-            "%s ignored its timeout of %gs for %gs (blocked outside Python?); the worker stops taking "
+            "%s ignored its timeout of %gs for %gs (%s); the worker stops taking "
             "work and exits 1 so it can be replaced. Its message returns after the visibility timeout "
             "and counts as an attempt.",
             running.job_name,
             running.timeout,
             self.options.timeout_grace,
+            "blocked outside Python?"
+            if running.interruptible
+            else "a blocking call inside `async def`, or it swallowed its cancellation?",
         )
         self.stop(f"{running.job_name} could not be interrupted", EXIT_WEDGED)
 

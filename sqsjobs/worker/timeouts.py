@@ -7,7 +7,10 @@ the worker reports it and exits so its supervisor can start a clean process —
 the same trade Laravel makes when it kills its worker.
 
 The watchdog has a thread of its own: it must keep looking while every other part of the
-worker (the receiver in a long poll, the heartbeat in a slow call) is busy.
+worker (the receiver in a long poll, the heartbeat in a slow call, the `--async` event loop
+blocked by a coroutine job) is busy. Coroutine jobs are cancelled by their own loop at their
+timeout, so the watchdog only *watches* them (`TimeoutEnforcer.watch`): one still running
+`grace` seconds later — it blocked the loop, or swallowed the cancellation — is wedged as well.
 """
 
 from __future__ import annotations
@@ -32,9 +35,13 @@ log = logging.getLogger("sqsjobs.worker")
 _TICK_S = 0.1
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class RunningJob:
-    """A job being run on `thread_id`, with the deadline the watchdog enforces."""
+    """A job being run on `thread_id`, with the deadline the watchdog enforces.
+
+    `interruptible` is False for a coroutine job: its loop cancels it at the deadline, and raising
+    inside the loop's thread would break every other job on it; it is only reported once wedged.
+    """
 
     thread_id: int
     job_name: str
@@ -43,6 +50,8 @@ class RunningJob:
     message: ReceivedMessage | None = None
     interrupted_at: float | None = None
     done: bool = False
+    interruptible: bool = True
+    reported: bool = False
 
 
 def job_timeout(job: Job, worker_timeout: float | None, default: float) -> float:
@@ -57,6 +66,7 @@ class TimeoutEnforcer:
         self._worker_timeout = worker_timeout
         self._default = default
         self._lock = threading.Lock()
+        #: Keyed by the RunningJob's id: one per job thread, any number on the event loop's thread.
         self._running: dict[int, RunningJob] = {}
 
     def timeout_of(self, job: Job) -> float:
@@ -77,7 +87,7 @@ class TimeoutEnforcer:
     ) -> Iterator[None]:
         running = RunningJob(threading.get_ident(), job_name, timeout, now + timeout, message)
         with self._lock:
-            self._running[running.thread_id] = running
+            self._running[id(running)] = running
         try:
             yield
         except JobTimeoutError:
@@ -85,11 +95,27 @@ class TimeoutEnforcer:
         finally:
             with self._lock:
                 running.done = True
-                self._running.pop(running.thread_id, None)
+                self._running.pop(id(running), None)
                 if running.interrupted_at is not None:
                     # An interrupt may still be pending for this thread; cancel it so it
                     # cannot fire in the worker's own code after the job returned.
                     _set_async_exc(running.thread_id, None)
+
+    @contextmanager
+    def watch(self, job_name: str, timeout: float, message: ReceivedMessage | None = None) -> Iterator[None]:
+        """Watch a coroutine job on the calling (event loop) thread: never interrupted here (its loop
+        cancels it at `timeout`), only handed to the watchdog once past its deadline."""
+        running = RunningJob(
+            threading.get_ident(), job_name, timeout, time.monotonic() + timeout, message, interruptible=False
+        )
+        with self._lock:
+            self._running[id(running)] = running
+        try:
+            yield
+        finally:
+            with self._lock:
+                running.done = True
+                self._running.pop(id(running), None)
 
     def interrupt_overdue(self, now: float) -> list[RunningJob]:
         """Interrupt every job past its deadline (once); return the ones already interrupted."""
@@ -100,7 +126,8 @@ class TimeoutEnforcer:
                     continue
                 if running.interrupted_at is None:
                     running.interrupted_at = now
-                    _set_async_exc(running.thread_id, JobTimeoutError)
+                    if running.interruptible:
+                        _set_async_exc(running.thread_id, JobTimeoutError)
                 else:
                     interrupted.append(running)
         return interrupted
@@ -127,7 +154,8 @@ class Watchdog:
         self._thread.join(5)
 
     def holds_thread(self, thread: threading.Thread) -> bool:
-        """Whether `thread` is stuck in a job that ignored its interrupt (never wait for it)."""
+        """Whether `thread` is stuck in a job that ignored its interrupt (never wait for it); for the
+        event loop's thread, whether a coroutine job on it ignored its cancellation."""
         with self._lock:
             return thread.ident in self._wedged_threads
 
@@ -141,8 +169,9 @@ class Watchdog:
             if running.interrupted_at is None or now - running.interrupted_at < self._grace:
                 continue
             with self._lock:
-                if running.thread_id in self._wedged_threads:
+                if running.reported:
                     continue
+                running.reported = True
                 self._wedged_threads.add(running.thread_id)
                 if running.message is not None:
                     self._wedged_messages.add(running.message.receipt_handle)

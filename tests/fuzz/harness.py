@@ -376,7 +376,8 @@ def poll_once(example: Example) -> Outcome:
 
 
 def worker_run(example: Example, event_loop: bool = False) -> Outcome:
-    """The real `Worker.run` loop (threads or asyncio, heartbeat and deleter threads, long polls) until every message is settled."""
+    """The real `Worker.run` loop (threads or asyncio, heartbeat and deleter threads, long polls) until
+    every message is settled."""
     app = example.app
     outcome = Outcome()
     spy_on_runner(app, outcome)

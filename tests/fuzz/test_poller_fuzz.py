@@ -41,7 +41,8 @@ def test_known_poison_in_one_poller_receive(fuzz_aws: None, scenario: Scenario) 
 
 @pytest.mark.parametrize("event_loop", [False, True], ids=["threads", "asyncio"])
 def test_the_real_worker_loop_settles_a_poisoned_batch_the_same_way(fuzz_aws: None, event_loop: bool) -> None:
-    """`Worker.run` itself (threads or --async, heartbeat and deleter threads, long polls), so the driver above stays honest."""
+    """`Worker.run` itself (threads or --async, heartbeat and deleter threads, long polls), so the driver
+    above stays honest."""
     Recorder.runs.clear()
     example = setup(EVERYTHING_AT_ONCE)
     try:
