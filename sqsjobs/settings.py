@@ -29,8 +29,14 @@ class Settings(BaseSettings):
             physical name. Names not mapped resolve to `queue_prefix + name + queue_suffix`.
         default_queue: where a job goes when neither the job nor the dispatch names a queue.
         signing_key: when set, every message is signed (HMAC-SHA256) and unsigned or
-            tampered messages are failed to the DLQ instead of run.
+            tampered messages are failed to the DLQ instead of run (docs/security.md).
+        signing_max_age: seconds a signed message stays valid after its dispatch; older ones go
+            to the DLQ as `expired_signature` (replays of old messages). None: no limit.
         bucket: the S3 bucket for payloads over `payload_threshold` (and nothing else).
+        payload_prefix: the key prefix of those objects; a pointer outside bucket + prefix is
+            never read or deleted (`foreign_pointer`).
+        payload_max_bytes: the largest offloaded body a worker reads; a larger object is never
+            read whole (`payload_too_large`).
         payload_threshold: bodies larger than this many bytes travel through S3 in the
             Amazon SQS Extended Client format; `always` sends every body through S3.
         store: where coordination state lives; `auto` is DynamoDB (`table`) on the sqs
@@ -48,6 +54,8 @@ class Settings(BaseSettings):
             exceed the largest `tries` of the jobs it knows).
         visibility_timeout: visibility timeout `provision` sets; the poller heartbeats
             long jobs, so this need not cover the longest job.
+        clock_skew: seconds by which workers' clocks may disagree; locks, claims and windows
+            held by another worker are trusted for this much longer than their own expiry says.
     """
 
     model_config = SettingsConfigDict(env_prefix="SQSJOBS_", extra="ignore")
@@ -59,9 +67,12 @@ class Settings(BaseSettings):
     queue_suffix: str = ""
     default_queue: str = "default"
     signing_key: SecretStr | None = None
+    signing_max_age: float | None = Field(default=None, gt=0)
     store: Literal["auto", "dynamodb", "memory"] = "auto"
     table: str = "sqsjobs"
     bucket: str = "sqsjobs-payloads"
+    payload_prefix: str = "sqsjobs/"
+    payload_max_bytes: int = Field(default=64 * 1_048_576, ge=1_048_576)
     #: 1 MiB minus 16 KiB kept for attributes (a DLQ copy adds the failure reason).
     payload_threshold: Annotated[int, Field(ge=0, le=1_032_192)] | Literal["always"] = 1_032_192
     tries: int = Field(default=3, ge=1, le=1000)
@@ -74,6 +85,7 @@ class Settings(BaseSettings):
     dlq_suffix: str = "-dlq"
     max_receive_count: int = Field(default=10, ge=2, le=1000)
     visibility_timeout: int = Field(default=60, ge=5, le=43200)
+    clock_skew: float = Field(default=60.0, ge=0, le=3600)
 
     @field_validator("log_level", mode="before")
     @classmethod
