@@ -119,7 +119,7 @@ class Batch:
 
     def _not_started(self, message: ReceivedMessage, left: float, timeout: float, needed: float) -> None:
         self._give_back.append(_GiveBack(message, 0, NOT_STARTED))
-        job = job_name(message.body)
+        job = self.app.registry.known_name(job_name(message.body))
         self.handler.hand_backs.report(
             "handed_back",
             logging.WARNING,
@@ -148,7 +148,7 @@ class Batch:
     def _held_back(self, record: SQSRecord) -> None:
         message = self.handler.record_message(record)
         self._give_back.append(_GiveBack(message, 0, HELD_BACK))
-        job = job_name(message.body)
+        job = self.app.registry.known_name(job_name(message.body))
         self.handler.hand_backs.report(
             "held_back",
             logging.INFO,

@@ -8,6 +8,9 @@
   for records the handler gave back without running them (see `HandBacks`).
 
 Neither module is imported unless its variable is set, to keep cold starts light.
+
+A job is named, in lines and in metric dimensions, by its registered name or `unknown`
+(`Registry.known_name`): a message cannot choose the dimensions you pay for, nor write a line.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Any
 
 from sqsjobs.app import App
 from sqsjobs.events import JobEvent
-from sqsjobs.logs import log_event
+from sqsjobs.logs import escape, log_event
+from sqsjobs.registry import UNKNOWN, Registry, default_registry
 
 _METRIC_FOR = {"processed": "processed", "failed": "failed", "rejected": "failed", "released": "released"}
 
@@ -27,12 +31,12 @@ def install(app: App) -> None:
     if os.environ.get("POWERTOOLS_SERVICE_NAME"):
         # Powertools' lines replace the plain job log, rather than doubling it.
         app.events.forget(log_event)
-        app.events.listen(_powertools_log_listener())
+        app.events.listen(_powertools_log_listener(app.registry))
     if os.environ.get("POWERTOOLS_METRICS_NAMESPACE"):
-        app.events.listen(_metrics_listener())
+        app.events.listen(_metrics_listener(app.registry))
 
 
-def _powertools_log_listener() -> Any:
+def _powertools_log_listener(registry: Registry) -> Any:
     from aws_lambda_powertools import Logger
 
     logger = Logger(logger_name="sqsjobs.lambda")
@@ -40,7 +44,7 @@ def _powertools_log_listener() -> Any:
     def listen(event: JobEvent) -> None:
         fields = {
             "job_id": event.job_id,
-            "job": event.job_name,
+            "job": registry.known_name(event.job_name),
             "queue": event.queue,
             "attempt": event.attempt,
             "dispatched_at": event.dispatched_at,
@@ -58,18 +62,20 @@ def _powertools_log_listener() -> Any:
     return listen
 
 
-def _metrics_listener() -> Any:
+def _metrics_listener(registry: Registry) -> Any:
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
     def listen(event: JobEvent) -> None:
         name = _METRIC_FOR.get(event.kind)
         if name is None:
             return
-        # single_metric writes one EMF document per metric, with the job name as its dimension.
+        # single_metric writes one EMF document per metric, with the job name as its dimension: a registered
+        # name or `unknown`, so the number of metrics is bounded by the number of job classes.
+        job = registry.known_name(event.job_name)
         with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
-            metric.add_dimension(name="job", value=event.job_name)
+            metric.add_dimension(name="job", value=job)
         with single_metric(name="runtime", unit=MetricUnit.Milliseconds, value=event.runtime_s * 1000) as metric:
-            metric.add_dimension(name="job", value=event.job_name)
+            metric.add_dimension(name="job", value=job)
 
     return listen
 
@@ -80,9 +86,13 @@ class HandBacks:
     A record handed back in silence looks, from the outside, like a queue that never drains: nothing
     failed, nothing ran. So each one is logged (which job, and why: the time left and the time it
     needed, or the record it waits behind) and counted, per job, so an alarm can watch for it.
+
+    The job a record names is taken from its body, so it is only trusted when `registry` knows it:
+    otherwise the line and the metric say `unknown`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, registry: Registry | None = None) -> None:
+        self._registry = registry if registry is not None else default_registry
         self._powertools: Any = None
         if os.environ.get("POWERTOOLS_SERVICE_NAME"):
             from aws_lambda_powertools import Logger
@@ -98,9 +108,16 @@ class HandBacks:
         try:
             self._report(metric, level, text, fields)
         except Exception:
-            self._log.exception("could not report: %s", text)
+            self._log.exception("could not report: %s", escape(text))
 
     def _report(self, metric: str, level: int, text: str, fields: dict[str, Any]) -> None:
+        raw = fields.get("job")
+        job = self._registry.known_name(raw)
+        if job != raw:
+            if isinstance(raw, str) and raw and text.startswith(raw):
+                text = job + text[len(raw) :]  # the callers' lines start with the job they name
+            fields = {**fields, "job": job}
+        text = escape(text)
         if self._powertools is not None:
             (self._powertools.warning if level >= logging.WARNING else self._powertools.info)(text, extra=fields)
         else:
@@ -109,4 +126,4 @@ class HandBacks:
             from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
             with single_metric(name=metric, unit=MetricUnit.Count, value=1) as counted:
-                counted.add_dimension(name="job", value=str(fields.get("job") or "?"))
+                counted.add_dimension(name="job", value=str(fields.get("job") or UNKNOWN))

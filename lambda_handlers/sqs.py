@@ -68,7 +68,7 @@ class SqsHandler:
     def hand_backs(self) -> observability.HandBacks:
         """Reads POWERTOOLS_* on first use, so a test (or a user) may set them after import."""
         if self._hand_backs is None:
-            self._hand_backs = observability.HandBacks()
+            self._hand_backs = observability.HandBacks(self.app.registry)
         return self._hand_backs
 
     def __call__(self, event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .events import Events
 from .logs import log_event
 from .registry import Registry, default_registry
 from .settings import Settings, load_settings
+from .signing import SigningKeys, signing_keys
 
 if TYPE_CHECKING:
     from .batches import Batch
@@ -69,8 +70,8 @@ class App:
         self._async_sender: AsyncSqsSender | None = None
         self._store: Store | None = None
         self._lock = threading.RLock()  # re-entered: the store is chosen by looking at the connection
-        key = settings.signing_key
-        self.signing_key = key.get_secret_value().encode() if key is not None else None
+        #: The signing keys, resolved once here (a Secrets Manager or SSM reference is fetched now).
+        self.signing_key: SigningKeys | None = signing_keys(settings)
 
     @property
     def connection(self) -> Connection:
@@ -91,11 +92,13 @@ class App:
                     if kind == "dynamodb" or (kind == "auto" and self.connection.name == "sqs"):
                         from .stores.dynamodb import DynamoDbStore
 
-                        self._store = DynamoDbStore(self.settings.table, clock=self.clock)
+                        self._store = DynamoDbStore(
+                            self.settings.table, clock=self.clock, skew=self.settings.clock_skew
+                        )
                     else:
                         from .stores.memory import MemoryStore
 
-                        self._store = MemoryStore(self.clock)
+                        self._store = MemoryStore(self.clock, skew=self.settings.clock_skew)
         return self._store
 
     @store.setter

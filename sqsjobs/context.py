@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .payloads import PayloadStore
     from .registry import Registry
     from .settings import Settings
+    from .signing import SigningKeys
     from .stores.base import Store
 
 
@@ -31,7 +32,7 @@ class Services(Protocol):
     registry: Registry
     clock: Callable[[], float]
     events: Events
-    signing_key: bytes | None
+    signing_key: SigningKeys | None
 
     @property
     def connection(self) -> Connection: ...

@@ -88,7 +88,7 @@ def build_message(
     send_delay = min(hop, math.ceil(seconds))
     if seconds > 0:
         envelope.available_at = utc_iso(now + seconds)
-    body = envelope.encode(app.signing_key)
+    body = envelope.encode(app.signing_key, queue=name)  # signed for this queue; a pointer is bound to the job id
     size = len(body.encode())
     message = OutgoingMessage(
         body=body,

@@ -35,7 +35,8 @@ class BadMessageError(PermanentError):
     """A message that cannot be run as it is: malformed, unknown job, invalid payload, bad signature.
 
     `kind` is a short stable word (`malformed`, `unknown_job`, `invalid_payload`, `missing_payload`,
-    `signature`) written into the DLQ attributes so failures can be grouped.
+    `foreign_pointer`, `signature`, `expired_signature`) written into the DLQ attributes so failures
+    can be grouped.
     """
 
     def __init__(self, kind: str, message: str) -> None:

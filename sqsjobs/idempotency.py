@@ -5,8 +5,9 @@ did not complete). An "in progress" mark names the job id and the message holdin
 run started. A delivery of the *same job id* (the message back after its worker was killed, or the copy
 a postponement sent) takes the key over once the run's timeout has passed — a live run is interrupted at
 its timeout, so by then the holder is dead; sooner (a lapsed heartbeat, an SQS duplicate while the run
-goes on) it waits out the rest of that timeout. Another job with the same key waits until the holder
-is done or its mark expires.
+goes on) it waits out the rest of that timeout. "Passed" is judged on the taker's clock, so it allows
+for the store's clock skew: the holder started on its own clock, which may be behind ours. Another job
+with the same key waits until the holder is done or its mark expires.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def claim(store: Store, clock: Callable[[], float], job_name: str, key: str, hol
             continue
         if current.get("status") == "completed":
             return Claim("done")
-        left = int(current.get("started_ms", 0) or 0) / 1000 + timeout - clock()
+        # `started_ms` is the holder's clock, ours may run ahead of it by up to the store's skew: the
+        # holder's run is only surely over once its timeout has passed by that much more.
+        left = int(current.get("started_ms", 0) or 0) / 1000 + timeout + store.skew - clock()
         if _job_of(str(current.get("owner", ""))) == _job_of(holder) and left <= 0:
             # The same job again, after its run's timeout: the run that took the key did not live to free it.
             store.put(where, mark, ttl=ttl)

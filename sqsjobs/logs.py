@@ -1,4 +1,10 @@
-"""One structured log line per job start and finish; JSON when SQSJOBS_LOG_FORMAT=json."""
+"""One structured log line per job start and finish; JSON when SQSJOBS_LOG_FORMAT=json.
+
+Nothing a message says can forge or split a line: a job is named by its registered name, or
+`unknown` when the message names none (`Registry.known_name`), and in the text format every value
+and every message is escaped (control characters, line breaks) and quoted when it has spaces, `=` or
+quotes, so one record is always one line. JSON lines are escaped by the encoder.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,13 @@ import atexit
 import json
 import logging
 import queue
+import re
 import sys
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 from .events import JobEvent
+from .registry import Registry, default_registry
 
 job_log = logging.getLogger("sqsjobs.jobs")
 
@@ -22,15 +30,29 @@ def log_event(event: JobEvent) -> None:
 
     The outcome line carries everything (dispatched at, wait, runtime, outcome, error);
     the start line is DEBUG, because at INFO it would double the logging cost of a
-    short job for little news.
+    short job for little news. The job is named as `default_registry` knows it (every
+    `Job` class registers there), else `unknown`; `job_log_listener` takes another registry.
     """
+    _log_event(event, default_registry)
+
+
+def job_log_listener(registry: Registry) -> Any:
+    """`log_event` for an app with its own registry: names it does not know are logged as `unknown`."""
+
+    def listen(event: JobEvent) -> None:
+        _log_event(event, registry)
+
+    return listen
+
+
+def _log_event(event: JobEvent, registry: Registry) -> None:
     if event.kind == "processing":
         if job_log.isEnabledFor(logging.DEBUG):
-            job_log.debug("job started", extra={"sqsjobs": _fields(event)})
+            job_log.debug("job started", extra={"sqsjobs": _fields(event, registry)})
         return
     if not job_log.isEnabledFor(logging.INFO):
         return
-    fields = _fields(event)
+    fields = _fields(event, registry)
     fields["outcome"] = event.kind
     fields["runtime_ms"] = round(event.runtime_s * 1000, 1)
     if event.delay:
@@ -41,10 +63,10 @@ def log_event(event: JobEvent) -> None:
     job_log.log(level, "job " + event.kind, extra={"sqsjobs": fields})
 
 
-def _fields(event: JobEvent) -> dict[str, Any]:
+def _fields(event: JobEvent, registry: Registry) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "job_id": event.job_id,
-        "job": event.job_name,
+        "job": registry.known_name(event.job_name),
         "queue": event.queue,
         "attempt": event.attempt,
     }
@@ -68,14 +90,46 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """`HH:MM:SS LEVEL message key=value ...`: one record, one line, whatever its text holds.
+
+    The message and every value are escaped (`escape`); a value with a space, `=`, a quote or a
+    backslash is quoted (`value`). A traceback follows on lines of its own, each starting with
+    `  | `, so no line of it can pass for a record of its own.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()}"
+        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {escape(record.getMessage())}"
         fields = getattr(record, "sqsjobs", None)
-        if fields:
-            base += " " + " ".join(f"{k}={fields[k]}" for k in (*_FIELDS, "delay_s") if k in fields)
+        if isinstance(fields, dict) and fields:
+            base += " " + " ".join(f"{k}={value(fields[k])}" for k in (*_FIELDS, "delay_s") if k in fields)
         if record.exc_info:
-            base += "\n" + self.formatException(record.exc_info)
+            lines = self.formatException(record.exc_info).split("\n")
+            base += "".join("\n  | " + escape(line) for line in lines)
         return base
+
+
+#: C0 and C1 control characters, DEL, and the Unicode line and paragraph separators.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_BARE = re.compile(r"[^\s\"'=\\]+")
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape(text: str) -> str:
+    """`text` with every control character and line break written as an escape (`\\n`, `\\x1b`, ...)."""
+    return _UNSAFE.sub(_escape_one, text)
+
+
+def value(raw: object) -> str:
+    """A field's value for a text line: bare when it is one plain word, else quoted and escaped."""
+    text = raw if isinstance(raw, str) else str(raw)
+    if _BARE.fullmatch(text) and _UNSAFE.search(text) is None:
+        return text
+    return '"' + escape(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
 class _Enqueue(QueueHandler):

@@ -36,9 +36,10 @@ def dispatch_once(store: Store, clock: Callable[[], float], key: Key, owner: str
     "sent" does nothing. Whoever finds a fresh "sending" mark watches it for a moment and,
     if it is still not "sent", raises SendInProgress, so its message comes back later rather
     than being settled on a promise that may not be kept. A failed send frees its mark. A
-    "sending" mark older than SEND_LEASE_S means its sender died in between: the next caller
-    takes it over (atomically: delete-if-unchanged, then add) and sends. A duplicate is
-    possible only if a live sender needs longer than the lease; a loss is not.
+    "sending" mark older than SEND_LEASE_S (plus the store's clock skew: the mark's time is its
+    claimant's clock) means its sender died in between: the next caller takes it over (atomically:
+    delete-if-unchanged, then add) and sends. A duplicate is possible only if a live sender needs
+    longer than the lease; a loss is not.
     True if this call sent.
     """
     now = clock()
@@ -65,7 +66,8 @@ def _claim(store: Store, clock: Callable[[], float], key: Key, claim: dict[str, 
         mark = store.get(key)
         if mark is not None and mark.get("state") == "sent":
             return False
-        if mark is not None and clock() * 1000 - int(mark.get("claimed_ms", 0)) >= SEND_LEASE_S * 1000:
+        # The lease started on the claimant's clock; ours may be ahead of it by up to the store's skew.
+        if mark is not None and clock() * 1000 - int(mark.get("claimed_ms", 0)) >= (SEND_LEASE_S + store.skew) * 1000:
             # Its sender died between the mark and the send: take over, unless someone else just did.
             if store.delete(key, owner=str(mark.get("owner"))) and store.add(key, claim, ttl=_ONCE_TTL_S):
                 return True

@@ -3,10 +3,15 @@
 Names are chosen by the job (`class Send(Job, name="mail.send")`) or default
 to the class name; `aliases` keep old names working after a rename, so messages
 already in flight still find their class.
+
+A name (and each alias) matches `NAME_PATTERN`: a letter, then up to 127 letters, digits or
+`_ . : / -` — so a name is safe to print in a log line and to use as a metric dimension, and
+nothing a message says reaches either unless it is a registered name (`known_name`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +20,24 @@ from .errors import BadMessageError, ConfigurationError
 #: A registered job class. The registry sits below `sqsjobs.job` (which registers into it), so it
 #: knows classes only as classes; callers that need `Job`'s methods know they have one.
 JobClass = type[Any]
+
+#: What a job name (or alias) may be: 1-128 characters, a letter first, then letters, digits and `_.:/-`.
+NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_.:/-]{0,127}"
+_NAME = re.compile(NAME_PATTERN)
+
+#: How logs and metrics name a job that no registered name matches (whatever its message said).
+UNKNOWN = "unknown"
+
+
+def check_name(cls: type, name: object) -> str:
+    """`name` if it is a valid job name, else a ConfigurationError naming the class and the pattern."""
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise ConfigurationError(
+            f"{cls.__module__}.{cls.__qualname__}: job name {name!r} does not match {NAME_PATTERN} "
+            "(a letter, then up to 127 letters, digits or _ . : / -); choose another: "
+            f"class {cls.__name__}(Job, name='...')"
+        )
+    return name
 
 
 class Registry:
@@ -25,6 +48,8 @@ class Registry:
         self._canonical: dict[str, JobClass] = {}
 
     def add(self, cls: JobClass, name: str, aliases: tuple[str, ...] = ()) -> None:
+        for key in (name, *aliases):
+            check_name(cls, key)
         for key in (name, *aliases):
             existing = self._by_name.get(key)
             if existing is not None and _origin(existing) != _origin(cls):
@@ -47,7 +72,12 @@ class Registry:
             ) from None
 
     def __contains__(self, name: object) -> bool:
-        return name in self._by_name
+        return isinstance(name, str) and name in self._by_name
+
+    def known_name(self, name: object) -> str:
+        """`name` when it is registered here (a name or an alias), else `unknown`: what a log line or a
+        metric dimension may say about a job, so that no text from a message reaches either."""
+        return name if isinstance(name, str) and name in self._by_name else UNKNOWN
 
     def __iter__(self) -> Iterator[JobClass]:
         return iter(self._canonical.values())

@@ -41,7 +41,8 @@ def claim_run(store: Store, clock: Callable[[], float], job_id: str, message_id:
     if held is None or held.get("owner") == message_id:
         store.put(key, {"owner": message_id, "until": math.ceil(clock() + ttl)}, ttl=ttl)
         return 0.0
-    return max(1.0, float(held.get("until", 0) or 0) - clock()) if held.get("until") else ttl
+    # `until` is on the holder's clock: the claim is only surely over once ours has passed it by the skew.
+    return max(1.0, float(held.get("until", 0) or 0) + store.skew - clock()) if held.get("until") else ttl + store.skew
 
 
 def free_claim(store: Store, job_id: str, message_id: str) -> None:

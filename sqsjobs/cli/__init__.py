@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import batches, failed, infra, work
+from . import batches, failed, infra, keys, work
 from .common import guard_all, set_debug
 
 cli = typer.Typer(
@@ -39,6 +39,7 @@ def _root(
 cli.command("work", epilog=work.EXAMPLES)(work.work)
 cli.add_typer(failed.group, name="failed")
 cli.add_typer(batches.group, name="batches")
+cli.add_typer(keys.group, name="keys")
 cli.command("local", epilog=infra.LOCAL_EXAMPLES)(infra.local)
 cli.command("provision", epilog=infra.PROVISION_EXAMPLES)(infra.provision)
 cli.command("check", epilog=infra.CHECK_EXAMPLES)(infra.check)

@@ -45,6 +45,10 @@ class RateLimited(Middleware):
     """Run the job only while its limiter's window has room; otherwise release it until the next window.
 
     Windows are fixed (aligned to the clock), counted with one atomic DynamoDB update per job.
+    Each worker picks its window by its own clock, so workers whose clocks disagree may count the same
+    moment in different windows: with clocks up to `clock_skew` apart, at most (2 + ceil(skew / window))
+    x `count` jobs start in any window-long stretch of time, against 2 x `count` with perfect clocks
+    (docs/coordination.md). Keep clocks synchronised (NTP) for per-second limits.
     A limited job is not run: it comes back when the window opens *without spending a try*
     (unlike Laravel, where each release is an attempt; see docs/attempts.md).
     """

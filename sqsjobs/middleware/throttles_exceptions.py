@@ -42,7 +42,9 @@ class ThrottlesExceptions(Middleware):
         store = store_of(job)
         opened = store.get(("circuit-open", key))
         if opened is not None:
-            job.release(max(1, math.ceil(float(opened["until"]) - now_of(job))))
+            # `until` is on the clock of the worker that opened it; the store keeps the item live for the
+            # clock skew past it, so wait that long too rather than coming back to find it still open.
+            job.release(max(1, math.ceil(float(opened["until"]) + store.skew - now_of(job))))
             return None
         try:
             return next()
@@ -51,7 +53,8 @@ class ThrottlesExceptions(Middleware):
                 raise
             count = store.incr(("circuit", key), 1, ttl=self.decay)
             if count is not None and count >= self.max_attempts:
-                store.add(("circuit-open", key), {"until": now_of(job) + self.decay}, ttl=self.decay)
+                # Whole seconds: DynamoDB takes no floats (a float here never opened the circuit there).
+                store.add(("circuit-open", key), {"until": math.ceil(now_of(job) + self.decay)}, ttl=self.decay)
             if self.backoff:
                 job.release(self.backoff)
                 return None

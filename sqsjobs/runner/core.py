@@ -21,7 +21,6 @@ from .. import exception_counts, failures, policy
 from ..connections.base import Connection, ReceivedMessage
 from ..context import Services
 from ..decisions import Ack, Decision, Defer, Fail, Postpone, Release
-from ..envelope import decode
 from ..errors import (
     BadMessageError,
     JobFailedError,
@@ -36,7 +35,7 @@ from ..middleware import run_through
 from ..payloads import carried
 from ..settling import SkipLedger
 from ..timing import parse_iso
-from .decoding import DecodeCache, build_job
+from .decoding import DecodeCache, build_job, decode_received
 from .hook import Delivery, Hook
 
 log = logging.getLogger("sqsjobs.runner")
@@ -67,7 +66,7 @@ class Runner:
         self.app = app
         self.hooks = tuple(hooks)
         self.skips = skips or SkipLedger(lambda: app.store)
-        self._decoded = DecodeCache(lambda body: decode(body, app.signing_key))
+        self._decoded = DecodeCache(lambda message: decode_received(message, app))
 
     # -- what ways in call --------------------------------------------------------------
     def process(
@@ -271,7 +270,7 @@ class Runner:
             JobEvent(
                 "rejected",
                 envelope.id if envelope else message.message_id,
-                envelope.job if envelope else "?",
+                self.app.registry.known_name(envelope.job) if envelope else "unknown",
                 message.queue,
                 message.receive_count,
                 error_type=exc.kind,

@@ -1,4 +1,8 @@
-"""From a body to a job: each body decoded once (even when a way in asks for its timeout first), then validated."""
+"""From a body to a job: each body decoded once (even when a way in asks for its timeout first), then validated.
+
+The decode sees the whole received message, not just its body: a signature is checked against the
+queue the message came from, the S3 object its body was read from and the time SQS says it was sent.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from ..connections.base import ReceivedMessage
-from ..envelope import Envelope
+from ..context import Services
+from ..envelope import Envelope, decode
 from ..errors import BadMessageError
 from ..job import Job
 
@@ -20,7 +25,7 @@ _KEPT = 10_000
 class DecodeCache:
     """Envelopes decoded for `Runner.timeout_for`, handed to the `process` of the same receipt."""
 
-    def __init__(self, decode: Callable[[str], Envelope]) -> None:
+    def __init__(self, decode: Callable[[ReceivedMessage], Envelope]) -> None:
         self._decode = decode
         self._kept: OrderedDict[str, Envelope | BadMessageError] = OrderedDict()
         self._lock = threading.Lock()
@@ -37,7 +42,7 @@ class DecodeCache:
         if cached is not None:
             return cached
         try:
-            decoded: Envelope | BadMessageError = self._decode(message.body)
+            decoded: Envelope | BadMessageError = self._decode(message)
         except BadMessageError as exc:
             decoded = exc
         if keep:
@@ -46,6 +51,18 @@ class DecodeCache:
                 while len(self._kept) > _KEPT:
                     self._kept.popitem(last=False)
         return decoded
+
+
+def decode_received(message: ReceivedMessage, app: Services) -> Envelope:
+    """The envelope of a message; with signing keys, verified for its queue, its S3 object and its age."""
+    pointer = message.pointer
+    return decode(
+        message.body,
+        app.signing_key,
+        queue=message.queue,
+        object_key=pointer.key if pointer is not None else None,
+        sent_at=message.sent_at or app.clock(),
+    )
 
 
 def build_job(cls: type[Job], envelope: Envelope) -> Job | BadMessageError:

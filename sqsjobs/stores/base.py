@@ -1,8 +1,16 @@
 """The store protocol: a handful of atomic operations on expiring items.
 
-Items are addressed by `(pk, sk)` and carry `expires_at` (epoch seconds).
+Items are addressed by `(pk, sk)` and carry `expires_at` (epoch seconds, by the writer's clock).
 DynamoDB deletes expired items lazily (hours to days later; moto never does),
 so every operation treats an item whose `expires_at` has passed as absent.
+
+"Passed" allows for clock skew: an item is live until its `expires_at` is more than `skew`
+seconds behind *this* worker's clock. `expires_at` was computed by whichever worker wrote the item,
+on its own clock; a worker whose clock runs up to `skew` seconds ahead of the writer's would
+otherwise see a lock, claim or key expire up to `skew` seconds early and take it while its holder
+still relies on it. Every operation — conditional writes and reads alike — judges liveness the same
+way, so a caller that reads after a refused write (is it mine? is it done?) sees the item the write
+saw. The price: an item outlives its ttl by up to `skew` for everyone (docs/coordination.md).
 """
 
 from __future__ import annotations
@@ -13,6 +21,9 @@ Key = tuple[str, str]
 
 
 class Store(Protocol):
+    #: Seconds past its `expires_at` that an item is still live (the workers' clock skew).
+    skew: float
+
     def add(self, key: Key, attrs: dict[str, Any], ttl: float) -> bool:
         """Create the item unless a live one exists; True if this call created it."""
         ...

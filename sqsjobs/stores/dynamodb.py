@@ -2,6 +2,10 @@
 
 Each operation is one request in the common case (an `incr` that starts a new window
 is two); expired-but-not-yet-deleted items are treated as absent in every condition.
+
+"Expired" allows for clock skew: every condition and every read compares `expires_at` with
+`:now`, which is this worker's clock *minus* `skew` — an item written by a worker whose clock is
+behind ours stays live for as long as its writer meant it to (sqsjobs.stores.base).
 """
 
 from __future__ import annotations
@@ -27,7 +31,12 @@ _TRANSACTION_TRIES = 6
 
 class DynamoDbStore:
     def __init__(
-        self, table: str, client_factory: Callable[[], Any] | None = None, clock: Callable[[], float] = time.time
+        self,
+        table: str,
+        client_factory: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        skew: float = 0.0,
     ) -> None:
         from .. import aws
 
@@ -35,6 +44,7 @@ class DynamoDbStore:
         self._client_factory = client_factory or (lambda: aws.client("dynamodb"))
         self._client: Any = None
         self._clock = clock
+        self.skew = float(skew)
 
     @property
     def client(self) -> Any:
@@ -49,8 +59,13 @@ class DynamoDbStore:
         item["expires_at"] = {"N": str(math.ceil(self._clock() + ttl))}
         return item
 
+    def _horizon(self) -> float:
+        """Items whose `expires_at` is at or before this are expired: our clock, less the skew."""
+        return self._clock() - self.skew
+
     def _now(self) -> dict[str, str]:
-        return {"N": repr(round(self._clock(), 3))}
+        """`:now` in every condition: the horizon, not the bare clock (see the module's docstring)."""
+        return {"N": repr(round(self._horizon(), 3))}
 
     def add(self, key: Key, attrs: dict[str, Any], ttl: float) -> bool:
         try:
@@ -70,7 +85,7 @@ class DynamoDbStore:
         item = self.client.get_item(
             TableName=self.table, Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}}, ConsistentRead=True
         ).get("Item")
-        if item is None or not _live(item, self._clock()):
+        if item is None or not _live(item, self._horizon()):
             return None
         return _attrs(item)
 
@@ -222,7 +237,7 @@ class DynamoDbStore:
             ExpressionAttributeValues={":pk": {"S": pk}},
             ConsistentRead=True,
         )
-        now = self._clock()
+        now = self._horizon()
         for page in pages:
             found.extend((item["sk"]["S"], _attrs(item)) for item in page.get("Items", []) if _live(item, now))
         return found
@@ -236,7 +251,7 @@ class DynamoDbStore:
             ExpressionAttributeValues={":prefix": {"S": pk_prefix}, ":sk": {"S": sk}},
             ConsistentRead=True,
         )
-        now = self._clock()
+        now = self._horizon()
         for page in pages:
             found.extend((item["pk"]["S"], _attrs(item)) for item in page.get("Items", []) if _live(item, now))
         return found

@@ -1,4 +1,7 @@
-"""The store in a dict, with the same semantics as DynamoDB's, for tests and the memory connection."""
+"""The store in a dict, with the same semantics as DynamoDB's, for tests and the memory connection.
+
+An item is live while its `expires_at` is later than `clock() - skew` (see sqsjobs.stores.base).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +14,23 @@ from .base import Key
 
 
 class MemoryStore:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, *, skew: float = 0.0) -> None:
         self._clock = clock
+        self.skew = float(skew)
         self._items: dict[Key, tuple[dict[str, Any], float]] = {}
         self._lock = threading.Lock()
         self.calls = 0
 
+    def view(self, clock: Callable[[], float]) -> MemoryStore:
+        """The same items (and lock), seen by a worker with another clock: two workers sharing one
+        table whose clocks disagree, as the clock-skew tests need."""
+        other = MemoryStore(clock, skew=self.skew)
+        other._items, other._lock = self._items, self._lock
+        return other
+
     def _live(self, key: Key) -> dict[str, Any] | None:
         found = self._items.get(key)
-        if found is None or found[1] <= self._clock():
+        if found is None or found[1] <= self._clock() - self.skew:
             return None
         return found[0]
 

@@ -11,7 +11,7 @@ from tests.e2e.conftest import E2E
 from tests.e2e.e2e_jobs import Record
 from tests.helpers import dead_letters
 
-KEY = "e2e-signing-key"
+KEY = "e2e-signing-key-e2e-signing-key-32"  # >= 32 bytes, as signing requires
 
 
 def envelope(job: str, payload: dict[str, object]) -> Envelope:

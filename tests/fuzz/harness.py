@@ -52,7 +52,7 @@ FOREIGN_BUCKET = "fuzz-not-sqsjobs-bucket"
 POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
 LEGACY_POINTER_CLASS = "com.amazon.sqs.javamessaging.MessageS3Pointer"
 SQS_MAX_BYTES = 1_048_576
-SIGNING_KEY = "fuzz-signing-key"
+SIGNING_KEY = "fuzz-signing-key-fuzz-signing-key-32"  # >= 32 bytes, as signing requires
 
 
 class Recorder(Job, name="fuzz.recorder"):

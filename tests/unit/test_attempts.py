@@ -234,7 +234,7 @@ def test_an_idempotency_key_on_dynamodb_is_taken_over_by_its_job_after_the_runs_
     from tests.helpers import FakeClock
 
     clock = FakeClock()
-    app = App(connection="sqs", queue_prefix=prefix, visibility_timeout=30, timeout=2, clock=clock)
+    app = App(connection="sqs", queue_prefix=prefix, visibility_timeout=30, timeout=2, clock=clock, clock_skew=0)
     provision(app, ["default"], table=True, bucket=False)
     Charge.runs.clear()
     with app.activate():

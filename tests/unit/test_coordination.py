@@ -160,7 +160,11 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def app(clock: FakeClock) -> App:
-    return App(connection=MemoryConnection(visibility_timeout=30, max_receive_count=None, clock=clock), clock=clock)
+    return App(
+        connection=MemoryConnection(visibility_timeout=30, max_receive_count=None, clock=clock),
+        clock=clock,
+        clock_skew=0,  # one clock: exact expiries
+    )
 
 
 def run_all(app: App, queue: str = "default") -> list[Any]:

@@ -33,14 +33,12 @@ SQS_ACTIONS = {
     "sqs:GetQueueAttributes",
 }
 CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+# What the worker and the function call on the table (test_iam_least_privilege.py derives it from the code).
 DYNAMODB_ITEM_ACTIONS = {
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:BatchGetItem",
-    "dynamodb:BatchWriteItem",
     "dynamodb:Query",
 }
 S3_OBJECT_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
@@ -299,6 +297,22 @@ class Template:
     def container_env(self) -> dict[str, str]:
         return {e["Name"]: str(e["Value"]) for e in self.container()["Environment"]}
 
+    def payload_objects(self) -> str:
+        """The ARN pattern of the payload objects: the bucket's, under SQSJOBS_PAYLOAD_PREFIX (the same for both
+        consumers, or neither may read what the other wrote)."""
+        prefix = self.container_env()["SQSJOBS_PAYLOAD_PREFIX"]
+        assert self.function()["Environment"]["Variables"]["SQSJOBS_PAYLOAD_PREFIX"] == prefix
+        assert prefix and prefix.endswith("/") and "*" not in prefix, f"payload prefix {prefix!r}"
+        return "@" + self.one("AWS::S3::Bucket")[0] + ".Arn/" + prefix + "*"
+
+    def roles(self) -> dict[str, str]:
+        """{"lambda": role, "worker": role}: the roles the consumers' code runs with."""
+        _, task = self.one("AWS::ECS::TaskDefinition")
+        return {
+            "lambda": str(self.function()["Role"]).removeprefix("@").removesuffix(".Arn"),
+            "worker": str(task["TaskRoleArn"]).removeprefix("@").removesuffix(".Arn"),
+        }
+
     def identity_policies(self) -> Iterator[tuple[str, set[str], dict[str, Any]]]:
         """(where, roles it applies to, statement) for every identity policy statement in the stack."""
         for name, props in self.of_type("AWS::IAM::Role").items():
@@ -554,7 +568,8 @@ def check_iam(t: Template) -> None:
     queues = t.of_type("AWS::SQS::Queue")
     queue_arns = {f"@{name}.Arn" for name in queues}
     table_arn = "@" + t.one("AWS::DynamoDB::Table")[0] + ".Arn"
-    objects = "@" + t.one("AWS::S3::Bucket")[0] + ".Arn/*"
+    objects = t.payload_objects()
+    secrets = {f"@{name}" for name in t.of_type("AWS::SecretsManager::Secret")}
     for where, _, statement in statements:
         actions = [str(a) for a in _as_list(statement.get("Action"))]
         resources = [str(r) for r in _as_list(statement.get("Resource"))]
@@ -574,6 +589,9 @@ def check_iam(t: Template) -> None:
             elif service == "s3":
                 assert action in S3_OBJECT_ACTIONS, f"{where}: {action}"
                 assert resources == [objects], f"{where}: {resources}"
+            elif service == "secretsmanager":
+                assert action == "secretsmanager:GetSecretValue", f"{where}: {action}"
+                assert resources and set(resources) <= secrets, f"{where}: secrets beyond the signing key: {resources}"
             elif service == "logs":
                 assert action in LOG_ACTIONS, f"{where}: {action}"
                 assert all(r.endswith(":log-stream:*") and "log-group:@" in r for r in resources), resources
@@ -601,6 +619,27 @@ def check_iam(t: Template) -> None:
         assert ("s3:GetObject", objects) in granted
 
 
+def check_signing(t: Template) -> None:
+    """Signing on by default: a generated keyring secret, named to both consumers, readable by their roles only."""
+    secrets = t.of_type("AWS::SecretsManager::Secret")
+    roles = t.roles()
+    envs = {"lambda": t.function()["Environment"]["Variables"], "worker": t.container_env()}
+    if t.params["Signing"] == "off":
+        assert not secrets and not any("SQSJOBS_SIGNING_KEY" in env for env in envs.values())
+        assert not any(a.startswith("secretsmanager:") for r in roles.values() for a, _ in t.grants(r))
+        return
+    ((name, secret),) = secrets.items()
+    generated = secret["GenerateSecretString"]
+    assert generated["SecretStringTemplate"] == '{"current":"k1"}' and generated["GenerateStringKey"] == "k1"
+    assert int(generated["PasswordLength"]) >= 64 and generated["ExcludePunctuation"] is True
+    for consumer, env in envs.items():
+        assert env.get("SQSJOBS_SIGNING_KEY") == f"secretsmanager:@{name}", f"{consumer} does not sign"
+        readable = {
+            resource for action, resource in t.grants(roles[consumer]) if action == "secretsmanager:GetSecretValue"
+        }
+        assert readable == {f"@{name}"}, f"{consumer} must read the signing secret, and only it: {readable}"
+
+
 CHECKS: list[Callable[[Template], None]] = [
     check_queues_and_redrive,
     check_event_source_mappings,
@@ -612,6 +651,7 @@ CHECKS: list[Callable[[Template], None]] = [
     check_lambda_function,
     check_worker_container,
     check_iam,
+    check_signing,
 ]
 
 
@@ -648,6 +688,18 @@ def test_other_queue_lists_are_wired_the_same_way() -> None:
         check(t)
     assert t.worker_queue_names() == ["shop-high", "shop-default", "shop-reports"]
     assert len(t.lambda_fed()) == 2
+
+
+def test_signing_can_be_turned_off_explicitly() -> None:
+    t = build(Signing="off")
+    for check in CHECKS:
+        check(t)
+    assert "SigningSecretArn" not in t.outputs
+
+
+def test_the_payload_prefix_is_the_one_the_code_uses_by_default(template: Template) -> None:
+    assert template.container_env()["SQSJOBS_PAYLOAD_PREFIX"] == "sqsjobs/"
+    assert template.payload_objects() == "@PayloadBucket.Arn/sqsjobs/*"
 
 
 def test_a_queue_in_both_lists_is_refused() -> None:
@@ -705,6 +757,11 @@ def _one_dlq_for_all(raw: dict[str, Any]) -> None:
     _worker("Queue${Queue}")(raw)["RedrivePolicy"]["deadLetterTargetArn"] = {
         "Fn::GetAtt": ["DeadLetterQueuehigh", "Arn"]
     }
+
+
+def _without_signing_key_in_the_container(raw: dict[str, Any]) -> None:
+    container = _props(raw, "WorkerTaskDefinition")["ContainerDefinitions"][0]
+    container["Environment"] = [e for e in container["Environment"] if "Fn::If" not in e]
 
 
 def _unencrypted(raw: dict[str, Any]) -> None:
@@ -801,6 +858,38 @@ BREAKAGES: list[tuple[str, Callable[[Template], None], Callable[[dict[str, Any]]
         lambda raw: _fragment(raw, "WorkerFedQueues", "ConsumePolicy${Queue}")["Properties"].update(
             Roles=[{"Ref": "WorkerTaskRole"}, {"Ref": "LambdaRole"}]
         ),
+    ),
+    (
+        "S3 on the whole bucket",
+        check_iam,
+        _set(_role_statement("WorkerTaskRole", 0, 1), "Resource", {"Fn::Sub": "${PayloadBucket.Arn}/*"}),
+    ),
+    (
+        "a DynamoDB action no code calls",
+        check_iam,
+        lambda raw: _role_statement("LambdaRole", 1, 0)(raw)["Action"].append("dynamodb:BatchWriteItem"),
+    ),
+    (
+        "every secret readable",
+        check_iam,
+        lambda raw: _props(raw, "WorkerTaskRole")["Policies"][1]["Fn::If"][1]["PolicyDocument"]["Statement"][0].update(
+            Resource={"Fn::Sub": "arn:aws:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:*"}
+        ),
+    ),
+    (
+        "no signing key in the container",
+        check_signing,
+        _without_signing_key_in_the_container,
+    ),
+    (
+        "a short signing key",
+        check_signing,
+        lambda raw: _props(raw, "SigningSecret")["GenerateSecretString"].update(PasswordLength=16),
+    ),
+    (
+        "the function cannot read the signing secret",
+        check_signing,
+        lambda raw: _props(raw, "LambdaRole")["Policies"].pop(),
     ),
     (
         "managed policy on the task role",

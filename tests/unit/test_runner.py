@@ -239,7 +239,7 @@ def test_bad_messages_go_to_the_dlq_with_their_reason_and_never_run(app: App, bo
 def test_with_a_signing_key_unsigned_messages_are_refused(clock: FakeClock) -> None:
     connection = MemoryConnection(clock=clock)
     unsigned = App(connection=connection, clock=clock)
-    signed = App(connection=connection, clock=clock, signing_key="s3cret")
+    signed = App(connection=connection, clock=clock, signing_key="s3cret-s3cret-s3cret-s3cret-s3cret-32")
     with unsigned.activate():
         Succeeds().dispatch()
     with signed.activate():

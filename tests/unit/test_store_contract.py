@@ -163,3 +163,84 @@ def test_query_and_scan_return_live_items_only(store: Store, clock: FakeClock) -
     assert sorted(store.scan("batch#", "meta")) == [("batch#1", {"n": 1}), ("batch#2", {"n": 4})]
     clock.now += 6
     assert [sk for sk, _ in store.query("batch#1")] == ["job#b", "meta"]
+
+
+# -- clock skew: two workers on one table, one clock ahead of the other --------------------------------
+
+SKEW = 60.0
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def two_workers(request: pytest.FixtureRequest) -> tuple[Store, FakeClock, Store, FakeClock]:
+    """Worker A and worker B on one table, both trusting items for SKEW s past their expiry; B's clock
+    runs 59 s ahead of A's."""
+    clock_a, clock_b = FakeClock(), FakeClock(1_800_000_000.0 + SKEW - 1)
+    if request.param == "memory":
+        a = MemoryStore(clock_a, skew=SKEW)
+        return a, clock_a, a.view(clock_b), clock_b
+    request.getfixturevalue("moto")
+    provision(App(connection="sqs"), [], table=True, bucket=False)
+    return (
+        DynamoDbStore("sqsjobs", clock=clock_a, skew=SKEW),
+        clock_a,
+        DynamoDbStore("sqsjobs", clock=clock_b, skew=SKEW),
+        clock_b,
+    )
+
+
+def later(seconds: float, *clocks: FakeClock) -> None:
+    for clock in clocks:
+        clock.now += seconds
+
+
+def test_a_worker_whose_clock_runs_ahead_never_takes_a_held_item_early(
+    two_workers: tuple[Store, FakeClock, Store, FakeClock],
+) -> None:
+    a, clock_a, b, clock_b = two_workers
+    key = ("lock", "skewed")
+    assert a.add(key, {"owner": "a"}, ttl=600)
+    later(590, clock_a, clock_b)  # 10 s left by A's clock; 49 s past expiry by B's
+    assert b.add(key, {"owner": "b"}, ttl=600) is False, "B took A's lock 10 s before it expired"
+    assert b.get(key) == {"owner": "a"}, "B must see the item its refused write saw"
+    assert b.delete(key, owner="b") is False
+    assert b.update(key, set={"owner": "b"}, unless="owner") is None
+    assert b.query("lock") == [("skewed", {"owner": "a"})]
+    later(10, clock_a, clock_b)  # expired by A's clock too, but not by more than the skew for anyone
+    assert b.add(key, {"owner": "b"}, ttl=600) is False
+    assert a.delete(key, owner="a") is True, "its holder may still release a lock the others still honour"
+    assert b.add(key, {"owner": "b"}, ttl=600) is True
+
+
+def test_an_item_is_free_once_its_expiry_has_passed_by_more_than_the_skew(
+    two_workers: tuple[Store, FakeClock, Store, FakeClock],
+) -> None:
+    a, clock_a, b, clock_b = two_workers
+    key = ("lock", "abandoned")
+    assert a.add(key, {"owner": "a"}, ttl=100)
+    later(100 + 2, clock_a, clock_b)  # B: 61 s past expiry, more than the skew
+    assert b.get(key) is None and b.add(key, {"owner": "b"}, ttl=100) is True
+    assert a.get(key) == {"owner": "b"}
+
+
+def test_a_counter_window_is_shared_while_any_worker_still_honours_it(
+    two_workers: tuple[Store, FakeClock, Store, FakeClock],
+) -> None:
+    a, clock_a, b, clock_b = two_workers
+    key = ("circuit", "api")
+    assert a.incr(key, 1, ttl=30, limit=2) == 1
+    later(20, clock_a, clock_b)  # B: past the window's end by 49 s
+    assert b.incr(key, 1, ttl=30, limit=2) == 2, "B restarted a window A still counts in"
+    assert b.incr(key, 1, ttl=30, limit=2) is None
+    assert a.incr(key, 1, ttl=30, limit=2) is None
+
+
+def test_add_and_count_honours_a_marker_within_the_skew(
+    two_workers: tuple[Store, FakeClock, Store, FakeClock],
+) -> None:
+    a, clock_a, b, clock_b = two_workers
+    counter = ("batch#s", "meta")
+    a.add(counter, {"processed": 0}, ttl=3600)
+    assert a.add_and_count(("batch#s", "job#1"), {}, counter, {"processed": 1}, ttl=30)
+    later(10, clock_a, clock_b)
+    assert not b.add_and_count(("batch#s", "job#1"), {}, counter, {"processed": 1}, ttl=30), "counted twice"
+    assert b.get(counter) == {"processed": 1}

@@ -46,7 +46,7 @@ def overlap_lock_lifetime(app: App, clock: FakeClock, job: Job) -> float:
 
 def test_the_worker_timeout_is_the_runners_and_the_middlewares_timeout() -> None:
     clock = FakeClock()
-    app = App(connection="memory", timeout=60, clock=clock)
+    app = App(connection="memory", timeout=60, clock=clock, clock_skew=0)  # one clock: exact expiries
     with app.activate():
         Worker(app, WorkerOptions(queues=["default"], timeout=5))
         assert timeout_for(app, Plain()) == 5

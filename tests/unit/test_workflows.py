@@ -402,7 +402,7 @@ def test_a_fresh_sending_mark_holds_others_back_and_a_stale_one_is_taken_over(
 ) -> None:
     monkeypatch.setattr(once, "WATCH_S", 0.1)
     clock = FakeClock()
-    app = App(connection="memory", store="memory", clock=clock)
+    app = App(connection="memory", store="memory", clock=clock, clock_skew=0)
     key = ("chain#x", "link#1")
     sent: list[str] = []
 

@@ -1,0 +1,202 @@
+"""The consumers' roles in infra/template.yaml grant exactly the AWS calls sqsjobs makes at run time.
+
+The calls are read from the code, not listed by hand: every module that builds a boto3 client is parsed
+(ast), and each method it calls that is an operation of that client's service (botocore's own service
+models name them) is an AWS call. Operators' commands (`sqsjobs failed`, `batches`, `keys`, `provision`,
+`check`) run with people's credentials, not the consumers' roles, so their calls are left out: a role
+that could purge a queue or rewrite the signing key would let a compromised job do it too.
+
+A new AWS call in the code fails this test until the template grants it; a grant no code uses fails it too.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import botocore.session
+import pytest
+from botocore import xform_name
+
+from tests.unit.test_infra_template import Template, build
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("sqs", "dynamodb", "s3", "secretsmanager", "ssm", "kms", "lambda")
+
+#: Code that only operators run (their own credentials): never part of the consumers' roles.
+OPERATOR_CODE = (
+    "sqsjobs/cli/",
+    "sqsjobs/provisioning.py",
+    "sqsjobs/failed_jobs.py",
+    "sqsjobs/local.py",
+    "sqsjobs/testing/",
+    "sqsjobs/__main__.py",
+)
+#: Store methods only admin commands reach (`sqsjobs batches list|prune`, through these functions).
+ADMIN_STORE_METHODS = {"scan": {"list_batches"}}
+ADMIN_FUNCTIONS = {"list_batches", "prune_batches"}
+
+#: Operations whose IAM action has another name (the batch forms are authorised as the single ones).
+IAM_ACTIONS = {
+    "sqs:SendMessageBatch": {"sqs:SendMessage"},
+    "sqs:DeleteMessageBatch": {"sqs:DeleteMessage"},
+    "sqs:ChangeMessageVisibilityBatch": {"sqs:ChangeMessageVisibility"},
+    # A transaction is authorised item by item: the store's hold a Put and an Update (checked below).
+    "dynamodb:TransactWriteItems": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
+    "s3:HeadObject": {"s3:GetObject"},
+}
+
+
+def operations() -> dict[str, dict[str, str]]:
+    """service -> {python method name: API operation name}, from botocore's service models."""
+    session = botocore.session.get_session()
+    return {svc: {xform_name(op): op for op in session.get_service_model(svc).operation_names} for svc in SERVICES}
+
+
+def modules() -> Iterator[tuple[str, ast.Module]]:
+    for root in ("sqsjobs", "lambda_handlers"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            yield path.relative_to(REPO).as_posix(), ast.parse(path.read_text(), str(path))
+
+
+def is_operator(module: str) -> bool:
+    return module.startswith(OPERATOR_CODE)
+
+
+def _builds_a_client(tree: ast.Module) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name in ("client", "create_client"):
+                return True
+    return False
+
+
+def _services_named(tree: ast.Module) -> set[str]:
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in SERVICES}
+
+
+class _Calls(ast.NodeVisitor):
+    """(method name, enclosing function) of every `x.method(...)` call; `get_paginator("op")` counts as `op`."""
+
+    def __init__(self) -> None:
+        self.found: set[tuple[str, str]] = set()
+        self._function = ""
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        outer, self._function = self._function, node.name
+        self.generic_visit(node)
+        self._function = outer
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if isinstance(node.func, ast.Attribute):
+            name = node.func.attr
+            if name == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
+                name = str(node.args[0].value)
+            self.found.add((name, self._function))
+        self.generic_visit(node)
+
+
+def calls(tree: ast.Module) -> set[tuple[str, str]]:
+    visitor = _Calls()
+    visitor.visit(tree)
+    return visitor.found
+
+
+def aws_calls(runtime: bool) -> dict[str, set[str]]:
+    """`service:Operation` -> the modules that call it, for run-time code (or for operators' code)."""
+    ops = operations()
+    found: dict[str, set[str]] = {}
+    for module, tree in modules():
+        if is_operator(module) == runtime or not _builds_a_client(tree):
+            continue
+        services = _services_named(tree)
+        for method, function in calls(tree):
+            if method in ADMIN_STORE_METHODS and function == method:
+                continue  # inside the store's own admin method (its paginator is named like it)
+            for service in services:
+                if method in ops[service]:
+                    found.setdefault(f"{service}:{ops[service][method]}", set()).add(module)
+    return found
+
+
+def iam_actions(calls: set[str]) -> set[str]:
+    return set().union(*(IAM_ACTIONS.get(call, {call}) for call in calls))
+
+
+def required(t: Template, consumer_env: dict[str, str]) -> set[str]:
+    """The actions a consumer needs with this template's configuration."""
+    runtime = set(aws_calls(runtime=True))
+    needed = {call for call in runtime if call.split(":")[0] in ("sqs", "dynamodb", "s3", "kms")}
+    reference = consumer_env.get("SQSJOBS_SIGNING_KEY", "")
+    for prefix in ("secretsmanager", "ssm"):
+        if reference.startswith(prefix + ":"):
+            needed |= {call for call in runtime if call.startswith(prefix + ":")}
+    return iam_actions(needed)
+
+
+def granted(t: Template, role: str) -> set[str]:
+    return {action for action, _ in t.grants(role) if not action.startswith("logs:")}
+
+
+@pytest.mark.parametrize("signing", ["on", "off"])
+def test_each_consumer_role_grants_exactly_the_calls_the_code_makes(signing: str) -> None:
+    t = build(Signing=signing)
+    envs = {"lambda": t.function()["Environment"]["Variables"], "worker": t.container_env()}
+    for consumer, role in t.roles().items():
+        need, have = required(t, envs[consumer]), granted(t, role)
+        assert have == need, (
+            f"{consumer} role {role}: granted but never called: {sorted(have - need)}; "
+            f"called but not granted: {sorted(need - have)}"
+        )
+
+
+def test_the_scan_finds_the_calls_it_must() -> None:
+    """The reading of the code itself: if it found nothing, the comparison above would prove nothing."""
+    runtime = aws_calls(runtime=True)
+    for call in (
+        "sqs:ReceiveMessage",
+        "sqs:SendMessageBatch",
+        "sqs:DeleteMessageBatch",
+        "sqs:ChangeMessageVisibilityBatch",
+        "dynamodb:PutItem",
+        "dynamodb:TransactWriteItems",
+        "dynamodb:Query",
+        "s3:GetObject",
+        "secretsmanager:GetSecretValue",
+    ):
+        assert call in runtime, f"{call} not found in the run-time code"
+    assert "dynamodb:Scan" not in runtime, "a table scan is for admin commands only"
+    operator = aws_calls(runtime=False)
+    assert {"sqs:CreateQueue", "dynamodb:CreateTable", "secretsmanager:PutSecretValue"} <= set(operator)
+    assert not {"sqs:CreateQueue", "sqs:PurgeQueue", "secretsmanager:PutSecretValue"} & set(runtime)
+
+
+def test_the_store_transaction_holds_only_what_its_iam_actions_cover() -> None:
+    tree = ast.parse((REPO / "sqsjobs/stores/dynamodb.py").read_text())
+    kinds = {"Put", "Update", "Delete", "ConditionCheck"}
+    used = {
+        key.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Dict)
+        for key in node.keys
+        if isinstance(key, ast.Constant) and key.value in kinds
+    }
+    assert used == {"Put", "Update"}, f"TransactWriteItems now holds {used}: update IAM_ACTIONS and the template"
+
+
+def test_admin_only_store_methods_are_reached_by_admin_commands_only() -> None:
+    """`store.scan` is left out of the roles because only `sqsjobs batches list|prune` reach it."""
+    for module, tree in modules():
+        if is_operator(module):
+            continue
+        for method, function in calls(tree):
+            if method in ADMIN_STORE_METHODS and module != "sqsjobs/stores/dynamodb.py":
+                assert function in ADMIN_STORE_METHODS[method] | {method}, f"{module}: {function}() calls .{method}()"
+        for node in ast.walk(tree):
+            name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+            if name in ADMIN_FUNCTIONS and module != "sqsjobs/batches.py":
+                raise AssertionError(f"{module} reaches {name}: the consumers' roles would need dynamodb:Scan")
