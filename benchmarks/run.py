@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import cold_start, coordination_calls
+from . import cold_start, coordination_calls, kms_calls
 from .harness import (
     BOTO3_CONSUMER_KEY,
     BOTO3_DISPATCH_KEY,
@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     out.update(cold_start.measure(rounds=3 if args.quick else 7))
     _progress("DynamoDB calls per job of the coordination features")
     out.update(coordination_calls.measure())
+    _progress("KMS calls per encrypted job (data keys cached)")
+    out.update(kms_calls.measure())
     out["bench_wall_s"] = time.perf_counter() - started
     if profile_dir is not None:
         out["profile_dir"] = str(profile_dir)

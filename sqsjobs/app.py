@@ -27,6 +27,7 @@ from .signing import SigningKeys, signing_keys
 if TYPE_CHECKING:
     from .batches import Batch
     from .connections.sqs_async import AsyncSqsSender
+    from .encryption import Encryptor
     from .job import Job
     from .payloads import PayloadStore
     from .runner import Runner
@@ -69,6 +70,7 @@ class App:
         self._settler: Settler | None = None
         self._async_sender: AsyncSqsSender | None = None
         self._store: Store | None = None
+        self._encryptor: Encryptor | None = None
         self._lock = threading.RLock()  # re-entered: the store is chosen by looking at the connection
         #: The signing keys, resolved once here (a Secrets Manager or SSM reference is fetched now).
         self.signing_key: SigningKeys | None = signing_keys(settings)
@@ -124,6 +126,17 @@ class App:
 
             self._async_sender = AsyncSqsSender(self.settings)
         return self._async_sender
+
+    @property
+    def encryptor(self) -> Encryptor:
+        """Seals and opens encrypted jobs' payloads (SQSJOBS_KMS_KEY); its KMS client is made on first use."""
+        if self._encryptor is None:
+            with self._lock:
+                if self._encryptor is None:
+                    from .encryption import Encryptor
+
+                    self._encryptor = Encryptor(self.settings.kms_key)
+        return self._encryptor
 
     @property
     def runner(self) -> Runner:

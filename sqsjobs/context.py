@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .connections.base import Connection
     from .connections.sqs_async import AsyncSqsSender
     from .dispatched import Dispatched
+    from .encryption import Encryptor
     from .events import Events
     from .payloads import PayloadStore
     from .registry import Registry
@@ -45,6 +46,9 @@ class Services(Protocol):
 
     @property
     def async_sender(self) -> AsyncSqsSender: ...
+
+    @property
+    def encryptor(self) -> Encryptor: ...
 
     def queue_for(self, job_cls: type, queue: str | None) -> str: ...
 

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from . import unique
 from .connections.base import OutgoingMessage
 from .context import Services
 from .dispatched import Dispatched
+from .encryption import seal_envelope
 from .envelope import Envelope
 from .errors import DispatchError
 from .job import Job
@@ -61,7 +62,8 @@ def build_message(
     name = app.queue_for(cls, queue)
     now = app.clock()
     seconds = delay_seconds(delay if delay is not None else cls.delay, now)
-    if inline if inline is not None else getattr(app.connection, "runs_inline", False):
+    inline = inline if inline is not None else getattr(app.connection, "runs_inline", False)
+    if inline:
         seconds = 0.0
     fifo = app.settings.physical_queue_name(name).endswith(".fifo")
     if fifo and seconds > 0:
@@ -88,6 +90,8 @@ def build_message(
     send_delay = min(hop, math.ceil(seconds))
     if seconds > 0:
         envelope.available_at = utc_iso(now + seconds)
+    if not inline:  # an inline body never leaves the process; any other is sealed before it is signed
+        seal(app, cls, envelope)
     body = envelope.encode(app.signing_key, queue=name)  # signed for this queue; a pointer is bound to the job id
     size = len(body.encode())
     message = OutgoingMessage(
@@ -99,6 +103,41 @@ def build_message(
         size=size,
     )
     return name, envelope, message
+
+
+def seal(app: Services, cls: type[Job], envelope: Envelope) -> None:
+    """Encrypt the payload of an encrypted job class, and chain links of encrypted classes (sqsjobs.encryption).
+
+    No KMS call (nor client) for a job with nothing to seal. Raises ConfigurationError without
+    SQSJOBS_KMS_KEY, DispatchError when KMS refuses or cannot be reached: never sent in plain text.
+    """
+    registry = app.registry
+
+    def is_encrypted(name: str) -> bool:
+        return name in registry and bool(getattr(registry.get(name), "encrypted", False))
+
+    if not cls.encrypted and (envelope.chain is None or not _names_any(envelope.chain, is_encrypted)):
+        return
+    try:
+        seal_envelope(app.encryptor, envelope, cls.encrypted, is_encrypted)
+    except (ClientError, BotoCoreError) as exc:
+        raise DispatchError(
+            f"{envelope.job} ({envelope.id}) is an encrypted job and its payload could not be encrypted with "
+            f"SQSJOBS_KMS_KEY={app.settings.kms_key} ({exc}); check that this role may call kms:GenerateDataKey "
+            "on it; nothing was sent",
+            [(envelope.id, envelope.job, f"payload not encrypted: {exc}")],
+        ) from exc
+
+
+def _names_any(value: Any, is_encrypted: Callable[[str], bool]) -> bool:
+    """Whether a chain (links, nested batches) names a job of an encrypted class anywhere."""
+    if isinstance(value, list):
+        return any(_names_any(item, is_encrypted) for item in value)
+    if isinstance(value, dict):
+        if isinstance(value.get("job"), str) and is_encrypted(value["job"]):
+            return True
+        return any(_names_any(item, is_encrypted) for key, item in value.items() if key != "payload")
+    return False
 
 
 def prepare(app: Services, job: Job, **options: Any) -> tuple[str, Envelope, OutgoingMessage] | Dispatched:

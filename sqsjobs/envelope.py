@@ -2,7 +2,8 @@
 
 JSON only, never pickle: a message can only name a registered job and carry
 data that the job's pydantic model validates. The format is versioned (`v`) so
-a later layout can be read next to this one.
+a later layout can be read next to this one. An encrypted job's payload travels sealed in
+`encrypted` (sqsjobs.encryption), which a signature covers like any other field.
 
 Nothing a message says is trusted: `decode` either returns an `Envelope` whose
 every field has the type, size and shape the rest of sqsjobs relies on, or
@@ -33,7 +34,7 @@ from .errors import BadMessageError
 from .signing import SigningKeys
 
 VERSION = 1
-_OPTIONAL = ("available_at", "retry_until", "chain", "batch_id", "unique_key", "trace")
+_OPTIONAL = ("available_at", "retry_until", "chain", "batch_id", "unique_key", "trace", "encrypted")
 #: Deeper than this is not a job's data but an attack on the parser (payload models nest a few levels).
 MAX_DEPTH = 64
 _MAX_ID = 128
@@ -56,6 +57,8 @@ class Envelope:
     batch_id: str | None = None
     unique_key: str | None = None
     trace: str | None = None
+    #: An encrypted job's payload, sealed (sqsjobs.encryption); `payload` is then `{}` on the wire.
+    encrypted: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +109,17 @@ Name = Annotated[StrictStr, Field(min_length=1, max_length=_MAX_NAME)]
 _STRICT = ConfigDict(strict=True, extra="allow")
 
 
+class _Sealed(BaseModel):
+    """An encrypted payload: {"v": 1, "alg": "A256GCM", "key", "iv", "ct"} (base64; sqsjobs.encryption)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    v: Literal[1]
+    alg: Literal["A256GCM"]
+    key: Annotated[StrictStr, Field(min_length=1, max_length=8192)]
+    iv: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    ct: StrictStr
+
+
 class _Link(BaseModel):
     """A job still to come in a chain or a batch: {"job", "payload", "queue"?, "delay"?} or {"batch"}."""
 
@@ -115,6 +129,7 @@ class _Link(BaseModel):
     queue: Name | None = None
     delay: float | None = Field(default=None, ge=0)
     batch: _BatchSpec | None = None
+    encrypted: _Sealed | None = None  # the payload of an encrypted job class, sealed (payload then {})
 
     @model_validator(mode="after")
     def _one_kind(self) -> _Link:
@@ -128,6 +143,7 @@ class _Member(BaseModel):
     chain: list[_Link] | None = None
     job: Name | None = None
     payload: dict[str, Any] | None = None
+    encrypted: _Sealed | None = None
 
 
 class _BatchSpec(BaseModel):
@@ -160,6 +176,7 @@ class _Wire(BaseModel):
     batch_id: Id | None = None
     unique_key: Annotated[StrictStr, Field(max_length=1024)] | None = None
     trace: Annotated[StrictStr, Field(max_length=_MAX_ID)] | None = None
+    encrypted: _Sealed | None = None
     # Fields written by sqsjobs itself outside the named ones (callbacks, `failed retry`).
     retried: bool | None = None
     for_batch: Id | None = None

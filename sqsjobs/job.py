@@ -85,6 +85,8 @@ class Job(BaseModel):
         unique_until_processing: free the unique lock when the job starts, not when it ends.
         idempotency_ttl: how long a completed `idempotency_key()` (and a completed `step`)
             is remembered.
+        encrypted: encrypt the payload (Laravel's ShouldBeEncrypted) with a KMS data key
+            (SQSJOBS_KMS_KEY): only the job name, ids and scheduling fields stay readable.
 
     Class keywords: `name` (the registered name; default the class name), `aliases`
     (old names that still resolve), `abstract=True` for shared base classes.
@@ -105,6 +107,7 @@ class Job(BaseModel):
     unique_for: ClassVar[float | timedelta | None] = None
     unique_until_processing: ClassVar[bool] = False
     idempotency_ttl: ClassVar[float | timedelta] = timedelta(days=1)
+    encrypted: ClassVar[bool] = False
 
     job_name: ClassVar[str] = ""
     job_aliases: ClassVar[tuple[str, ...]] = ()

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
             tampered messages are failed to the DLQ instead of run (docs/security.md).
         signing_max_age: seconds a signed message stays valid after its dispatch; older ones go
             to the DLQ as `expired_signature` (replays of old messages). None: no limit.
+        kms_key: the KMS key (id, ARN or `alias/...`) that encrypts the payloads of encrypted jobs
+            (`encrypted = True`); without it, dispatching one is an error, never plain text.
         bucket: the S3 bucket for payloads over `payload_threshold` (and nothing else).
         payload_prefix: the key prefix of those objects; a pointer outside bucket + prefix is
             never read or deleted (`foreign_pointer`).
@@ -68,6 +70,7 @@ class Settings(BaseSettings):
     default_queue: str = "default"
     signing_key: SecretStr | None = None
     signing_max_age: float | None = Field(default=None, gt=0)
+    kms_key: str | None = None
     store: Literal["auto", "dynamodb", "memory"] = "auto"
     table: str = "sqsjobs"
     bucket: str = "sqsjobs-payloads"

@@ -35,7 +35,7 @@ from ..middleware import run_through
 from ..payloads import carried
 from ..settling import SkipLedger
 from ..timing import parse_iso
-from .decoding import DecodeCache, build_job, decode_received
+from .decoding import DecodeCache, build_job, decode_received, open_sealed
 from .hook import Delivery, Hook
 
 log = logging.getLogger("sqsjobs.runner")
@@ -167,6 +167,10 @@ class Runner:
         except BadMessageError as exc:
             return self._reject(d, exc)
         d.job_cls = cls
+        opened = open_sealed(decoded, message, self.app)  # an encrypted job's payload and links, in clear
+        if isinstance(opened, Release | BadMessageError):
+            return opened if isinstance(opened, Release) else self._reject(d, opened)
+        d.envelope = decoded = opened
         d.timeout = policy.timeout(cls.timeout, None, self.app.settings.timeout)
         for hook in self.hooks:
             if (decided := hook.on_received(d)) is not None:
@@ -325,11 +329,14 @@ class Runner:
             if isinstance(decoded, BadMessageError):
                 return self._decided(d, self._reject(d, decoded), None)
             d.envelope, d.job_cls = decoded, self.app.registry.get(decoded.job)
-            job = build_job(d.job_cls, decoded)
+            if isinstance(opened := open_sealed(decoded, message, self.app), Release | BadMessageError):
+                return opened if isinstance(opened, Release) else self._decided(d, self._reject(d, opened), None)
+            d.envelope = opened
+            job = build_job(d.job_cls, opened)
             if isinstance(job, BadMessageError):
                 return self._decided(d, self._reject(d, job), None)
             d.job, d.attempts = job, policy.attempt(message.receive_count, message.attributes)
-            job._ctx = JobContext(decoded.id, d.attempts, message.queue, decoded, app=self.app)
+            job._ctx = JobContext(decoded.id, d.attempts, message.queue, opened, app=self.app)
             return self._decided(d, self._fail(d, error, kind, 0.0), None)
         except Exception as exc:
             log.exception("could not give up message %s; it is tried again later", message.message_id)

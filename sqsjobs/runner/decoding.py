@@ -6,6 +6,7 @@ queue the message came from, the S3 object its body was read from and the time S
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -14,12 +15,18 @@ from pydantic import ValidationError
 
 from ..connections.base import ReceivedMessage
 from ..context import Services
+from ..decisions import Release
+from ..encryption import EncryptionUnavailable, is_sealed, open_envelope
 from ..envelope import Envelope, decode
 from ..errors import BadMessageError
 from ..job import Job
 
+log = logging.getLogger("sqsjobs.runner")
+
 #: Decodes kept between `timeout_for` and `process` (a Lambda batch is at most 10,000 records).
 _KEPT = 10_000
+#: How long a message waits when KMS could not be asked (the runner's wait after a store error).
+_KMS_RETRY_S = 30
 
 
 class DecodeCache:
@@ -63,6 +70,23 @@ def decode_received(message: ReceivedMessage, app: Services) -> Envelope:
         object_key=pointer.key if pointer is not None else None,
         sent_at=message.sent_at or app.clock(),
     )
+
+
+def open_sealed(envelope: Envelope, message: ReceivedMessage, app: Services) -> Envelope | BadMessageError | Release:
+    """An encrypted job's envelope with its payload (and sealed chain links) in clear; the envelope itself
+    when nothing is sealed (no KMS call). `undecryptable` for good (another key, tampered, moved to another
+    job, AccessDenied); a passing KMS fault is tried again later, like an S3 read, for SQSJOBS_TRIES receives."""
+    if not is_sealed(envelope):
+        return envelope
+    try:
+        return open_envelope(app.encryptor, envelope)
+    except BadMessageError as exc:
+        return exc
+    except EncryptionUnavailable as exc:
+        if message.receive_count < app.settings.tries:
+            log.warning("%s; message %s is tried again later", exc, message.message_id)
+            return Release(_KMS_RETRY_S, str(exc))
+        return BadMessageError("undecryptable", f"{exc}, in {message.receive_count} receives; it was not run")
 
 
 def build_job(cls: type[Job], envelope: Envelope) -> Job | BadMessageError:

@@ -130,7 +130,9 @@ def iam_actions(calls: set[str]) -> set[str]:
 def required(t: Template, consumer_env: dict[str, str]) -> set[str]:
     """The actions a consumer needs with this template's configuration."""
     runtime = set(aws_calls(runtime=True))
-    needed = {call for call in runtime if call.split(":")[0] in ("sqs", "dynamodb", "s3", "kms")}
+    needed = {call for call in runtime if call.split(":")[0] in ("sqs", "dynamodb", "s3")}
+    if consumer_env.get("SQSJOBS_KMS_KEY"):  # encrypted jobs: data keys made and opened by the consumers
+        needed |= {call for call in runtime if call.startswith("kms:")}
     reference = consumer_env.get("SQSJOBS_SIGNING_KEY", "")
     for prefix in ("secretsmanager", "ssm"):
         if reference.startswith(prefix + ":"):
@@ -142,9 +144,10 @@ def granted(t: Template, role: str) -> set[str]:
     return {action for action, _ in t.grants(role) if not action.startswith("logs:")}
 
 
+@pytest.mark.parametrize("encryption", ["on", "off"])
 @pytest.mark.parametrize("signing", ["on", "off"])
-def test_each_consumer_role_grants_exactly_the_calls_the_code_makes(signing: str) -> None:
-    t = build(Signing=signing)
+def test_each_consumer_role_grants_exactly_the_calls_the_code_makes(signing: str, encryption: str) -> None:
+    t = build(Signing=signing, Encryption=encryption)
     envs = {"lambda": t.function()["Environment"]["Variables"], "worker": t.container_env()}
     for consumer, role in t.roles().items():
         need, have = required(t, envs[consumer]), granted(t, role)
@@ -167,6 +170,8 @@ def test_the_scan_finds_the_calls_it_must() -> None:
         "dynamodb:Query",
         "s3:GetObject",
         "secretsmanager:GetSecretValue",
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
     ):
         assert call in runtime, f"{call} not found in the run-time code"
     assert "dynamodb:Scan" not in runtime, "a table scan is for admin commands only"

@@ -570,6 +570,7 @@ def check_iam(t: Template) -> None:
     table_arn = "@" + t.one("AWS::DynamoDB::Table")[0] + ".Arn"
     objects = t.payload_objects()
     secrets = {f"@{name}" for name in t.of_type("AWS::SecretsManager::Secret")}
+    keys = {f"@{name}.Arn" for name in t.of_type("AWS::KMS::Key")}
     for where, _, statement in statements:
         actions = [str(a) for a in _as_list(statement.get("Action"))]
         resources = [str(r) for r in _as_list(statement.get("Resource"))]
@@ -592,6 +593,11 @@ def check_iam(t: Template) -> None:
             elif service == "secretsmanager":
                 assert action == "secretsmanager:GetSecretValue", f"{where}: {action}"
                 assert resources and set(resources) <= secrets, f"{where}: secrets beyond the signing key: {resources}"
+            elif service == "kms":
+                assert action in ("kms:GenerateDataKey", "kms:Decrypt"), f"{where}: {action}"
+                assert resources and set(resources) <= keys, f"{where}: KMS keys beyond the payload key: {resources}"
+                context = statement["Condition"]["StringEquals"]["kms:EncryptionContext:sqsjobs"]
+                assert context == "job-payload", f"{where}: data keys for anything but sqsjobs payloads"
             elif service == "logs":
                 assert action in LOG_ACTIONS, f"{where}: {action}"
                 assert all(r.endswith(":log-stream:*") and "log-group:@" in r for r in resources), resources
@@ -640,6 +646,23 @@ def check_signing(t: Template) -> None:
         assert readable == {f"@{name}"}, f"{consumer} must read the signing secret, and only it: {readable}"
 
 
+def check_encryption(t: Template) -> None:
+    """Encryption on by default: a rotated KMS key, named to both consumers, usable for data keys by their roles."""
+    keys = t.of_type("AWS::KMS::Key")
+    roles = t.roles()
+    envs = {"lambda": t.function()["Environment"]["Variables"], "worker": t.container_env()}
+    if t.params["Encryption"] == "off":
+        assert not keys and not any("SQSJOBS_KMS_KEY" in env for env in envs.values())
+        assert not any(a.startswith("kms:") for r in roles.values() for a, _ in t.grants(r))
+        return
+    ((name, key),) = keys.items()
+    assert key["EnableKeyRotation"] is True
+    for consumer, env in envs.items():
+        assert env.get("SQSJOBS_KMS_KEY") == f"@{name}.Arn", f"{consumer} cannot encrypt jobs"
+        usable = {(a, r) for a, r in t.grants(roles[consumer]) if a.startswith("kms:")}
+        assert usable == {("kms:GenerateDataKey", f"@{name}.Arn"), ("kms:Decrypt", f"@{name}.Arn")}, usable
+
+
 CHECKS: list[Callable[[Template], None]] = [
     check_queues_and_redrive,
     check_event_source_mappings,
@@ -652,6 +675,7 @@ CHECKS: list[Callable[[Template], None]] = [
     check_worker_container,
     check_iam,
     check_signing,
+    check_encryption,
 ]
 
 
@@ -695,6 +719,13 @@ def test_signing_can_be_turned_off_explicitly() -> None:
     for check in CHECKS:
         check(t)
     assert "SigningSecretArn" not in t.outputs
+
+
+def test_encryption_can_be_turned_off_explicitly() -> None:
+    t = build(Encryption="off")
+    for check in CHECKS:
+        check(t)
+    assert "PayloadKeyArn" not in t.outputs
 
 
 def test_the_payload_prefix_is_the_one_the_code_uses_by_default(template: Template) -> None:
@@ -889,7 +920,19 @@ BREAKAGES: list[tuple[str, Callable[[Template], None], Callable[[dict[str, Any]]
     (
         "the function cannot read the signing secret",
         check_signing,
-        lambda raw: _props(raw, "LambdaRole")["Policies"].pop(),
+        lambda raw: _props(raw, "LambdaRole")["Policies"].pop(-2),
+    ),
+    (
+        "the worker cannot decrypt payloads",
+        check_encryption,
+        lambda raw: _props(raw, "WorkerTaskRole")["Policies"].pop(),
+    ),
+    (
+        "every KMS key usable",
+        check_iam,
+        lambda raw: _props(raw, "LambdaRole")["Policies"][-1]["Fn::If"][1]["PolicyDocument"]["Statement"][0].update(
+            Resource={"Fn::Sub": "arn:aws:kms:${AWS::Region}:${AWS::AccountId}:key/*"}
+        ),
     ),
     (
         "managed policy on the task role",

@@ -130,6 +130,7 @@ LAYERS: dict[str, int] = {
             "connections",
             "stores",
             "payloads",
+            "encryption",
             "failures",
             "settling",
             "unique",
