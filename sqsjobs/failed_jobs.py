@@ -28,9 +28,9 @@ from . import aws, exception_counts, flow, runs
 from .app import App
 from .connections.base import OutgoingMessage, PayloadPointer, ReceivedMessage
 from .connections.sqs import SqsConnection, received
-from .envelope import decode
+from .envelope import Envelope, decode
 from .errors import BadMessageError, ConfigurationError
-from .failures import PREFIX, FailedJob
+from .failures import FailedJob, verify_failed_job
 from .payloads import carried
 from .provisioning import known_queues
 from .timing import parse_iso, utc_iso
@@ -52,24 +52,15 @@ class CollectedFailedJob(FailedJob):
 
 
 def read_failed_job(message: ReceivedMessage) -> FailedJob:
-    """`FailedJob.from_message`, for any message a DLQ may hold (anyone can send to a DLQ).
+    """`FailedJob.from_message`: the attributes as written, bounded, never raising (nothing verified).
 
-    A non-numeric `sqsjobs.attempts` or a body nested too deep for `json` is read as
-    "unknown" instead of stopping every command that lists the DLQ.
+    `FailedJobs` reads DLQ messages through `verify_failed_job`, which checks them.
     """
-    try:
-        return FailedJob.from_message(message)
-    except (ValueError, RecursionError):
-        attributes = dict(message.attributes)
-        if not attributes.get(PREFIX + "attempts", "0").isdigit():
-            attributes.pop(PREFIX + "attempts", None)
-        probe = dataclasses.replace(message, attributes=attributes)
-        try:
-            job = FailedJob.from_message(probe)
-        except RecursionError:
-            job = FailedJob.from_message(dataclasses.replace(probe, body=""))
-        job.body, job.message = message.body, message
-        return job
+    return FailedJob.from_message(message)
+
+
+class RetryRefused(Exception):
+    """A failed job `retry` will not send (its text says why); it stays in the DLQ."""
 
 
 def _preferred(a: FailedJob, b: FailedJob) -> FailedJob:
@@ -87,6 +78,9 @@ class FailedJobs:
         self.connection: SqsConnection = app.connection
         self.queues = queues or known_queues(app)
         self._sqs = aws.client("sqs")
+        self._sources: dict[str, frozenset[str]] | None = None
+        #: Jobs the last `retry` did not send, with why (they stay in the DLQ).
+        self.refused: dict[str, str] = {}
 
     def _dlqs(self, queue: str | None) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -101,10 +95,28 @@ class FailedJobs:
                 out.setdefault(info.dlq_url, name)
         return out
 
+    def sources(self, extra: str | None = None) -> dict[str, frozenset[str]]:
+        """DLQ URL -> the logical queues of this app (and those the operator named) that drain into it.
+
+        Only these may be a failed job's source queue: the `sqsjobs.source_queue` attribute is data.
+        """
+        if self._sources is None or (extra and not any(extra in names for names in self._sources.values())):
+            out: dict[str, set[str]] = {}
+            for name in known_queues(self.app, [*self.queues, *([extra] if extra else [])]):
+                try:
+                    info = self.connection.queue_info(name)
+                except ConfigurationError:
+                    continue
+                if info.dlq_url:
+                    out.setdefault(info.dlq_url, set()).add(name)
+            self._sources = {url: frozenset(names) for url, names in out.items()}
+        return self._sources
+
     # -- reading -----------------------------------------------------------------------
     def _scan(self, queue: str | None) -> Iterator[tuple[str, FailedJob]]:
         """Every DLQ message once; the caller must `_restore` what it does not consume."""
         for dlq_url, name in self._dlqs(queue).items():
+            sources = self.sources(queue).get(dlq_url, frozenset({name}))
             seen: set[str] = set()
             while True:
                 response = self._sqs.receive_message(
@@ -125,7 +137,25 @@ class FailedJobs:
                     seen.add(item["MessageId"])
                     message = received(name, item)
                     self.connection.payloads.resolve(message)
-                    yield dlq_url, read_failed_job(message)
+                    yield (
+                        dlq_url,
+                        verify_failed_job(
+                            message, sources=sources, registry=self.app.registry, envelope=self._envelope(message)
+                        ),
+                    )
+
+    def _envelope(self, message: ReceivedMessage) -> Envelope | None:
+        """The body as an envelope (signature and S3 object checked when keys are set), or None."""
+        if message.payload_error:
+            return None  # the body is still the pointer
+        try:
+            return decode(
+                message.body,
+                self.app.signing_key,
+                object_key=message.pointer.key if message.pointer is not None else None,
+            )
+        except BadMessageError:
+            return None
 
     def _visible(self, dlq_url: str) -> int:
         attrs = self._sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
@@ -186,9 +216,13 @@ class FailedJobs:
     ) -> builtins.list[CollectedFailedJob]:
         """Apply `action` to one copy of each wanted job, then delete every copy of the jobs it succeeded for.
 
-        `action` returns whether the message it sent points at the copy's S3 object. Objects are
-        deleted after the scan, and only those no kept copy and no sent message points at.
+        `action` returns whether the message it sent points at the copy's S3 object, or raises
+        RetryRefused (the job stays; `self.refused` says why). Objects are deleted after the scan,
+        and only those no kept copy and no sent message points at, that the copy's body was read
+        from: an object it could not read as ours (outside the payload bucket and prefix, too large,
+        unreadable) is never deleted here.
         """
+        self.refused = {}
         done: dict[str, CollectedFailedJob] = {}
         keep: dict[str, builtins.list[FailedJob]] = {}
         later: dict[str, builtins.list[tuple[str, FailedJob]]] = {}  # copies seen before their job was done
@@ -202,7 +236,7 @@ class FailedJobs:
 
         def delete_copy(dlq_url: str, job: FailedJob) -> None:
             self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=job.message.receipt_handle)
-            if job.message.pointer is not None:
+            if job.message.pointer is not None and not job.message.payload_error:
                 pointer = job.message.pointer
                 released[(pointer.bucket, pointer.key)] = pointer
 
@@ -216,6 +250,10 @@ class FailedJobs:
                 continue
             try:
                 still_pointed_at = action(job)
+            except RetryRefused as exc:
+                self.refused[job.id] = str(exc)
+                later.setdefault(job.id, []).append((dlq_url, job))
+                continue
             except Exception:
                 log.exception("could not act on failed job %s; it stays in the DLQ", job.id)
                 later.setdefault(job.id, []).append((dlq_url, job))
@@ -223,6 +261,7 @@ class FailedJobs:
             if still_pointed_at and job.message.pointer is not None:
                 in_use.add((job.message.pointer.bucket, job.message.pointer.key))
             delete_copy(dlq_url, job)
+            self.refused.pop(job.id, None)
             collected = done[job.id] = CollectedFailedJob.of(job)
             # Copies met before one of them could be acted on go with it.
             for url, earlier in later.pop(job.id, []):
@@ -239,8 +278,23 @@ class FailedJobs:
         return builtins.list(done.values())
 
     def _resend(self, job: FailedJob) -> bool:
-        """Send a failed job back; True when the new message points at this copy's S3 object."""
-        source = job.queue if job.queue != "?" else job.message.queue
+        """Send a failed job back; True when the new message points at this copy's S3 object.
+
+        Only to a verified source queue (one of this app's that drains into the DLQ it was read
+        from): RetryRefused otherwise, and the job stays in the DLQ.
+        """
+        if "queue" in job.unverified or job.queue == "?":
+            raise RetryRefused(
+                f"its source queue {job.queue[:80]!r} is not a queue of this app that drains into this DLQ "
+                "(the sqsjobs.source_queue attribute and the envelope do not check out); it stays in the DLQ "
+                "(`sqsjobs failed forget` removes it)"
+            )
+        if job.message.payload_reason == "foreign_pointer" and job.message.payload_error:
+            raise RetryRefused(
+                "its body is a pointer outside the payload bucket and prefix (foreign_pointer); it stays in the "
+                "DLQ (`sqsjobs failed forget` removes it, and never the object it names)"
+            )
+        source = job.queue
         try:  # a new life: `max_exceptions` counts again from 0, as `attempts` does
             exception_counts.forget(self.app.store, job.id)
         except Exception:
@@ -263,7 +317,7 @@ class FailedJobs:
         else:
             self.connection.payloads.offload(message, job.id)
         if self.connection.queue_info(source).fifo:
-            message.group_id = job.job
+            message.group_id = job.job if job.job in self.app.registry else "sqsjobs-retried"
             message.deduplication_id = f"{job.id}-retry-{uuid.uuid4().hex[:8]}"
         try:
             self.connection.send(source, message)

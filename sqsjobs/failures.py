@@ -13,10 +13,16 @@ import logging
 import re
 import traceback
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .connections.base import Connection, OutgoingMessage, ReceivedMessage
 from .payloads import carried
 from .timing import parse_iso, utc_iso
+
+if TYPE_CHECKING:
+    from .envelope import Envelope
+    from .registry import Registry
 
 log = logging.getLogger("sqsjobs.runner")
 
@@ -104,7 +110,12 @@ def traceback_head(error: BaseException) -> str:
 
 @dataclass(slots=True)
 class FailedJob:
-    """A message read back from a DLQ, with its failure reason."""
+    """A message read back from a DLQ, with its failure reason.
+
+    Every `sqsjobs.*` attribute is data that anyone with send rights on the DLQ can write:
+    `from_message` reads them bounded and never raises; `sqsjobs.failed_jobs` checks them against
+    what the app knows and names in `unverified` the fields whose value did not check out.
+    """
 
     id: str
     job: str
@@ -117,10 +128,15 @@ class FailedJob:
     attempts: int
     body: str
     message: ReceivedMessage
+    #: Fields (`job`, `queue`, `attempts`, `reason`, `failed_at`, ...) whose shown value did not check out.
+    unverified: tuple[str, ...] = ()
+    #: `sqsjobs.*` attributes that were ignored because their value did not check out.
+    rejected: tuple[str, ...] = ()
 
     @classmethod
     def from_message(cls, message: ReceivedMessage) -> FailedJob:
-        attrs = {k[len(PREFIX) :]: v for k, v in message.attributes.items() if k.startswith(PREFIX)}
+        """The attributes as they are (bounded), else the envelope's best guess; never raises."""
+        attrs = _attributes(message)
         envelope = _peek(message.body)
         return cls(
             id=attrs.get("job_id") or envelope.get("id") or message.message_id,
@@ -129,7 +145,7 @@ class FailedJob:
             failed_at=attrs.get("failed_at", ""),
             reason=attrs.get("reason", "redrive"),
             error_type=attrs.get("error_type", ""),
-            error=attrs.get("error", "moved by the queue's redrive policy (the consumer never decided)"),
+            error=attrs.get("error", REDRIVE_ERROR),
             traceback=attrs.get("traceback", ""),
             attempts=_count(attrs.get("attempts", "")),
             body=message.body,
@@ -138,23 +154,179 @@ class FailedJob:
 
     @property
     def failed_at_ts(self) -> float:
-        return parse_iso(self.failed_at) if self.failed_at else 0.0
+        try:
+            return parse_iso(self.failed_at) if self.failed_at else 0.0
+        except (ValueError, OverflowError):
+            return 0.0
+
+
+REDRIVE_ERROR = "moved by the queue's redrive policy (the consumer never decided)"
+
+
+def _attributes(message: ReceivedMessage) -> dict[str, str]:
+    """The `sqsjobs.*` attributes, each cut to the size `dead_letter` writes (a forged one may be ~1 MiB)."""
+    out: dict[str, str] = {}
+    for name, value in message.attributes.items():
+        if name.startswith(PREFIX) and (field := name[len(PREFIX) :]) in _LIMITS:
+            out[field] = value[: _LIMITS[field]] if isinstance(value, str) else ""
+    return out
 
 
 def _peek(body: str) -> dict[str, str]:
-    """Best-effort id/job/queue from a body that may not be an envelope at all."""
+    """Best-effort id/job/queue from a body that may not be an envelope at all (nothing here is verified)."""
     try:
         data = json.loads(body)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError, TypeError):
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: v for k in ("id", "job", "queue") if isinstance(v := data.get(k), str)}
+    return {k: v[: _LIMITS["job"]] for k in ("id", "job", "queue") if isinstance(v := data.get(k), str) and v}
+
+
+#: The largest `sqsjobs.attempts` taken as written (tries and maxReceiveCount are at most 1,000).
+MAX_ATTEMPTS = 100_000
 
 
 def _count(text: str) -> int:
-    """An attribute anyone with send rights on the DLQ can write: junk reads as 0."""
-    return int(text) if text.isdigit() and len(text) < 10 else 0
+    """An attribute anyone with send rights on the DLQ can write: junk (or `²`, which isdigit) reads as 0."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 6):
+        return 0
+    value = int(text)
+    return value if value <= MAX_ATTEMPTS else 0
+
+
+#: A reason as sqsjobs writes one (`tries_exhausted`, `payload_too_large`, ...).
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: What an id or a name may not contain to be shown as it is (controls, bidi overrides, surrogates).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def verify_failed_job(
+    message: ReceivedMessage,
+    *,
+    sources: frozenset[str],
+    registry: Registry,
+    envelope: Envelope | None,
+) -> FailedJob:
+    """A DLQ message as a FailedJob whose `sqsjobs.*` attributes were checked, never trusted.
+
+    Anyone with send rights on the DLQ (or a redrive of a crafted message) writes those attributes.
+    `envelope` is the body decoded by `envelope.decode` (signature checked when keys are set), or
+    None (then the body's best guess, `_peek`, stands in for it). `sources` are the logical queues
+    of this app whose DLQ the message was read from: a source queue is believed only when it is
+    one of them, taken from the attribute, else the envelope, else the DLQ itself when it has one
+    source and the message names none. Ints and
+    strings are bounded. Whatever does not check out is named in `unverified` (a value that was
+    shown anyway) or `rejected` (an attribute ignored). Never raises, whatever the message.
+    """
+    raw = {k[len(PREFIX) :]: v for k, v in message.attributes.items() if k.startswith(PREFIX)}
+    attrs = {k: v for k, v in raw.items() if k in _LIMITS and isinstance(v, str)}
+    peek = {} if envelope is not None else _peek(message.body)
+    unverified: list[str] = []
+    rejected: list[str] = []
+
+    def attribute(name: str) -> str | None:
+        """The attribute's value when it is within the size sqsjobs writes; an overlong one is rejected."""
+        value = attrs.get(name)
+        if value is not None and len(value) > _LIMITS[name]:
+            rejected.append(name)
+            return None
+        return value
+
+    body_says = {"id": envelope.id, "job": envelope.job, "queue": envelope.queue} if envelope is not None else peek
+
+    # id: the attribute (what `failed retry ID` takes), else the envelope's, else the message id.
+    claimed_id = attribute("job_id")
+    if claimed_id is not None and not _printable(claimed_id):
+        rejected.append("job_id")
+        claimed_id = None
+    job_id = claimed_id or (body_says["id"] if _printable(body_says.get("id", "")) else message.message_id)
+    if envelope is not None and job_id != envelope.id:
+        unverified.append("id")  # the body is a job with another id
+
+    # job: a registered name, from the attribute, else the envelope; else the claim, unverified.
+    claimed_job = attribute("job")
+    job_claims = [claimed_job, body_says.get("job")]
+    job = next((c for c in job_claims if c and c in registry), None)
+    if job is None:
+        job = next((c for c in job_claims if c), "?")
+        if job != "?":
+            unverified.append("job")
+    if claimed_job and claimed_job != job:
+        rejected.append("job")
+
+    # queue: only a queue of this app that drains into this DLQ: the attribute, else the envelope.
+    claimed_queue = attribute("source_queue")
+    claims = [claimed_queue, body_says.get("queue")]
+    queue = next((c for c in claims if c and c in sources), None)
+    if claimed_queue and claimed_queue != queue:
+        rejected.append("source_queue")
+    if queue is None:
+        if not any(claims) and "source_queue" not in raw and len(sources) == 1:
+            (queue,) = sources  # names none: the DLQ it is in has one source queue
+        else:
+            queue = next((c for c in claims if c), None) or attrs.get("source_queue") or "?"
+            unverified.append("queue")
+
+    attempts = 0
+    claimed_attempts = attribute("attempts")
+    if claimed_attempts is not None:
+        if claimed_attempts.isascii() and claimed_attempts.isdigit() and int(claimed_attempts) <= MAX_ATTEMPTS:
+            attempts = int(claimed_attempts)
+        else:
+            unverified.append("attempts")
+            rejected.append("attempts")
+
+    reason = attribute("reason")
+    if reason is None:
+        reason = "redrive" if "reason" not in raw else "?"
+        if "reason" in raw:
+            unverified.append("reason")
+    elif not _REASON.fullmatch(reason):
+        unverified.append("reason")
+
+    failed_at = attribute("failed_at") or ""
+    if failed_at and not _iso_time(failed_at):
+        failed_at = ""
+        unverified.append("failed_at")
+        rejected.append("failed_at")
+
+    texts = {}
+    for name in ("error_type", "error", "traceback"):
+        value = attrs.get(name)
+        if value is not None and len(value) > _LIMITS[name]:
+            value = value[: _LIMITS[name]]
+            unverified.append(name)
+        texts[name] = value
+    error = texts["error"] if texts["error"] is not None else ("" if "reason" in raw else REDRIVE_ERROR)
+    return FailedJob(
+        id=job_id,
+        job=job[: _LIMITS["job"]],
+        queue=queue[: _LIMITS["source_queue"]],
+        failed_at=failed_at,
+        reason=reason[: _LIMITS["reason"]],
+        error_type=texts["error_type"] or "",
+        error=error,
+        traceback=texts["traceback"] or "",
+        attempts=attempts,
+        body=message.body,
+        message=message,
+        unverified=tuple(dict.fromkeys(unverified)),
+        rejected=tuple(dict.fromkeys(rejected)),
+    )
+
+
+def _printable(text: str) -> bool:
+    return 0 < len(text) <= _LIMITS["job_id"] and _UNPRINTABLE.search(text) is None
+
+
+def _iso_time(text: str) -> bool:
+    try:
+        moment = datetime.fromisoformat(text)
+        moment.timestamp()
+    except (ValueError, OverflowError):
+        return False
+    return moment.tzinfo is not None
 
 
 def write(connection: Connection, message: ReceivedMessage, letter: OutgoingMessage) -> bool:

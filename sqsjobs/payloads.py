@@ -12,6 +12,12 @@ re-sends the same pointer, so the object moves with the job; it is deleted only
 when the job is done (after its message is deleted) or forgotten from the DLQ.
 The bucket's lifecycle rule (`sqsjobs provision`) is the backstop for anything
 a crash leaves behind.
+
+A pointer is text anyone with send rights on a queue can write, so it is read
+(and later deleted) only when it names an object under the configured bucket and
+key prefix (`owns`), and it is read as a stream that stops at
+`SQSJOBS_PAYLOAD_MAX_BYTES`: neither the size attribute nor the object's own
+length is needed to keep memory bounded.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
 from collections.abc import Callable
 from typing import Any
 
+from . import object_keys
 from .connections.base import OutgoingMessage, PayloadPointer, ReceivedMessage
 from .settings import Settings
 
@@ -38,8 +44,11 @@ SQS_MAX_BYTES = 1_048_576
 #: Room kept for attributes: a DLQ copy adds the failure reason and a traceback head (~4 KB).
 ATTRIBUTE_HEADROOM = 16_384
 DEFAULT_THRESHOLD = SQS_MAX_BYTES - ATTRIBUTE_HEADROOM
-#: Our objects' keys start with this, so the bucket's lifecycle rule touches nothing else in it.
+#: The default of SQSJOBS_PAYLOAD_PREFIX (`Settings.payload_prefix`): our objects' keys start with it,
+#: so the bucket's lifecycle rule touches nothing else in it. Code reads the setting, not this.
 PAYLOAD_PREFIX = "sqsjobs/"
+#: Bytes asked of the S3 response stream at a time while reading a body.
+READ_CHUNK = 256 * 1024
 
 
 class PayloadStore:
@@ -72,7 +81,7 @@ class PayloadStore:
         size = message.size or len(message.body.encode())
         if size <= self.threshold:
             return None
-        key = f"{PAYLOAD_PREFIX}{job_id or uuid.uuid4()}-{uuid.uuid4().hex[:8]}"
+        key = object_keys.new_key(self._settings.payload_prefix, job_id)
         bucket = self._settings.bucket
         self.client.put_object(Bucket=bucket, Key=key, Body=message.body.encode())
         pointer = PayloadPointer(bucket, key, size, json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}]))
@@ -98,40 +107,114 @@ class PayloadStore:
         except ValueError as exc:
             message.payload_error = str(exc)
             return
-        if bucket != self._settings.bucket:
+        if not self.owns(bucket, key):
             # Anyone who can send to the queue writes the pointer: reading (and, once the job is
             # done, deleting) whatever it names would lend them this role's S3 rights.
             message.payload_error = (
-                f"the message points at s3://{bucket}/{key[:200]}, outside the payload bucket "
-                f"{self._settings.bucket!r} (SQSJOBS_BUCKET); it was neither read nor deleted"
+                f"the message points at s3://{bucket}/{_shown(key)}, outside the payload bucket and prefix "
+                f"s3://{self._settings.bucket}/{self._settings.payload_prefix} (SQSJOBS_BUCKET, "
+                "SQSJOBS_PAYLOAD_PREFIX); it was neither read nor deleted"
             )
             message.payload_reason = "foreign_pointer"
             return
         message.pointer = PayloadPointer(bucket, key, _size(message.attributes.get(attribute)), message.body, attribute)
         try:
-            obj = self.client.get_object(Bucket=bucket, Key=key)
-            message.body = obj["Body"].read().decode()
-        except UnicodeDecodeError:
-            message.payload_error = f"the message's payload s3://{bucket}/{key} is not UTF-8 text"
+            data = self._read(bucket, key)
+        except _TooLarge as exc:
+            message.payload_error = (
+                f"the message's payload s3://{bucket}/{_shown(key)} is {exc}, over SQSJOBS_PAYLOAD_MAX_BYTES "
+                f"({self.max_bytes} bytes); it was not read"
+            )
+            message.payload_reason = "payload_too_large"
+            return
         except Exception as exc:
             code = _error_code(exc)
             if code in _GONE:
                 message.payload_error = (
-                    f"the message's payload s3://{bucket}/{key} could not be read ({code}); it was deleted, "
+                    f"the message's payload s3://{bucket}/{_shown(key)} could not be read ({code}); it was deleted, "
                     "expired by the bucket's lifecycle rule, or this role may not read it"
                 )
             else:
-                message.payload_error = f"the message's payload s3://{bucket}/{key} could not be read now ({code})"
+                message.payload_error = (
+                    f"the message's payload s3://{bucket}/{_shown(key)} could not be read now ({code})"
+                )
                 message.payload_retry = True
+            return
+        try:
+            message.body = data.decode()
+        except UnicodeDecodeError:
+            message.payload_error = f"the message's payload s3://{bucket}/{_shown(key)} is not UTF-8 text"
+
+    @property
+    def max_bytes(self) -> int:
+        """The largest body read from S3 (SQSJOBS_PAYLOAD_MAX_BYTES)."""
+        return int(self._settings.payload_max_bytes)
+
+    def owns(self, bucket: str, key: str) -> bool:
+        """Whether sqsjobs may read and delete s3://bucket/key: the payload bucket, under the payload prefix.
+
+        Keys with `.` or `..` path segments are refused too: S3 keeps them literally, but a proxy
+        or SDK that normalises paths on the way would reach a key outside the prefix.
+        """
+        prefix = self._settings.payload_prefix
+        return (
+            bucket == self._settings.bucket
+            and key.startswith(prefix)
+            and len(key) > len(prefix)
+            and not any(part in (".", "..") for part in key.split("/"))
+        )
+
+    def _read(self, bucket: str, key: str) -> bytearray:
+        """The object's bytes, read as a stream that stops at `max_bytes` (raises _TooLarge past it).
+
+        ContentLength (S3's own length of the object, not the message's size attribute) refuses a
+        large object before any byte is read; the count of bytes read enforces the cap without it.
+        """
+        cap = self.max_bytes
+        obj = self.client.get_object(Bucket=bucket, Key=key)
+        stream = obj["Body"]
+        try:
+            length = obj.get("ContentLength")
+            if isinstance(length, int) and length > cap:
+                raise _TooLarge(f"{length} bytes")
+            data = bytearray()
+            while True:
+                chunk = stream.read(min(READ_CHUNK, cap + 1 - len(data)))
+                if not chunk:
+                    return data
+                data += chunk
+                if len(data) > cap:
+                    raise _TooLarge("larger than that")
+        finally:
+            stream.close()
 
     def delete(self, pointer: PayloadPointer) -> None:
-        """Delete an object whose job is over; failures are logged (the lifecycle rule is the backstop)."""
+        """Delete an object whose job is over; failures are logged (the lifecycle rule is the backstop).
+
+        Only an object `owns` allows: a pointer from a message never makes sqsjobs delete anything else.
+        """
+        if not self.owns(pointer.bucket, pointer.key):
+            log.warning(
+                "not deleting s3://%s/%s: it is outside the payload bucket and prefix",
+                pointer.bucket,
+                _shown(pointer.key),
+            )
+            return
         try:
             self.client.delete_object(Bucket=pointer.bucket, Key=pointer.key)
         except Exception:
             log.exception(
                 "could not delete payload s3://%s/%s; the bucket lifecycle rule will", pointer.bucket, pointer.key
             )
+
+
+class _TooLarge(Exception):
+    """An object over SQSJOBS_PAYLOAD_MAX_BYTES; its text says how large, as far as is known."""
+
+
+def _shown(key: str) -> str:
+    """A key as an error message quotes it: cut, with characters that cannot be printed made visible."""
+    return ascii(key[:200])[1:-1]
 
 
 #: S3 answers that no retry can change: the object (or bucket) is gone, or is not ours to read.
@@ -201,9 +284,21 @@ def _valid_key(key: str) -> bool:
 
 
 def carried(message: ReceivedMessage, body: str | None = None) -> OutgoingMessage:
-    """An outgoing copy of a received message that keeps its S3 pointer rather than re-uploading."""
-    if message.pointer is None or body is not None:
-        return OutgoingMessage(body=body if body is not None else message.body)
+    """An outgoing copy of a received message that keeps its S3 pointer rather than re-uploading.
+
+    A pointer that was not read (outside the bucket and prefix, malformed) keeps its size attribute
+    too, so its DLQ copy is the message as it came and can be judged again (with other settings).
+    """
+    if body is not None:
+        return OutgoingMessage(body=body)
+    if message.pointer is None:
+        attribute = next((name for name in SIZE_ATTRIBUTES if name in message.attributes), None)
+        if attribute is None or not message.payload_error:
+            return OutgoingMessage(body=message.body)
+        size = _size(message.attributes.get(attribute))
+        return OutgoingMessage(
+            body=message.body, attributes={attribute: size}, size=len(message.body.encode("utf-8", "surrogatepass"))
+        )
     return OutgoingMessage(
         body=message.pointer.body,
         attributes={message.pointer.attribute: message.pointer.size},

@@ -17,7 +17,6 @@ from . import aws, policy
 from .app import App
 from .connections.base import QueueInfo
 from .errors import ConfigurationError
-from .payloads import PAYLOAD_PREFIX
 from .settings import Settings
 from .timing import MAX_VISIBILITY_SECONDS
 
@@ -144,7 +143,7 @@ def _provision_bucket(app: App, report: Callable[[str], None]) -> None:
     ours = {
         "ID": "sqsjobs-backstop",
         "Status": "Enabled",
-        "Filter": {"Prefix": PAYLOAD_PREFIX},
+        "Filter": {"Prefix": app.settings.payload_prefix},
         "Expiration": {"Days": 30},
     }
     try:
@@ -155,7 +154,7 @@ def _provision_bucket(app: App, report: Callable[[str], None]) -> None:
         rules = []
     rules = [rule for rule in rules if rule.get("ID") != ours["ID"]] + [ours]
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
-    report(f"bucket {bucket}: lifecycle backstop 30 days on {PAYLOAD_PREFIX}")
+    report(f"bucket {bucket}: lifecycle backstop 30 days on {app.settings.payload_prefix or '(the whole bucket)'}")
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import object_keys
 from .errors import BadMessageError, ConfigurationError
 from .timing import parse_iso
 
@@ -36,8 +37,6 @@ MIN_KEY_BYTES = 32
 KID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SECRETS_MANAGER = "secretsmanager:"
 SSM = "ssm:"
-#: What `PayloadStore.offload` turns a job id into inside an object key (kept in step with it).
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -99,8 +98,7 @@ class SigningKeys:
 
     def check_object(self, job_id: str, object_key: str) -> None:
         """A body read from S3 must come from an object of its own job (`<prefix><job id>-<8 hex>`)."""
-        own = re.escape(self.object_prefix + _KEY_UNSAFE.sub("_", job_id[:128])) + "-[0-9a-f]{8}"
-        if not re.fullmatch(own, object_key):
+        if not object_keys.is_own(self.object_prefix, job_id, object_key):
             raise BadMessageError(
                 "signature",
                 f"signed job {_short(job_id)} was read from S3 object {_short(object_key)}, which is not one of "

@@ -2,7 +2,8 @@
 
 Everything printed here that came from a message (ids, names, reasons, errors, tracebacks,
 bodies) goes through `common.text` / `common.safe`: never read as rich markup, control
-characters shown as `\\xNN`, and bodies cut to a bounded view.
+characters shown as `\\xNN`, and bodies cut to a bounded view. A value whose `sqsjobs.*`
+attribute did not check out (`FailedJob.unverified`) is marked "(unverified)".
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..failed_jobs import CollectedFailedJob, FailedJobs
+from ..failures import PREFIX
 from .common import AppOption, QueueOption, build_app, clean, console, err_console, split, text
 
 group = typer.Typer(
@@ -56,15 +58,31 @@ def list_(app: AppOption = None, queue: QueueOption = None) -> None:
     table.add_column("copies", justify="right")
     for job in jobs:
         table.add_row(
-            text(job.id),
-            text(job.job),
-            text(job.queue),
-            text(job.failed_at),
-            str(job.attempts),
-            text(_reason(job.reason, job.error)),
+            _field(job, "id", job.id),
+            _field(job, "job", job.job),
+            _field(job, "queue", job.queue),
+            _field(job, "failed_at", job.failed_at),
+            _field(job, "attempts", str(job.attempts)),
+            _field(job, "reason", _reason(job.reason, job.error)),
             str(job.copies),
         )
     console.print(table)
+    if any(job.unverified for job in jobs):
+        console.print(
+            Text(
+                "(unverified): a value from the message's sqsjobs.* attributes or body that does not check out "
+                "(see `sqsjobs failed show ID`)",
+                style="dim",
+            )
+        )
+
+
+def _field(job: CollectedFailedJob, name: str, value: str, style: str = "") -> Text:
+    """`value` as text, marked when the message's claim for `name` did not check out."""
+    shown = text(value, style=style)
+    if name in job.unverified:
+        shown.append(" (unverified)", style="yellow")
+    return shown
 
 
 @group.command("show")
@@ -80,21 +98,41 @@ def show(
     if job is None:
         err_console.print(Text(f"No failed job {clean(job_id)}."))
         raise typer.Exit(1)
-    console.print(Text.assemble(text(job.job, style="bold"), " ", text(job.id)), soft_wrap=True)
+    console.print(Text.assemble(_field(job, "job", job.job, "bold"), " ", _field(job, "id", job.id)), soft_wrap=True)
     console.print(
-        Text.assemble("queue ", text(job.queue), "  failed at ", text(job.failed_at), f"  attempts {job.attempts}"),
+        Text.assemble(
+            "queue ",
+            _field(job, "queue", job.queue),
+            "  failed at ",
+            _field(job, "failed_at", job.failed_at),
+            "  attempts ",
+            _field(job, "attempts", str(job.attempts)),
+        ),
         soft_wrap=True,
     )
     console.print(
         Text.assemble(
             "reason ",
-            text(job.reason, style="bold red"),
+            _field(job, "reason", job.reason, "bold red"),
             ": ",
             text(job.error_type),
             " ",
             text(job.error, multiline=True),
         ),
     )
+    if job.unverified or job.rejected:
+        console.print(
+            Text.assemble(
+                ("unverified: ", "yellow"),
+                text(", ".join(job.unverified) or "-"),
+                " (anyone who can send to the DLQ writes sqsjobs.* attributes; `retry` sends only to a verified queue)",
+            ),
+            soft_wrap=True,
+        )
+        for name in job.rejected:
+            value = job.message.attributes.get(PREFIX + name, "")
+            shown = value[:_REASON_CHARS] + ("..." if len(value) > _REASON_CHARS else "")
+            console.print(Text.assemble(f"  ignored {PREFIX}{name}: ", text(shown)), soft_wrap=True)
     if job.copies > 1:
         console.print(
             f"[yellow]{job.copies} copies of this job are in the DLQ[/] (shown once; `retry` sends it once and "
@@ -155,9 +193,12 @@ def retry(
     with console.status("retrying failed jobs..."):
         done = store.retry(job_ids or None, queue=queue)
     console.print(f"Retried {len(done)} job(s).{_copies_note(done)}")
-    missing = set(job_ids or []) - {job.id for job in done}
+    for job_id, why in sorted(store.refused.items()):
+        err_console.print(Text(f"Not retried: {clean(job_id)}: {clean(why)}"))
+    missing = set(job_ids or []) - {job.id for job in done} - set(store.refused)
     if missing:
         err_console.print(Text(f"Not found: {', '.join(clean(m) for m in sorted(missing))}"))
+    if missing or store.refused:
         raise typer.Exit(1)
 
 

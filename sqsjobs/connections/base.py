@@ -58,8 +58,8 @@ class ReceivedMessage:
     payload_error: str = ""
     #: ... unless the cause may pass (S3 throttling, a 5xx, a timeout): then it is tried again later.
     payload_retry: bool = False
-    #: The DLQ reason for `payload_error`: `missing_payload`, or `foreign_pointer` for a pointer
-    #: outside the configured bucket (never read, never deleted).
+    #: The DLQ reason for `payload_error`: `missing_payload`, `foreign_pointer` for a pointer outside
+    #: the configured bucket and prefix (never read, never deleted), or `payload_too_large`.
     payload_reason: str = "missing_payload"
     #: The FIFO message group (None on a standard queue): FIFO order and the attempt count need it.
     group_id: str | None = None

@@ -25,7 +25,7 @@ from hypothesis import reject
 from hypothesis.control import currently_in_test_context
 
 from lambda_handlers.sqs import SqsHandler
-from sqsjobs import App, Job, aws
+from sqsjobs import App, Job, aws, object_keys
 from sqsjobs.connections.base import ReceivedMessage
 from sqsjobs.decisions import Decision, Fail, Release
 from sqsjobs.envelope import Envelope
@@ -195,6 +195,8 @@ def build_pointer(recipe: PointerRecipe, key: str | None, own_bucket: str) -> tu
     if recipe.target == "own-valid":
         token = f"pointed-{uuid.uuid4()}"
         content = real_body(token, key).encode()
+        # Where sqsjobs itself would have put this job's body: a signed body is only believed from there.
+        object_key = object_keys.new_key("sqsjobs/", json.loads(content)["id"])
     elif recipe.target == "own-garbage":
         content = b"this is not an envelope"
     elif recipe.target == "own-binary":

@@ -124,7 +124,7 @@ LAYERS: dict[str, int] = {
         ],
         0,
     ),
-    **dict.fromkeys(["settings", "registry", "signing", "envelope", "aws", "logs", "testing"], 1),
+    **dict.fromkeys(["settings", "registry", "object_keys", "signing", "envelope", "aws", "logs", "testing"], 1),
     **dict.fromkeys(
         [
             "connections",
