@@ -30,19 +30,41 @@ def ended(store: Store, job_id: str) -> dict[str, str] | None:
     return store.get(("ended", job_id))
 
 
-def claim_run(store: Store, clock: Callable[[], float], job_id: str, message_id: str, timeout: float) -> float:
-    """0 when this message may run the job, else the seconds until another message's claim on the
-    job id expires. The same message coming back (its worker died) takes its own claim over."""
+def claim_run(
+    store: Store,
+    clock: Callable[[], float],
+    job_id: str,
+    message_id: str,
+    timeout: float,
+    receive_count: int = 1,
+) -> float:
+    """0 when this delivery may run the job, else the seconds worth waiting before looking again.
+
+    A claim names the message and the receive that took it. A later receive of the same message takes
+    it over once the claimed run's timeout has passed (a live run is interrupted at its timeout, so its
+    worker died). Two receipts of one message alive at once — the message became visible while its
+    first receiver still held it — are told apart by their receive counts, so only one of them runs.
+    """
     key = ("running", job_id)
     ttl = timeout + CLAIM_MARGIN_S
-    if store.add(key, {"owner": message_id, "until": math.ceil(clock() + ttl)}, ttl=ttl):
+    now = clock()
+    mark = {"owner": message_id, "rc": receive_count, "since": math.floor(now), "until": math.ceil(now + ttl)}
+    if store.add(key, mark, ttl=ttl):
         return 0.0
     held = store.get(key)
-    if held is None or held.get("owner") == message_id:
-        store.put(key, {"owner": message_id, "until": math.ceil(clock() + ttl)}, ttl=ttl)
+    if held is None:
+        store.put(key, mark, ttl=ttl)
         return 0.0
-    # `until` is on the holder's clock: the claim is only surely over once ours has passed it by the skew.
-    return max(1.0, float(held.get("until", 0) or 0) + store.skew - clock()) if held.get("until") else ttl + store.skew
+    if held.get("owner") == message_id:
+        held_rc = int(held.get("rc", 0) or 0)
+        # Times in the claim are on its holder's clock: trusted for the skew longer.
+        run_over = float(held.get("since", 0) or 0) + timeout + store.skew - now
+        if held_rc == receive_count or (held_rc < receive_count and run_over <= 0):
+            store.put(key, mark, ttl=ttl)
+            return 0.0
+        if held_rc < receive_count:
+            return max(1.0, run_over)
+    return max(1.0, float(held.get("until", 0) or 0) + store.skew - now) if held.get("until") else ttl + store.skew
 
 
 def free_claim(store: Store, job_id: str, message_id: str) -> None:

@@ -53,8 +53,9 @@ class Workflows(Hook):
         if not flow.involved(envelope):
             return None
         assert envelope is not None
-        wait = runs.claim_run(
-            self.app.store, self.app.clock, envelope.id, delivery.message.message_id, delivery.timeout
+        message = delivery.message
+        wait = runs.claim_run(  # the receive count tells two live receipts of one message apart
+            self.app.store, self.app.clock, envelope.id, message.message_id, delivery.timeout, message.receive_count
         )
         if wait <= 0:
             delivery.notes["claimed"] = True
@@ -82,8 +83,10 @@ class Workflows(Hook):
             return None
         assert envelope is not None
         store = self.app.store
-        if isinstance(decision, Postpone) and delivery.notes.get("claimed"):
-            runs.free_claim(store, envelope.id, delivery.message.message_id)  # its copy has another message id
+        if isinstance(decision, Postpone | Release) and delivery.notes.get("claimed"):
+            # This run is over without an end: its retry (the same message, or a postponement's copy with
+            # another message id) claims afresh, instead of waiting as if a live run held the job.
+            runs.free_claim(store, envelope.id, delivery.message.message_id)
             return None
         if isinstance(decision, Fail) and "failed" in delivery.notes:
             # Tried a few times: while the mark says "pending", a redelivery writes the DLQ copy again and

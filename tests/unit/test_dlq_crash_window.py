@@ -188,8 +188,11 @@ def test_the_same_message_back_after_its_worker_died_renews_its_claim(memory_app
     chain([Link(n=1), Link(n=2)]).dispatch()
     (first,) = memory_app.connection.receive("default", 10, 0)
     assert isinstance(memory_app.runner.begin(first), Run)  # its worker is killed mid-run
+    now[0] += 30
+    # Back before the run's timeout (60 s) and the clock skew (60 s) have passed: that run may be alive.
+    assert isinstance(memory_app.runner.begin(dataclasses.replace(first, receive_count=2)), Postpone)
     now[0] += 100
-    assert isinstance(memory_app.runner.begin(dataclasses.replace(first, receive_count=2)), Run)
+    assert isinstance(memory_app.runner.begin(dataclasses.replace(first, receive_count=3)), Run)
     now[0] += 25  # past the first claim's expiry, while the second run goes on
     copy = dataclasses.replace(first, message_id="copy", receive_count=1)
     assert isinstance(memory_app.runner.begin(copy), Postpone)
@@ -250,3 +253,25 @@ def test_a_next_link_that_names_no_registered_job_is_in_the_dlq_with_a_reason_at
     assert decision == Ack() and Link.runs == [1], "the job itself succeeded"
     (failed,) = FailedJobs(app).list()
     assert failed.reason == "invalid_link" and "crash.renamed-away" in failed.error
+
+
+def test_two_live_receipts_of_one_message_never_both_run_a_chain_link(memory_app: App) -> None:
+    """The soak caught it: a batch member's message became visible while its first receiver still held
+    it, a second worker received it again, and both ran it — their claims had the same owner (the message
+    id). The receive count tells the two receipts apart, in either order."""
+    import dataclasses
+
+    from sqsjobs import Postpone, chain
+    from sqsjobs.runner import Run
+
+    chain([Link(n=1), Link(n=2)]).dispatch()
+    (first,) = memory_app.connection.receive("default", 10, 0)
+    again = dataclasses.replace(first, receipt_handle="second-receipt", receive_count=first.receive_count + 1)
+    assert isinstance(memory_app.runner.begin(first), Run)
+    assert isinstance(memory_app.runner.begin(again), Postpone), "the newer receipt waits for the live run"
+
+    chain([Link(n=3), Link(n=4)]).dispatch()
+    (other,) = memory_app.connection.receive("default", 10, 0)
+    newer = dataclasses.replace(other, receipt_handle="newer-receipt", receive_count=other.receive_count + 1)
+    assert isinstance(memory_app.runner.begin(newer), Run)
+    assert isinstance(memory_app.runner.begin(other), Postpone), "the older receipt waits too"
