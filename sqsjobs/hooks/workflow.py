@@ -14,7 +14,7 @@ import logging
 import math
 import time
 
-from .. import failures, flow, once, runs
+from .. import flow, once, runs
 from ..context import Services
 from ..decisions import Ack, Decision, Fail, Postpone, Release
 from ..errors import BadMessageError, ConfigurationError, JobFailedError
@@ -161,15 +161,4 @@ class Workflows(Hook):
         return None
 
     def _write(self, delivery: Delivery, kind: str, error: BaseException) -> bool:
-        envelope, message = delivery.envelope, delivery.message
-        assert envelope is not None
-        letter = failures.dead_letter(
-            message,
-            kind=kind,
-            error=error,
-            attempts=delivery.attempts or message.receive_count,
-            now=self.app.clock(),
-            job_name=envelope.job,
-            job_id=envelope.id,
-        )
-        return failures.write(delivery.connection, message, letter)
+        return delivery.write_dlq(kind, error, self.app.clock())

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import exception_counts, failures, policy
+from .. import exception_counts, policy
 from ..connections.base import Connection, ReceivedMessage
 from ..context import Services
 from ..decisions import Ack, Decision, Defer, Fail, Postpone, Release
@@ -287,17 +287,7 @@ class Runner:
         for hook in self.hooks:
             if (held := hook.before_dlq(d, kind, exc)) is not None:
                 return held
-        envelope, message = d.envelope, d.message
-        letter = failures.dead_letter(
-            message,
-            kind=kind,
-            error=exc,
-            attempts=d.attempts or message.receive_count,
-            now=self.app.clock(),
-            job_name=envelope.job if envelope else "",
-            job_id=envelope.id if envelope else "",
-        )
-        if not failures.write(d.connection, message, letter):
+        if not d.write_dlq(kind, exc, self.app.clock()):
             return Release(RETRY_DELAY_S, "the DLQ could not be written")
         return None
 

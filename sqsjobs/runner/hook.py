@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import failures
 from ..connections.base import Connection, ReceivedMessage
 from ..decisions import Decision, Release
 from ..envelope import Envelope
@@ -59,6 +60,20 @@ class Delivery:
             error=str(error) if error else "",
             delay=delay,
         )
+
+    def write_dlq(self, kind: str, error: BaseException, now: float) -> bool:
+        """Write this message's DLQ copy with its reason; False (logged) when SQS refused it."""
+        envelope, message = self.envelope, self.message
+        letter = failures.dead_letter(
+            message,
+            kind=kind,
+            error=error,
+            attempts=self.attempts or message.receive_count,
+            now=now,
+            job_name=envelope.job if envelope else "",
+            job_id=envelope.id if envelope else "",
+        )
+        return failures.write(self.connection, message, letter)
 
     def call_failed(self, exc: BaseException) -> None:
         """Run the job's `failed()` (the runner does, once its DLQ copy is written; a hook that writes
