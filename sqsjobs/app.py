@@ -164,7 +164,7 @@ class App:
         if self._settler is None:
             from .settling import Settler, SkipLedger
 
-            self._settler = Settler(self.connection, SkipLedger(lambda: self.store), self.clock)
+            self._settler = Settler(self.connection, SkipLedger(lambda: self.store), self.clock, self.signing_key)
         return self._settler
 
     def _build_connection(self, spec: str | Connection) -> Connection:

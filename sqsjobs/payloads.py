@@ -204,7 +204,9 @@ class PayloadStore:
             self.client.delete_object(Bucket=pointer.bucket, Key=pointer.key)
         except Exception:
             log.exception(
-                "could not delete payload s3://%s/%s; the bucket lifecycle rule will", pointer.bucket, pointer.key
+                "could not delete payload s3://%s/%s; the bucket lifecycle rule will",
+                pointer.bucket,
+                _shown(pointer.key),
             )
 
 

@@ -12,6 +12,9 @@ import math
 RUNS_ATTRIBUTE = "sqsjobs.runs"
 #: ... and, when it must wait longer than SQS's 15-minute delay, when it may run (epoch seconds).
 NOT_BEFORE_ATTRIBUTE = "sqsjobs.not_before"
+#: ... and, with signing, when the first message of this job was sent to SQS (a stamp only a key holder
+#: can make), so a copy handed back unstarted keeps the age the max-age check measures (docs/security.md).
+FIRST_SENT_ATTRIBUTE = "sqsjobs.first_sent"
 #: A carried count above this is not ours (a forged attribute): it is ignored.
 _MAX_RUNS = 10_000
 #: Seconds a `not_before` may lie ahead; anything later is not ours and is ignored.

@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=60, ge=5, le=43200)
     clock_skew: float = Field(default=60.0, ge=0, le=3600)
 
+    @field_validator("payload_prefix")
+    @classmethod
+    def _check_payload_prefix(cls, value: str) -> str:
+        """A folder (`sqsjobs/`) or the whole bucket (empty): `sqsjobs` alone would also own `sqsjobs-backups/`."""
+        if value and not value.endswith("/"):
+            raise ValueError(f"{value!r} must end with '/' (a folder of the bucket), or be empty for the whole bucket")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _parse_log_level(cls, value: Any) -> Any:

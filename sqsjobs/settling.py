@@ -28,6 +28,7 @@ from . import policy
 from .connections.base import Connection, OutgoingMessage, ReceivedMessage
 from .decisions import Decision, Postpone, Release, deletes_source, drops_payload
 from .payloads import carried
+from .signing import SigningKeys
 from .stores.base import Store
 from .timing import MAX_DELAY_SECONDS, MAX_VISIBILITY_SECONDS
 
@@ -85,10 +86,19 @@ class SkipLedger:
 class Settler:
     """Applies decisions for one connection; stateless, safe across threads."""
 
-    def __init__(self, connection: Connection, skips: SkipLedger, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        skips: SkipLedger,
+        clock: Callable[[], float] = time.time,
+        keys: SigningKeys | None = None,
+    ) -> None:
         self.connection = connection
         self.skips = skips
         self.clock = clock
+        #: With signing, a copy carries a stamp of when its job was first sent, so a hand-back does not
+        #: make a backlogged job look like a late replay to SQSJOBS_SIGNING_MAX_AGE.
+        self.keys = keys
 
     def apply(self, message: ReceivedMessage, decision: Decision) -> Settled:
         """Make the decision true on SQS, except the delete, which is left to the caller."""
@@ -168,6 +178,9 @@ class Settler:
             copy.attributes[policy.RUNS_ATTRIBUTE] = str(policy.runs_so_far(message.receive_count, message.attributes))
             if delay > MAX_DELAY_SECONDS:
                 copy.attributes[policy.NOT_BEFORE_ATTRIBUTE] = str(math.ceil(now + delay))
+            if self.keys is not None and message.sent_at:
+                earlier = self.keys.first_sent(message.body, message.attributes.get(policy.FIRST_SENT_ATTRIBUTE, ""))
+                copy.attributes[policy.FIRST_SENT_ATTRIBUTE] = self.keys.stamp(message.body, earlier or message.sent_at)
             copy.delay_seconds = min(delay, MAX_DELAY_SECONDS)
             outgoing.append(copy)
         sent: list[ReceivedMessage] = []

@@ -105,6 +105,19 @@ class SigningKeys:
                 "its own: the pointer was swapped; it was not run",
             )
 
+    def stamp(self, body: str, first_sent: float) -> str:
+        """What a copy re-sent by a worker carries: when the first message with this body was sent to SQS."""
+        ms = int(first_sent * 1000)
+        return f"{ms}:{self.current}:{_stamp_mac(self.keys[self.current], self.current, body, ms)}"
+
+    def first_sent(self, body: str, stamp: str) -> float | None:
+        """The send time a copy's stamp vouches for; None when the stamp is not one of ours for this body."""
+        ms, _, rest = stamp.partition(":")
+        kid, _, mac = rest.partition(":")
+        if not ms.isascii() or not ms.isdigit() or len(ms) > 16 or kid not in self.keys:
+            return None
+        return int(ms) / 1000 if _equal(mac, _stamp_mac(self.keys[kid], kid, body, int(ms))) else None
+
     def check_age(self, dispatched_at: str, available_at: str | None, sent_at: float | None) -> None:
         """With a max age: refuse a message sent to its queue longer than that after it was dispatched or due.
 
@@ -135,6 +148,11 @@ def _canonical(value: Any) -> bytes:
 def _mac(key: bytes, kid: str, queue: Any, data: dict[str, Any]) -> str:
     covered = _canonical({"kid": kid, "queue": queue, "env": data})
     return hmac.new(key, covered, hashlib.sha256).hexdigest()
+
+
+def _stamp_mac(key: bytes, kid: str, body: str, ms: int) -> str:
+    digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+    return hmac.new(key, _canonical({"first_sent": ms, "kid": kid, "body": digest}), hashlib.sha256).hexdigest()
 
 
 def _legacy_mac(key: bytes, data: dict[str, Any]) -> str:

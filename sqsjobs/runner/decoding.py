@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from .. import policy
 from ..connections.base import ReceivedMessage
 from ..context import Services
 from ..decisions import Release
@@ -63,12 +64,19 @@ class DecodeCache:
 def decode_received(message: ReceivedMessage, app: Services) -> Envelope:
     """The envelope of a message; with signing keys, verified for its queue, its S3 object and its age."""
     pointer = message.pointer
+    sent_at = message.sent_at or app.clock()
+    stamp = message.attributes.get(policy.FIRST_SENT_ATTRIBUTE)
+    if stamp and app.signing_key is not None:
+        # A copy a worker re-sent (handed back unstarted, postponed): its job was sent when the stamp says.
+        vouched = app.signing_key.first_sent(message.body, stamp)
+        if vouched is not None:
+            sent_at = min(sent_at, vouched)
     return decode(
         message.body,
         app.signing_key,
         queue=message.queue,
         object_key=pointer.key if pointer is not None else None,
-        sent_at=message.sent_at or app.clock(),
+        sent_at=sent_at,
     )
 
 
