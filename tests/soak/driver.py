@@ -195,6 +195,12 @@ class Soak:
             # One worker sends every body it dispatches (next links, callbacks) through S3.
             SQSJOBS_PAYLOAD_THRESHOLD="always" if slot == 0 else str(self.o.threshold),
             SQSJOBS_LOG_FORMAT="json",
+            # Every worker runs on this host's one clock: no skew to allow for. (A killed worker's chain link
+            # or idempotent job is taken over after its timeout plus the skew; 60 s each would only slow the run.)
+            SQSJOBS_CLOCK_SKEW="1",
+            # The longest soak job takes 1 s: a 10 s default timeout lets a killed run's claim be taken over
+            # after 11 s instead of 2 minutes, so the run drains in its usual time.
+            SQSJOBS_TIMEOUT="10",
             SOAK_DIR=str(self.markers),
             PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
             PYTHONUNBUFFERED="1",

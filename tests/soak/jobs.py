@@ -143,7 +143,7 @@ class Unique(SoakJob, name="soak.unique"):
 class Idempotent(SoakJob, name="soak.idem"):
     """Three steps, each an effect recorded once; `flaky` raises after step b on attempt 1."""
 
-    tries = 30  # a SIGKILLed run leaves its key "in progress" for timeout + 60 s: many "busy" releases
+    tries = 30  # generous: a SIGKILLed run's key is taken over only after its timeout (+ the clock skew)
     timeout = 5
 
     key: str
