@@ -9,10 +9,13 @@ resolved; its object is deleted with the DLQ copy (a retry stores a fresh one).
 
 One job may have several DLQ copies (a worker died between the DLQ write and
 the delete; a DLQ send timed out after it had succeeded; a retry crashed before
-its delete). They are one failed job, keyed by job id (the `sqsjobs.job_id`
-attribute, else the envelope's id, else the message id): listed once with a
-count, retried once, forgotten together. Copies share one S3 object, which is
-deleted once, when no remaining copy and no retried message points at it.
+its delete). Copies are one failed job when their bodies match or their
+envelopes verify with the same id; a message that only *claims* a job's id (the
+`sqsjobs.job_id` attribute, which anyone with send rights on the DLQ writes)
+never joins it. A job is listed once with a count, retried once, forgotten
+together; the copy acted on is the best one (a verified envelope first). Copies
+share one S3 object, deleted once, when no remaining copy and no retried message
+points at it, and only when its key is one of the job's own.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 
-from . import aws, exception_counts, flow, runs
+from . import aws, exception_counts, flow, object_keys, runs
 from .app import App
 from .connections.base import OutgoingMessage, PayloadPointer, ReceivedMessage
 from .connections.sqs import SqsConnection, received
@@ -38,6 +42,10 @@ from .timing import parse_iso, utc_iso
 log = logging.getLogger("sqsjobs.failed")
 
 _SCAN_VISIBILITY_S = 30
+#: `retry`, `forget` and `flush` read the whole DLQ before acting: its messages stay hidden meanwhile.
+_CONSUME_VISIBILITY_S = 300
+#: Reasons bulk `retry` refuses: re-signing would undo the check (an old replay, a body nobody signed).
+UNVERIFIED_REASONS = frozenset({"expired_signature", "signature"})
 
 
 @dataclasses.dataclass(slots=True)
@@ -45,6 +53,8 @@ class CollectedFailedJob(FailedJob):
     """A failed job as the commands show it: one per job id, with how many DLQ copies it has."""
 
     copies: int = 1
+    #: Other DLQ messages that claim this job's id but are not copies of it (listed as jobs of their own).
+    claimants: int = 0
 
     @classmethod
     def of(cls, job: FailedJob) -> CollectedFailedJob:
@@ -52,10 +62,7 @@ class CollectedFailedJob(FailedJob):
 
 
 def read_failed_job(message: ReceivedMessage) -> FailedJob:
-    """`FailedJob.from_message`: the attributes as written, bounded, never raising (nothing verified).
-
-    `FailedJobs` reads DLQ messages through `verify_failed_job`, which checks them.
-    """
+    """The attributes as written, bounded, never raising: nothing verified (`verify_failed_job` checks)."""
     return FailedJob.from_message(message)
 
 
@@ -63,9 +70,34 @@ class RetryRefused(Exception):
     """A failed job `retry` will not send (its text says why); it stays in the DLQ."""
 
 
-def _preferred(a: FailedJob, b: FailedJob) -> FailedJob:
-    """The copy that says most: one with the failure reason over a redrive copy, then the latest failure."""
-    return max(a, b, key=lambda j: (j.reason != "redrive", j.failed_at))
+def _rank(job: FailedJob) -> tuple[bool, bool, str]:
+    """Which copy to show and act on: a verified envelope above everything, then one with a failure
+    reason over a redrive copy, then the latest failure."""
+    return (job.verified, job.reason != "redrive", job.failed_at)
+
+
+Copy = tuple[str, FailedJob]  # (DLQ URL, the message read from it)
+
+
+def _groups(copies: builtins.list[Copy]) -> builtins.list[builtins.list[Copy]]:
+    """The copies of each failed job, best copy first, best jobs first.
+
+    Copies are one job when their envelopes verify with the same id, or their bodies match (and, unless
+    one verifies, their ids): a claimed id alone (`sqsjobs.job_id`, which anyone can write) never does.
+    """
+    verified_ids = {job.body: job.id for _, job in copies if job.verified}
+    groups: dict[tuple[str, str], builtins.list[Copy]] = {}
+    for url, job in copies:
+        key = ("", verified_ids[job.body]) if job.body in verified_ids else (job.body, job.id)
+        groups.setdefault(key, []).append((url, job))
+    ordered = [sorted(group, key=lambda c: _rank(c[1]), reverse=True) for group in groups.values()]
+    return sorted(ordered, key=lambda group: _rank(group[0][1]), reverse=True)
+
+
+def _collect(group: builtins.list[Copy]) -> CollectedFailedJob:
+    collected = CollectedFailedJob.of(group[0][1])
+    collected.copies = len(group)
+    return collected
 
 
 class FailedJobs:
@@ -81,6 +113,10 @@ class FailedJobs:
         self._sources: dict[str, frozenset[str]] | None = None
         #: Jobs the last `retry` did not send, with why (they stay in the DLQ).
         self.refused: dict[str, str] = {}
+        #: Job ids named to the last `retry`/`forget` -> DLQ messages that claim the id but were not
+        #: copies of the job acted on (left in the DLQ).
+        self.unmatched: dict[str, int] = {}
+        self._accept_unverified = False
 
     def _dlqs(self, queue: str | None) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -113,7 +149,7 @@ class FailedJobs:
         return self._sources
 
     # -- reading -----------------------------------------------------------------------
-    def _scan(self, queue: str | None) -> Iterator[tuple[str, FailedJob]]:
+    def _scan(self, queue: str | None, visibility: int = _SCAN_VISIBILITY_S) -> Iterator[Copy]:
         """Every DLQ message once; the caller must `_restore` what it does not consume."""
         for dlq_url, name in self._dlqs(queue).items():
             sources = self.sources(queue).get(dlq_url, frozenset({name}))
@@ -122,7 +158,7 @@ class FailedJobs:
                 response = self._sqs.receive_message(
                     QueueUrl=dlq_url,
                     MaxNumberOfMessages=10,
-                    VisibilityTimeout=_SCAN_VISIBILITY_S,
+                    VisibilityTimeout=visibility,
                     MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
                     MessageAttributeNames=["All"],
                 )
@@ -174,34 +210,38 @@ class FailedJobs:
 
     def list(self, queue: str | None = None) -> builtins.list[CollectedFailedJob]:
         """Every failed job once (its copies counted), oldest failure first."""
+        scanned = builtins.list(self._scan(queue))
         found: dict[str, builtins.list[FailedJob]] = {}
-        jobs: dict[str, CollectedFailedJob] = {}
-        for dlq_url, job in self._scan(queue):
+        for dlq_url, job in scanned:
             found.setdefault(dlq_url, []).append(job)
-            seen = jobs.get(job.id)
-            if seen is None:
-                jobs[job.id] = CollectedFailedJob.of(job)
-                continue
-            best = CollectedFailedJob.of(_preferred(seen, job))
-            best.copies = seen.copies + 1
-            jobs[job.id] = best
         for dlq_url, copies in found.items():
             self._restore(dlq_url, copies)
-        return sorted(jobs.values(), key=lambda j: j.failed_at)
+        jobs = [_collect(group) for group in _groups(scanned)]
+        shown = Counter(job.id for job in jobs)
+        for job in jobs:
+            job.claimants = shown[job.id] - 1
+        return sorted(jobs, key=lambda j: j.failed_at)
 
     def find(self, job_id: str) -> CollectedFailedJob | None:
-        return next((j for j in self.list() if j.id == job_id), None)
+        """The job `retry`/`forget` would act on for this id: a verified envelope before a mere claim."""
+        return max((j for j in self.list() if j.id == job_id), key=_rank, default=None)
 
     # -- changing ----------------------------------------------------------------------
     def retry(
-        self, ids: builtins.list[str] | None = None, *, queue: str | None = None
+        self, ids: builtins.list[str] | None = None, *, queue: str | None = None, accept_unverified: bool = False
     ) -> builtins.list[CollectedFailedJob]:
-        """Send failed jobs back to their source queues, once per job id, and delete all their copies.
+        """Send failed jobs back to their source queues, once per job, and delete all their copies.
 
-        `ids=None` retries all (of `queue`).
+        `ids=None` retries all (of `queue`). A copy whose reason is `expired_signature` or `signature`
+        is refused (RetryRefused, in `refused`) unless named in `ids` with `accept_unverified`: the
+        retry would re-sign an old replay; the operator vouches for the body.
         """
         wanted = set(ids) if ids else None
-        return self._consume(queue, wanted, self._resend)
+        self._accept_unverified = accept_unverified and wanted is not None
+        try:
+            return self._consume(queue, wanted, self._resend)
+        finally:
+            self._accept_unverified = False
 
     def forget(self, job_id: str) -> bool:
         """Delete every DLQ copy of a failed job."""
@@ -214,68 +254,68 @@ class FailedJobs:
     def _consume(
         self, queue: str | None, wanted: set[str] | None, action: Callable[[FailedJob], bool]
     ) -> builtins.list[CollectedFailedJob]:
-        """Apply `action` to one copy of each wanted job, then delete every copy of the jobs it succeeded for.
+        """Apply `action` to the best copy of each wanted job, then delete every copy of the jobs it succeeded for.
 
-        `action` returns whether the message it sent points at the copy's S3 object, or raises
-        RetryRefused (the job stays; `self.refused` says why). Objects are deleted after the scan,
-        and only those no kept copy and no sent message points at, that the copy's body was read
-        from: an object it could not read as ours (outside the payload bucket and prefix, too large,
-        unreadable) is never deleted here.
+        The whole DLQ is read first (hidden meanwhile): the copy acted on is the best (`_rank`), only
+        copies of that job (`_groups`) are deleted with it, and for a named id only the best job
+        claiming it is acted on (other claimants stay: `unmatched`). `action` returns whether the
+        message it sent points at the copy's S3 object, or raises RetryRefused (the job stays;
+        `refused` says why). An S3 object is deleted after the scan when no kept copy and no sent
+        message points at it, a copy's body was read from it and its key is the verified id's own.
         """
         self.refused = {}
-        done: dict[str, CollectedFailedJob] = {}
+        self.unmatched = {}
+        done: builtins.list[CollectedFailedJob] = []
         keep: dict[str, builtins.list[FailedJob]] = {}
-        later: dict[str, builtins.list[tuple[str, FailedJob]]] = {}  # copies seen before their job was done
         released: dict[tuple[str, str], PayloadPointer] = {}  # S3 objects of deleted copies
         in_use: set[tuple[str, str]] = set()  # S3 objects a kept copy or a sent message points at
+        tried: set[str] = set()  # named ids whose best job was acted on (or refused)
+        prefix = self.app.settings.payload_prefix
 
-        def keep_copy(dlq_url: str, job: FailedJob) -> None:
-            keep.setdefault(dlq_url, []).append(job)
-            if job.message.pointer is not None:
-                in_use.add((job.message.pointer.bucket, job.message.pointer.key))
+        def keep_group(group: builtins.list[Copy]) -> None:
+            for dlq_url, job in group:
+                keep.setdefault(dlq_url, []).append(job)
+                if job.message.pointer is not None:
+                    in_use.add((job.message.pointer.bucket, job.message.pointer.key))
 
-        def delete_copy(dlq_url: str, job: FailedJob) -> None:
-            self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=job.message.receipt_handle)
-            if job.message.pointer is not None and not job.message.payload_error:
-                pointer = job.message.pointer
-                released[(pointer.bucket, pointer.key)] = pointer
-
-        for dlq_url, job in self._scan(queue):
-            if wanted is not None and job.id not in wanted:
-                keep_copy(dlq_url, job)
+        for group in _groups(builtins.list(self._scan(queue, _CONSUME_VISIBILITY_S))):
+            best = group[0][1]
+            if wanted is not None and (best.id not in wanted or best.id in tried):
+                if best.id in tried:
+                    self.unmatched[best.id] = self.unmatched.get(best.id, 0) + len(group)
+                keep_group(group)
                 continue
-            if job.id in done:
-                delete_copy(dlq_url, job)  # one more copy of a job already handled
-                done[job.id].copies += 1
-                continue
+            if wanted is not None:
+                tried.add(best.id)
             try:
-                still_pointed_at = action(job)
+                still_pointed_at = action(best)
             except RetryRefused as exc:
-                self.refused[job.id] = str(exc)
-                later.setdefault(job.id, []).append((dlq_url, job))
+                self.refused[best.id] = str(exc)
+                keep_group(group)
                 continue
             except Exception:
-                log.exception("could not act on failed job %s; it stays in the DLQ", job.id)
-                later.setdefault(job.id, []).append((dlq_url, job))
+                log.exception("could not act on failed job %s; it stays in the DLQ", best.id)
+                keep_group(group)
                 continue
-            if still_pointed_at and job.message.pointer is not None:
-                in_use.add((job.message.pointer.bucket, job.message.pointer.key))
-            delete_copy(dlq_url, job)
-            self.refused.pop(job.id, None)
-            collected = done[job.id] = CollectedFailedJob.of(job)
-            # Copies met before one of them could be acted on go with it.
-            for url, earlier in later.pop(job.id, []):
-                delete_copy(url, earlier)
-                collected.copies += 1
-        for copies in later.values():
-            for dlq_url, job in copies:
-                keep_copy(dlq_url, job)
+            if still_pointed_at and best.message.pointer is not None:
+                in_use.add((best.message.pointer.bucket, best.message.pointer.key))
+            for dlq_url, job in group:
+                self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=job.message.receipt_handle)
+                pointer = job.message.pointer
+                if (
+                    pointer is not None
+                    and not job.message.payload_error
+                    and "id" not in job.unverified
+                    and object_keys.is_own(prefix, job.id, pointer.key)
+                ):
+                    released[(pointer.bucket, pointer.key)] = pointer
+            done.append(_collect(group))
         for dlq_url, jobs in keep.items():
             self._restore(dlq_url, jobs)
         for key, pointer in released.items():
             if key not in in_use:
                 self.connection.payloads.delete(pointer)
-        return builtins.list(done.values())
+        return done
 
     def _resend(self, job: FailedJob) -> bool:
         """Send a failed job back; True when the new message points at this copy's S3 object.
@@ -293,6 +333,12 @@ class FailedJobs:
             raise RetryRefused(
                 "its body is a pointer outside the payload bucket and prefix (foreign_pointer); it stays in the "
                 "DLQ (`sqsjobs failed forget` removes it, and never the object it names)"
+            )
+        if job.reason in UNVERIFIED_REASONS and not self._accept_unverified:
+            raise RetryRefused(
+                f"its reason is {job.reason}: its signature is too old or does not check out, and a retry would "
+                "re-sign a body nobody vouched for; it stays in the DLQ (`sqsjobs failed retry ID "
+                "--accept-unverified` sends it if you vouch for the body; an unsigned one is never signed)"
             )
         source = job.queue
         try:  # a new life: `max_exceptions` counts again from 0, as `attempts` does

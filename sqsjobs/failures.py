@@ -132,6 +132,10 @@ class FailedJob:
     unverified: tuple[str, ...] = ()
     #: `sqsjobs.*` attributes that were ignored because their value did not check out.
     rejected: tuple[str, ...] = ()
+    #: The body is an envelope that decoded (its signature checked when signing is on) with this id.
+    verified: bool = False
+    #: The body's payload is sealed (`encrypted = True`): `failed show` can try to decrypt it.
+    encrypted: bool = False
 
     @classmethod
     def from_message(cls, message: ReceivedMessage) -> FailedJob:
@@ -180,7 +184,10 @@ def _peek(body: str) -> dict[str, str]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: v[: _LIMITS["job"]] for k in ("id", "job", "queue") if isinstance(v := data.get(k), str) and v}
+    out = {k: v[: _LIMITS["job"]] for k in ("id", "job", "queue") if isinstance(v := data.get(k), str) and v}
+    if isinstance(data.get("encrypted"), dict):
+        out["encrypted"] = "yes"
+    return out
 
 
 #: The largest `sqsjobs.attempts` taken as written (tries and maxReceiveCount are at most 1,000).
@@ -235,14 +242,16 @@ def verify_failed_job(
 
     body_says = {"id": envelope.id, "job": envelope.job, "queue": envelope.queue} if envelope is not None else peek
 
-    # id: the attribute (what `failed retry ID` takes), else the envelope's, else the message id.
+    # id: the attribute (what `failed retry ID` takes), else the envelope's, else the message id. A
+    # claim the body does not back (another id, or none: junk anyone can send) is unverified.
     claimed_id = attribute("job_id")
     if claimed_id is not None and not _printable(claimed_id):
         rejected.append("job_id")
         claimed_id = None
-    job_id = claimed_id or (body_says["id"] if _printable(body_says.get("id", "")) else message.message_id)
-    if envelope is not None and job_id != envelope.id:
-        unverified.append("id")  # the body is a job with another id
+    own_id = body_says.get("id")
+    job_id = claimed_id or (own_id if own_id and _printable(own_id) else message.message_id)
+    if (claimed_id is not None or envelope is not None) and job_id != own_id:
+        unverified.append("id")
 
     # job: a registered name, from the attribute, else the envelope; else the claim, unverified.
     claimed_job = attribute("job")
@@ -313,6 +322,8 @@ def verify_failed_job(
         message=message,
         unverified=tuple(dict.fromkeys(unverified)),
         rejected=tuple(dict.fromkeys(rejected)),
+        verified=envelope is not None and job_id == envelope.id,
+        encrypted=envelope.encrypted is not None if envelope is not None else "encrypted" in peek,
     )
 
 

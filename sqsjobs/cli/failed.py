@@ -3,7 +3,8 @@
 Everything printed here that came from a message (ids, names, reasons, errors, tracebacks,
 bodies) goes through `common.text` / `common.safe`: never read as rich markup, control
 characters shown as `\\xNN`, and bodies cut to a bounded view. A value whose `sqsjobs.*`
-attribute did not check out (`FailedJob.unverified`) is marked "(unverified)".
+attribute did not check out (`FailedJob.unverified`) is marked "(unverified)". A multi-line error is
+indented under its label, so no message text starts a line of its own that reads like ours.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from ..encryption import EncryptionUnavailable, reveal
+from ..errors import BadMessageError
 from ..failed_jobs import CollectedFailedJob, FailedJobs
 from ..failures import PREFIX
 from .common import AppOption, QueueOption, build_app, clean, console, err_console, split, text
@@ -30,6 +33,7 @@ group = typer.Typer(
   sqsjobs failed show 6f1c...            [dim]# reason, traceback head, payload[/]
   sqsjobs failed retry 6f1c... 9a2b...   [dim]# back to their queues, attempts reset[/]
   sqsjobs failed retry --all --queue default
+  sqsjobs failed retry 6f1c... --accept-unverified   [dim]# an expired_signature / signature copy you vouch for[/]
   sqsjobs failed forget 6f1c...
   sqsjobs failed flush --queue default
 """,
@@ -59,7 +63,7 @@ def list_(app: AppOption = None, queue: QueueOption = None) -> None:
     for job in jobs:
         table.add_row(
             _field(job, "id", job.id),
-            _field(job, "job", job.job),
+            _field(job, "job", job.job).append(" (encrypted)" if job.encrypted else "", style="cyan"),
             _field(job, "queue", job.queue),
             _field(job, "failed_at", job.failed_at),
             _field(job, "attempts", str(job.attempts)),
@@ -94,7 +98,8 @@ def show(
     ] = False,
 ) -> None:
     """Show one failed job in full: reason, traceback head and payload."""
-    job = FailedJobs(build_app(app)).find(job_id)
+    the_app = build_app(app)
+    job = FailedJobs(the_app).find(job_id)
     if job is None:
         err_console.print(Text(f"No failed job {clean(job_id)}."))
         raise typer.Exit(1)
@@ -117,7 +122,7 @@ def show(
             ": ",
             text(job.error_type),
             " ",
-            text(job.error, multiline=True),
+            text(job.error.replace("\n", "\n    "), multiline=True),
         ),
     )
     if job.unverified or job.rejected:
@@ -133,6 +138,14 @@ def show(
             value = job.message.attributes.get(PREFIX + name, "")
             shown = value[:_REASON_CHARS] + ("..." if len(value) > _REASON_CHARS else "")
             console.print(Text.assemble(f"  ignored {PREFIX}{name}: ", text(shown)), soft_wrap=True)
+    if job.claimants:
+        console.print(
+            Text(
+                f"{job.claimants} other DLQ message(s) claim this id but are not copies of this job "
+                "(`retry`/`forget` leave them; they are listed as jobs of their own)",
+                style="yellow",
+            )
+        )
     if job.copies > 1:
         console.print(
             f"[yellow]{job.copies} copies of this job are in the DLQ[/] (shown once; `retry` sends it once and "
@@ -140,11 +153,21 @@ def show(
         )
     if job.traceback:
         console.print(Panel(text(job.traceback.rstrip(), multiline=True), title="traceback (innermost frames)"))
-    _print_body(job, full)
-
-
-def _print_body(job: CollectedFailedJob, full: bool) -> None:
     body = job.body
+    try:
+        revealed = reveal(body, the_app.encryptor) if job.encrypted else None
+    except EncryptionUnavailable:
+        console.print(Text("KMS unreachable; try again (the payload below is still sealed)", style="yellow"))
+    except BadMessageError as exc:
+        console.print(Text(f"payload encrypted; cannot decrypt with your credentials: {clean(exc)}", style="yellow"))
+    else:
+        if revealed is not None:
+            console.print(Text("decrypted (signature not checked here):", style="bold yellow"))
+            body = revealed
+    _print_body(body, full)
+
+
+def _print_body(body: str, full: bool) -> None:
     if len(body) <= _PRETTY_JSON_CHARS:
         try:
             pretty = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
@@ -184,17 +207,29 @@ def retry(
     all_: Annotated[bool, typer.Option("--all", help="Retry every failed job (of --queue).")] = False,
     app: AppOption = None,
     queue: QueueOption = None,
+    accept_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--accept-unverified",
+            help="Also retry the named jobs whose reason is expired_signature or signature: you vouch for the "
+            "body (an expired one is re-signed and runs; an unsigned one is sent as it is, never signed).",
+        ),
+    ] = False,
 ) -> None:
     """Send failed jobs back to their queues (once each): same job id, attempts reset; removes every DLQ copy."""
     if not job_ids and not all_ and not queue:
         err_console.print("Name job ids, or use --all / --queue.")
         raise typer.Exit(2)
+    if accept_unverified and not job_ids:
+        err_console.print("--accept-unverified takes the job ids you vouch for, one by one (not --all / --queue).")
+        raise typer.Exit(2)
     store = FailedJobs(build_app(app))
     with console.status("retrying failed jobs..."):
-        done = store.retry(job_ids or None, queue=queue)
+        done = store.retry(job_ids or None, queue=queue, accept_unverified=accept_unverified)
     console.print(f"Retried {len(done)} job(s).{_copies_note(done)}")
     for job_id, why in sorted(store.refused.items()):
         err_console.print(Text(f"Not retried: {clean(job_id)}: {clean(why)}"))
+    _unmatched_note(store)
     missing = set(job_ids or []) - {job.id for job in done} - set(store.refused)
     if missing:
         err_console.print(Text(f"Not found: {', '.join(clean(m) for m in sorted(missing))}"))
@@ -205,11 +240,12 @@ def retry(
 @group.command("forget")
 def forget(job_id: Annotated[str, typer.Argument(help="The job id to delete.")], app: AppOption = None) -> None:
     """Delete one failed job (every DLQ copy of it) for good."""
-    found = FailedJobs(build_app(app)).forget(job_id)
-    if not found:
+    store = FailedJobs(build_app(app))
+    if not store.forget(job_id):
         err_console.print(Text(f"No failed job {clean(job_id)}."))
         raise typer.Exit(1)
     console.print(Text(f"Forgot {clean(job_id)}."))
+    _unmatched_note(store)
 
 
 @group.command("flush")
@@ -217,6 +253,13 @@ def flush(app: AppOption = None, queue: QueueOption = None) -> None:
     """Delete every failed job (of --queue)."""
     count = FailedJobs(build_app(app)).flush(queue)
     console.print(f"Deleted {count} failed job(s).")
+
+
+def _unmatched_note(store: FailedJobs) -> None:
+    for job_id, count in sorted(store.unmatched.items()):
+        err_console.print(
+            Text(f"Left {count} other DLQ message(s) claiming {clean(job_id)}: not copies of that job (unverified).")
+        )
 
 
 def _copies_note(done: list[CollectedFailedJob]) -> str:
