@@ -179,8 +179,10 @@ class Settler:
             if delay > MAX_DELAY_SECONDS:
                 copy.attributes[policy.NOT_BEFORE_ATTRIBUTE] = str(math.ceil(now + delay))
             if self.keys is not None and message.sent_at:
-                earlier = self.keys.first_sent(message.body, message.attributes.get(policy.FIRST_SENT_ATTRIBUTE, ""))
-                copy.attributes[policy.FIRST_SENT_ATTRIBUTE] = self.keys.stamp(message.body, earlier or message.sent_at)
+                stamp = message.attributes.get(policy.FIRST_SENT_ATTRIBUTE, "")
+                earlier = self.keys.first_sent(message.body, stamp, message.sent_at) if stamp else None
+                first = min(earlier, message.sent_at) if earlier is not None else message.sent_at
+                copy.attributes[policy.FIRST_SENT_ATTRIBUTE] = self.keys.stamp(message.body, first, now)
             copy.delay_seconds = min(delay, MAX_DELAY_SECONDS)
             outgoing.append(copy)
         sent: list[ReceivedMessage] = []

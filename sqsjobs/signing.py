@@ -105,18 +105,24 @@ class SigningKeys:
                 "its own: the pointer was swapped; it was not run",
             )
 
-    def stamp(self, body: str, first_sent: float) -> str:
-        """What a copy re-sent by a worker carries: when the first message with this body was sent to SQS."""
-        ms = int(first_sent * 1000)
-        return f"{ms}:{self.current}:{_stamp_mac(self.keys[self.current], self.current, body, ms)}"
+    def stamp(self, body: str, first_sent: float, now: float) -> str:
+        """What a copy re-sent by a worker carries: when the first message with this body was sent to SQS,
+        and when this copy was made (so the stamp vouches for this send only, not for a later replay)."""
+        first, made = int(first_sent * 1000), int(now * 1000)
+        return f"{first}:{made}:{self.current}:{_stamp_mac(self.keys[self.current], self.current, body, first, made)}"
 
-    def first_sent(self, body: str, stamp: str) -> float | None:
-        """The send time a copy's stamp vouches for; None when the stamp is not one of ours for this body."""
-        ms, _, rest = stamp.partition(":")
-        kid, _, mac = rest.partition(":")
-        if not ms.isascii() or not ms.isdigit() or len(ms) > 16 or kid not in self.keys:
+    def first_sent(self, body: str, stamp: str, sent_at: float) -> float | None:
+        """The send time a copy's stamp vouches for; None when the stamp is not ours for this body, or was
+        made long before this message was sent (a stamped copy replayed later)."""
+        parts = stamp.split(":")
+        if len(parts) != 4 or not all(p.isascii() and p.isdigit() and len(p) <= 16 for p in parts[:2]):
             return None
-        return int(ms) / 1000 if _equal(mac, _stamp_mac(self.keys[kid], kid, body, int(ms))) else None
+        first, made, kid, mac = int(parts[0]), int(parts[1]), parts[2], parts[3]
+        if kid not in self.keys or not _equal(mac, _stamp_mac(self.keys[kid], kid, body, first, made)):
+            return None
+        if abs(sent_at - made / 1000) > self.skew + _STAMP_SEND_S:
+            return None
+        return first / 1000
 
     def check_age(self, dispatched_at: str, available_at: str | None, sent_at: float | None) -> None:
         """With a max age: refuse a message sent to its queue longer than that after it was dispatched or due.
@@ -150,9 +156,14 @@ def _mac(key: bytes, kid: str, queue: Any, data: dict[str, Any]) -> str:
     return hmac.new(key, covered, hashlib.sha256).hexdigest()
 
 
-def _stamp_mac(key: bytes, kid: str, body: str, ms: int) -> str:
+def _stamp_mac(key: bytes, kid: str, body: str, first: int, made: int) -> str:
     digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
-    return hmac.new(key, _canonical({"first_sent": ms, "kid": kid, "body": digest}), hashlib.sha256).hexdigest()
+    covered = _canonical({"first_sent": first, "made": made, "kid": kid, "body": digest})
+    return hmac.new(key, covered, hashlib.sha256).hexdigest()
+
+
+#: How long after a worker stamps a copy SQS may record sending it (the send call, its retries).
+_STAMP_SEND_S = 60
 
 
 def _legacy_mac(key: bytes, data: dict[str, Any]) -> str:

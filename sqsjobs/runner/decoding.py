@@ -68,7 +68,7 @@ def decode_received(message: ReceivedMessage, app: Services) -> Envelope:
     stamp = message.attributes.get(policy.FIRST_SENT_ATTRIBUTE)
     if stamp and app.signing_key is not None:
         # A copy a worker re-sent (handed back unstarted, postponed): its job was sent when the stamp says.
-        vouched = app.signing_key.first_sent(message.body, stamp)
+        vouched = app.signing_key.first_sent(message.body, stamp, sent_at)
         if vouched is not None:
             sent_at = min(sent_at, vouched)
     return decode(

@@ -66,3 +66,26 @@ def test_a_forged_first_sent_stamp_does_not_rescue_a_replay() -> None:
         decision = app.runner.process(message)
     assert isinstance(decision, Fail) and decision.reason == "expired_signature"
     assert Backlogged.runs == []
+
+
+def test_a_stamped_copy_replayed_later_is_refused() -> None:
+    """The stamp vouches for the copy it was made for: captured and sent again an hour later, it is ignored."""
+    Backlogged.runs = []
+    clock = FakeClock()
+    app = signed_app(clock)
+    with app.activate():
+        Backlogged(n=3).dispatch()
+        (message,) = app.connection.receive("default", 1, 0)
+        assert app.settler.give_back([message], 0, "the worker is stopping") == [message]
+        app.connection.delete("default", [message])
+        (copy,) = app.connection.receive("default", 1, 0)
+        assert app.runner.process(copy) == Ack()
+        app.connection.delete("default", [copy])
+        clock.now += 3600
+        from sqsjobs.connections.base import OutgoingMessage
+
+        app.connection.send("default", OutgoingMessage(copy.body, attributes=dict(copy.attributes)))
+        (replayed,) = app.connection.receive("default", 1, 0)
+        decision = app.runner.process(replayed)
+    assert isinstance(decision, Fail) and decision.reason == "expired_signature"
+    assert Backlogged.runs == [3]
