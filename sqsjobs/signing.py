@@ -120,7 +120,9 @@ class SigningKeys:
         first, made, kid, mac = int(parts[0]), int(parts[1]), parts[2], parts[3]
         if kid not in self.keys or not _equal(mac, _stamp_mac(self.keys[kid], kid, body, first, made)):
             return None
-        if abs(sent_at - made / 1000) > self.skew + _STAMP_SEND_S:
+        # The window a captured stamped copy could be replayed in: never longer than the max age itself.
+        window = min(self.max_age, _STAMP_SEND_S) if self.max_age is not None else _STAMP_SEND_S
+        if abs(sent_at - made / 1000) > self.skew + window:
             return None
         return first / 1000
 
