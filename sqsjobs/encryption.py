@@ -33,7 +33,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from . import aws
 from .errors import BadMessageError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -261,6 +260,8 @@ def reveal(body: str, encryptor: Encryptor | None = None) -> str | None:
 
 # -- the pieces --------------------------------------------------------------------------------
 def _kms_client() -> Any:
+    from . import aws  # boto3 loads on the first encrypted job, not with the Lambda handler (cold start)
+
     return aws.client("kms")
 
 
