@@ -20,7 +20,6 @@ from . import unique
 from .connections.base import OutgoingMessage
 from .context import Services
 from .dispatched import Dispatched
-from .encryption import seal_envelope
 from .envelope import Envelope
 from .errors import DispatchError
 from .job import Job
@@ -118,6 +117,8 @@ def seal(app: Services, cls: type[Job], envelope: Envelope) -> None:
 
     if not cls.encrypted and (envelope.chain is None or not _names_any(envelope.chain, is_encrypted)):
         return
+    from .encryption import seal_envelope  # only apps that encrypt load it
+
     try:
         seal_envelope(app.encryptor, envelope, cls.encrypted, is_encrypted)
     except (ClientError, BotoCoreError) as exc:

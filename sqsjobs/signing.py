@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -294,4 +293,6 @@ def parse_keyring(value: str, source: str = SETTING) -> tuple[str, dict[str, byt
 
 def generate_key() -> str:
     """A new random key: 48 random bytes, URL-safe base64 (64 characters)."""
+    import secrets  # the CLI's `keys generate` only
+
     return secrets.token_urlsafe(48)

@@ -17,7 +17,6 @@ from .. import policy
 from ..connections.base import ReceivedMessage
 from ..context import Services
 from ..decisions import Release
-from ..encryption import EncryptionUnavailable, is_sealed, open_envelope
 from ..envelope import Envelope, decode
 from ..errors import BadMessageError
 from ..job import Job
@@ -84,6 +83,10 @@ def open_sealed(envelope: Envelope, message: ReceivedMessage, app: Services) -> 
     """An encrypted job's envelope with its payload (and sealed chain links) in clear; the envelope itself
     when nothing is sealed (no KMS call). `undecryptable` for good (another key, tampered, moved to another
     job, AccessDenied); a passing KMS fault is tried again later, like an S3 read, for SQSJOBS_TRIES receives."""
+    if envelope.encrypted is None and envelope.chain is None:
+        return envelope  # nothing can be sealed: plain jobs never load the encryption module (cold starts)
+    from ..encryption import EncryptionUnavailable, is_sealed, open_envelope
+
     if not is_sealed(envelope):
         return envelope
     try:
