@@ -165,7 +165,8 @@ class Job(BaseModel):
     # -- what a running job knows about itself -----------------------------------------
     @property
     def attempts(self) -> int:
-        """1 on the first run; the message's receive count after that (releases count)."""
+        """1 on the first run, then one more per run (releases count; deliveries that did not run do not:
+        docs/attempts.md)."""
         return self._ctx.attempts if self._ctx else 0
 
     @property

@@ -42,7 +42,8 @@ class OutgoingMessage:
 
 @dataclass(slots=True)
 class ReceivedMessage:
-    """A message as received; `receive_count` is the attempt number (design §7)."""
+    """A message as received. `receive_count` is SQS's; the attempt number is derived from it by
+    sqsjobs.policy.attempt (runs, not receives: docs/attempts.md)."""
 
     queue: str
     message_id: str
