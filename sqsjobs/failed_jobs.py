@@ -149,8 +149,10 @@ class FailedJobs:
         return self._sources
 
     # -- reading -----------------------------------------------------------------------
-    def _scan(self, queue: str | None, visibility: int = _SCAN_VISIBILITY_S) -> Iterator[Copy]:
-        """Every DLQ message once; the caller must `_restore` what it does not consume."""
+    def _scan(self, queue: str | None, visibility: int | None = None) -> Iterator[Copy]:
+        """Every DLQ message once (the caller must `_restore` what it does not consume); the hide is read
+        at call time, so a DLQ whose scan outlasts 30 s may be given a longer one (the soak does)."""
+        visibility = _SCAN_VISIBILITY_S if visibility is None else visibility
         for dlq_url, name in self._dlqs(queue).items():
             sources = self.sources(queue).get(dlq_url, frozenset({name}))
             seen: set[str] = set()
