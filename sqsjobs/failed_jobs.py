@@ -22,22 +22,25 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
+import hashlib
 import logging
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from . import aws, exception_counts, flow, object_keys, runs
+from . import aws, exception_counts, object_keys, resigning, runs
 from .app import App
 from .connections.base import OutgoingMessage, PayloadPointer, ReceivedMessage
 from .connections.sqs import SqsConnection, received
+from .dlq_reading import HeldMessages
 from .envelope import Envelope, decode
 from .errors import BadMessageError, ConfigurationError
+from .failed_copies import CollectedFailedJob, Copy, collect, groups, rank
 from .failures import FailedJob, verify_failed_job
 from .payloads import carried
 from .provisioning import known_queues
-from .timing import parse_iso, utc_iso
 
 log = logging.getLogger("sqsjobs.failed")
 
@@ -46,19 +49,6 @@ _SCAN_VISIBILITY_S = 30
 _CONSUME_VISIBILITY_S = 300
 #: Reasons bulk `retry` refuses: re-signing would undo the check (an old replay, a body nobody signed).
 UNVERIFIED_REASONS = frozenset({"expired_signature", "signature"})
-
-
-@dataclasses.dataclass(slots=True)
-class CollectedFailedJob(FailedJob):
-    """A failed job as the commands show it: one per job id, with how many DLQ copies it has."""
-
-    copies: int = 1
-    #: Other DLQ messages that claim this job's id but are not copies of it (listed as jobs of their own).
-    claimants: int = 0
-
-    @classmethod
-    def of(cls, job: FailedJob) -> CollectedFailedJob:
-        return cls(**{f.name: getattr(job, f.name) for f in dataclasses.fields(FailedJob)})
 
 
 def read_failed_job(message: ReceivedMessage) -> FailedJob:
@@ -70,34 +60,12 @@ class RetryRefused(Exception):
     """A failed job `retry` will not send (its text says why); it stays in the DLQ."""
 
 
-def _rank(job: FailedJob) -> tuple[bool, bool, str]:
-    """Which copy to show and act on: a verified envelope above everything, then one with a failure
-    reason over a redrive copy, then the latest failure."""
-    return (job.verified, job.reason != "redrive", job.failed_at)
+def _holds_all(hold: HeldMessages, group: builtins.list[Copy]) -> bool:
+    return all(hold.receipt(url, job.message.message_id) for url, job in group)
 
 
-Copy = tuple[str, FailedJob]  # (DLQ URL, the message read from it)
-
-
-def _groups(copies: builtins.list[Copy]) -> builtins.list[builtins.list[Copy]]:
-    """The copies of each failed job, best copy first, best jobs first.
-
-    Copies are one job when their envelopes verify with the same id, or their bodies match (and, unless
-    one verifies, their ids): a claimed id alone (`sqsjobs.job_id`, which anyone can write) never does.
-    """
-    verified_ids = {job.body: job.id for _, job in copies if job.verified}
-    groups: dict[tuple[str, str], builtins.list[Copy]] = {}
-    for url, job in copies:
-        key = ("", verified_ids[job.body]) if job.body in verified_ids else (job.body, job.id)
-        groups.setdefault(key, []).append((url, job))
-    ordered = [sorted(group, key=lambda c: _rank(c[1]), reverse=True) for group in groups.values()]
-    return sorted(ordered, key=lambda group: _rank(group[0][1]), reverse=True)
-
-
-def _collect(group: builtins.list[Copy]) -> CollectedFailedJob:
-    collected = CollectedFailedJob.of(group[0][1])
-    collected.copies = len(group)
-    return collected
+def _digest(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class FailedJobs:
@@ -116,7 +84,13 @@ class FailedJobs:
         #: Job ids named to the last `retry`/`forget` -> DLQ messages that claim the id but were not
         #: copies of the job acted on (left in the DLQ).
         self.unmatched: dict[str, int] = {}
+        #: Why the last command's read of the DLQs may have missed messages (empty: it saw them all once).
+        self.incomplete: builtins.list[str] = []
         self._accept_unverified = False
+        #: S3 objects read and let go (sqsjobs.dlq_reading: bodies are not all kept) -> their body's digest.
+        self._digests: dict[tuple[str, str], str] = {}
+        #: While `_consume` acts on a job: whether this command still holds all of its DLQ copies.
+        self._held: Callable[[], bool] | None = None
 
     def _dlqs(self, queue: str | None) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -149,76 +123,66 @@ class FailedJobs:
         return self._sources
 
     # -- reading -----------------------------------------------------------------------
-    def _scan(self, queue: str | None, visibility: int | None = None) -> Iterator[Copy]:
-        """Every DLQ message once (the caller must `_restore` what it does not consume); the hide is read
-        at call time, so a DLQ whose scan outlasts 30 s may be given a longer one (the soak does)."""
-        visibility = _SCAN_VISIBILITY_S if visibility is None else visibility
+    def _scan(self, queue: str | None, hold: HeldMessages) -> Iterator[Copy]:
+        """Every DLQ message once, held hidden by `hold` (the caller gives back what it does not delete).
+
+        A body read from S3 is verified and then let go (the copy keeps its pointer, and `body()` reads
+        it again when a command needs it): a DLQ of large payloads is not held in memory all at once.
+        """
         for dlq_url, name in self._dlqs(queue).items():
             sources = self.sources(queue).get(dlq_url, frozenset({name}))
-            seen: set[str] = set()
-            while True:
-                response = self._sqs.receive_message(
-                    QueueUrl=dlq_url,
-                    MaxNumberOfMessages=10,
-                    VisibilityTimeout=visibility,
-                    MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
-                    MessageAttributeNames=["All"],
+            for item in hold.read(dlq_url):
+                message = received(name, item)
+                self.connection.payloads.resolve(message)
+                job = verify_failed_job(
+                    message,
+                    sources=sources,
+                    registry=self.app.registry,
+                    envelope=self._envelope(message),
+                    keys=self.app.signing_key,
                 )
-                got = response.get("Messages", [])
-                fresh = [m for m in got if m["MessageId"] not in seen]
-                # Only messages seen already: the scan outlasted their hiding and went round; all
-                # were seen. A short poll samples only some SQS servers, so an empty answer is final
-                # only when the queue agrees that nothing visible is left.
-                if not fresh and (got or not self._visible(dlq_url)):
-                    break
-                for item in fresh:
-                    seen.add(item["MessageId"])
-                    message = received(name, item)
-                    self.connection.payloads.resolve(message)
-                    yield (
-                        dlq_url,
-                        verify_failed_job(
-                            message, sources=sources, registry=self.app.registry, envelope=self._envelope(message)
-                        ),
-                    )
+                if (pointer := message.pointer) is not None and not message.payload_error:
+                    self._digests[(pointer.bucket, pointer.key)] = _digest(job.body)
+                    job.body = message.body = pointer.body
+                yield dlq_url, job
 
-    def _envelope(self, message: ReceivedMessage) -> Envelope | None:
+    def body(self, job: FailedJob) -> str:
+        """The job's body, read again from S3 when the scan let it go; RetryRefused when the object is
+        gone or is no longer what the scan verified."""
+        pointer = job.message.pointer
+        if pointer is None or job.message.payload_error or job.body != pointer.body:
+            return job.body
+        again = dataclasses.replace(job.message, body=pointer.body, pointer=None)
+        self.connection.payloads.resolve(again)
+        if again.payload_error or _digest(again.body) != self._digests.get((pointer.bucket, pointer.key)):
+            raise RetryRefused(
+                f"its S3 object s3://{pointer.bucket}/{pointer.key[:200]} could not be read again, or changed "
+                f"since it was checked ({again.payload_error or 'another body'}); it stays in the DLQ"
+            )
+        return again.body
+
+    def _envelope(self, message: ReceivedMessage, body: str | None = None) -> Envelope | None:
         """The body as an envelope (signature and S3 object checked when keys are set), or None."""
         if message.payload_error:
             return None  # the body is still the pointer
         try:
             return decode(
-                message.body,
+                message.body if body is None else body,
                 self.app.signing_key,
                 object_key=message.pointer.key if message.pointer is not None else None,
             )
         except BadMessageError:
             return None
 
-    def _visible(self, dlq_url: str) -> int:
-        attrs = self._sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
-        return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
-
-    def _restore(self, dlq_url: str, jobs: builtins.list[FailedJob]) -> None:
-        for start in range(0, len(jobs), 10):
-            chunk = jobs[start : start + 10]
-            self._sqs.change_message_visibility_batch(
-                QueueUrl=dlq_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": job.message.receipt_handle, "VisibilityTimeout": 0}
-                    for i, job in enumerate(chunk)
-                ],
-            )
-
     def list(self, queue: str | None = None) -> builtins.list[CollectedFailedJob]:
-        """Every failed job once (its copies counted), oldest failure first."""
-        scanned = builtins.list(self._scan(queue))
-        found: dict[str, builtins.list[FailedJob]] = {}
-        for dlq_url, job in scanned:
-            found.setdefault(dlq_url, []).append(job)
-        for dlq_url, copies in found.items():
-            self._restore(dlq_url, copies)
-        jobs = [_collect(group) for group in _groups(scanned)]
+        """Every failed job once (its copies counted), oldest failure first; `incomplete` says if some were missed."""
+        hold = HeldMessages(self._sqs, _SCAN_VISIBILITY_S)
+        try:
+            scanned = builtins.list(self._scan(queue, hold))
+        finally:
+            hold.give_back()
+        self.incomplete = hold.incomplete
+        jobs = [collect(group) for group in groups(scanned)]
         shown = Counter(job.id for job in jobs)
         for job in jobs:
             job.claimants = shown[job.id] - 1
@@ -226,7 +190,7 @@ class FailedJobs:
 
     def find(self, job_id: str) -> CollectedFailedJob | None:
         """The job `retry`/`forget` would act on for this id: a verified envelope before a mere claim."""
-        return max((j for j in self.list() if j.id == job_id), key=_rank, default=None)
+        return max((j for j in self.list() if j.id == job_id), key=rank, default=None)
 
     # -- changing ----------------------------------------------------------------------
     def retry(
@@ -258,8 +222,8 @@ class FailedJobs:
     ) -> builtins.list[CollectedFailedJob]:
         """Apply `action` to the best copy of each wanted job, then delete every copy of the jobs it succeeded for.
 
-        The whole DLQ is read first (hidden meanwhile): the copy acted on is the best (`_rank`), only
-        copies of that job (`_groups`) are deleted with it, and for a named id only the best job
+        The whole DLQ is read first (hidden meanwhile): the copy acted on is the best (`rank`), only
+        copies of that job (`groups`) are deleted with it, and for a named id only the best job
         claiming it is acted on (other claimants stay: `unmatched`). `action` returns whether the
         message it sent points at the copy's S3 object, or raises RetryRefused (the job stays;
         `refused` says why). An S3 object is deleted after the scan when no kept copy and no sent
@@ -268,52 +232,63 @@ class FailedJobs:
         self.refused = {}
         self.unmatched = {}
         done: builtins.list[CollectedFailedJob] = []
-        keep: dict[str, builtins.list[FailedJob]] = {}
         released: dict[tuple[str, str], PayloadPointer] = {}  # S3 objects of deleted copies
         in_use: set[tuple[str, str]] = set()  # S3 objects a kept copy or a sent message points at
         tried: set[str] = set()  # named ids whose best job was acted on (or refused)
         prefix = self.app.settings.payload_prefix
+        hold = HeldMessages(self._sqs, _CONSUME_VISIBILITY_S)
 
         def keep_group(group: builtins.list[Copy]) -> None:
-            for dlq_url, job in group:
-                keep.setdefault(dlq_url, []).append(job)
+            for _, job in group:
                 if job.message.pointer is not None:
                     in_use.add((job.message.pointer.bucket, job.message.pointer.key))
 
-        for group in _groups(builtins.list(self._scan(queue, _CONSUME_VISIBILITY_S))):
-            best = group[0][1]
-            if wanted is not None and (best.id not in wanted or best.id in tried):
-                if best.id in tried:
-                    self.unmatched[best.id] = self.unmatched.get(best.id, 0) + len(group)
-                keep_group(group)
-                continue
-            if wanted is not None:
-                tried.add(best.id)
-            try:
-                still_pointed_at = action(best)
-            except RetryRefused as exc:
-                self.refused[best.id] = str(exc)
-                keep_group(group)
-                continue
-            except Exception:
-                log.exception("could not act on failed job %s; it stays in the DLQ", best.id)
-                keep_group(group)
-                continue
-            if still_pointed_at and best.message.pointer is not None:
-                in_use.add((best.message.pointer.bucket, best.message.pointer.key))
-            for dlq_url, job in group:
-                self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=job.message.receipt_handle)
-                pointer = job.message.pointer
-                if (
-                    pointer is not None
-                    and not job.message.payload_error
-                    and "id" not in job.unverified
-                    and object_keys.is_own(prefix, job.id, pointer.key)
-                ):
-                    released[(pointer.bucket, pointer.key)] = pointer
-            done.append(_collect(group))
-        for dlq_url, jobs in keep.items():
-            self._restore(dlq_url, jobs)
+        try:
+            for group in groups(builtins.list(self._scan(queue, hold))):
+                hold.keep_hidden()
+                best = group[0][1]
+                if not _holds_all(hold, group):
+                    keep_group(group)  # its hold lapsed (said in `incomplete`): another reader may act on it
+                    continue
+                if wanted is not None and (best.id not in wanted or best.id in tried):
+                    if best.id in tried:
+                        self.unmatched[best.id] = self.unmatched.get(best.id, 0) + len(group)
+                    keep_group(group)
+                    continue
+                if wanted is not None:
+                    tried.add(best.id)
+                self._held = functools.partial(_holds_all, hold, group)
+                try:
+                    still_pointed_at = action(best)
+                except RetryRefused as exc:
+                    self.refused[best.id] = str(exc)
+                    keep_group(group)
+                    continue
+                except Exception:
+                    log.exception("could not act on failed job %s; it stays in the DLQ", best.id)
+                    keep_group(group)
+                    continue
+                if still_pointed_at and best.message.pointer is not None:
+                    in_use.add((best.message.pointer.bucket, best.message.pointer.key))
+                for dlq_url, job in group:
+                    receipt = hold.receipt(dlq_url, job.message.message_id)
+                    if receipt is None:
+                        continue  # the hold lapsed meanwhile (said in `incomplete`): the copy stays
+                    self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=receipt)
+                    hold.deleted(dlq_url, job.message.message_id)
+                    pointer = job.message.pointer
+                    if (
+                        pointer is not None
+                        and not job.message.payload_error
+                        and "id" not in job.unverified
+                        and object_keys.is_own(prefix, job.id, pointer.key)
+                    ):
+                        released[(pointer.bucket, pointer.key)] = pointer
+                done.append(collect(group))
+        finally:
+            self._held = None
+            hold.give_back()
+            self.incomplete = hold.incomplete
         for key, pointer in released.items():
             if key not in in_use:
                 self.connection.payloads.delete(pointer)
@@ -342,12 +317,20 @@ class FailedJobs:
                 "re-sign a body nobody vouched for; it stays in the DLQ (`sqsjobs failed retry ID "
                 "--accept-unverified` sends it if you vouch for the body; an unsigned one is never signed)"
             )
+        body = self.body(job)
+        if not resigning.may_resign(self.app.signing_key, job, body, accepted=self._accept_unverified):
+            raise RetryRefused(
+                "no worker of this deployment vouches for its reason (its sqsjobs.tag is missing or does not "
+                "check out: a copy written before DLQ tags, or one sent to the DLQ by someone else), and a retry "
+                "would re-sign its body; it stays in the DLQ (`sqsjobs failed retry ID --accept-unverified` "
+                "sends it if you vouch for the body)"
+            )
         source = job.queue
         try:  # a new life: `max_exceptions` counts again from 0, as `attempts` does
             exception_counts.forget(self.app.store, job.id)
         except Exception:
             log.warning("could not clear the exception count of %s; max_exceptions may end it early", job.id)
-        if self._in_workflow(job.body):
+        if resigning.in_workflow(body, self.app.signing_key):
             # Undecided again, so it may run and go on. If that cannot be written, the retry would
             # only settle it as failed and drop it: keep it in the DLQ instead (raising does).
             runs.forget_failure(self.app.store, job.id)
@@ -356,7 +339,7 @@ class FailedJobs:
                 runs.forget_failure(self.app.store, job.id)
             except Exception:
                 log.warning("could not clear the recorded failure of %s; its retry may only settle it", job.id)
-        message = OutgoingMessage(body=self._fresh_body(job.body))
+        message = OutgoingMessage(body=resigning.fresh_body(body, self.app.signing_key, time.time()))
         reused = bool(job.message.payload_error and job.message.pointer)
         if job.message.payload_error:
             # Its body could not be read (perhaps only for now): send the pointer back as it is,
@@ -367,6 +350,10 @@ class FailedJobs:
         if self.connection.queue_info(source).fifo:
             message.group_id = job.job if job.job in self.app.registry else "sqsjobs-retried"
             message.deduplication_id = f"{job.id}-retry-{uuid.uuid4().hex[:8]}"
+        if self._held is not None and not self._held():
+            if message.pointer is not None and not reused:
+                self.connection.payloads.delete(message.pointer)
+            raise RetryRefused("the hold on its DLQ copies lapsed before it was sent (another reader may act on it)")
         try:
             self.connection.send(source, message)
         except Exception:
@@ -374,26 +361,3 @@ class FailedJobs:
                 self.connection.payloads.delete(message.pointer)
             raise
         return reused
-
-    def _fresh_body(self, body: str) -> str:
-        """Restart the job's clock: dispatched_at is now and retry_until moves with it."""
-        try:
-            envelope = decode(body, self.app.signing_key)
-        except BadMessageError:
-            return body  # unreadable or unsigned: resend as it was, it will be judged again
-        now = time.time()
-        shift = now - parse_iso(envelope.dispatched_at)
-        if envelope.retry_until:
-            envelope.retry_until = utc_iso(parse_iso(envelope.retry_until) + shift)
-        envelope.available_at = None
-        envelope.dispatched_at = utc_iso(now)
-        if flow.involved(envelope):
-            envelope.extra["retried"] = True
-        return envelope.encode(self.app.signing_key)
-
-    def _in_workflow(self, body: str) -> bool:
-        """Whether a body is a chain/batch job or a callback (it then has an "ended" mark to clear)."""
-        try:
-            return flow.involved(decode(body, self.app.signing_key))
-        except BadMessageError:
-            return False

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from .timing import parse_iso, utc_iso
 if TYPE_CHECKING:
     from .envelope import Envelope
     from .registry import Registry
+    from .signing import SigningKeys
 
 log = logging.getLogger("sqsjobs.runner")
 
@@ -30,6 +32,8 @@ PREFIX = "sqsjobs."
 _TRACEBACK_CHARS = 2000
 #: What SQS takes in one message: body plus every attribute's name, type and value.
 _SQS_MAX_BYTES = 1_048_576
+#: Message attributes SQS takes on one message.
+_SQS_MAX_ATTRIBUTES = 10
 #: Characters outside these ranges make SQS refuse the whole message (AWS SendMessage reference).
 _NOT_ALLOWED = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 #: Per attribute, what a human needs; the rest is in the body. Least important last: dropped first.
@@ -40,6 +44,7 @@ _LIMITS = {
     "source_queue": 256,
     "failed_at": 64,
     "attempts": 16,
+    "tag": 140,
     "error_type": 256,
     "error": 1000,
     "traceback": _TRACEBACK_CHARS,
@@ -55,13 +60,16 @@ def dead_letter(
     now: float,
     job_name: str = "",
     job_id: str = "",
+    keys: SigningKeys | None = None,
 ) -> OutgoingMessage:
     """The DLQ copy of `message`, with the reason in its attributes (at most 10 are allowed).
 
     Every attribute value may come from the message (a job name, an id, an exception text that
     quotes the payload), so each is cleaned of characters SQS refuses and cut to a size; and they
     are dropped, least useful first, if the body leaves no room for them. A DLQ write SQS refuses
-    would leave the job looping without a reason.
+    would leave the job looping without a reason. With signing keys the copy is tagged
+    (`sqsjobs.tag`, over the fields in TAGGED and the body): the failed verbs then know a worker
+    wrote the reason, not someone with send rights on the DLQ.
     """
     attributes = {
         "reason": kind,
@@ -71,16 +79,22 @@ def dead_letter(
         "source_queue": message.queue,
         "failed_at": utc_iso(now),
         "attempts": str(attempts),
+        "tag": "",
         "error_type": type(error).__name__,
         "error": str(error) or type(error).__name__,
         "traceback": traceback_head(error),
     }
     letter = carried(message)  # an offloaded body keeps its S3 pointer: the object moves with it
+    if keys is not None and len(letter.attributes) + len(attributes) > _SQS_MAX_ATTRIBUTES:
+        # The job's name is in its body (an envelope, or the S3 object a pointer names): least missed.
+        del attributes["job"]
     room = _SQS_MAX_BYTES - len(letter.body.encode("utf-8", "surrogatepass")) - _attributes_size(letter.attributes)
-    for name, raw in attributes.items():
+    for name, given in attributes.items():
+        # The tag is made once the fields it covers are written (or left out for room).
+        raw = keys.tag(tagged_fields(letter.attributes), letter.body) if name == "tag" and keys else given
         value = clean(raw, _LIMITS[name])
         size = len(PREFIX + name) + len("String") + len(value.encode())
-        if not value or size > room:
+        if not value or size > room or len(letter.attributes) >= _SQS_MAX_ATTRIBUTES:
             continue
         letter.attributes[PREFIX + name] = value
         room -= size
@@ -89,6 +103,15 @@ def dead_letter(
     letter.deduplication_id = message.message_id
     letter.entry_id = job_id or message.message_id
     return letter
+
+
+#: The attributes a DLQ copy's tag covers: what `failed retry` acts on. Error texts are for people.
+TAGGED = ("reason", "job_id", "job", "source_queue", "failed_at", "attempts")
+
+
+def tagged_fields(attributes: Mapping[str, object]) -> dict[str, str]:
+    """The TAGGED attributes as written ("" when absent), which a tag covers."""
+    return {name: value if isinstance(value := attributes.get(PREFIX + name), str) else "" for name in TAGGED}
 
 
 def clean(text: str, limit: int) -> str:
@@ -136,6 +159,8 @@ class FailedJob:
     verified: bool = False
     #: The body's payload is sealed (`encrypted = True`): `failed show` can try to decrypt it.
     encrypted: bool = False
+    #: A worker of this deployment wrote this copy and its reason (its `sqsjobs.tag` checks out).
+    vouched: bool = False
 
     @classmethod
     def from_message(cls, message: ReceivedMessage) -> FailedJob:
@@ -214,6 +239,7 @@ def verify_failed_job(
     sources: frozenset[str],
     registry: Registry,
     envelope: Envelope | None,
+    keys: SigningKeys | None = None,
 ) -> FailedJob:
     """A DLQ message as a FailedJob whose `sqsjobs.*` attributes were checked, never trusted.
 
@@ -224,7 +250,9 @@ def verify_failed_job(
     one of them, taken from the attribute, else the envelope, else the DLQ itself when it has one
     source and the message names none. Ints and
     strings are bounded. Whatever does not check out is named in `unverified` (a value that was
-    shown anyway) or `rejected` (an attribute ignored). Never raises, whatever the message.
+    shown anyway) or `rejected` (an attribute ignored). With signing `keys`, a copy whose `sqsjobs.tag`
+    checks out was written by a worker (`vouched`); a reason without one is unverified. Never raises,
+    whatever the message.
     """
     raw = {k[len(PREFIX) :]: v for k, v in message.attributes.items() if k.startswith(PREFIX)}
     attrs = {k: v for k, v in raw.items() if k in _LIMITS and isinstance(v, str)}
@@ -286,6 +314,16 @@ def verify_failed_job(
             unverified.append("attempts")
             rejected.append("attempts")
 
+    vouched = False
+    if keys is not None and "reason" in raw:
+        wire_body = message.pointer.body if message.pointer is not None else message.body
+        failed_at_ts = _timestamp(attrs.get("failed_at", ""))
+        vouched = failed_at_ts is not None and keys.vouches(
+            raw.get("tag"), tagged_fields(message.attributes), wire_body, failed_at_ts, message.sent_at
+        )
+        if not vouched:
+            unverified.append("reason")
+
     reason = attribute("reason")
     if reason is None:
         reason = "redrive" if "reason" not in raw else "?"
@@ -324,6 +362,7 @@ def verify_failed_job(
         rejected=tuple(dict.fromkeys(rejected)),
         verified=envelope is not None and job_id == envelope.id,
         encrypted=envelope.encrypted is not None if envelope is not None else "encrypted" in peek,
+        vouched=vouched,
     )
 
 
@@ -332,12 +371,17 @@ def _printable(text: str) -> bool:
 
 
 def _iso_time(text: str) -> bool:
+    return _timestamp(text) is not None
+
+
+def _timestamp(text: str) -> float | None:
+    """An ISO time with a zone as a timestamp; None for anything else."""
     try:
         moment = datetime.fromisoformat(text)
-        moment.timestamp()
-    except (ValueError, OverflowError):
-        return False
-    return moment.tzinfo is not None
+        stamp = moment.timestamp()
+    except (ValueError, OverflowError, TypeError):
+        return None
+    return stamp if moment.tzinfo is not None else None
 
 
 def write(connection: Connection, message: ReceivedMessage, letter: OutgoingMessage) -> bool:

@@ -125,6 +125,22 @@ class SigningKeys:
             return None
         return first / 1000
 
+    def tag(self, fields: Mapping[str, str], body: str) -> str:
+        """What a worker writes on a DLQ copy (`sqsjobs.tag`): it vouches that this worker failed this body
+        for the reason, job id, source queue and time in `fields`, which anyone with send rights on the DLQ
+        could otherwise write (and so have `failed retry --all` re-sign an old replay)."""
+        return f"{self.current}:{_tag_mac(self.keys[self.current], self.current, fields, body)}"
+
+    def vouches(self, tag: object, fields: Mapping[str, str], body: str, failed_at: float, sent_at: float) -> bool:
+        """Whether `tag` is a listed key's tag of these fields and body, on a copy SQS received when it says
+        it failed (a tagged copy captured from the DLQ and sent again later is not vouched for)."""
+        if not isinstance(tag, str):
+            return False
+        kid, colon, mac = tag.partition(":")
+        if not colon or kid not in self.keys or not _equal(mac, _tag_mac(self.keys[kid], kid, fields, body)):
+            return False
+        return abs(sent_at - failed_at) <= self.skew + _STAMP_SEND_S
+
     def check_age(self, dispatched_at: str, available_at: str | None, sent_at: float | None) -> None:
         """With a max age: refuse a message sent to its queue longer than that after it was dispatched or due.
 
@@ -163,7 +179,13 @@ def _stamp_mac(key: bytes, kid: str, body: str, first: int, made: int) -> str:
     return hmac.new(key, covered, hashlib.sha256).hexdigest()
 
 
-#: How long after a worker stamps a copy SQS may record sending it (the send call, its retries).
+def _tag_mac(key: bytes, kid: str, fields: Mapping[str, str], body: str) -> str:
+    digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+    covered = _canonical({"dlq": dict(fields), "kid": kid, "body": digest})
+    return hmac.new(key, covered, hashlib.sha256).hexdigest()
+
+
+#: How long after a worker stamps a copy (or tags a DLQ copy) SQS may record sending it (the call, its retries).
 _STAMP_SEND_S = 60
 
 

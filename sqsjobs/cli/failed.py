@@ -20,7 +20,8 @@ from rich.text import Text
 
 from ..encryption import EncryptionUnavailable, reveal
 from ..errors import BadMessageError
-from ..failed_jobs import CollectedFailedJob, FailedJobs
+from ..failed_copies import CollectedFailedJob
+from ..failed_jobs import FailedJobs, RetryRefused
 from ..failures import PREFIX
 from .common import AppOption, QueueOption, build_app, clean, console, err_console, split, text
 
@@ -50,9 +51,11 @@ _REASON_CHARS = 120
 @group.command("list")
 def list_(app: AppOption = None, queue: QueueOption = None) -> None:
     """List failed jobs, one row per job id: id, job, queue, when, why, DLQ copies."""
-    jobs = FailedJobs(build_app(app), split(queue)).list()
+    store = FailedJobs(build_app(app), split(queue))
+    jobs = store.list()
     if not jobs:
         console.print("No failed jobs.")
+        _incomplete(store)
         return
     table = Table(title=f"{len(jobs)} failed job(s)")
     # Ids are copied into `show` / `retry`, so they never wrap or shorten.
@@ -79,6 +82,7 @@ def list_(app: AppOption = None, queue: QueueOption = None) -> None:
                 style="dim",
             )
         )
+    _incomplete(store)
 
 
 def _field(job: CollectedFailedJob, name: str, value: str, style: str = "") -> Text:
@@ -99,9 +103,11 @@ def show(
 ) -> None:
     """Show one failed job in full: reason, traceback head and payload."""
     the_app = build_app(app)
-    job = FailedJobs(the_app).find(job_id)
+    store = FailedJobs(the_app)
+    job = store.find(job_id)
     if job is None:
         err_console.print(Text(f"No failed job {clean(job_id)}."))
+        _incomplete(store)
         raise typer.Exit(1)
     console.print(Text.assemble(_field(job, "job", job.job, "bold"), " ", _field(job, "id", job.id)), soft_wrap=True)
     console.print(
@@ -153,7 +159,11 @@ def show(
         )
     if job.traceback:
         console.print(Panel(text(job.traceback.rstrip(), multiline=True), title="traceback (innermost frames)"))
-    body = job.body
+    try:
+        body = store.body(job)
+    except RetryRefused as exc:
+        console.print(Text(f"body not shown: {clean(exc)}", style="yellow"))
+        return
     try:
         revealed = reveal(body, the_app.encryptor) if job.encrypted else None
     except EncryptionUnavailable:
@@ -233,6 +243,7 @@ def retry(
     missing = set(job_ids or []) - {job.id for job in done} - set(store.refused)
     if missing:
         err_console.print(Text(f"Not found: {', '.join(clean(m) for m in sorted(missing))}"))
+    _incomplete(store)
     if missing or store.refused:
         raise typer.Exit(1)
 
@@ -243,16 +254,30 @@ def forget(job_id: Annotated[str, typer.Argument(help="The job id to delete.")],
     store = FailedJobs(build_app(app))
     if not store.forget(job_id):
         err_console.print(Text(f"No failed job {clean(job_id)}."))
+        _incomplete(store)
         raise typer.Exit(1)
     console.print(Text(f"Forgot {clean(job_id)}."))
     _unmatched_note(store)
+    _incomplete(store)
 
 
 @group.command("flush")
 def flush(app: AppOption = None, queue: QueueOption = None) -> None:
     """Delete every failed job (of --queue)."""
-    count = FailedJobs(build_app(app)).flush(queue)
+    store = FailedJobs(build_app(app))
+    count = store.flush(queue)
     console.print(f"Deleted {count} failed job(s).")
+    _incomplete(store)
+
+
+def _incomplete(store: FailedJobs) -> None:
+    """Exit 1, saying why on stderr, when the read of the DLQ may have missed jobs: a `flush` or
+    `retry --all` that did not see everything must not look like one that did."""
+    if store.incomplete:
+        err_console.print(Text("Incomplete: the DLQ could not be read whole; run the command again.", style="bold"))
+        for why in store.incomplete[:10]:
+            err_console.print(Text(f"  {clean(why)}"))
+        raise typer.Exit(1)
 
 
 def _unmatched_note(store: FailedJobs) -> None:

@@ -161,4 +161,4 @@ class Workflows(Hook):
         return None
 
     def _write(self, delivery: Delivery, kind: str, error: BaseException) -> bool:
-        return delivery.write_dlq(kind, error, self.app.clock())
+        return delivery.write_dlq(kind, error, self.app.clock(), self.app.signing_key)

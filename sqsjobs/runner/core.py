@@ -287,7 +287,7 @@ class Runner:
         for hook in self.hooks:
             if (held := hook.before_dlq(d, kind, exc)) is not None:
                 return held
-        if not d.write_dlq(kind, exc, self.app.clock()):
+        if not d.write_dlq(kind, exc, self.app.clock(), self.app.signing_key):
             return Release(RETRY_DELAY_S, "the DLQ could not be written")
         return None
 

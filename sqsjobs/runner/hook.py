@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import failures
 from ..connections.base import Connection, ReceivedMessage
@@ -19,6 +19,9 @@ from ..decisions import Decision, Release
 from ..envelope import Envelope
 from ..events import JobEvent
 from ..job import Job
+
+if TYPE_CHECKING:
+    from ..signing import SigningKeys
 
 log = logging.getLogger("sqsjobs.runner")
 
@@ -61,8 +64,9 @@ class Delivery:
             delay=delay,
         )
 
-    def write_dlq(self, kind: str, error: BaseException, now: float) -> bool:
-        """Write this message's DLQ copy with its reason; False (logged) when SQS refused it."""
+    def write_dlq(self, kind: str, error: BaseException, now: float, keys: SigningKeys | None) -> bool:
+        """Write this message's DLQ copy with its reason (tagged with `keys`, when signing is on);
+        False (logged) when SQS refused it."""
         envelope, message = self.envelope, self.message
         letter = failures.dead_letter(
             message,
@@ -72,6 +76,7 @@ class Delivery:
             now=now,
             job_name=envelope.job if envelope else "",
             job_id=envelope.id if envelope else "",
+            keys=keys,
         )
         return failures.write(self.connection, message, letter)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqsjobs import aws, failed_jobs, find_batch
+from sqsjobs import aws, find_batch
 from sqsjobs.failed_jobs import FailedJobs
 
 if TYPE_CHECKING:
@@ -136,13 +136,12 @@ class Checker:
             self.violate("worker exit", f"a worker exited on its own: {exit_}", ids=[str(exit_.get("pid"))])
         self.say("reading the DLQ through sqsjobs.failed_jobs.FailedJobs (as `sqsjobs failed list` does)...")
         started = time.monotonic()
-        # `failed list` receives every DLQ message with a 30 s visibility and stops when nothing new
-        # and nothing visible is left. A scan longer than 30 s (a DLQ of ~1,000+ messages on moto)
-        # sees the first messages come back, never finds the queue without visible messages, and
-        # loops for ever: a bug in sqsjobs/failed_jobs.py that the 10,000-job soak hit. The soak keeps
-        # reading through FailedJobs, with a scan visibility long enough for its DLQ.
-        failed_jobs._SCAN_VISIBILITY_S = max(failed_jobs._SCAN_VISIBILITY_S, 900)
-        rows = FailedJobs(data.app, ["default"]).list()
+        # `failed list` holds what it read hidden for as long as it reads (sqsjobs.dlq_reading), so a
+        # DLQ of thousands is read once, whole; a read that could not is a violation, not a short list.
+        store = FailedJobs(data.app, ["default"])
+        rows = store.list()
+        if store.incomplete:
+            self.violate("dlq read", "; ".join(store.incomplete))
         dlq_read_s = time.monotonic() - started
         self.dlq: dict[str, list[Any]] = collections.defaultdict(list)
         for row in rows:

@@ -29,6 +29,7 @@ OPERATOR_CODE = (
     "sqsjobs/cli/",
     "sqsjobs/provisioning.py",
     "sqsjobs/failed_jobs.py",
+    "sqsjobs/dlq_reading.py",
     "sqsjobs/local.py",
     "sqsjobs/testing/",
     "sqsjobs/__main__.py",

@@ -132,10 +132,13 @@ LAYERS: dict[str, int] = {
             "payloads",
             "encryption",
             "failures",
+            "failed_copies",
+            "dlq_reading",
             "settling",
             "unique",
             "idempotency",
             "once",
+            "batch_shards",
             "runs",
             "steps",
             "exception_counts",
@@ -160,7 +163,7 @@ LAYERS: dict[str, int] = {
     ),
     **dict.fromkeys(["runner", "executors"], 5),
     "hooks": 6,
-    **dict.fromkeys(["app", "provisioning", "failed_jobs"], 7),
+    **dict.fromkeys(["app", "provisioning", "failed_jobs", "resigning"], 7),
     **dict.fromkeys(["worker", "cli", "__main__", ""], 8),
 }
 

@@ -306,7 +306,7 @@ def test_a_large_job_that_failed_keeps_its_object_until_it_is_forgotten(app: App
     job_id, key = fail_large(app)
     store = FailedJobs(app)
     (failed,) = store.list()
-    assert failed.id == job_id and json.loads(failed.body)["payload"]["data"] == LARGE, "shown resolved"
+    assert failed.id == job_id and json.loads(store.body(failed))["payload"]["data"] == LARGE, "shown resolved"
     assert list(objects(app)) == [key], "listing consumes nothing"
 
     assert store.forget(job_id) is True
