@@ -563,7 +563,9 @@ def check_worker_container(t: Template) -> None:
 
 def check_iam(t: Template) -> None:
     """No "*" action, no "*" resource, SQS/DynamoDB/S3 narrowed to this stack, consumers apart."""
-    statements = list(t.identity_policies())
+    # The operators' managed policies attach to no role of the stack (an admin attaches them to people):
+    # tests/unit/test_iam_operator.py holds them to the operators' calls.
+    statements = [(where, roles, s) for where, roles, s in t.identity_policies() if roles]
     assert statements
     queues = t.of_type("AWS::SQS::Queue")
     queue_arns = {f"@{name}.Arn" for name in queues}
@@ -719,6 +721,14 @@ def test_signing_can_be_turned_off_explicitly() -> None:
     for check in CHECKS:
         check(t)
     assert "SigningSecretArn" not in t.outputs
+    assert "SQSJOBS_SIGNING_MAX_AGE" not in t.container_env(), "a max age without a key is a config error"
+    assert "SQSJOBS_SIGNING_MAX_AGE" not in t.function()["Environment"]["Variables"]
+
+
+def test_signing_has_a_max_age_by_default(template: Template) -> None:
+    """Without one, a signed message captured once can be sent again, and run, for ever (docs/security.md)."""
+    assert template.container_env()["SQSJOBS_SIGNING_MAX_AGE"] == "86400"
+    assert str(template.function()["Environment"]["Variables"]["SQSJOBS_SIGNING_MAX_AGE"]) == "86400"
 
 
 def test_encryption_can_be_turned_off_explicitly() -> None:
