@@ -18,6 +18,10 @@ Failed job ids are the `failed` member items, so the batch item never grows.
 Callbacks are jobs, each sent once by `dispatch_once`, even when the last two
 members finish on two workers at the same moment.
 
+A batch of 500 members or more spreads its counters over shards, each its own DynamoDB partition key,
+so that no single item takes every member's count (`sqsjobs.batch_shards`, docs/scaling.md); its
+counts are then summed over the shards when first read from a record.
+
 Semantics: `pending = total - processed - failed`; `progress` is the share of
 members that have run (succeeded or failed); a batch is `finished` when every
 member has run once. `catch` runs at the first failure, and (unless
@@ -33,10 +37,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import context, flow
+from . import batch_shards, context, flow
+from .batch_shards import meta, pk
 from .context import Services
 from .errors import ConfigurationError
-from .flow import BATCH_TTL_S, meta, pk
+from .flow import BATCH_TTL_S
 from .job import Job
 from .links import check_item_size, to_link
 from .timing import parse_iso, utc_iso
@@ -59,6 +64,7 @@ class PendingBatch:
     batch_name: str = ""
     queue: str | None = None
     allows_failures: bool = False
+    shard_count: int | None = None
 
     def then(self, job: Job) -> PendingBatch:
         """Dispatched once when every job succeeded (and the batch was not cancelled)."""
@@ -90,6 +96,15 @@ class PendingBatch:
         self.allows_failures = allow
         return self
 
+    def shards(self, count: int) -> PendingBatch:
+        """Spread the batch's counters over `count` DynamoDB items (1 to 1,000; 1: none) instead of the
+        default by its size (one per 250 members from 500 on, at most 64). Each shard takes ~1/count of
+        the finishes: ask for more when the batch's jobs finish faster than ~125 a second per shard
+        (docs/scaling.md)."""
+        batch_shards.shards_for(1, count)  # refuse a bad count now, not when the batch is created
+        self.shard_count = count
+        return self
+
     def spec(self, app: Services, default_queue: str | None = None) -> dict[str, Any]:
         """The batch as data: what a chain carries until its turn comes, and what `create` reads.
 
@@ -106,13 +121,15 @@ class PendingBatch:
                 raise ConfigurationError("a batch cannot contain a batch; add its jobs to this one")
             else:
                 members.append(to_link(app, entry, queue))
-        spec = {
+        spec: dict[str, Any] = {
             "name": self.batch_name,
             "queue": queue,
             "allow_failures": self.allows_failures,
             "jobs": members,
             "callbacks": {k: to_link(app, job, queue) for k, job in self.callbacks.items()},
         }
+        if self.shard_count is not None:
+            spec["shards"] = self.shard_count
         check_item_size(spec["callbacks"], "its callbacks")
         return spec
 
@@ -126,22 +143,48 @@ class PendingBatch:
 
 @dataclass
 class Batch:
-    """A batch record as read from the store (`fresh()` reads it again)."""
+    """A batch record as read from the store (`fresh()` reads it again).
+
+    `total`, `processed` and `failed` of a sharded batch are summed over its shards when first asked
+    for (one read per shard), so a job that only looks at `self.batch.cancelled` reads one item.
+    """
 
     id: str
     name: str
-    total: int
-    processed: int
-    failed: int
     created_at: str
     finished_at: str | None = None
     cancelled_at: str | None = None
     allow_failures: bool = False
     queue: str | None = None
+    #: How many items its counters are spread over (0: the batch item alone).
+    shards: int = 0
     app: Services | None = field(default=None, repr=False, compare=False)
     #: The run of the job that read this record (`self.batch`): what it adds is keyed by that
     #: job's id and its n-th add, so a redelivery of the job adds nothing twice.
     caller: JobContext | None = field(default=None, repr=False, compare=False)
+    #: (total, processed, failed) of the members counted on the batch item itself.
+    own: tuple[int, int, int] = field(default=(0, 0, 0), repr=False, compare=False)
+    _counts: list[int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _tally(self) -> list[int]:
+        if self._counts is None:
+            sums = batch_shards.sums(self._app().store, self.id, self.shards) if self.shards else (0, 0, 0)
+            self._counts = [mine + theirs for mine, theirs in zip(self.own, sums, strict=True)]
+        return self._counts
+
+    @property
+    def total(self) -> int:
+        return self._tally()[0]
+
+    @property
+    def processed(self) -> int:
+        """Members that succeeded."""
+        return self._tally()[1]
+
+    @property
+    def failed(self) -> int:
+        """Members that failed for good."""
+        return self._tally()[2]
 
     @property
     def pending(self) -> int:
@@ -199,24 +242,41 @@ class Batch:
             origin = f"{self.caller.job_id}#{self.caller.batch_adds}"
         else:
             origin = str(uuid.uuid4())
-        raised = app.store.add_and_count(
-            (pk(self.id), f"add#{origin}"),
-            {"count": len(members)},
-            meta(self.id),
-            {"total": len(members)},
-            BATCH_TTL_S,
-        )
-        if not raised and app.store.get(meta(self.id)) is None:
+        # A job of a sharded batch adds to its own shard, which cannot finish before the job does.
+        shard = self._callers_shard()
+        if shard is None:
+            counter = meta(self.id)
+            raised = app.store.add_and_count(
+                (pk(self.id), f"add#{origin}"), {"count": len(members)}, counter, {"total": len(members)}, BATCH_TTL_S
+            )
+        else:
+            counter = batch_shards.count_key(self.id, shard)
+            raised = batch_shards.add(app.store, self.id, shard, origin, len(members), BATCH_TTL_S)
+        if not raised and app.store.get(counter) is None:
             raise ConfigurationError(f"batch {self.id} no longer exists; nothing was added")
-        self.total += len(members) if raised else 0
+        if raised and self._counts is not None:
+            self._counts[0] += len(members)
+        elif raised and shard is None:  # counts not read yet: those of the shards will be, not this record's
+            self.own = (self.own[0] + len(members), self.own[1], self.own[2])
         ids = [str(uuid.uuid5(uuid.UUID(self.id), f"{origin}#{i}")) for i in range(len(members))]
-        flow.send_members(app, self.id, members, ids, shrink_on_failure=self.caller is None)
+        shards = None if shard is None else [shard] * len(members)
+        flow.send_members(app, self.id, members, ids, shrink_on_failure=self.caller is None, shards=shards)
+
+    def _callers_shard(self) -> int | None:
+        """The shard of this sharded batch the calling job is counted in (None: counted on the batch
+        item, or not a member: a callback, or code outside the batch's jobs)."""
+        envelope = self.caller.envelope if self.caller is not None else None
+        if not self.shards or envelope is None or envelope.batch_id != self.id:
+            return None
+        return flow.shard_of(envelope)
 
     def failed_job_ids(self) -> list[str]:
         """Ids of the jobs that failed for good (from their own items, not a list on the batch)."""
+        store = self._app().store
         return [
             str(attrs.get("job_id", sk[4:]))
-            for sk, attrs in self._app().store.query(pk(self.id))
+            for partition in batch_shards.partitions(self.id, self.shards)
+            for sk, attrs in store.query(partition)
             if sk.startswith("job#") and attrs.get("outcome") == "failed"
         ]
 
@@ -255,9 +315,10 @@ def prune_batches(
         else:
             due = unfinished_hours is not None and now - parse_iso(found.created_at) >= unfinished_hours * 3600
         if due:
-            for sk, _ in app.store.query(pk(found.id)):
-                if sk != "meta":
-                    app.store.delete((pk(found.id), sk))
+            for partition in reversed(batch_shards.partitions(found.id, found.shards)):
+                for sk, _ in app.store.query(partition):
+                    if (partition, sk) != meta(found.id):
+                        app.store.delete((partition, sk))
             app.store.delete(meta(found.id))
             pruned += 1
     return pruned
@@ -267,9 +328,8 @@ def _record(app: Services, batch_id: str, item: dict[str, Any]) -> Batch:
     return Batch(
         id=batch_id,
         name=str(item.get("name") or ""),
-        total=int(item.get("total", 0)),
-        processed=int(item.get("processed", 0)),
-        failed=int(item.get("failed", 0)),
+        own=batch_shards.own(item),
+        shards=int(item.get("shards", 0)),
         created_at=str(item.get("created_at", "")),
         finished_at=item.get("finished_at"),
         cancelled_at=item.get("cancelled_at"),

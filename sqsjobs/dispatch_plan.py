@@ -10,7 +10,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from .dispatched import Dispatched
 from .envelope import Envelope
 from .errors import DispatchError
 from .job import Job
+from .links import encrypted_names, names_encrypted
 from .timing import DelayLike, delay_seconds, utc_iso
 
 log = logging.getLogger("sqsjobs.dispatch")
@@ -110,12 +111,8 @@ def seal(app: Services, cls: type[Job], envelope: Envelope) -> None:
     No KMS call (nor client) for a job with nothing to seal. Raises ConfigurationError without
     SQSJOBS_KMS_KEY, DispatchError when KMS refuses or cannot be reached: never sent in plain text.
     """
-    registry = app.registry
-
-    def is_encrypted(name: str) -> bool:
-        return name in registry and bool(getattr(registry.get(name), "encrypted", False))
-
-    if not cls.encrypted and (envelope.chain is None or not _names_any(envelope.chain, is_encrypted)):
+    is_encrypted = encrypted_names(app.registry)
+    if not cls.encrypted and (envelope.chain is None or not names_encrypted(envelope.chain, is_encrypted)):
         return
     from .encryption import seal_envelope  # only apps that encrypt load it
 
@@ -128,17 +125,6 @@ def seal(app: Services, cls: type[Job], envelope: Envelope) -> None:
             "on it; nothing was sent",
             [(envelope.id, envelope.job, f"payload not encrypted: {exc}")],
         ) from exc
-
-
-def _names_any(value: Any, is_encrypted: Callable[[str], bool]) -> bool:
-    """Whether a chain (links, nested batches) names a job of an encrypted class anywhere."""
-    if isinstance(value, list):
-        return any(_names_any(item, is_encrypted) for item in value)
-    if isinstance(value, dict):
-        if isinstance(value.get("job"), str) and is_encrypted(value["job"]):
-            return True
-        return any(_names_any(item, is_encrypted) for key, item in value.items() if key != "payload")
-    return False
 
 
 def prepare(app: Services, job: Job, **options: Any) -> tuple[str, Envelope, OutgoingMessage] | Dispatched:

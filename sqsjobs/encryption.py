@@ -8,9 +8,10 @@ travels next to the ciphertext, in the envelope's `encrypted` field:
 
 The additional authenticated data is the job name and the job id, so a ciphertext moved to another job
 (or another job's name) does not open. A chain link of an encrypted job class is sealed the same way,
-bound to the message that carries it. The envelope's `payload` is `{}` on the wire; job name, ids,
-queue, times, batch id and the chain's ids stay readable (and signed, when signing is on: the signature
-covers the ciphertext).
+bound to the message that carries it; so is one a batch record keeps in DynamoDB (its callbacks, the rest
+of the chain waiting on the batch), bound to the batch id and the field that holds it. The envelope's
+`payload` is `{}` on the wire; job name, ids, queue, times, batch id and the chain's ids stay readable
+(and signed, when signing is on: the signature covers the ciphertext).
 
 KMS is called rarely: the sealing side reuses one data key for `MAX_MESSAGES` messages or
 `MAX_AGE_S` seconds, the opening side keeps up to `OPEN_CACHE` decrypted data keys (by blob) for
@@ -206,7 +207,23 @@ def is_sealed(envelope: Envelope) -> bool:
     return envelope.encrypted is not None or (envelope.chain is not None and _has_sealed(envelope.chain))
 
 
+def seal_links(encryptor: Encryptor, value: Any, carrier: str, is_encrypted: Callable[[str], bool]) -> Any:
+    """A copy of links kept outside a message (a batch record's callbacks, the rest of the chain waiting on
+    the batch) with the payload of every link of an encrypted class sealed, bound to `carrier`."""
+    return _links(value, lambda link: _seal_link(encryptor, link, carrier, is_encrypted))
+
+
+def open_links(encryptor: Encryptor, value: Any, carrier: str) -> Any:
+    """`seal_links` undone: a copy in clear (`value` itself when nothing in it is sealed).
+
+    Raises BadMessageError("undecryptable") or EncryptionUnavailable.
+    """
+    return _links(value, lambda link: _open_link(encryptor, link, carrier)) if _has_sealed(value) else value
+
+
 def _seal_link(encryptor: Encryptor, link: dict[str, Any], carrier: str, is_encrypted: Callable[[str], bool]) -> None:
+    if "encrypted" in link:
+        return  # sealed already: its payload is the `{}` left in its place
     if isinstance(link.get("job"), str) and isinstance(link.get("payload"), dict) and is_encrypted(link["job"]):
         plaintext = json.dumps(link["payload"], separators=(",", ":"), ensure_ascii=False).encode()
         link["encrypted"] = encryptor.seal(plaintext, link_aad(link["job"], carrier))

@@ -218,7 +218,10 @@ def test_the_last_two_jobs_finishing_together_on_two_threads_fire_then_once() ->
     with app.activate():
         Together.barrier = threading.Barrier(2)
         created = batch([Together(n=1), Together(n=2)]).then(Then(label="once")).dispatch(app)
-        workers = [Worker(app, WorkerOptions(sleep=1, concurrency=1, stop_when_empty=True)) for _ in range(2)]
+        # prefetch=0: each worker takes one of the two messages (with the default one would take both).
+        workers = [
+            Worker(app, WorkerOptions(sleep=1, concurrency=1, prefetch=0, stop_when_empty=True)) for _ in range(2)
+        ]
         threads = [threading.Thread(target=w.run, kwargs={"install_signals": False}) for w in workers]
         for thread in threads:
             thread.start()
