@@ -16,6 +16,7 @@ without its own timeout back, unstarted, until the redrive policy buried it.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Protocol
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, process_partial_response
@@ -55,6 +56,21 @@ class SqsHandler:
         #: The function's whole time (seconds), read from the first event: a job needing more never fits.
         self.budget: float | None = None
         self._refusal: ConfigurationError | None = None
+
+    def warm(self) -> None:
+        """Build, in the init phase, what the first event would: the App (settings, jobs module, signing
+        keys), its runner and settler, and the SQS client (no AWS call is made). Lambda runs init before
+        the first invocation, at full CPU; the first event then only runs its records. What fails here
+        is logged and left for the first event, which reports it as it always did."""
+        try:
+            app = self.app
+            _ = (app.runner, app.settler)  # built on first use: built now
+            from sqsjobs import aws
+
+            aws.client("sqs")
+        except Exception:
+            log.warning("could not prepare the handler at init; the first event will try again", exc_info=True)
+            self._app = None
 
     @property
     def app(self) -> App:
@@ -153,3 +169,5 @@ class SqsHandler:
 
 
 handler = SqsHandler()
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("SQSJOBS_APP"):  # inside Lambda, at init
+    handler.warm()

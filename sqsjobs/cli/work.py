@@ -31,7 +31,15 @@ def work(
     app: AppOption = None,
     queue: QueueOption = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once.")] = 1,
-    prefetch: Annotated[int, typer.Option(min=0, help="Extra messages held so the next job starts sooner.")] = 0,
+    prefetch: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Extra messages held so the next job starts sooner. Default: 10 - concurrency (every receive "
+            "carries 10); 0 for long jobs shared by many workers.",
+            show_default=False,
+        ),
+    ] = None,
     sleep: Annotated[float, typer.Option(min=1, max=20, help="Long-poll seconds when every queue is empty.")] = 10,
     tries: Annotated[int | None, typer.Option(min=1, help="Tries for jobs that do not set their own.")] = None,
     timeout: Annotated[

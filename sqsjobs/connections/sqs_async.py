@@ -40,9 +40,13 @@ class AsyncSqsSender:
                 "sqs",
                 region_name=aws.region(),
                 # The same retry settings as the sync clients (AWS_MAX_ATTEMPTS counts the first call too).
-                config=AioConfig(retries={"mode": aws.retry_mode(), "total_max_attempts": aws.max_attempts()}),
+                config=AioConfig(
+                    retries={"mode": aws.retry_mode(), "total_max_attempts": aws.max_attempts()},
+                    parameter_validation=aws.PARAMETER_VALIDATION,
+                ),
             )
         )
+        aws.cache_user_agent(client)
         self._clients[loop] = (client, stack)
         return client
 

@@ -59,6 +59,18 @@ def _s3_before_call(context: dict[str, Any], **_: Any) -> tuple[AWSResponse, dic
 # TransactWriteItems; > 100 transaction items; two operations on one item in a transaction), with
 # AWS's ValidationException -- so no handler here. See tests/unit/test_aws_rules.py.
 
+# -- botocore's own parameter validation -----------------------------------------------------------
+
+
+def _validate_parameters(params: dict[str, Any], model: Any, **_: Any) -> None:
+    """What botocore checks before every call (types, required members, ranges in the service model).
+    sqsjobs' clients skip it in production (`sqsjobs.aws.PARAMETER_VALIDATION`: our parameters are typed
+    and checked); tests keep it, so a wrong parameter fails here as it would have failed there."""
+    from botocore.validate import validate_parameters
+
+    validate_parameters(params, model.input_shape)
+
+
 _Handler = Callable[..., Any]
 
 _HANDLERS: list[tuple[str, _Handler]] = [
@@ -68,6 +80,7 @@ _HANDLERS: list[tuple[str, _Handler]] = [
     ("after-call.sqs", _sqs_after_call),
     ("before-parameter-build.s3", _s3_params),
     ("before-call.s3", _s3_before_call),
+    ("before-parameter-build", _validate_parameters),
 ]
 
 

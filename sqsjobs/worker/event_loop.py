@@ -22,8 +22,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .. import context
 from ..connections.base import Connection, ReceivedMessage
-from ..decisions import Decision
 from ..errors import JobTimeoutError
 from ..job import Job
 from ..runner import Run, Runner
@@ -86,14 +86,16 @@ class AsyncJobs:
             self._thread.join(0.2)
 
     def _main(self) -> None:
+        # The worker's app is current on the loop, and so in the pool calls that copy its context.
+        context.activate(self._runner.app)
         try:
             asyncio.run(self._serve())
         finally:
             self._pool.shutdown()
 
     async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
-        context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, fn, *args)
+        copied = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, copied.run, fn, *args)
 
     async def _serve(self) -> None:
         beat = asyncio.create_task(self._beating())
@@ -109,7 +111,7 @@ class AsyncJobs:
 
     async def _serve_messages(self) -> None:
         running: dict[asyncio.Task[None], ReceivedMessage] = {}
-        while (message := await self._in_pool(self._lanes.take)) is not None:
+        while (message := await self._next()) is not None:
             task = asyncio.create_task(self._run(message))
             running[task] = message
             task.add_done_callback(running.pop)
@@ -118,44 +120,79 @@ class AsyncJobs:
         while live := [task for task, message in running.items() if not self._stuck(message)]:
             await asyncio.wait(live, timeout=0.2)
 
-    async def _run(self, message: ReceivedMessage) -> None:
-        try:
-            decision = await self._decide(message)
-        except asyncio.CancelledError:
-            return  # only a stuck job's task is cancelled, when the loop closes
-        except Exception:
-            log.exception("runner crashed on message %s; it will be redelivered", message.message_id)
-            await self._in_pool(self._applier.crashed, message)
-            return
-        await self._in_pool(self._applier.done, message, decision)
+    async def _next(self) -> ReceivedMessage | None:
+        """The next message that may start: taken on the loop when one is held (a lock, no wait), else
+        waited for in the pool (a blocking wait must not hold the loop)."""
+        message = self._lanes.take(block=False)
+        if message is not None:
+            return message
+        return await self._in_pool(self._lanes.take)
 
-    async def _decide(self, message: ReceivedMessage) -> Decision:
-        step = await self._in_pool(self._runner.begin, message, self._connection)
-        if not isinstance(step, Run):
-            return step
+    async def _run(self, message: ReceivedMessage) -> None:
+        """One job, with as few hops to the pool as it needs: a plain `def handle` job is begun, run,
+        finished and settled in one; an `async def handle` one is begun there, awaited here, then
+        finished and settled in a second."""
+        step = await self._in_pool(self._begin, message)
+        if step is None:
+            return
         timeout = self._enforcer.timeout_of(step.job)
         started = time.perf_counter()
         error: Exception | None = None
         try:
-            if inspect.iscoroutinefunction(step.job.handle) and not step.job.middleware():
-                # Watched, not interrupted: the loop cancels it at its timeout, the watchdog reports
-                # it if it is still running `timeout_grace` later (it blocks the loop, or ignores
-                # the cancellation).
-                with self._enforcer.watch(type(step.job).job_name, timeout, message):
-                    await asyncio.wait_for(_entered(step.job), timeout)
-            else:
-                await self._in_pool(self._run_sync, step.job, message)
+            # Watched, not interrupted: the loop cancels it at its timeout, the watchdog reports it if
+            # it is still running `timeout_grace` later (it blocks the loop, or ignores the cancellation).
+            with self._enforcer.watch(type(step.job).job_name, timeout, message):
+                await asyncio.wait_for(_entered(step.job), timeout)
+        except asyncio.CancelledError:
+            return  # only a stuck job's task is cancelled, when the loop closes
         except TimeoutError:
             error = JobTimeoutError(f"{type(step.job).job_name} ran longer than its timeout of {timeout:g}s")
         except Exception as exc:
             error = exc
-        return await self._in_pool(self._runner.finish, step, error, time.perf_counter() - started)
+        await self._in_pool(self._finish, message, step, error, time.perf_counter() - started)
+
+    def _begin(self, message: ReceivedMessage) -> Run | None:
+        """In the pool: begin; a job that is not a coroutine job runs and is settled right here. The
+        coroutine job's step is returned, for the loop to await."""
+        try:
+            step = self._runner.begin(message, self._connection)
+            if isinstance(step, Run) and _on_loop(step.job):
+                return step
+            if isinstance(step, Run):
+                started = time.perf_counter()
+                error: Exception | None = None
+                try:
+                    self._run_sync(step.job, message)
+                except Exception as exc:
+                    error = exc
+                step = self._runner.finish(step, error, time.perf_counter() - started)
+        except Exception:
+            log.exception("runner crashed on message %s; it will be redelivered", message.message_id)
+            self._applier.crashed(message)
+            return None
+        self._applier.done(message, step)
+        return None
+
+    def _finish(self, message: ReceivedMessage, step: Run, error: Exception | None, runtime_s: float) -> None:
+        try:
+            decision = self._runner.finish(step, error, runtime_s)
+        except Exception:
+            log.exception("runner crashed on message %s; it will be redelivered", message.message_id)
+            self._applier.crashed(message)
+            return
+        self._applier.done(message, decision)
 
     def _run_sync(self, job: Job, message: ReceivedMessage) -> None:
         # Middleware is synchronous, so a job with middleware runs it here, in the pool
         # (an `async def handle` inside it then gets a private loop and no real cancellation).
         with self._enforcer.guard_for(message)(job):
             self._runner.run_handle(job)
+
+
+def _on_loop(job: Job) -> bool:
+    """An `async def handle` without middleware is awaited on the loop; anything else runs in the pool
+    (middleware is synchronous: an `async def handle` inside it gets a private loop there)."""
+    return inspect.iscoroutinefunction(job.handle) and not job.middleware()
 
 
 def _entered(job: Job) -> Awaitable[object]:

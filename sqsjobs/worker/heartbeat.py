@@ -157,5 +157,8 @@ def _quick_client() -> Any:
         read_timeout=_READ_TIMEOUT_S,
         retries={"mode": "standard", "total_max_attempts": _ATTEMPTS},
         max_pool_connections=4,
+        parameter_validation=aws.PARAMETER_VALIDATION,
     )
-    return boto3.session.Session().client("sqs", config=config)
+    client = boto3.session.Session().client("sqs", config=config)
+    aws.cache_user_agent(client)
+    return client

@@ -65,6 +65,8 @@ class Lanes:
 
     def _wanted(self) -> int:
         free = self._capacity - len(self._running) - len(self._held)
+        if self._max_starts is not None:  # `--once`, `--max-jobs`: never receive what will not start
+            free = min(free, self._max_starts - self.started - len(self._held))
         if free <= 0:
             return 0
         if not self._running and not self._held:

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError
 
+#: The most messages one SQS ReceiveMessage returns.
+_RECEIVE_MAX = 10
+
 
 @dataclass(slots=True)
 class WorkerOptions:
@@ -15,7 +18,13 @@ class WorkerOptions:
         queues: logical queue names in strict priority order.
         concurrency: jobs run at once (one thread each).
         prefetch: messages held beyond `concurrency` so the next job starts without a
-            round trip. 0 means a worker never holds a message it cannot start.
+            round trip. None (the default) holds enough to fill every receive to SQS's 10
+            (`10 - concurrency`, at least 0), so a receive, and a delete batch, carries ten jobs
+            at any concurrency; held messages are kept hidden by the heartbeat and handed back,
+            without spending a try, when the worker stops. With several queues the default is 0:
+            a held message of a lower queue would otherwise run before a higher queue's newer one.
+            0 means a worker never holds a message it cannot start (long jobs and many workers: a
+            held message waits behind running ones).
         sleep: seconds to long-poll when every queue was empty (SQS allows up to 20).
         timeout: seconds a job may run when it does not set `timeout`; None uses SQSJOBS_TIMEOUT.
         timeout_grace: seconds a timed-out job gets to stop after being interrupted; past
@@ -36,7 +45,7 @@ class WorkerOptions:
 
     queues: list[str] = field(default_factory=lambda: ["default"])
     concurrency: int = 1
-    prefetch: int = 0
+    prefetch: int | None = None
     sleep: float = 10.0
     timeout: float | None = None
     timeout_grace: float = 10.0
@@ -53,6 +62,12 @@ class WorkerOptions:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if self.prefetch is None:
+            # Without the heartbeat nothing keeps a held message hidden: hold none. With several queues,
+            # a held message of a lower queue would run before a higher queue's newer one: strict
+            # priority holds none either.
+            single = len(self.queues) == 1
+            self.prefetch = max(0, _RECEIVE_MAX - self.concurrency) if self.heartbeat and single else 0
         if self.prefetch < 0:
             raise ValueError("prefetch must be >= 0")
         if not 1 <= self.sleep <= 20:

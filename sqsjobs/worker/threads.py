@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from .. import context
 from ..connections.base import Connection, ReceivedMessage
 from ..runner import Call, Runner
 from .apply import Applier
@@ -55,7 +56,11 @@ class ThreadJobs:
                 thread.join(0.2)
 
     def loop(self) -> None:
-        """Run messages until the lanes hand out no more (the worker stops, or `--max-jobs` started)."""
+        """Run messages until the lanes hand out no more (the worker stops, or `--max-jobs` started).
+
+        The worker's app is the current one here: a job that dispatches another (`Other().dispatch()`)
+        sends it with the app that runs it, not the process default (a thread starts with no context)."""
+        context.activate(self._runner.app)
         while (message := self._lanes.take()) is not None:
             self.run_one(message)
 

@@ -26,7 +26,9 @@ def _setup(e2e: E2E) -> tuple[App, dict[str, str]]:
 
 
 def _worker(e2e: E2E, env: dict[str, str], *args: str) -> Process:
-    return e2e.spawn(["work", "--app", JOBS, "--sleep", "1", "--concurrency", "1", *args], env)
+    # --prefetch 0: a killed worker would otherwise also have held the next link, which then comes back
+    # on its second receive (attempt 2; docs/attempts.md). These tests are about the chain's bookkeeping.
+    return e2e.spawn(["work", "--app", JOBS, "--sleep", "1", "--concurrency", "1", "--prefetch", "0", *args], env)
 
 
 def _killed(e2e: E2E, worker: Process) -> None:

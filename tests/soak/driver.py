@@ -205,8 +205,9 @@ class Soak:
             PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
             PYTHONUNBUFFERED="1",
         )
-        if self.fault_rate > 0:
+        if faults_available():  # the strict layer also validates parameters (production clients skip it)
             env["SQSJOBS_TEST_STRICT"] = "1"
+        if self.fault_rate > 0:
             env["SQSJOBS_TEST_FAULTS"] = (
                 f"rate={self.fault_rate};services=sqs,dynamodb,s3;kinds=throttle,500,reset,after,slow;"
                 f"seed={self.o.seed * 100 + self._spawned}"
@@ -215,7 +216,7 @@ class Soak:
 
     def spawn(self, endpoint: str, slot: int) -> WorkerProc:
         self._spawned += 1
-        boot = "import sqsjobs.testing.boot; " if self.fault_rate > 0 else ""
+        boot = "import sqsjobs.testing.boot; " if faults_available() else ""
         cmd = [sys.executable, "-c", f"{boot}from sqsjobs.cli import main; main()"]
         cmd += ["work", "--app", JOBS_MODULE, "--sleep", "1", "--concurrency", str(self.o.concurrency)]
         err = self.logs / f"worker-{self._spawned:03d}-slot{slot}.err"

@@ -1,0 +1,59 @@
+"""botocore knobs that make each AWS call cheaper (issue 13): what was kept, and that tests stay strict.
+
+Measured on one moto server, client CPU per SQS call (docs/performance.md): the User-Agent built once
+per client instead of twice per call saves ~9%, skipping botocore's parameter validation 2-4%.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore import useragent
+from botocore.exceptions import ParamValidationError
+
+from sqsjobs import App, aws
+from tests.helpers import queue_url
+
+
+def test_production_clients_skip_botocores_parameter_validation(moto: None) -> None:
+    """botocore wraps the serializer of a validating client; ours is the bare one."""
+    assert aws.PARAMETER_VALIDATION is False
+    assert type(aws.client("sqs")._serializer).__name__ != "ParamValidationDecorator"
+
+
+def test_the_strict_test_layer_still_validates_parameters(sqs_app: App) -> None:
+    """The same check botocore would have made, made by the test layer: a wrong type never reaches moto."""
+    with pytest.raises(ParamValidationError, match="MessageBody"):
+        aws.client("sqs").send_message(QueueUrl=queue_url(sqs_app, "default"), MessageBody=123)
+    with pytest.raises(ParamValidationError, match="QueueUrl"):
+        aws.client("sqs").receive_message(MaxNumberOfMessages=1)
+
+
+def test_the_user_agent_is_built_once_per_client_and_stays_botocores(
+    sqs_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqs = aws.client("sqs")
+    agents: list[str] = []
+    built = 0
+    build = useragent.UserAgentString.to_string
+
+    def counting(self: Any) -> str:
+        nonlocal built
+        built += 1
+        return str(build(self))
+
+    monkeypatch.setattr(useragent.UserAgentString, "to_string", counting)
+    sqs.meta.events.register("before-send.sqs", lambda request, **_: agents.append(request.headers["User-Agent"]))
+    for _ in range(3):
+        sqs.get_queue_attributes(QueueUrl=queue_url(sqs_app, "default"), AttributeNames=["All"])
+    assert len(agents) >= 3 and len(set(agents)) == 1
+    assert (agents[0].decode() if isinstance(agents[0], bytes) else agents[0]).startswith("Boto3/")
+    assert built == 0, "built when the client was made, never again"
+
+
+def test_a_client_without_the_private_creator_is_left_alone() -> None:
+    class Other:
+        pass
+
+    aws.cache_user_agent(Other())  # no attribute to reach: nothing happens, nothing raises
