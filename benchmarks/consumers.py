@@ -1,21 +1,26 @@
-"""The consumer child processes: an sqsjobs worker, or a hand-written boto3 loop.
+"""The consumer child processes: an sqsjobs worker, a hand-written boto3 loop, or a peer.
 
-    python -m benchmarks.consumers sqsjobs --queue default --jobs 2000 --out result.json
+    python -m benchmarks.consumers sqsjobs --queue default --jobs 2000 --out result.json \
+        --worker-args "--concurrency 4"
     python -m benchmarks.consumers boto3 --queue NAME --jobs 2000 --out result.json
+    python -m benchmarks.consumers dramatiq --queue PREFIX --jobs 2000 --out result.json
 
 The parent (benchmarks.run) sets the AWS and SQSJOBS_* environment. Each child
 imports and builds its client first, then measures CPU (`time.process_time()`,
-every thread) and wall time around the work loop only, and writes them as JSON
+every thread, plus the CPU of any child process it reaped meanwhile: Celery's
+prefork pool) and wall time around the work loop only, and writes them as JSON
 to --out. The parent also reads the whole process's rusage with os.wait4, which
 includes interpreter start-up and imports.
 
-- sqsjobs: `sqsjobs work`'s own set-up (`build_app`: settings, logging, job import),
-  then `Worker(...).run()` with `concurrency` job threads, `sleep=1` (1 s long poll)
-  and `max_jobs=N`, so it stops the moment the last job is done.
-- boto3: one thread: receive_message(10, WaitTimeSeconds=1), json.loads each body,
+- sqsjobs: the `sqsjobs work` command itself (`sqsjobs.cli`, parsed by typer), given
+  `--app benchmarks.jobs --queue default --max-jobs N` and `--worker-args`; nothing else,
+  so every other option is the CLI's default. The Worker it builds is measured around
+  `run()` only (its boto3 client is built first, as start-up).
+- boto3: one thread: receive_message(10, WaitTimeSeconds=10), json.loads each body,
   call a no-op, delete_message_batch; until N messages are deleted.
 - boto3-pool: the same, but each received batch runs on a ThreadPoolExecutor of
   `concurrency` threads (the worker's threading model, minus everything else).
+- dramatiq, celery, sqs-workers: see benchmarks.peers (`--queue` is then the prefix).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import os
 import pstats
 import resource
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -59,17 +65,22 @@ class Measured:
         self.wall_s = 0.0
         self._finish: Callable[[], None] | None = None
         self._usage: Any = None
+        self._children = 0.0
+        self.children_cpu_s = 0.0
         self.usage: dict[str, float] = {}
 
     def __enter__(self) -> Measured:
         if self.profile:
             self._finish = _profile_threads(self.profile)
         self._usage = resource.getrusage(resource.RUSAGE_SELF)
+        self._children = _children_cpu()
         self.cpu_s, self.wall_s = time.process_time(), time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.cpu_s, self.wall_s = time.process_time() - self.cpu_s, time.perf_counter() - self.wall_s
+        self.children_cpu_s = _children_cpu() - self._children
+        self.cpu_s += self.children_cpu_s
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self.usage = {
             "user_s": usage.ru_utime - self._usage.ru_utime,
@@ -81,20 +92,58 @@ class Measured:
             self._finish()
 
     def result(self, jobs: int, exit_code: int) -> dict[str, Any]:
-        return {"cpu_s": self.cpu_s, "wall_s": self.wall_s, "jobs": jobs, "exit": exit_code, **self.usage}
+        return {
+            "cpu_s": self.cpu_s,
+            "wall_s": self.wall_s,
+            "jobs": jobs,
+            "exit": exit_code,
+            "children_cpu_s": self.children_cpu_s,
+            **self.usage,
+        }
 
 
-def run_sqsjobs(queue: str, jobs: int, concurrency: int, profile: str | None = None) -> dict[str, Any]:
-    from sqsjobs.cli.common import build_app
-    from sqsjobs.worker import Worker, WorkerOptions
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
-    app = build_app("benchmarks.jobs")
-    _ = app.connection.client  # build the boto3 client now: start-up, not per-job work
-    options = WorkerOptions(queues=[queue], concurrency=concurrency, sleep=1, max_jobs=jobs)
-    worker = Worker(app, options)
-    with Measured(profile) as measured:
-        code = worker.run(install_signals=False)
-    return measured.result(worker.processed, code)
+
+def run_sqsjobs(queue: str, jobs: int, worker_args: str, profile: str | None = None) -> dict[str, Any]:
+    """`sqsjobs work --app benchmarks.jobs --queue QUEUE --max-jobs N WORKER_ARGS`, in this process."""
+    from sqsjobs.cli import cli
+    from sqsjobs.cli import work as work_command
+    from sqsjobs.worker import Worker
+
+    out: dict[str, Any] = {}
+
+    class MeasuredWorker(Worker):
+        """The Worker `sqsjobs work` builds, measured around run() only."""
+
+        def run(self, install_signals: bool = True) -> int:
+            _ = self.connection.client  # build the boto3 client now: start-up, not per-job work
+            out["options"] = {k: getattr(self.options, k) for k in self.options.__slots__}  # type: ignore[attr-defined]
+            with Measured(profile) as measured:
+                code = super().run(install_signals)
+            out.update(measured.result(self.processed, code))
+            return code
+
+    work_command.Worker = MeasuredWorker  # type: ignore[misc]
+    argv = ["work", "--app", "benchmarks.jobs", "--queue", queue, "--max-jobs", str(jobs), *shlex.split(worker_args)]
+    try:
+        code = cli(argv, prog_name="sqsjobs", standalone_mode=False)
+    except SystemExit as exc:
+        code = exc.code
+    if "cpu_s" not in out:
+        raise SystemExit(f"sqsjobs work {' '.join(argv[1:])} exited {code} before its worker ran")
+    out["exit"] = code if isinstance(code, int) else out["exit"]
+    return out
+
+
+def run_peer(peer: str, prefix: str, jobs: int, profile: str | None = None) -> dict[str, Any]:
+    from .peers import CONSUMERS
+
+    measured = Measured(profile)
+    done = CONSUMERS[peer](prefix, jobs, measured)
+    return measured.result(done, 0 if done >= jobs else 1)
 
 
 def run_boto3(queue: str, jobs: int, concurrency: int, pool: bool, profile: str | None = None) -> dict[str, Any]:
@@ -111,7 +160,7 @@ def run_boto3(queue: str, jobs: int, concurrency: int, pool: bool, profile: str 
     with Measured(profile) as measured:
         url = client.get_queue_url(QueueName=queue)["QueueUrl"]
         while done < jobs and time.monotonic() < deadline:
-            response = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            response = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=10)
             messages = response.get("Messages", [])
             if not messages:
                 continue
@@ -172,18 +221,23 @@ def _profile_threads(path: str) -> Callable[[], None]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A benchmark consumer (run by benchmarks.run).")
-    parser.add_argument("kind", choices=["sqsjobs", "boto3", "boto3-pool"])
-    parser.add_argument("--queue", required=True, help="logical queue (sqsjobs) or SQS queue name (boto3)")
+    parser.add_argument("kind", choices=["sqsjobs", "boto3", "boto3-pool", "dramatiq", "celery", "sqs-workers"])
+    parser.add_argument(
+        "--queue", required=True, help="logical queue (sqsjobs), SQS queue name (boto3) or queue prefix (peers)"
+    )
     parser.add_argument("--jobs", type=int, required=True)
-    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=10, help="boto3-pool's threads")
+    parser.add_argument("--worker-args", default="", help="sqsjobs: more `sqsjobs work` options")
     parser.add_argument("--out", required=True)
     parser.add_argument("--profile", help="write merged cProfile stats of every thread here")
     args = parser.parse_args(argv)
 
     if args.kind == "sqsjobs":
-        result = run_sqsjobs(args.queue, args.jobs, args.concurrency, args.profile)
-    else:
+        result = run_sqsjobs(args.queue, args.jobs, args.worker_args, args.profile)
+    elif args.kind in ("boto3", "boto3-pool"):
         result = run_boto3(args.queue, args.jobs, args.concurrency, args.kind == "boto3-pool", args.profile)
+    else:
+        result = run_peer(args.kind, args.queue, args.jobs, args.profile)
     result["peak_rss_mb"] = _peak_rss_mb()
     result["pid"] = os.getpid()
     with open(args.out, "w") as f:

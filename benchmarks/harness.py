@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -148,26 +149,43 @@ class Child:
     def __init__(
         self,
         kind: str,
-        queue: str,
-        jobs: int,
-        concurrency: int,
+        args: list[str],
         env: dict[str, str],
         workdir: Path,
         profile: Path | None = None,
+        stoppable: bool = False,
     ) -> None:
+        """`python -m benchmarks.consumers KIND ARGS --out FILE`; with `stoppable`, `stop()` writes
+        a line on its stdin (for consumers that never stop by themselves)."""
         self.kind = kind
         fd, out = tempfile.mkstemp(prefix=f"{kind}-", suffix=".json", dir=workdir)
         os.close(fd)
         self.out = Path(out)
         self.stderr_path = self.out.with_suffix(".log")
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in reap()
-        cmd = [sys.executable, "-m", "benchmarks.consumers", kind, "--queue", queue, "--jobs", str(jobs)]
-        cmd += ["--concurrency", str(concurrency), "--out", str(self.out)]
+        cmd = [sys.executable, "-m", "benchmarks.consumers", kind, *args, "--out", str(self.out)]
         if profile is not None:
             cmd += ["--profile", str(profile)]
-        self._proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        self._proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE if stoppable else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
         self.pid = self._proc.pid
+        self.stoppable = stoppable
         self._status: tuple[int, Any] | None = None
+
+    def stop(self) -> None:
+        """Tell a stoppable consumer that its work is done (a line on its stdin)."""
+        if self.stoppable and self._proc.stdin is not None and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.write(b"stop\n")
+                self._proc.stdin.close()
+            except OSError:
+                pass
 
     def exited(self) -> bool:
         if self._status is None:
@@ -187,6 +205,8 @@ class Child:
         status, usage = self._status
         self._proc.returncode = os.waitstatus_to_exitcode(status)
         self._stderr.close()
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            self._proc.stdin.close()
         if self._proc.returncode != 0 or not self.out.stat().st_size:
             raise RuntimeError(f"{self.kind} consumer exited {self._proc.returncode}; {self._tail()}")
         data = json.loads(self.out.read_text())
@@ -201,7 +221,11 @@ class Child:
             peak_rss_mb=data["peak_rss_mb"],
             total_cpu_s=usage.ru_utime + usage.ru_stime,
             stderr_lines=lines,
-            extra={k: data[k] for k in ("user_s", "sys_s", "voluntary_switches", "involuntary_switches") if k in data},
+            extra={
+                k: data[k]
+                for k in ("user_s", "sys_s", "voluntary_switches", "involuntary_switches", "children_cpu_s", "options")
+                if k in data
+            },
         )
 
     def kill(self) -> None:
@@ -210,7 +234,59 @@ class Child:
             _, status, usage = os.wait4(self.pid, 0)
             self._status = (status, usage)
         self._stderr.close()
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
 
     def _tail(self) -> str:
         text = self.stderr_path.read_text(errors="replace").strip().splitlines()
         return "stderr tail:\n" + "\n".join(text[-15:]) if text else "no stderr"
+
+
+class Producer:
+    """A peer's producer in its own process (`python -m benchmarks.peers produce`): send(numbers)
+    asks it for those jobs and returns the CPU seconds it spent sending them."""
+
+    def __init__(self, peer: str, prefix: str, env: dict[str, str], workdir: Path) -> None:
+        self.peer = peer
+        self._stderr_path = workdir / f"producer-{peer}-{prefix}.log"
+        self._stderr = open(self._stderr_path, "w")  # noqa: SIM115 - closed in close()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.peers", "produce", peer, "--prefix", prefix],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            bufsize=1,
+        )
+        self._expect("ready")
+
+    def send(self, numbers: range) -> float:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(f"{numbers.start} {numbers.stop}\n")
+        self._proc.stdin.flush()
+        return float(self._expect(None))
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write("\n")
+                self._proc.stdin.close()
+                self._proc.wait(30)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+                self._proc.wait(10)
+        self._stderr.close()
+
+    def _expect(self, word: str | None) -> str:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().strip()
+        if not line or (word is not None and line != word):
+            self._proc.kill()
+            self._proc.wait(10)
+            tail = "\n".join(self._stderr_path.read_text(errors="replace").strip().splitlines()[-15:])
+            raise RuntimeError(f"{self.peer} producer failed ({line!r}); stderr tail:\n{tail}")
+        return line

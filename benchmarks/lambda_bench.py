@@ -1,0 +1,198 @@
+"""The Lambda handler: CPU per record, and cold start (import + first 10-record event).
+
+    python -m benchmarks.lambda_bench events --queue URL --events 50 --out events.json
+    python -m benchmarks.lambda_bench per-record --events events.json --rounds 5 --out result.json
+    python -m benchmarks.lambda_bench cold ours|floor --events events.json
+
+Every step runs in a child of benchmarks.run, with the environment a function would have
+(`SQSJOBS_APP=benchmarks.jobs`, the queue prefix, AWS credentials and the counting moto server
+for any call the handler makes).
+
+- events: receives the jobs benchmarks.run dispatched (real envelopes, real receipt handles)
+  and wraps them, 10 a time, as an SQS event source mapping would.
+- per-record: `lambda_handlers.sqs.handler` and the floor — Powertools' `BatchProcessor` with
+  `process_partial_response` and a record handler that `json.loads` the body and calls a
+  no-op — take turns on the same events, `--rounds` times; the lowest CPU (`process_time`) of
+  each side counts. Every record is a no-op job that succeeds, so both answer "no failures"
+  and the mapping would delete them all.
+- cold: a fresh interpreter imports the handler and handles the first event, timed from the
+  first import to the response: ours is `import lambda_handlers.sqs` + `handler(event)`, the
+  floor `import boto3` + Powertools' batch utility + the same floor handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from typing import Any
+
+RECORD = {
+    "messageId": "",
+    "receiptHandle": "",
+    "body": "",
+    "attributes": {
+        "ApproximateReceiveCount": "1",
+        "SentTimestamp": "0",
+        "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+        "ApproximateFirstReceiveTimestamp": "0",
+    },
+    "messageAttributes": {},
+    "md5OfBody": "",
+    "eventSource": "aws:sqs",
+    "eventSourceARN": "",
+    "awsRegion": "us-east-1",
+}
+
+
+class Context:
+    """The one part of the Lambda context the handlers read: a function with 5 minutes."""
+
+    function_name = "bench"
+    aws_request_id = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def build_events(url: str, count: int) -> list[dict[str, Any]]:
+    """Up to `count` events of 10 records received from `url` (hidden for an hour meanwhile)."""
+    import boto3
+
+    sqs = boto3.client("sqs")
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    empty = 0
+    while len(events) < count and empty < 3:
+        messages = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=3600,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        empty = 0 if messages else empty + 1
+        for message in messages:
+            record = copy.deepcopy(RECORD)
+            record.update(
+                messageId=message["MessageId"],
+                receiptHandle=message["ReceiptHandle"],
+                body=message["Body"],
+                md5OfBody=message["MD5OfBody"],
+                eventSourceARN=arn,
+            )
+            for key, value in message.get("Attributes", {}).items():
+                if key in record["attributes"]:
+                    record["attributes"][key] = value
+            record["messageAttributes"] = {
+                k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"]}
+                for k, v in message.get("MessageAttributes", {}).items()
+            }
+            records.append(record)
+            if len(records) == 10:
+                events.append({"Records": records})
+                records = []
+    return events
+
+
+def floor_handler() -> Any:
+    """A hand-written Powertools SQS handler: BatchProcessor, json.loads, a no-op."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    processor = BatchProcessor(event_type=EventType.SQS)
+
+    def noop(n: int) -> None:
+        return None
+
+    def record_handler(record: Any) -> None:
+        noop(**json.loads(record.body)["payload"])
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+
+    return handler
+
+
+def per_record(events: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
+    from lambda_handlers.sqs import handler as ours
+
+    floor = floor_handler()
+    context = Context()
+    # One event each first: the App, the registry and the logging are built once per container.
+    for handler in (ours, floor):
+        _check(handler(events[0], context))
+    records = sum(len(e["Records"]) for e in events)
+    cpu: dict[str, list[float]] = {"ours": [], "floor": []}
+    for index in range(rounds):
+        sides = [("ours", ours), ("floor", floor)]
+        for name, handler in sides if index % 2 == 0 else reversed(sides):
+            start = time.process_time()
+            for event in events:
+                _check(handler(event, context))
+            cpu[name].append(time.process_time() - start)
+    return {
+        "records": records,
+        "ours_cpu_s": min(cpu["ours"]),
+        "floor_cpu_s": min(cpu["floor"]),
+        "ours_runs": cpu["ours"],
+        "floor_runs": cpu["floor"],
+    }
+
+
+def _check(response: dict[str, Any]) -> None:
+    if response.get("batchItemFailures"):
+        raise SystemExit(f"the handler reported failures: {response['batchItemFailures'][:3]}")
+
+
+def cold(side: str, events_path: str) -> None:
+    """Runs as the first thing in a fresh interpreter: import + first event, then prints the times."""
+    with open(events_path) as f:
+        event = json.load(f)[0]
+    context = Context()
+    wall, cpu = time.perf_counter(), time.process_time()
+    if side == "ours":
+        import lambda_handlers.sqs
+
+        response = lambda_handlers.sqs.handler(event, context)
+    else:
+        import boto3  # noqa: F401  (what any Powertools SQS function imports)
+
+        response = floor_handler()(event, context)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    _check(response)
+    with open("/proc/self/status") as status:
+        hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    print(json.dumps({"s": wall, "cpu_s": cpu, "rss_mb": hwm / 1024}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Lambda handler benchmarks (run by benchmarks.run).")
+    parser.add_argument("command", choices=["events", "per-record", "cold"])
+    parser.add_argument("side", nargs="?", choices=["ours", "floor"])
+    parser.add_argument("--queue", help="events: the queue URL to receive from")
+    parser.add_argument("--events", help="events: how many to build; otherwise the events file")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    if args.command == "events":
+        events = build_events(args.queue, int(args.events))
+        with open(args.out, "w") as f:
+            json.dump(events, f)
+    elif args.command == "per-record":
+        with open(args.events) as f:
+            events = json.load(f)
+        result = per_record(events, args.rounds)
+        with open(args.out, "w") as f:
+            json.dump(result, f)
+    else:
+        cold(args.side, args.events)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
