@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from .envelope import has_sealed
 from .errors import BadMessageError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -197,14 +198,14 @@ def open_envelope(encryptor: Encryptor, envelope: Envelope) -> Envelope:
     if envelope.encrypted is not None:
         payload = _object(encryptor.open(envelope.encrypted, payload_aad(envelope.job, envelope.id)), "payload")
         opened = replace(envelope, payload=payload, encrypted=None)
-    if envelope.chain is not None and _has_sealed(envelope.chain):
+    if envelope.chain is not None and has_sealed(envelope.chain):
         chain = _links(envelope.chain, lambda link: _open_link(encryptor, link, envelope.id))
         opened = replace(opened, chain=chain)
     return opened
 
 
 def is_sealed(envelope: Envelope) -> bool:
-    return envelope.encrypted is not None or (envelope.chain is not None and _has_sealed(envelope.chain))
+    return envelope.encrypted is not None or (envelope.chain is not None and has_sealed(envelope.chain))
 
 
 def seal_links(encryptor: Encryptor, value: Any, carrier: str, is_encrypted: Callable[[str], bool]) -> Any:
@@ -218,7 +219,7 @@ def open_links(encryptor: Encryptor, value: Any, carrier: str) -> Any:
 
     Raises BadMessageError("undecryptable") or EncryptionUnavailable.
     """
-    return _links(value, lambda link: _open_link(encryptor, link, carrier)) if _has_sealed(value) else value
+    return _links(value, lambda link: _open_link(encryptor, link, carrier)) if has_sealed(value) else value
 
 
 def _seal_link(encryptor: Encryptor, link: dict[str, Any], carrier: str, is_encrypted: Callable[[str], bool]) -> None:
@@ -247,14 +248,6 @@ def _links(value: Any, visit: Callable[[dict[str, Any]], None]) -> Any:
         visit(copy)
         return copy
     return value
-
-
-def _has_sealed(value: Any) -> bool:
-    if isinstance(value, list):
-        return any(_has_sealed(item) for item in value)
-    if isinstance(value, dict):
-        return "encrypted" in value or any(_has_sealed(v) for k, v in value.items() if k != "payload")
-    return False
 
 
 # -- for operators: `sqsjobs failed show` -----------------------------------------------------------

@@ -187,6 +187,16 @@ _Link.model_rebuild()
 _Member.model_rebuild()
 
 
+def has_sealed(value: Any) -> bool:
+    """Whether chain links (with nested batches, their members and callbacks) hold a sealed payload
+    anywhere: a payload of an `encrypted = True` class is replaced by `encrypted` (sqsjobs.encryption)."""
+    if isinstance(value, list):
+        return any(has_sealed(item) for item in value)
+    if isinstance(value, dict):
+        return "encrypted" in value or any(has_sealed(v) for k, v in value.items() if k != "payload")
+    return False
+
+
 def decode(
     body: str,
     signing_key: bytes | SigningKeys | None = None,

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from .envelope import has_sealed
 from .errors import ConfigurationError, DispatchError
 from .job import Job
 
@@ -130,19 +131,11 @@ def open_at_rest(app: Services, value: Any, carrier: str) -> Any:
 
     Raises BadMessageError("undecryptable") or EncryptionUnavailable (sqsjobs.encryption).
     """
-    if not _has_sealed(value):
+    if not has_sealed(value):
         return value
     from .encryption import open_links
 
     return open_links(app.encryptor, value, carrier)
-
-
-def _has_sealed(value: Any) -> bool:
-    if isinstance(value, list):
-        return any(_has_sealed(item) for item in value)
-    if isinstance(value, dict):
-        return "encrypted" in value or any(_has_sealed(v) for k, v in value.items() if k != "payload")
-    return False
 
 
 def _in_process(app: Services) -> bool:
