@@ -161,13 +161,13 @@ class FailedJobs:
             )
         return again.body
 
-    def _envelope(self, message: ReceivedMessage, body: str | None = None) -> Envelope | None:
+    def _envelope(self, message: ReceivedMessage) -> Envelope | None:
         """The body as an envelope (signature and S3 object checked when keys are set), or None."""
         if message.payload_error:
             return None  # the body is still the pointer
         try:
             return decode(
-                message.body if body is None else body,
+                message.body,
                 self.app.signing_key,
                 object_key=message.pointer.key if message.pointer is not None else None,
             )
