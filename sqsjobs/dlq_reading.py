@@ -22,6 +22,8 @@ log = logging.getLogger("sqsjobs.failed")
 _MAX_EMPTY_RECEIVES = 10
 #: Extend the hide once a third of it has passed: two more chances before it would lapse.
 _EXTEND_EVERY = 1 / 3
+#: SQS's longest visibility timeout.
+_MAX_HIDE_S = 43_200
 
 
 class HeldMessages:
@@ -29,9 +31,10 @@ class HeldMessages:
 
     def __init__(self, sqs: Any, hide_s: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._sqs = sqs
+        #: The hide asked for now: it starts at `hide_s` and grows with the read (see `keep_hidden`).
         self.hide_s = hide_s
         self._clock = clock
-        self._extended = clock()
+        self._started = self._extended = clock()
         #: DLQ URL -> message id -> the receipt handle that holds it.
         self.held: dict[str, dict[str, str]] = {}
         #: Why this read may have missed a message or lost its hold on one (empty: it did not).
@@ -80,11 +83,17 @@ class HeldMessages:
                 yield item
 
     def keep_hidden(self) -> None:
-        """Extend the hide of everything held, when a third of it has passed since the last time."""
+        """Extend the hide of everything held, when a third of it has passed since the last time.
+
+        Each extension costs a call per 10 messages held, so the hide grows with the read (to twice
+        as long as it has lasted, at most SQS's 12 h): a read of thousands extends a few times, not
+        every few seconds. A command that dies leaves its messages hidden at most that long.
+        """
         now = self._clock()
         if now - self._extended < self.hide_s * _EXTEND_EVERY:
             return
         self._extended = now
+        self.hide_s = min(_MAX_HIDE_S, max(self.hide_s, round(2 * (now - self._started))))
         for dlq_url, held in self.held.items():
             lost = self._change(dlq_url, list(held.items()), self.hide_s)
             for message_id in lost:

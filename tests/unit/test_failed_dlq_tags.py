@@ -26,7 +26,7 @@ from sqsjobs.provisioning import provision
 from sqsjobs.signing import SigningKeys
 from sqsjobs.timing import utc_iso
 from sqsjobs.worker import Worker, WorkerOptions
-from tests.helpers import dlq_url, drain, payload_app, queue_url, wait_for
+from tests.helpers import FakeClock, dlq_url, drain, payload_app, queue_url, sqs_requests, wait_for
 
 KEY = "failed-dlq-tags-" + "k" * 32
 
@@ -350,13 +350,12 @@ def test_a_flush_while_another_reader_holds_messages_says_incomplete(app: App) -
     assert store.incomplete and "another reader" in store.incomplete[0]
 
 
-def test_a_job_whose_hold_lapsed_before_it_was_acted_on_is_left_alone(
+def test_a_retry_that_loses_its_hold_acts_only_on_what_it_still_holds(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The hold cannot be extended (SQS refuses) and the read outlasts it: the job is not retried by this
-    command (another reader may be retrying it), and the command says it was incomplete."""
-    Charge(amount=11).dispatch()
-    work(app)
+    """The hold cannot be extended (SQS refuses) and the read outlasts it: a message whose hold lapsed is
+    not acted on (another reader may be retrying it), the command says it was incomplete, and every
+    message ends in exactly one place: sent back once, or still in the DLQ."""
     fill_dlq(app, 25)  # three slow receives: the read outlasts the 1 s hide
     monkeypatch.setattr(failed_jobs, "_CONSUME_VISIBILITY_S", 1)
     events = aws.client("sqs").meta.events
@@ -375,5 +374,37 @@ def test_a_job_whose_hold_lapsed_before_it_was_acted_on_is_left_alone(
     finally:
         events.unregister("after-call.sqs.ReceiveMessage", slow)
         events.unregister("before-call.sqs.ChangeMessageVisibilityBatch", refuse)
-    assert done == [] and store.incomplete
-    assert sent_to(app) == [], "nothing this command no longer held was sent"
+    assert store.incomplete and len(done) < 25, "the first receives' holds were lost: those stay"
+    sent = sent_to(app)
+    assert sorted(sent) == sorted(job.body for job in done)
+
+    def visible() -> int:
+        attrs = aws.client("sqs").get_queue_attributes(
+            QueueUrl=dlq_url(app, "default"), AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+
+    wait_for(lambda: visible() == 25 - len(sent), timeout=20, what="the DLQ to show what was not sent")
+    left = [m["Body"] for m in drain(dlq_url(app, "default"))]
+    assert not set(sent) & set(left) and len(sent) + len(left) == 25
+
+
+def test_a_long_read_extends_its_hold_a_few_times_not_every_few_seconds(app: App) -> None:
+    """Each extension costs a call per 10 messages held: the hide grows with the read (twice its length so
+    far), so a read of thousands that lasts minutes extends a handful of times (the 10,000-job soak's DLQ
+    read took minutes of extensions when the hide stayed at 30 s)."""
+    from sqsjobs.dlq_reading import HeldMessages
+
+    fill_dlq(app, 20)
+    clock = FakeClock(1000.0)
+    changes = sqs_requests("ChangeMessageVisibilityBatch")
+    hold = HeldMessages(aws.client("sqs"), 30, clock=clock)
+    assert len(list(hold.read(dlq_url(app, "default")))) == 20
+    hides = []
+    for _ in range(40):  # ten minutes of reading and acting, looked at every 15 s
+        clock.now += 15
+        hold.keep_hidden()
+        hides.append(hold.hide_s)
+    assert hides[-1] >= 600 and hold.incomplete == [], hides
+    assert len(changes) <= 2 * 8, f"{len(changes)} extension calls for 20 messages held ten minutes"
+    hold.give_back()
