@@ -60,7 +60,8 @@ TARGET_CPU_RATIO_TUNED = 1.3
 TARGET_LAMBDA_COLD_START_RATIO = 1.2
 TARGET_LAMBDA_CPU_RATIO_PER_RECORD = 3.0
 TARGET_DISPATCH_CPU_RATIO = 1.1
-TARGET_DDB_CALLS_PER_JOB = 0
+#: A plain job makes no DynamoDB call; what a worker makes are its beats (docs/operations.md), per 10 s not per job.
+TARGET_DDB_CALLS_PER_JOB = 0.01
 
 Dispatcher = Callable[[range], float]  # sends those jobs, returns the CPU seconds it spent
 
@@ -660,7 +661,7 @@ def _checks(out: dict[str, Any], outcome: Outcome) -> list[report.Check]:
                 skipped=value if isinstance(value, str) else None,
             )
         )
-    checks.append(report.Check("ddb_calls_per_job", out.get("ddb_calls_per_job"), TARGET_DDB_CALLS_PER_JOB, op="=="))
+    checks.append(report.Check("ddb_calls_per_job", out.get("ddb_calls_per_job"), TARGET_DDB_CALLS_PER_JOB))
     return checks
 
 

@@ -3,11 +3,12 @@
 - `POWERTOOLS_SERVICE_NAME` set: job start/finish lines go through Powertools' Logger
   (JSON, with job id, name, queue and attempt as keys, and the envelope's id as
   correlation id).
-- `POWERTOOLS_METRICS_NAMESPACE` set: EMF metrics per job name — processed,
-  failed, released (counts) and runtime (milliseconds), and `handed_back` / `held_back`
-  for records the handler gave back without running them (see `HandBacks`).
+- `POWERTOOLS_METRICS_NAMESPACE` set (or SQSJOBS_METRICS): the job metrics every way in emits
+  (sqsjobs.metrics: processed, failed, released, runtime, wait per queue and job), plus
+  `handed_back` / `held_back` for records the handler gave back without running them (see
+  `HandBacks`), written as EMF at the end of each invocation.
 
-Neither module is imported unless its variable is set, to keep cold starts light.
+Neither is imported unless its variable is set, to keep cold starts light.
 
 A job is named, in lines and in metric dimensions, by its registered name or `unknown`
 (`Registry.known_name`): a message cannot choose the dimensions you pay for, nor write a line.
@@ -17,23 +18,37 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
 from sqsjobs.app import App
 from sqsjobs.events import JobEvent
 from sqsjobs.logs import escape, log_event
-from sqsjobs.registry import UNKNOWN, Registry, default_registry
+from sqsjobs.registry import Registry, default_registry
 
-_METRIC_FOR = {"processed": "processed", "failed": "failed", "rejected": "failed", "released": "released"}
+if TYPE_CHECKING:
+    from sqsjobs.metrics import JobMetrics
 
 
-def install(app: App) -> None:
+#: Apps already wired (the handler installs on first use; a test or a user may have installed first).
+_installed: weakref.WeakSet[App] = weakref.WeakSet()
+
+
+def install(app: App) -> JobMetrics | None:
+    """Switch on what the environment asks for (once per app); returns the metrics collector the
+    handler flushes."""
+    if app in _installed:
+        return app.metrics
+    _installed.add(app)
     if os.environ.get("POWERTOOLS_SERVICE_NAME"):
         # Powertools' lines replace the plain job log, rather than doubling it.
         app.events.forget(log_event)
         app.events.listen(_powertools_log_listener(app.registry))
-    if os.environ.get("POWERTOOLS_METRICS_NAMESPACE"):
-        app.events.listen(_metrics_listener(app.registry))
+    namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE")
+    if namespace:
+        mode = app.settings.metrics if app.settings.metrics != "off" else "emf"
+        return app.start_metrics(mode, namespace)
+    return app.start_metrics()
 
 
 def _powertools_log_listener(registry: Registry) -> Any:
@@ -50,6 +65,8 @@ def _powertools_log_listener(registry: Registry) -> Any:
             "dispatched_at": event.dispatched_at,
             "wait_ms": round(event.wait_s * 1000),
         }
+        if event.kind == "queued":
+            return  # a job this function dispatched: the producer's business, not a line of the job log
         logger.set_correlation_id(event.job_id)
         if event.kind == "processing":
             logger.debug("job started", extra=fields)
@@ -58,24 +75,6 @@ def _powertools_log_listener(registry: Registry) -> Any:
             if event.error:
                 extra["error"] = f"{event.error_type}: {event.error}"
             (logger.warning if event.kind in ("failed", "rejected") else logger.info)(f"job {event.kind}", extra=extra)
-
-    return listen
-
-
-def _metrics_listener(registry: Registry) -> Any:
-    from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
-    def listen(event: JobEvent) -> None:
-        name = _METRIC_FOR.get(event.kind)
-        if name is None:
-            return
-        # single_metric writes one EMF document per metric, with the job name as its dimension: a registered
-        # name or `unknown`, so the number of metrics is bounded by the number of job classes.
-        job = registry.known_name(event.job_name)
-        with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
-            metric.add_dimension(name="job", value=job)
-        with single_metric(name="runtime", unit=MetricUnit.Milliseconds, value=event.runtime_s * 1000) as metric:
-            metric.add_dimension(name="job", value=job)
 
     return listen
 
@@ -91,14 +90,14 @@ class HandBacks:
     otherwise the line and the metric say `unknown`.
     """
 
-    def __init__(self, registry: Registry | None = None) -> None:
+    def __init__(self, registry: Registry | None = None, metrics: JobMetrics | None = None) -> None:
         self._registry = registry if registry is not None else default_registry
+        self._metrics = metrics
         self._powertools: Any = None
         if os.environ.get("POWERTOOLS_SERVICE_NAME"):
             from aws_lambda_powertools import Logger
 
             self._powertools = Logger(logger_name="sqsjobs.lambda")
-        self._metrics = bool(os.environ.get("POWERTOOLS_METRICS_NAMESPACE"))
         self._log = logging.getLogger("sqsjobs.lambda")
 
     def report(self, metric: str, level: int, text: str, fields: dict[str, Any]) -> None:
@@ -122,8 +121,5 @@ class HandBacks:
             (self._powertools.warning if level >= logging.WARNING else self._powertools.info)(text, extra=fields)
         else:
             self._log.log(level, text, extra={"sqsjobs": fields})
-        if self._metrics:
-            from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
-            with single_metric(name=metric, unit=MetricUnit.Count, value=1) as counted:
-                counted.add_dimension(name="job", value=str(fields.get("job") or UNKNOWN))
+        if self._metrics is not None:
+            self._metrics.count(metric, str(fields.get("queue") or ""), job)

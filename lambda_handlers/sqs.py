@@ -49,6 +49,7 @@ class SqsHandler:
 
     def __init__(self, app: App | None = None) -> None:
         self._app = app
+        self._observed = False
         self._payload_store: PayloadStore | None = None
         self._hand_backs: observability.HandBacks | None = None
         self._invoked_at = 0.0
@@ -56,6 +57,8 @@ class SqsHandler:
         #: The function's whole time (seconds), read from the first event: a job needing more never fits.
         self.budget: float | None = None
         self._refusal: ConfigurationError | None = None
+        #: Logical queue name by event source ARN (a function reads one or a few queues).
+        self._queues: dict[str, str] = {}
 
     def warm(self) -> None:
         """Build, in the init phase, what the first event would: the App (settings, jobs module, signing
@@ -70,21 +73,24 @@ class SqsHandler:
             aws.client("sqs")
         except Exception:
             log.warning("could not prepare the handler at init; the first event will try again", exc_info=True)
-            self._app = None
+            self._app, self._observed = None, False
 
     @property
     def app(self) -> App:
         if self._app is None:
-            self._app = App(connection="sqs")
-            self._app.load_jobs()
-            observability.install(self._app)
+            app = App(connection="sqs")
+            app.load_jobs()  # jobs and `sqsjobs_setup`: kept only once both worked, else tried again next event
+            self._app = app
+        if not self._observed:
+            self._observed = True
+            observability.install(self._app)  # an App given to the handler is observed the same way
         return self._app
 
     @property
     def hand_backs(self) -> observability.HandBacks:
         """Reads POWERTOOLS_* on first use, so a test (or a user) may set them after import."""
         if self._hand_backs is None:
-            self._hand_backs = observability.HandBacks(self.app.registry)
+            self._hand_backs = observability.HandBacks(self.app.registry, self.app.metrics)
         return self._hand_backs
 
     def __call__(self, event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
@@ -99,7 +105,11 @@ class SqsHandler:
             processor = FifoProcessor(batch, skip_group=app.settings.lambda_fifo_skip_group)
         else:
             processor = StandardProcessor(batch)
-        return dict(process_partial_response(event, batch, processor, context))  # type: ignore[arg-type]
+        try:
+            return dict(process_partial_response(event, batch, processor, context))  # type: ignore[arg-type]
+        finally:
+            if app.metrics is not None:
+                app.metrics.flush()  # before the invocation ends: a frozen container may never flush
 
     def refuse_what_cannot_run(self, context: LambdaContext) -> None:
         """On the first event (the remaining time is then the function's timeout): refuse a default
@@ -137,22 +147,28 @@ class SqsHandler:
             )
 
     def record_message(self, record: SQSRecord) -> ReceivedMessage:
-        """The record as the runner sees it, without fetching an offloaded body."""
-        physical = record.event_source_arn.rsplit(":", 1)[-1]
-        attributes = record.attributes
-        receive_count = int(attributes.approximate_receive_count or 1)
+        """The record as the runner sees it, without fetching an offloaded body.
+
+        Read from the record's dict rather than Powertools' wrappers (each property builds a wrapper):
+        this runs once per record and is most of what a record costs before its job runs."""
+        raw = record.raw_event
+        attributes = raw.get("attributes") or {}
+        arn = raw.get("eventSourceARN") or ""
+        queue = self._queues.get(arn)
+        if queue is None:
+            queue = self._queues[arn] = self.app.settings.logical_queue_name(arn.rsplit(":", 1)[-1])
         return ReceivedMessage(
-            queue=self.app.settings.logical_queue_name(physical),
-            message_id=record.message_id,
-            receipt_handle=record.receipt_handle,
-            body=record.body,
-            receive_count=receive_count,
-            sent_at=int(attributes.sent_timestamp or 0) / 1000,
-            attributes={k: v.string_value or "" for k, v in record.message_attributes.items()},
+            queue=queue,
+            message_id=raw["messageId"],
+            receipt_handle=raw["receiptHandle"],
+            body=raw["body"],
+            receive_count=int(attributes.get("ApproximateReceiveCount") or 1),
+            sent_at=int(attributes.get("SentTimestamp") or 0) / 1000,
+            attributes={k: (v or {}).get("stringValue") or "" for k, v in (raw.get("messageAttributes") or {}).items()},
             # SQS limits a visibility change to 12 h from this receive, which happened before the
             # invocation (the mapping gathers records first); the settler keeps releases inside that.
             received_at=(self._invoked_at or self.app.clock()) - _LONGEST_BATCHING_WINDOW_S,
-            group_id=attributes.message_group_id or None,
+            group_id=attributes.get("MessageGroupId") or None,
         )
 
     def to_message(self, record: SQSRecord) -> ReceivedMessage:

@@ -1,16 +1,20 @@
 """sqsjobs: background jobs on Amazon SQS that survive production.
 
-The public API is what this module exports; everything else is private.
+The public API is what this module exports; everything else is private. Chains, batches and
+`dispatch_many` are loaded on first use: a Lambda function that only runs plain jobs never imports
+the workflow modules (its cold start is billed).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__ as __version__
-from .app import App, current_app, use
-from .batches import Batch, PendingBatch, batch, find_batch
-from .chains import PendingChain, chain
+from .app import App, cancel, current_app, job_status, use
 from .connections.base import Connection, OutgoingMessage, ReceivedMessage
 from .decisions import Ack, Decision, Defer, Fail, Postpone, Release
 from .dispatched import Dispatched
-from .dispatching import dispatch_many
 from .errors import (
     BadMessageError,
     ConfigurationError,
@@ -38,6 +42,32 @@ from .middleware import (
 )
 from .registry import Registry, default_registry
 from .settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from .batches import Batch, PendingBatch, batch, find_batch
+    from .chains import PendingChain, chain
+    from .dispatching import dispatch_many
+
+#: Exported names whose module is imported when the name is first read.
+_LAZY = {
+    "Batch": "batches",
+    "PendingBatch": "batches",
+    "batch": "batches",
+    "find_batch": "batches",
+    "PendingChain": "chains",
+    "chain": "chains",
+    "dispatch_many": "dispatching",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sqsjobs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Ack",
@@ -77,11 +107,13 @@ __all__ = [
     "ThrottlesExceptions",
     "WithoutOverlapping",
     "batch",
+    "cancel",
     "chain",
     "current_app",
     "default_registry",
     "dispatch_many",
     "find_batch",
+    "job_status",
     "load_settings",
     "rate_limiter",
     "use",

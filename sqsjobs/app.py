@@ -29,10 +29,13 @@ if TYPE_CHECKING:
     from .connections.sqs_async import AsyncSqsSender
     from .encryption import Encryptor
     from .job import Job
+    from .job_log import JobStatus
+    from .metrics import JobMetrics
     from .payloads import PayloadStore
     from .runner import Runner
     from .settling import Settler
     from .stores.base import Store
+    from .triage import Rule
 
 
 class App:
@@ -43,6 +46,7 @@ class App:
         connection: a connection name (`sqs`, `memory`, `sync`, `null`) or object.
         registry: the job classes this app may run; by default every `Job` subclass.
         clock: seconds since the epoch; tests inject one to move time.
+        triage: failure triage rules for every job, after each job's own (sqsjobs.triage).
         overrides: settings fields, e.g. `App(queue_prefix="test-")`.
     """
 
@@ -53,6 +57,7 @@ class App:
         connection: str | Connection | None = None,
         registry: Registry | None = None,
         clock: Callable[[], float] = time.time,
+        triage: Iterable[Rule] = (),
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -62,6 +67,7 @@ class App:
         self.settings = settings
         self.registry = registry or default_registry
         self.clock = clock
+        self.triage: list[Rule] = list(triage)
         self.events = Events()
         self.events.listen(log_event)
         self._connection_arg = connection or settings.connection
@@ -71,6 +77,7 @@ class App:
         self._async_sender: AsyncSqsSender | None = None
         self._store: Store | None = None
         self._encryptor: Encryptor | None = None
+        self._metrics: JobMetrics | None = None
         self._lock = threading.RLock()  # re-entered: the store is chosen by looking at the connection
         #: The signing keys, resolved once here (a Secrets Manager or SSM reference is fetched now).
         self.signing_key: SigningKeys | None = signing_keys(settings)
@@ -128,6 +135,33 @@ class App:
         return self._async_sender
 
     @property
+    def metrics(self) -> JobMetrics | None:
+        """The collector `start_metrics` started, if any."""
+        return self._metrics
+
+    def start_metrics(self, mode: str | None = None, namespace: str | None = None) -> JobMetrics | None:
+        """The job metrics a worker or the Lambda handler collects and flushes (SQSJOBS_METRICS); None
+        when off. Started once: later calls return the same collector, whatever they ask."""
+        with self._lock:
+            if self._metrics is None:
+                mode = mode or self.settings.metrics
+                if mode == "off":
+                    return None
+                from .metrics import JobMetrics, PutMetricData, print_emf
+
+                if mode == "cloudwatch":
+                    from . import aws
+
+                    write: Any = PutMetricData(aws.client("cloudwatch"))
+                else:
+                    write = print_emf
+                self._metrics = JobMetrics(
+                    self.registry, namespace or self.settings.metrics_namespace, write, clock=self.clock
+                )
+                self.events.listen(self._metrics.listen)
+            return self._metrics
+
+    @property
     def encryptor(self) -> Encryptor:
         """Seals and opens encrypted jobs' payloads (SQSJOBS_KMS_KEY); its KMS client is made on first use."""
         if self._encryptor is None:
@@ -146,6 +180,7 @@ class App:
             with self._lock:
                 if self._runner is None:
                     from .hooks.idempotency import IdempotencyKeys
+                    from .hooks.job_log import JobLog
                     from .hooks.unique import UniqueLocks
                     from .hooks.workflow import Workflows
                     from .runner import Runner
@@ -154,7 +189,7 @@ class App:
                     def store() -> Store:
                         return self.store
 
-                    hooks = [IdempotencyKeys(store, self.clock), UniqueLocks(store), Workflows(self)]
+                    hooks = [JobLog(self), IdempotencyKeys(store, self.clock), UniqueLocks(store), Workflows(self)]
                     self._runner = Runner(self, hooks, SkipLedger(store))
         return self._runner
 
@@ -196,17 +231,22 @@ class App:
         """Import the module named by SQSJOBS_APP so its job classes register themselves.
 
         This is the only import sqsjobs does by name, and the name comes from
-        configuration, never from a message.
+        configuration, never from a message. A module that defines `sqsjobs_setup(app)` has it
+        called with this app (event listeners, middleware defaults): a module is imported once per
+        process, but every app that loads it (a worker's, a test's) is set up.
         """
         if self.settings.app:
             for module in self.settings.app.split(","):
                 try:
-                    importlib.import_module(module.strip())
+                    loaded = importlib.import_module(module.strip())
                 except ImportError as exc:
                     raise ConfigurationError(
                         f"SQSJOBS_APP={self.settings.app!r}: cannot import {module.strip()!r} ({exc}); "
                         "is it on PYTHONPATH?"
                     ) from exc
+                setup = getattr(loaded, "sqsjobs_setup", None)
+                if callable(setup):
+                    setup(self)
 
     def queue_for(self, job_cls: type, queue: str | None) -> str:
         return queue or getattr(job_cls, "queue", None) or self.settings.default_queue
@@ -250,6 +290,19 @@ class App:
 
         return find_batch(batch_id, self, caller=caller)
 
+    def job_status(self, job_id: str) -> JobStatus | None:
+        """Where a job is, from the job log (SQSJOBS_JOB_LOG); None when the log has no record of it."""
+        from . import job_log
+
+        return job_log.status(self.store, job_id)
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a job that has not started: `cancelled` (acknowledged unrun when its message is
+        received), else `started` or `ended`. Needs the job log on in the workers (SQSJOBS_JOB_LOG)."""
+        from . import job_log
+
+        return job_log.cancel(self.store, job_id, self.clock(), self.settings.job_log_ttl)
+
     @contextlib.contextmanager
     def activate(self) -> Iterator[App]:
         """Make this app current for dispatches in this context (thread- and task-local)."""
@@ -266,6 +319,16 @@ context.set_factory(App)
 def use(app: App | None) -> None:
     """Make `app` the process-wide default (None: rebuild from the environment on next use)."""
     context.set_default(app)
+
+
+def job_status(job_id: str) -> JobStatus | None:
+    """`current_app().job_status(job_id)`: where a job is, from the job log."""
+    return current_app().job_status(job_id)
+
+
+def cancel(job_id: str) -> str:
+    """`current_app().cancel(job_id)`: cancel a job that has not started (`cancelled`, `started`, `ended`)."""
+    return current_app().cancel(job_id)
 
 
 def current_app() -> App:

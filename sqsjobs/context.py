@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .settings import Settings
     from .signing import SigningKeys
     from .stores.base import Store
+    from .triage import Rule
 
 
 class Services(Protocol):
@@ -34,6 +35,8 @@ class Services(Protocol):
     clock: Callable[[], float]
     events: Events
     signing_key: SigningKeys | None
+    #: The app's failure triage rules (sqsjobs.triage), after each job's own.
+    triage: list[Rule]
 
     @property
     def connection(self) -> Connection: ...

@@ -16,13 +16,15 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import unique
+from . import job_log, tracing, unique
 from .connections.base import OutgoingMessage
 from .context import Services
 from .dispatched import Dispatched
 from .envelope import Envelope
 from .errors import DispatchError
+from .events import JobEvent
 from .job import Job
+from .job_log import clean_tags
 from .links import encrypted_names, names_encrypted
 from .timing import DelayLike, delay_seconds, utc_iso
 
@@ -84,6 +86,8 @@ def build_message(
     if cls.retry_until is not None:
         envelope.retry_until = utc_iso(now + cls.retry_until.total_seconds())
     envelope.unique_key = unique_key(job)
+    envelope.tags = clean_tags(job.job_tags()) or None
+    envelope.trace = tracing.outgoing()
     # available_at is set for every delay so wait times are measured from when the
     # job became runnable; only delays longer than one hop need it to be re-sent.
     hop = app.settings.max_delay_hop
@@ -256,3 +260,20 @@ def by_queue(
 def unique_key(job: Job) -> str | None:
     cls = type(job)
     return f"{cls.job_name}:{job.unique_id()}" if cls.unique_for is not None else None
+
+
+def announce(app: Services, queue: str, envelopes: Iterable[Envelope]) -> None:
+    """`queued`, for each job SQS took, to the app's event listeners (and the job log, when on)."""
+    events = app.events
+    log_on = app.settings.job_log
+    for env in envelopes:
+        if log_on:
+            # SQS has the job: a log write that fails must not make the dispatch look failed (a caller
+            # would send it again) nor stop the rest of a dispatch_many.
+            try:
+                job_log.queued(
+                    app.store, env.id, env.job, queue, env.dispatched_at, env.tags or [], app.settings.job_log_ttl
+                )
+            except Exception:
+                log.exception("job %s is queued, but the job log could not record it", env.id)
+        events.emit(JobEvent("queued", env.id, env.job, queue, 0, dispatched_at=env.dispatched_at))

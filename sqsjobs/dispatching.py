@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import context, unique
 from .connections.base import BatchFailure, OutgoingMessage
 from .context import Services
-from .dispatch_plan import Planned, by_queue, forget_payload, prepare, unqueued_on_error
+from .dispatch_plan import Planned, announce, by_queue, forget_payload, prepare, unqueued_on_error
 from .dispatched import Dispatched
 from .envelope import Envelope
 from .errors import DispatchError
@@ -44,6 +44,7 @@ def dispatch(
     name, envelope, message = prepared
     with unqueued_on_error(app, envelope, name, message):
         message_id = app.connection.send(name, message)
+    announce(app, name, [envelope])
     return Dispatched(envelope.id, envelope.job, name, message_id)
 
 
@@ -104,7 +105,7 @@ def _send_chunk(
         if not pending:
             break
         time.sleep(0.05 * 2**attempt)
-    return sent_of(app, chunk, not_queued), not_queued
+    return sent_of(app, queue, chunk, not_queued), not_queued
 
 
 _Pending = dict[str, tuple[Envelope, OutgoingMessage]]
@@ -130,15 +131,17 @@ def sort_failures(
 
 
 def sent_of(
-    app: Services, chunk: list[tuple[Envelope, OutgoingMessage]], not_queued: list[tuple[str, str, str]]
+    app: Services, queue: str, chunk: list[tuple[Envelope, OutgoingMessage]], not_queued: list[tuple[str, str, str]]
 ) -> list[Envelope]:
-    """The envelopes of `chunk` that were queued (unique locks of the others are freed)."""
+    """The envelopes of `chunk` that were queued (announced; unique locks of the others are freed)."""
     failed_ids = {job_id for job_id, _, _ in not_queued}
     for env, message in chunk:
         if env.id in failed_ids:
             unique.release(app.store, env)
             forget_payload(app, message)
-    return [env for env, _ in chunk if env.id not in failed_ids]
+    sent = [env for env, _ in chunk if env.id not in failed_ids]
+    announce(app, queue, sent)
+    return sent
 
 
 def raise_not_queued(not_queued: list[tuple[str, str, str]]) -> None:

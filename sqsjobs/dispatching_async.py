@@ -10,7 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import context
 from .context import Services
-from .dispatch_plan import Planned, by_queue, prepare, unqueued_on_error
+from .dispatch_plan import Planned, announce, by_queue, prepare, unqueued_on_error
 from .dispatched import Dispatched
 from .dispatching import (
     _BATCH_RETRIES,
@@ -45,6 +45,7 @@ async def dispatch_async(
     name, envelope, message = prepared
     with unqueued_on_error(app, envelope, name, message):
         message_id = await app.async_sender.send(name, message)
+    announce(app, name, [envelope])
     return Dispatched(envelope.id, envelope.job, name, message_id)
 
 
@@ -70,7 +71,7 @@ async def dispatch_many_async(
                 if not pending:
                     break
                 await asyncio.sleep(0.05 * 2**attempt)
-            results.extend(Dispatched(env.id, env.job, name) for env in sent_of(app, chunk, failed_here))
+            results.extend(Dispatched(env.id, env.job, name) for env in sent_of(app, name, chunk, failed_here))
             not_queued.extend(failed_here)
     raise_not_queued(not_queued)
     return results

@@ -34,7 +34,7 @@ from .errors import BadMessageError
 from .signing import SigningKeys
 
 VERSION = 1
-_OPTIONAL = ("available_at", "retry_until", "chain", "batch_id", "unique_key", "trace", "encrypted")
+_OPTIONAL = ("available_at", "retry_until", "chain", "batch_id", "unique_key", "trace", "encrypted", "tags")
 #: Deeper than this is not a job's data but an attack on the parser (payload models nest a few levels).
 MAX_DEPTH = 64
 _MAX_ID = 128
@@ -59,6 +59,8 @@ class Envelope:
     trace: str | None = None
     #: An encrypted job's payload, sealed (sqsjobs.encryption); `payload` is then `{}` on the wire.
     encrypted: dict[str, Any] | None = None
+    #: The job's tags (`Job.job_tags()`), for the job log's search.
+    tags: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,6 +179,7 @@ class _Wire(BaseModel):
     unique_key: Annotated[StrictStr, Field(max_length=1024)] | None = None
     trace: Annotated[StrictStr, Field(max_length=_MAX_ID)] | None = None
     encrypted: _Sealed | None = None
+    tags: Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=128)]], Field(max_length=10)] | None = None
     # Fields written by sqsjobs itself outside the named ones (callbacks, `failed retry`).
     retried: bool | None = None
     for_batch: Id | None = None
@@ -185,6 +188,15 @@ class _Wire(BaseModel):
 
 _Link.model_rebuild()
 _Member.model_rebuild()
+
+
+def involved(envelope: Envelope | None) -> bool:
+    """Whether the job belongs to a chain or a batch, or is one's callback: such a job runs once per
+    job id however many copies of its message arrive (plain jobs skip all of this, and never load
+    the workflow modules)."""
+    return envelope is not None and bool(
+        envelope.chain or envelope.batch_id or envelope.extra.get("for_batch") or envelope.extra.get("for_chain")
+    )
 
 
 def has_sealed(value: Any) -> bool:

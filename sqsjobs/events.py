@@ -1,17 +1,50 @@
-"""Events for every step of a job's life, so observability hangs off listeners, not worker edits."""
+"""Events for every step of a job's life and of the workers around it, so observability (logs,
+metrics, a Slack message) hangs off listeners, not worker edits.
+
+Two kinds of event share one bus:
+
+- `JobEvent`, one step of one job: `queued`, `processing`, `processed`, `released`, `failed`,
+  `deferred`, `rejected`, and `new_failure` (the first failure of its exception type for this job,
+  when an `alert_new` triage rule asks for it), `cancelled` (acknowledged unrun: `cancel(job_id)`).
+  `Events.listen` receives all of these (it is what
+  the job log and the metrics use).
+- `QueueEvent`, something about a queue or a worker: `worker_starting`, `worker_stopping`,
+  `queue_busy` (a `sqsjobs monitor` threshold was crossed), `circuit_opened` (a job's exception
+  throttle opened). Only listeners registered for the kind with `Events.on` receive them, so a
+  listener written for job events never sees a shape it does not know.
+
+A listener runs in the thread that emitted the event (a job thread, the poller, the Lambda handler):
+keep it short, or hand the event to a queue of your own.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 log = logging.getLogger("sqsjobs")
+
+#: The kinds of JobEvent, in the order a job meets them.
+JOB_KINDS = (
+    "queued",
+    "processing",
+    "processed",
+    "released",
+    "failed",
+    "deferred",
+    "rejected",
+    "new_failure",
+    "cancelled",
+)
+#: The kinds of QueueEvent.
+QUEUE_KINDS = ("worker_starting", "worker_stopping", "queue_busy", "circuit_opened")
 
 
 @dataclass(slots=True)
 class JobEvent:
-    """One step: `processing`, `processed`, `released`, `failed`, `deferred` or `rejected`.
+    """One step of one job (see the module docstring for the kinds).
 
     `rejected` is a message that could not become a job (malformed, unknown job,
     invalid payload, bad signature); it went to the DLQ without running.
@@ -30,25 +63,70 @@ class JobEvent:
     delay: int = 0
 
 
+@dataclass(slots=True)
+class QueueEvent:
+    """Something about a queue or a worker. `detail` holds what the kind knows (a worker's host and
+    pid, a queue's depth and its threshold, the job whose circuit opened), JSON-ready."""
+
+    kind: str
+    queue: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
 Listener = Callable[[JobEvent], None]
+AnyListener = Callable[[Any], None]
+F = TypeVar("F", bound=AnyListener)
 
 
 class Events:
-    """A list of listeners; a failing listener is logged and never breaks a job."""
+    """Listeners by kind; a failing listener is logged and never breaks a job or a worker."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._by_kind: dict[str, list[AnyListener]] = {}
 
     def listen(self, listener: Listener) -> Listener:
+        """Receive every JobEvent."""
         self._listeners.append(listener)
         return listener
 
-    def forget(self, listener: Listener) -> None:
-        self._listeners.remove(listener)
+    def on(self, *kinds: str) -> Callable[[F], F]:
+        """Decorator: receive the events of these kinds only (job or queue kinds), e.g.
 
-    def emit(self, event: JobEvent) -> None:
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("sqsjobs event listener %r failed", listener)
+        @app.events.on("failed", "queue_busy")
+        def page(event): ...
+        """
+        unknown = [k for k in kinds if k not in JOB_KINDS and k not in QUEUE_KINDS]
+        if unknown or not kinds:
+            raise ValueError(
+                f"unknown event kind(s) {unknown or '(none given)'}; known: {', '.join(JOB_KINDS + QUEUE_KINDS)}"
+            )
+
+        def register(listener: F) -> F:
+            for kind in kinds:
+                self._by_kind.setdefault(kind, []).append(listener)
+            return listener
+
+        return register
+
+    def forget(self, listener: AnyListener) -> None:
+        """Remove a listener wherever it was registered (no error when it was not)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+        for listeners in self._by_kind.values():
+            while listener in listeners:
+                listeners.remove(listener)
+
+    def emit(self, event: JobEvent | QueueEvent) -> None:
+        if isinstance(event, JobEvent):
+            for listener in self._listeners:
+                self._call(listener, event)
+        for by_kind in self._by_kind.get(event.kind, ()):
+            self._call(by_kind, event)
+
+    @staticmethod
+    def _call(listener: AnyListener, event: JobEvent | QueueEvent) -> None:
+        try:
+            listener(event)
+        except Exception:
+            log.exception("sqsjobs event listener %r failed", listener)

@@ -1,28 +1,24 @@
-"""The failed-jobs store is the dead-letter queue: list, show, retry, forget, flush.
+"""The failed-jobs store is the dead-letter queue: list, show, retry, forget, flush (and prune, by filter).
 
-SQS has no "read without taking", so listing receives every DLQ message with a
-short visibility timeout and then makes them visible again. Retry sends the
-original body back to its source queue as a fresh message (same job id,
-attempts reset, as design §7 allows) and only then deletes the DLQ copy: a
-crash in between duplicates, never loses. A body offloaded to S3 is shown
-resolved; its object is deleted with the DLQ copy (a retry stores a fresh one).
+SQS has no "read without taking", so listing receives every DLQ message with a short visibility timeout
+and then makes them visible again. Retry sends the original body back to its source queue as a fresh
+message (same job id, attempts reset) and only then deletes the DLQ copy: a crash in between duplicates,
+never loses. A body offloaded to S3 is shown resolved; its object is deleted with the DLQ copy.
 
-One job may have several DLQ copies (a worker died between the DLQ write and
-the delete; a DLQ send timed out after it had succeeded; a retry crashed before
-its delete). Copies are one failed job when their bodies match or their
-envelopes verify with the same id; a message that only *claims* a job's id (the
-`sqsjobs.job_id` attribute, which anyone with send rights on the DLQ writes)
-never joins it. A job is listed once with a count, retried once, forgotten
-together; the copy acted on is the best one (a verified envelope first). Copies
-share one S3 object, deleted once, when no remaining copy and no retried message
-points at it, and only when its key is one of the job's own.
+One job may have several DLQ copies (a worker died between the DLQ write and the delete; a DLQ send timed
+out after it had succeeded; a retry crashed before its delete). Copies are one failed job when their
+bodies match or their envelopes verify with the same id; a message that only *claims* a job's id (the
+`sqsjobs.job_id` attribute, which anyone with send rights on the DLQ writes) never joins it. A job is
+listed once with a count, retried once, forgotten together; the copy acted on is the best one (a
+verified envelope first). Copies share one S3 object, deleted once, when no remaining copy and no
+retried message points at it, and only when its key is one of the job's own. Filters, the summary and
+batched sends: sqsjobs.failed_review.
 """
 
 from __future__ import annotations
 
 import builtins
 import dataclasses
-import functools
 import hashlib
 import logging
 import time
@@ -38,6 +34,8 @@ from .dlq_reading import HeldMessages
 from .envelope import Envelope, decode
 from .errors import BadMessageError, ConfigurationError
 from .failed_copies import CollectedFailedJob, Copy, collect, groups, rank
+from .failed_filters import Proof, proof
+from .failed_review import Hooks, Pending, RetrySends
 from .failures import FailedJob, verify_failed_job
 from .payloads import carried
 from .provisioning import known_queues
@@ -89,8 +87,14 @@ class FailedJobs:
         self._accept_unverified = False
         #: S3 objects read and let go (sqsjobs.dlq_reading: bodies are not all kept) -> their body's digest.
         self._digests: dict[tuple[str, str], str] = {}
-        #: While `_consume` acts on a job: whether this command still holds all of its DLQ copies.
-        self._held: Callable[[], bool] | None = None
+        #: DLQ message id -> the job its body names, when the body decoded as an envelope (signature checked).
+        self._body_jobs: dict[str, str] = {}
+        #: While `_consume` acts: its hold, S3 objects of deleted copies / of kept copies and sent messages.
+        self._hold: HeldMessages | None = None
+        self._released: dict[tuple[str, str], PayloadPointer] = {}
+        self._in_use: set[tuple[str, str]] = set()
+        self._done: builtins.list[CollectedFailedJob] = []
+        self._advance: Callable[[], None] = lambda: None
 
     def _dlqs(self, queue: str | None) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -134,12 +138,11 @@ class FailedJobs:
             for item in hold.read(dlq_url):
                 message = received(name, item)
                 self.connection.payloads.resolve(message)
+                envelope = self._envelope(message)
+                if envelope is not None:
+                    self._body_jobs[message.message_id] = envelope.job
                 job = verify_failed_job(
-                    message,
-                    sources=sources,
-                    registry=self.app.registry,
-                    envelope=self._envelope(message),
-                    keys=self.app.signing_key,
+                    message, sources=sources, registry=self.app.registry, envelope=envelope, keys=self.app.signing_key
                 )
                 if (pointer := message.pointer) is not None and not message.payload_error:
                     self._digests[(pointer.bucket, pointer.key)] = _digest(job.body)
@@ -174,16 +177,27 @@ class FailedJobs:
         except BadMessageError:
             return None
 
-    def list(self, queue: str | None = None) -> builtins.list[CollectedFailedJob]:
-        """Every failed job once (its copies counted), oldest failure first; `incomplete` says if some were missed."""
+    def proof(self, job: FailedJob) -> Proof:
+        """What a copy read by this store proves about itself (sqsjobs.failed_filters): what filters judge."""
+        body_job = self._body_jobs.get(job.message.message_id)
+        return proof(job, signed=self.app.signing_key is not None, body_job=body_job, registry=self.app.registry)
+
+    def list(
+        self, queue: str | None = None, *, select: Callable[[builtins.list[Copy]], bool] | None = None
+    ) -> builtins.list[CollectedFailedJob]:
+        """Every failed job once (its copies counted), oldest failure first; `incomplete` says if some were missed.
+
+        `select` (e.g. a `failed_review.Selection`) is given each job's copies, best first, and keeps it or not.
+        """
         hold = HeldMessages(self._sqs, _SCAN_VISIBILITY_S)
         try:
             scanned = builtins.list(self._scan(queue, hold))
         finally:
             hold.give_back()
         self.incomplete = hold.incomplete
-        jobs = [collect(group) for group in groups(scanned)]
-        shown = Counter(job.id for job in jobs)
+        every = groups(scanned)
+        shown = Counter(group[0][1].id for group in every)
+        jobs = [collect(group) for group in every if select is None or select(group)]
         for job in jobs:
             job.claimants = shown[job.id] - 1
         return sorted(jobs, key=lambda j: j.failed_at)
@@ -194,112 +208,143 @@ class FailedJobs:
 
     # -- changing ----------------------------------------------------------------------
     def retry(
-        self, ids: builtins.list[str] | None = None, *, queue: str | None = None, accept_unverified: bool = False
+        self,
+        ids: builtins.list[str] | None = None,
+        *,
+        queue: str | None = None,
+        accept_unverified: bool = False,
+        hooks: Hooks | None = None,
     ) -> builtins.list[CollectedFailedJob]:
-        """Send failed jobs back to their source queues, once per job, and delete all their copies.
+        """Send failed jobs back to their source queues (SendMessageBatch), once per job; delete all their copies.
 
-        `ids=None` retries all (of `queue`). A copy whose reason is `expired_signature` or `signature`
-        is refused (RetryRefused, in `refused`) unless named in `ids` with `accept_unverified`: the
-        retry would re-sign an old replay; the operator vouches for the body.
-        """
+        `ids=None` retries all (of `queue`; those `hooks.select` keeps). A copy whose reason is `expired_signature`
+        or `signature` is refused (RetryRefused, in `refused`) unless named in `ids` with `accept_unverified`:
+        the retry would re-sign an old replay; the operator vouches for the body."""
         wanted = set(ids) if ids else None
         self._accept_unverified = accept_unverified and wanted is not None
         try:
-            return self._consume(queue, wanted, self._resend)
+            return self._consume(queue, wanted, self._prepare, hooks or Hooks())
         finally:
             self._accept_unverified = False
 
     def forget(self, job_id: str) -> bool:
         """Delete every DLQ copy of a failed job."""
-        return bool(self._consume(None, {job_id}, lambda job: False))
+        return bool(self._consume(None, {job_id}, lambda job: None, Hooks()))
 
-    def flush(self, queue: str | None = None) -> int:
-        """Delete every failed job (of `queue`). Returns how many jobs (not copies) were deleted."""
-        return len(self._consume(queue, None, lambda job: False))
+    def flush(self, queue: str | None = None, *, hooks: Hooks | None = None) -> int:
+        """Delete every failed job (of `queue`; those `hooks.select` keeps: `prune` is a flush by age).
+        Returns how many jobs (not copies) were deleted; `hooks.confirm` sees them first and may say no."""
+        return len(self._consume(queue, None, lambda job: None, hooks or Hooks()))
 
     def _consume(
-        self, queue: str | None, wanted: set[str] | None, action: Callable[[FailedJob], bool]
+        self,
+        queue: str | None,
+        wanted: set[str] | None,
+        action: Callable[[FailedJob], Pending | None],
+        hooks: Hooks,
     ) -> builtins.list[CollectedFailedJob]:
-        """Apply `action` to the best copy of each wanted job, then delete every copy of the jobs it succeeded for.
+        """Act on the best copy of each wanted (and selected) job, then delete every copy of the jobs it succeeded for.
 
-        The whole DLQ is read first (hidden meanwhile): the copy acted on is the best (`rank`), only
-        copies of that job (`groups`) are deleted with it, and for a named id only the best job
-        claiming it is acted on (other claimants stay: `unmatched`). `action` returns whether the
-        message it sent points at the copy's S3 object, or raises RetryRefused (the job stays;
-        `refused` says why). An S3 object is deleted after the scan when no kept copy and no sent
+        The whole DLQ is read first (hidden meanwhile): the copy acted on is the best (`rank`), only copies
+        of that job (`groups`) go with it, and for a named id only the best job claiming it is acted on
+        (other claimants stay: `unmatched`). `hooks.confirm` sees the chosen jobs first. `action` returns
+        None (the copies go now), a message to send (they go once SQS took it), or raises RetryRefused (the
+        job stays; `refused` says why). An S3 object is deleted after the scan when no kept copy and no sent
         message points at it, a copy's body was read from it and its key is the verified id's own.
         """
-        self.refused = {}
-        self.unmatched = {}
-        done: builtins.list[CollectedFailedJob] = []
-        released: dict[tuple[str, str], PayloadPointer] = {}  # S3 objects of deleted copies
-        in_use: set[tuple[str, str]] = set()  # S3 objects a kept copy or a sent message points at
-        tried: set[str] = set()  # named ids whose best job was acted on (or refused)
-        prefix = self.app.settings.payload_prefix
-        hold = HeldMessages(self._sqs, _CONSUME_VISIBILITY_S)
-
-        def keep_group(group: builtins.list[Copy]) -> None:
-            for _, job in group:
-                if job.message.pointer is not None:
-                    in_use.add((job.message.pointer.bucket, job.message.pointer.key))
-
+        self.refused, self.unmatched, self._done = {}, {}, []
+        self._released, self._in_use = {}, set()
+        tried: set[str] = set()  # named ids whose best job was chosen
+        hold = self._hold = HeldMessages(self._sqs, _CONSUME_VISIBILITY_S)
+        self._advance = hooks.advance or (lambda: None)
+        sends = RetrySends(self.connection, held=lambda g: _holds_all(hold, g), sent=self._sent, refused=self._not_sent)
         try:
+            chosen: builtins.list[builtins.list[Copy]] = []
             for group in groups(builtins.list(self._scan(queue, hold))):
-                hold.keep_hidden()
                 best = group[0][1]
-                if not _holds_all(hold, group):
-                    keep_group(group)  # its hold lapsed (said in `incomplete`): another reader may act on it
-                    continue
                 if wanted is not None and (best.id not in wanted or best.id in tried):
                     if best.id in tried:
                         self.unmatched[best.id] = self.unmatched.get(best.id, 0) + len(group)
-                    keep_group(group)
+                    self._keep(group)
                     continue
                 if wanted is not None:
                     tried.add(best.id)
-                self._held = functools.partial(_holds_all, hold, group)
+                if not _holds_all(hold, group) or (hooks.select is not None and not hooks.select(group)):
+                    self._keep(group)  # a lapsed hold is said in `incomplete`: another reader may act on it
+                    continue
+                chosen.append(group)
+            self.incomplete = hold.incomplete
+            if hooks.confirm is not None and not hooks.confirm([collect(group) for group in chosen]):
+                return []
+            for group in chosen:
+                hold.keep_hidden()
+                best = group[0][1]
                 try:
-                    still_pointed_at = action(best)
+                    if not _holds_all(hold, group):
+                        raise RetryRefused("the hold on its DLQ copies lapsed before it was acted on")
+                    pending = action(best)
                 except RetryRefused as exc:
                     self.refused[best.id] = str(exc)
-                    keep_group(group)
-                    continue
+                    self._keep(group)
                 except Exception:
                     log.exception("could not act on failed job %s; it stays in the DLQ", best.id)
-                    keep_group(group)
-                    continue
-                if still_pointed_at and best.message.pointer is not None:
-                    in_use.add((best.message.pointer.bucket, best.message.pointer.key))
-                for dlq_url, job in group:
-                    receipt = hold.receipt(dlq_url, job.message.message_id)
-                    if receipt is None:
-                        continue  # the hold lapsed meanwhile (said in `incomplete`): the copy stays
-                    self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=receipt)
-                    hold.deleted(dlq_url, job.message.message_id)
-                    pointer = job.message.pointer
-                    if (
-                        pointer is not None
-                        and not job.message.payload_error
-                        and "id" not in job.unverified
-                        and object_keys.is_own(prefix, job.id, pointer.key)
-                    ):
-                        released[(pointer.bucket, pointer.key)] = pointer
-                done.append(collect(group))
+                    self._keep(group)
+                else:
+                    if pending is not None:
+                        pending.group = group
+                        sends.add(pending)  # its copies go once SQS took it (`_sent`)
+                        continue
+                    self._drop(group)
+                self._advance()
+            sends.flush()
         finally:
-            self._held = None
+            self._hold = None
             hold.give_back()
             self.incomplete = hold.incomplete
-        for key, pointer in released.items():
-            if key not in in_use:
+        for key, pointer in self._released.items():
+            if key not in self._in_use:
                 self.connection.payloads.delete(pointer)
-        return done
+        return self._done
 
-    def _resend(self, job: FailedJob) -> bool:
-        """Send a failed job back; True when the new message points at this copy's S3 object.
+    def _keep(self, group: builtins.list[Copy]) -> None:
+        """The job stays in the DLQ: the S3 objects its copies point at must stay too."""
+        self._in_use.update((p.bucket, p.key) for _, job in group if (p := job.message.pointer) is not None)
 
-        Only to a verified source queue (one of this app's that drains into the DLQ it was read
-        from): RetryRefused otherwise, and the job stays in the DLQ.
-        """
+    def _drop(self, group: builtins.list[Copy]) -> None:
+        """Delete the copies of a job this command still holds; note the S3 objects that may go with them."""
+        assert self._hold is not None
+        prefix = self.app.settings.payload_prefix
+        for dlq_url, job in group:
+            receipt = self._hold.receipt(dlq_url, job.message.message_id)
+            if receipt is None:
+                continue  # the hold lapsed meanwhile (said in `incomplete`): the copy stays
+            self._sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=receipt)
+            self._hold.deleted(dlq_url, job.message.message_id)
+            pointer = job.message.pointer
+            read = not job.message.payload_error and "id" not in job.unverified  # its body came from it, as ours
+            if pointer is not None and read and object_keys.is_own(prefix, job.id, pointer.key):
+                self._released[(pointer.bucket, pointer.key)] = pointer
+        self._done.append(collect(group))
+
+    def _sent(self, item: Pending) -> None:
+        """SQS took a retried job's message: its copies go (the object it points at stays)."""
+        pointer = item.group[0][1].message.pointer
+        if item.reused and pointer is not None:
+            self._in_use.add((pointer.bucket, pointer.key))
+        self._drop(item.group)
+        self._advance()
+
+    def _not_sent(self, item: Pending, why: str) -> None:
+        """A retried job's message was not sent: it stays in the DLQ, and a fresh S3 object for it goes."""
+        self.refused[item.group[0][1].id] = why
+        if item.message.pointer is not None and not item.reused:
+            self.connection.payloads.delete(item.message.pointer)
+        self._keep(item.group)
+        self._advance()
+
+    def _prepare(self, job: FailedJob) -> Pending:
+        """The message that sends a failed job back, only to a verified source queue (one of this app's
+        that drains into the DLQ it was read from); RetryRefused when it may not go (it stays in the DLQ)."""
         if "queue" in job.unverified or job.queue == "?":
             raise RetryRefused(
                 f"its source queue {job.queue[:80]!r} is not a queue of this app that drains into this DLQ "
@@ -350,14 +395,4 @@ class FailedJobs:
         if self.connection.queue_info(source).fifo:
             message.group_id = job.job if job.job in self.app.registry else "sqsjobs-retried"
             message.deduplication_id = f"{job.id}-retry-{uuid.uuid4().hex[:8]}"
-        if self._held is not None and not self._held():
-            if message.pointer is not None and not reused:
-                self.connection.payloads.delete(message.pointer)
-            raise RetryRefused("the hold on its DLQ copies lapsed before it was sent (another reader may act on it)")
-        try:
-            self.connection.send(source, message)
-        except Exception:
-            if message.pointer is not None:
-                self.connection.payloads.delete(message.pointer)
-            raise
-        return reused
+        return Pending([], source, message, reused)

@@ -361,14 +361,6 @@ def _continue_chain(state: dict[str, Any], app: Services, cancelled: bool, owner
 
 
 # -- the end of a job ---------------------------------------------------------------------------
-def involved(envelope: Envelope | None) -> bool:
-    """Whether the job belongs to a chain or a batch, or is one's callback: such a job runs once per
-    job id however many copies of its message arrive (plain jobs skip all of this)."""
-    return envelope is not None and bool(
-        envelope.chain or envelope.batch_id or envelope.extra.get("for_batch") or envelope.extra.get("for_chain")
-    )
-
-
 def succeeded(app: Services, envelope: Envelope) -> None:
     """The job succeeded: send the chain's next link; count the batch member if this ended it."""
     if advance(app, envelope.chain, envelope.id, envelope.batch_id, shard=shard_of(envelope)):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -34,6 +34,7 @@ from .timing import BackoffLike, DelayLike, backoff_seconds, clamp_visibility, d
 
 if TYPE_CHECKING:
     from .envelope import Envelope
+    from .triage import Rule
 
 T = TypeVar("T")
 
@@ -87,6 +88,8 @@ class Job(BaseModel):
             is remembered.
         encrypted: encrypt the payload (Laravel's ShouldBeEncrypted) with a KMS data key
             (SQSJOBS_KMS_KEY): only the job name, ids and scheduling fields stay readable.
+        triage: rules for this job's failures, checked before the app's (sqsjobs.triage:
+            `discard(...)`, `retry_later(..., after=...)`, `alert_new(...)`; docs/triage.md).
 
     Class keywords: `name` (the registered name; default the class name), `aliases`
     (old names that still resolve), `abstract=True` for shared base classes.
@@ -108,6 +111,7 @@ class Job(BaseModel):
     unique_until_processing: ClassVar[bool] = False
     idempotency_ttl: ClassVar[float | timedelta] = timedelta(days=1)
     encrypted: ClassVar[bool] = False
+    triage: ClassVar[Sequence[Rule]] = ()
 
     job_name: ClassVar[str] = ""
     job_aliases: ClassVar[tuple[str, ...]] = ()
@@ -152,6 +156,11 @@ class Job(BaseModel):
 
     def middleware(self) -> list[Any]:
         """Middleware to run `handle()` through (see sqsjobs.middleware); none by default."""
+        return []
+
+    def job_tags(self) -> list[str]:
+        """Tags for the job log (`sqsjobs jobs list --tag customer:42`), like Horizon's: short strings of
+        letters, digits and `_.:@/#=+-`, at most 10. None by default."""
         return []
 
     def unique_id(self) -> str:

@@ -46,6 +46,8 @@ def job_log_listener(registry: Registry) -> Any:
 
 
 def _log_event(event: JobEvent, registry: Registry) -> None:
+    if event.kind == "queued":
+        return  # the producer's business: a dispatch is not a line in the job log
     if event.kind == "processing":
         if job_log.isEnabledFor(logging.DEBUG):
             job_log.debug("job started", extra={"sqsjobs": _fields(event, registry)})

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import flow
-from .envelope import decode
+from .envelope import decode, involved
 from .errors import BadMessageError
 from .failures import PREFIX, FailedJob
 from .timing import parse_iso, utc_iso
@@ -58,7 +57,7 @@ def fresh_body(body: str, keys: SigningKeys | None, now: float) -> str:
         envelope.retry_until = utc_iso(parse_iso(envelope.retry_until) + shift)
     envelope.available_at = None
     envelope.dispatched_at = utc_iso(now)
-    if flow.involved(envelope):
+    if involved(envelope):
         envelope.extra["retried"] = True
     return envelope.encode(keys)
 
@@ -66,6 +65,6 @@ def fresh_body(body: str, keys: SigningKeys | None, now: float) -> str:
 def in_workflow(body: str, keys: SigningKeys | None) -> bool:
     """Whether a body is a chain/batch job or a callback (it then has an "ended" mark to clear)."""
     try:
-        return flow.involved(decode(body, keys))
+        return involved(decode(body, keys))
     except BadMessageError:
         return False

@@ -58,6 +58,17 @@ class Settings(BaseSettings):
             long jobs, so this need not cover the longest job.
         clock_skew: seconds by which workers' clocks may disagree; locks, claims and windows
             held by another worker are trusted for this much longer than their own expiry says.
+        metrics: per-job metrics from workers and the Lambda handler (docs/metrics.md): `off`,
+            `emf` (CloudWatch embedded metric format on stdout: Lambda, ECS with awslogs) or
+            `cloudwatch` (batched PutMetricData, where no log agent reads EMF). On Lambda,
+            POWERTOOLS_METRICS_NAMESPACE alone turns `emf` on.
+        metrics_namespace: the CloudWatch namespace (POWERTOOLS_METRICS_NAMESPACE wins on Lambda).
+        metrics_interval: seconds between a worker's metric flushes (and `worker_alive` beats).
+        job_log: keep a compact record of every job in the table (status by id, cancel, tags;
+            docs/job-log.md): one PutItem per dispatch (and per tag), two UpdateItems per run.
+        job_log_ttl: seconds a job log record lives (default 7 days).
+        worker_beat: seconds between a worker's beats in the table (`sqsjobs workers`) and its
+            reads of `restart` / `pause` (docs/operations.md); 0 turns both off.
     """
 
     model_config = SettingsConfigDict(env_prefix="SQSJOBS_", extra="ignore")
@@ -89,6 +100,12 @@ class Settings(BaseSettings):
     max_receive_count: int = Field(default=10, ge=2, le=1000)
     visibility_timeout: int = Field(default=60, ge=5, le=43200)
     clock_skew: float = Field(default=60.0, ge=0, le=3600)
+    metrics: Literal["off", "emf", "cloudwatch"] = "off"
+    metrics_namespace: str = Field(default="sqsjobs", min_length=1, max_length=255)
+    metrics_interval: float = Field(default=60.0, ge=1, le=3600)
+    worker_beat: float = Field(default=10.0, ge=0, le=600)
+    job_log: bool = False
+    job_log_ttl: float = Field(default=7 * 86400, ge=60, le=366 * 86400)
 
     @field_validator("payload_prefix")
     @classmethod

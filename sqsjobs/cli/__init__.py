@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import batches, failed, infra, keys, work
+from . import batches, failed, infra, jobs, keys, monitor, work, workers
 from .common import guard_all, set_debug
 
 cli = typer.Typer(
@@ -39,10 +39,16 @@ def _root(
 cli.command("work", epilog=work.EXAMPLES)(work.work)
 cli.add_typer(failed.group, name="failed")
 cli.add_typer(batches.group, name="batches")
+cli.add_typer(jobs.group, name="jobs")
 cli.add_typer(keys.group, name="keys")
 cli.command("local", epilog=infra.LOCAL_EXAMPLES)(infra.local)
 cli.command("provision", epilog=infra.PROVISION_EXAMPLES)(infra.provision)
 cli.command("check", epilog=infra.CHECK_EXAMPLES)(infra.check)
+cli.command("monitor", epilog=monitor.EXAMPLES)(monitor.monitor)
+cli.command("workers", epilog=workers.WORKERS_EXAMPLES)(workers.list_workers)
+cli.command("restart", epilog=workers.RESTART_EXAMPLES)(workers.restart)
+cli.command("pause", epilog=workers.PAUSE_EXAMPLES)(workers.pause)
+cli.command("continue", epilog=workers.PAUSE_EXAMPLES)(workers.continue_)
 guard_all(cli)
 
 

@@ -10,33 +10,53 @@ indented under its label, so no message text starts a line of its own that reads
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
-from rich.table import Table
 from rich.text import Text
 
 from ..encryption import EncryptionUnavailable, reveal
 from ..errors import BadMessageError
 from ..failed_copies import CollectedFailedJob
 from ..failed_jobs import FailedJobs, RetryRefused
+from ..failed_review import Hooks, Selection
+from ..failed_triage import TriageSelection
 from ..failures import PREFIX
-from .common import AppOption, QueueOption, build_app, clean, console, err_console, split, text
+from . import failed_redrive, failed_review
+from .common import AppOption, QueueOption, build_app, clean, console, err_console, text
+from .failed_review import (
+    JobFilter,
+    OlderThanFilter,
+    ReasonFilter,
+    SinceFilter,
+    YesOption,
+    build_filter,
+    copies_note,
+    delete_selected,
+    left_note,
+)
+from .failed_review import field as _field
+from .failed_review import incomplete as _incomplete
+from .failed_review import unmatched_note as _unmatched_note
 
 group = typer.Typer(
     help="Inspect, retry and remove failed jobs (they live in each queue's DLQ).",
     no_args_is_help=True,
     epilog="""[bold]Examples[/]
 
-  sqsjobs failed list
+  sqsjobs failed summary --since 24h     [dim]# counts by queue, job, reason[/]
+  sqsjobs failed list --reason tries_exhausted --since 24h --json
   sqsjobs failed show 6f1c...            [dim]# reason, traceback head, payload[/]
   sqsjobs failed retry 6f1c... 9a2b...   [dim]# back to their queues, attempts reset[/]
   sqsjobs failed retry --all --queue default
+  sqsjobs failed retry --job billing.send-invoice --reason timeout
   sqsjobs failed retry 6f1c... --accept-unverified   [dim]# an expired_signature / signature copy you vouch for[/]
   sqsjobs failed forget 6f1c...
-  sqsjobs failed flush --queue default
+  sqsjobs failed flush --queue default   [dim]# asks first; --yes does not[/]
+  sqsjobs failed prune --older-than 7d --yes
 """,
 )
 
@@ -46,51 +66,12 @@ BODY_LINES = 80
 #: Bodies up to this size are parsed and pretty-printed as JSON; larger ones are shown as text.
 _PRETTY_JSON_CHARS = 64 * 1024
 _REASON_CHARS = 120
+#: More jobs than this get a progress bar (on stderr) while `retry` sends them.
+HANDFUL = 10
 
-
-@group.command("list")
-def list_(app: AppOption = None, queue: QueueOption = None) -> None:
-    """List failed jobs, one row per job id: id, job, queue, when, why, DLQ copies."""
-    store = FailedJobs(build_app(app), split(queue))
-    jobs = store.list()
-    if not jobs:
-        console.print("No failed jobs.")
-        _incomplete(store)
-        return
-    table = Table(title=f"{len(jobs)} failed job(s)")
-    # Ids are copied into `show` / `retry`, so they never wrap or shorten.
-    table.add_column("id", no_wrap=True, min_width=36)
-    for column in ("job", "queue", "failed at", "attempts", "reason"):
-        table.add_column(column, overflow="fold")
-    table.add_column("copies", justify="right")
-    for job in jobs:
-        table.add_row(
-            _field(job, "id", job.id),
-            _field(job, "job", job.job).append(" (encrypted)" if job.encrypted else "", style="cyan"),
-            _field(job, "queue", job.queue),
-            _field(job, "failed_at", job.failed_at),
-            _field(job, "attempts", str(job.attempts)),
-            _field(job, "reason", _reason(job.reason, job.error)),
-            str(job.copies),
-        )
-    console.print(table)
-    if any(job.unverified for job in jobs):
-        console.print(
-            Text(
-                "(unverified): a value from the message's sqsjobs.* attributes or body that does not check out "
-                "(see `sqsjobs failed show ID`)",
-                style="dim",
-            )
-        )
-    _incomplete(store)
-
-
-def _field(job: CollectedFailedJob, name: str, value: str, style: str = "") -> Text:
-    """`value` as text, marked when the message's claim for `name` did not check out."""
-    shown = text(value, style=style)
-    if name in job.unverified:
-        shown.append(" (unverified)", style="yellow")
-    return shown
+# list and summary (sqsjobs.cli.failed_review, which does not import this module); prune is at the end.
+group.command("list")(failed_review.list_)
+group.command("summary")(failed_review.summary)
 
 
 @group.command("show")
@@ -211,43 +192,6 @@ def _cut_note(more: int) -> Text:
     return Text(f"... {more} more characters (--full prints them all)", style="dim")
 
 
-@group.command("retry")
-def retry(
-    job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids to retry.", show_default=False)] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Retry every failed job (of --queue).")] = False,
-    app: AppOption = None,
-    queue: QueueOption = None,
-    accept_unverified: Annotated[
-        bool,
-        typer.Option(
-            "--accept-unverified",
-            help="Also retry the named jobs whose reason is expired_signature or signature: you vouch for the "
-            "body (an expired one is re-signed and runs; an unsigned one is sent as it is, never signed).",
-        ),
-    ] = False,
-) -> None:
-    """Send failed jobs back to their queues (once each): same job id, attempts reset; removes every DLQ copy."""
-    if not job_ids and not all_ and not queue:
-        err_console.print("Name job ids, or use --all / --queue.")
-        raise typer.Exit(2)
-    if accept_unverified and not job_ids:
-        err_console.print("--accept-unverified takes the job ids you vouch for, one by one (not --all / --queue).")
-        raise typer.Exit(2)
-    store = FailedJobs(build_app(app))
-    with console.status("retrying failed jobs..."):
-        done = store.retry(job_ids or None, queue=queue, accept_unverified=accept_unverified)
-    console.print(f"Retried {len(done)} job(s).{_copies_note(done)}")
-    for job_id, why in sorted(store.refused.items()):
-        err_console.print(Text(f"Not retried: {clean(job_id)}: {clean(why)}"))
-    _unmatched_note(store)
-    missing = set(job_ids or []) - {job.id for job in done} - set(store.refused)
-    if missing:
-        err_console.print(Text(f"Not found: {', '.join(clean(m) for m in sorted(missing))}"))
-    _incomplete(store)
-    if missing or store.refused:
-        raise typer.Exit(1)
-
-
 @group.command("forget")
 def forget(job_id: Annotated[str, typer.Argument(help="The job id to delete.")], app: AppOption = None) -> None:
     """Delete one failed job (every DLQ copy of it) for good."""
@@ -261,37 +205,154 @@ def forget(job_id: Annotated[str, typer.Argument(help="The job id to delete.")],
     _incomplete(store)
 
 
-@group.command("flush")
-def flush(app: AppOption = None, queue: QueueOption = None) -> None:
-    """Delete every failed job (of --queue)."""
-    store = FailedJobs(build_app(app))
-    count = store.flush(queue)
-    console.print(f"Deleted {count} failed job(s).")
+@group.command("retry")
+def retry(
+    job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids to retry.", show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Retry every failed job (of --queue).")] = False,
+    app: AppOption = None,
+    queue: QueueOption = None,
+    job: JobFilter = None,
+    reason: ReasonFilter = None,
+    since: SinceFilter = None,
+    older_than: OlderThanFilter = None,
+    accept_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--accept-unverified",
+            help="Also retry the named jobs whose reason is expired_signature or signature: you vouch for the "
+            "body (an expired one is re-signed and runs; an unsigned one is sent as it is, never signed).",
+        ),
+    ] = False,
+) -> None:
+    """Send failed jobs back to their queues (once each): same job id, attempts reset; removes every DLQ copy."""
+    filtered = any(v is not None for v in (job, reason, since, older_than))
+    if not job_ids and not all_ and not queue and not filtered:
+        err_console.print("Name job ids, or use --all / --queue / --job / --reason / --since / --older-than.")
+        raise typer.Exit(2)
+    if job_ids and (all_ or filtered):
+        err_console.print("Name job ids, or select with --all and filters; not both.")
+        raise typer.Exit(2)
+    if accept_unverified and not job_ids:
+        err_console.print("--accept-unverified takes the job ids you vouch for, one by one (not --all / --queue).")
+        raise typer.Exit(2)
+    the_app = build_app(app)
+    flt = build_filter(the_app, job, reason, since, older_than)
+    store = FailedJobs(the_app)
+    selection = Selection(flt, store.proof)
+    bar = _Bar("retrying")
+    hooks = Hooks(select=selection, confirm=bar.start, advance=bar.advance)
+    try:
+        done = store.retry(job_ids or None, queue=queue, accept_unverified=accept_unverified, hooks=hooks)
+    finally:
+        bar.stop()
+    console.print(f"Retried {len(done)} job(s).{copies_note(done)}")
+    for job_id, why in sorted(store.refused.items()):
+        err_console.print(Text(f"Not retried: {clean(job_id)}: {clean(why)}"))
+    _unmatched_note(store)
+    left_note(selection, "retried")
+    missing = set(job_ids or []) - {j.id for j in done} - set(store.refused)
+    if missing:
+        err_console.print(Text(f"Not found: {', '.join(clean(m) for m in sorted(missing))}"))
     _incomplete(store)
-
-
-def _incomplete(store: FailedJobs) -> None:
-    """Exit 1, saying why on stderr, when the read of the DLQ may have missed jobs: a `flush` or
-    `retry --all` that did not see everything must not look like one that did."""
-    if store.incomplete:
-        err_console.print(Text("Incomplete: the DLQ could not be read whole; run the command again.", style="bold"))
-        for why in store.incomplete[:10]:
-            err_console.print(Text(f"  {clean(why)}"))
+    if missing or store.refused:
         raise typer.Exit(1)
 
 
-def _unmatched_note(store: FailedJobs) -> None:
-    for job_id, count in sorted(store.unmatched.items()):
-        err_console.print(
-            Text(f"Left {count} other DLQ message(s) claiming {clean(job_id)}: not copies of that job (unverified).")
+class _Bar:
+    """A progress bar on stderr once a verb knows it acts on more than a handful of jobs (a spinner before)."""
+
+    def __init__(self, doing: str) -> None:
+        self.doing = doing
+        self.status = err_console.status("reading the DLQs...")
+        self.status.start()
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def start(self, jobs: list[CollectedFailedJob]) -> bool:
+        self.status.stop()
+        if len(jobs) > HANDFUL:
+            self.progress = Progress(
+                TextColumn(f"{self.doing} failed jobs"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.doing, total=len(jobs))
+        return True
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def stop(self) -> None:
+        self.status.stop()
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@group.command("flush")
+def flush(
+    app: AppOption = None,
+    queue: QueueOption = None,
+    job: JobFilter = None,
+    reason: ReasonFilter = None,
+    since: SinceFilter = None,
+    older_than: OlderThanFilter = None,
+    yes: YesOption = False,
+) -> None:
+    """Delete every failed job (of --queue, matching the filters) for good; asks first unless --yes."""
+    delete_selected(app, queue, job, reason, since, older_than, yes)
+
+
+group.command("prune")(failed_review.prune)
+
+
+@group.command("triage")
+def triage(
+    app: AppOption = None,
+    queue: QueueOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be retried; send nothing.")] = False,
+) -> None:
+    """Retry the failed jobs whose `retry_later` triage rule says their time has come (docs/triage.md)."""
+    the_app = build_app(app)
+    store = FailedJobs(the_app)
+    selection = TriageSelection(the_app, store.proof, the_app.clock(), act=not dry_run)
+    if dry_run:
+        store.list(queue, select=selection.select)
+        done_ids = sorted(selection.due)
+    else:
+        bar = _Bar("retrying")
+        try:
+            done = store.retry(
+                None, queue=queue, hooks=Hooks(select=selection.select, confirm=bar.start, advance=bar.advance)
+            )
+        finally:
+            bar.stop()
+        done_ids = sorted(j.id for j in done)
+        for job_id, why in sorted(store.refused.items()):
+            err_console.print(Text(f"Not retried: {clean(job_id)}: {clean(why)}"))
+    verb = "Would retry" if dry_run else "Retried"
+    console.print(f"{verb} {len(done_ids)} job(s) by their triage rules.")
+    for job_id in done_ids:
+        console.print(Text(f"  {clean(job_id)}"))
+    if selection.waiting:
+        soonest = min(selection.waiting.values())
+        console.print(
+            f"{len(selection.waiting)} more wait for their rule (the next in {max(0, soonest - the_app.clock()):.0f}s)."
         )
+    if selection.exhausted:
+        err_console.print(
+            f"{selection.exhausted} failed job(s) were retried as many times as their rule allows (times=): "
+            "left for a person."
+        )
+    if selection.unproven:
+        err_console.print(
+            f"{selection.unproven} failed job(s) prove too little (job, reason, time) for a rule to act on: "
+            "review them with `sqsjobs failed list --include-unverified`."
+        )
+    _incomplete(store)
 
 
-def _copies_note(done: list[CollectedFailedJob]) -> str:
-    copies = sum(job.copies for job in done)
-    return f" Removed {copies} DLQ copies." if copies > len(done) else ""
-
-
-def _reason(reason: str, error: str) -> str:
-    line = f"{reason}: {error}" if error else reason
-    return line if len(line) <= _REASON_CHARS else line[: _REASON_CHARS - 3] + "..."
+group.command("redrive")(failed_redrive.redrive)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import ConfigurationError
 from ..worker import Worker, WorkerOptions
 from .common import AppOption, QueueOption, build_app, split
 
@@ -20,6 +21,8 @@ EXAMPLES = """[bold]Examples[/]
   sqsjobs work -a myapp.jobs --async --concurrency 100     [dim]# async def handle jobs on one event loop[/]
 
   sqsjobs work -a myapp.jobs --executor process -c 4       [dim]# CPU-bound jobs in child processes[/]
+
+  sqsjobs work -a myapp.jobs --pools pools.toml    [dim]# several pools in one process (docs/worker.md)[/]
 
 SIGTERM or Ctrl-C: stop receiving, hand held messages back at once (no try spent), finish running jobs, exit 0.
 Exit codes: 0 stopped, 1 a job could not be interrupted after its timeout, 2 configuration error,
@@ -61,9 +64,26 @@ def work(
         ),
     ] = "thread",
     log_format: Annotated[str | None, typer.Option(help="text or json (SQSJOBS_LOG_FORMAT).")] = None,
+    pools: Annotated[
+        str | None,
+        typer.Option(
+            help="A TOML file of worker pools (queues, concurrency, timeout... per pool), run in one process "
+            "instead of the options above.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run jobs from one or more queues until stopped."""
     application = build_app(app, tries=tries, timeout=timeout, log_format=log_format)
+    if pools is not None:
+        from ..worker.pools import load_pools, run_pools
+
+        if queue or concurrency != 1 or prefetch is not None or async_ or executor != "thread" or once:
+            raise ConfigurationError(
+                "--pools takes each pool's queues, concurrency, prefetch, async and executor from its file; "
+                "drop those options"
+            )
+        raise typer.Exit(run_pools(application, load_pools(pools), stop_when_empty=stop_when_empty))
     options = WorkerOptions(
         queues=split(queue) or list(application.settings.queues) or [application.settings.default_queue],
         concurrency=concurrency,

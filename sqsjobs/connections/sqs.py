@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from ..errors import ConfigurationError
 from ..settings import Settings
 from ..timing import MAX_VISIBILITY_SECONDS
+from ..tracing import xray_header
 from .base import BatchFailure, OutgoingMessage, QueueInfo, ReceivedMessage
 
 if TYPE_CHECKING:
@@ -230,6 +231,9 @@ def entry_params(message: OutgoingMessage) -> dict[str, Any]:
         entry["MessageGroupId"] = message.group_id
     if message.deduplication_id is not None:
         entry["MessageDeduplicationId"] = message.deduplication_id
+    header = xray_header()
+    if header is not None:  # inside Lambda: X-Ray follows the job from this invocation into its consumer
+        entry["MessageSystemAttributes"] = {"AWSTraceHeader": {"DataType": "String", "StringValue": header}}
     if message.attributes:
         entry["MessageAttributes"] = {
             k: {"DataType": "String", "StringValue": v}

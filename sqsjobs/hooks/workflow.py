@@ -14,9 +14,10 @@ import logging
 import math
 import time
 
-from .. import flow, once, runs
+from .. import once, runs
 from ..context import Services
 from ..decisions import Ack, Decision, Fail, Postpone, Release
+from ..envelope import involved
 from ..errors import BadMessageError, ConfigurationError, JobFailedError
 from ..runner import Delivery, Hook
 
@@ -40,7 +41,7 @@ class Workflows(Hook):
 
     def on_received(self, delivery: Delivery) -> Decision | None:
         envelope = delivery.envelope
-        if not flow.involved(envelope):
+        if not involved(envelope):
             return None
         assert envelope is not None
         # Read on every delivery: a copy (an SQS duplicate, a send retried after its answer was lost, a
@@ -50,7 +51,7 @@ class Workflows(Hook):
 
     def before_run(self, delivery: Delivery) -> Decision | None:
         envelope = delivery.envelope
-        if not flow.involved(envelope):
+        if not involved(envelope):
             return None
         assert envelope is not None
         message = delivery.message
@@ -65,7 +66,7 @@ class Workflows(Hook):
 
     def before_dlq(self, delivery: Delivery, kind: str, error: BaseException) -> Release | None:
         envelope = delivery.envelope
-        if not flow.involved(envelope):
+        if not involved(envelope):
             return None
         assert envelope is not None
         outcome = {"outcome": "failed", "kind": kind, "error": f"{type(error).__name__}: {error}"[:1000]}
@@ -79,7 +80,7 @@ class Workflows(Hook):
 
     def on_decided(self, delivery: Delivery, decision: Decision, error: BaseException | None) -> Decision | None:
         envelope = delivery.envelope
-        if not flow.involved(envelope) or delivery.notes.get("settled_again"):
+        if not involved(envelope) or delivery.notes.get("settled_again"):
             return None
         assert envelope is not None
         store = self.app.store
@@ -137,6 +138,8 @@ class Workflows(Hook):
     def _bookkeeping(self, delivery: Delivery, error: BaseException | None) -> Release | None:
         envelope = delivery.envelope
         assert envelope is not None
+        from .. import flow  # only chains and batches load the workflow modules (Lambda cold starts)
+
         try:
             if error is None:
                 flow.succeeded(self.app, envelope)

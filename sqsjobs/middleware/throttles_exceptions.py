@@ -6,8 +6,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..events import QueueEvent
 from ..job import Job
-from .base import Middleware, Next, now_of, store_of
+from .base import Middleware, Next, app_of, now_of, store_of
 
 
 class ThrottlesExceptions(Middleware):
@@ -54,7 +55,16 @@ class ThrottlesExceptions(Middleware):
             count = store.incr(("circuit", key), 1, ttl=self.decay)
             if count is not None and count >= self.max_attempts:
                 # Whole seconds: DynamoDB takes no floats (a float here never opened the circuit there).
-                store.add(("circuit-open", key), {"until": math.ceil(now_of(job) + self.decay)}, ttl=self.decay)
+                until = math.ceil(now_of(job) + self.decay)
+                if store.add(("circuit-open", key), {"until": until}, ttl=self.decay):
+                    # Only the worker whose write opened it announces it: one event per opening.
+                    app_of(job).events.emit(
+                        QueueEvent(
+                            "circuit_opened",
+                            job._ctx.queue if job._ctx is not None else "",
+                            {"key": key, "job": type(job).job_name, "exceptions": count, "until": until},
+                        )
+                    )
             if self.backoff:
                 job.release(self.backoff)
                 return None

@@ -37,6 +37,8 @@ from ..settling import SkipLedger
 from ..timing import parse_iso
 from .decoding import DecodeCache, build_job, decode_received, open_sealed
 from .hook import Delivery, Hook
+from .tracing_span import run_span
+from .triaging import after_triage, triage_rule
 
 log = logging.getLogger("sqsjobs.runner")
 
@@ -94,14 +96,20 @@ class Runner:
         return self.finish(step, None, time.perf_counter() - started)
 
     @staticmethod
-    def run_handle(job: Job, call: Call | None = None) -> None:
-        """`handle()` through the job's middleware; an `async def handle` runs on a private loop."""
+    def run_handle(job: Job, call: Call | None = None, traced: bool = True) -> None:
+        """`handle()` through the job's middleware, inside the run's span (sqsjobs.tracing); an
+        `async def handle` runs on a private loop. `traced=False`: the caller holds the span itself."""
+        ctx = job._ctx
+        if traced and ctx is not None:
+            with run_span(ctx, type(job).job_name):
+                Runner.run_handle(job, call, traced=False)
+            return
 
         def innermost() -> None:
-            if job._ctx is not None:
-                job._ctx.handled = True
+            if ctx is not None:
+                ctx.handled = True
             result = job.handle() if call is None else call(job)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 import asyncio  # only async jobs pay for it (Lambda cold starts)
 
                 asyncio.run(_await(result))
@@ -186,7 +194,7 @@ class Runner:
             return self._reject(d, job)
         d.job = job
         d.attempts = policy.attempt(message.receive_count, message.attributes, self.skips.count(message))
-        job._ctx = JobContext(decoded.id, d.attempts, message.queue, decoded, app=self.app)
+        job._ctx = ctx = d.context = JobContext(decoded.id, d.attempts, message.queue, decoded, app=self.app)
         for hook in self.hooks:
             if (decided := hook.before_run(d)) is not None:
                 return decided
@@ -204,20 +212,19 @@ class Runner:
         for hook in self.hooks:
             if (decided := hook.on_start(d)) is not None:
                 return decided
-        job._ctx.wait_s = max(0.0, now - _ts(decoded.available_at or decoded.dispatched_at, now))
+        ctx.wait_s = max(0.0, now - _ts(decoded.available_at or decoded.dispatched_at, now))
         self._emit("processing", d)
         return Run(job, message, d.connection, d)
 
     # -- after the run ------------------------------------------------------------------
     def _judge(self, d: Delivery, error: Exception | None, runtime: float) -> Decision:
-        job = d.job
-        assert job is not None and job._ctx is not None
-        context = job._ctx
+        job, context = d.job, d.context
+        assert job is not None and context is not None
         d.ran = context.handled
         if error is not None:
             return self._after_exception(d, error, runtime)
         if context.fail_reason is not None:
-            return self._fail(d, JobFailedError(context.fail_reason), "failed_by_job", runtime)
+            return self._fail(d, JobFailedError(context.fail_reason), "failed_by_job", runtime, raised=True)
         if context.released:
             if not d.ran:  # a middleware held it back (a rate limit, an overlap lock): no try spent
                 # Never "visible again now": a lock still held would turn that into a hot loop of copies.
@@ -252,22 +259,24 @@ class Runner:
             delay = job.backoff_for(d.attempts)
             self._note(d, "released", runtime_s=runtime, error=exc, delay=delay)
             return Release(delay, f"{type(exc).__name__}: {exc}")
-        return self._fail(d, exc, kind, runtime)
+        return self._fail(d, exc, kind, runtime, raised=True)
 
     # -- the paths out ------------------------------------------------------------------
-    def _fail(self, d: Delivery, exc: BaseException, kind: str, runtime: float) -> Decision:
-        """To the DLQ with its reason; `failed()` runs once the copy is written."""
-        held = self._write_dlq(d, exc, kind)
-        if held is not None:
+    def _fail(self, d: Delivery, exc: BaseException, kind: str, runtime: float, raised: bool = False) -> Decision:
+        """To the DLQ with its reason (unless triage discards it); `failed()` runs once the copy is written.
+        `raised`: the job's code raised `exc` (triage rules match it by type, not only by reason)."""
+        rule = triage_rule(self.app, d, kind, exc, raised)
+        if (rule is None or rule.action != "discard") and (held := self._write_dlq(d, exc, kind)) is not None:
             return held
         d.call_failed(exc)
         self._note(d, "failed", runtime_s=runtime, error=exc)
-        return Fail(kind, type(exc).__name__, exc)
+        return Fail(after_triage(self.app, d, rule, kind, exc), type(exc).__name__, exc)
 
     def _reject(self, d: Delivery, exc: BadMessageError) -> Decision:
-        """A message that cannot become a job: to the DLQ with its reason, never run, never retried."""
-        held = self._write_dlq(d, exc, exc.kind)
-        if held is not None:
+        """A message that cannot become a job: to the DLQ with its reason, never run, never retried
+        (unless a triage rule discards that reason)."""
+        rule = triage_rule(self.app, d, exc.kind, exc)
+        if (rule is None or rule.action != "discard") and (held := self._write_dlq(d, exc, exc.kind)) is not None:
             return held
         envelope, message = d.envelope, d.message
         self.app.events.emit(
@@ -281,7 +290,7 @@ class Runner:
                 error=str(exc),
             )
         )
-        return Fail(exc.kind, type(exc).__name__, exc)
+        return Fail(after_triage(self.app, d, rule, exc.kind, exc), type(exc).__name__, exc)
 
     def _write_dlq(self, d: Delivery, exc: BaseException, kind: str) -> Release | None:
         for hook in self.hooks:
@@ -326,7 +335,7 @@ class Runner:
             if isinstance(job, BadMessageError):
                 return self._decided(d, self._reject(d, job), None)
             d.job, d.attempts = job, policy.attempt(message.receive_count, message.attributes)
-            job._ctx = JobContext(decoded.id, d.attempts, message.queue, opened, app=self.app)
+            job._ctx = d.context = JobContext(decoded.id, d.attempts, message.queue, opened, app=self.app)
             return self._decided(d, self._fail(d, error, kind, 0.0), None)
         except Exception as exc:
             log.exception("could not give up message %s; it is tried again later", message.message_id)

@@ -18,7 +18,7 @@ from ..connections.base import Connection, ReceivedMessage
 from ..decisions import Decision, Release
 from ..envelope import Envelope
 from ..events import JobEvent
-from ..job import Job
+from ..job import Job, JobContext
 
 if TYPE_CHECKING:
     from ..signing import SigningKeys
@@ -36,6 +36,9 @@ class Delivery:
     #: The registered class the envelope names (None for a message that names none).
     job_cls: type[Job] | None = None
     job: Job | None = None
+    #: The job's context (also `job._ctx`), kept here because a pydantic private attribute costs
+    #: a `__getattr__` per read and the runner reads it on every step.
+    context: JobContext | None = None
     #: This delivery's attempt number: runs, not receives (sqsjobs.policy.attempt).
     attempts: int = 0
     #: Seconds the job may run, by the one rule (sqsjobs.policy.timeout).
@@ -49,7 +52,7 @@ class Delivery:
         self, kind: str, *, runtime_s: float = 0.0, error: BaseException | None = None, delay: int = 0
     ) -> JobEvent:
         """What this delivery looks like to listeners (logs, metrics), at the moment `kind` happened."""
-        ctx = self.job._ctx if self.job is not None else None
+        ctx = self.context
         return JobEvent(
             kind,
             ctx.job_id if ctx else (self.envelope.id if self.envelope else ""),

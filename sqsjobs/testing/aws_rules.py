@@ -30,7 +30,9 @@ from typing import Any
 from botocore import handlers as _botocore_handlers
 from botocore.awsrequest import AWSResponse
 
-from .rule_state import _CONTEXT_KEY, _MAX_S3_KEY, _error_response, _Refusal, advance_clock, reset
+from . import rule_state, sqs_move_rules
+from .cloudwatch_rules import _cloudwatch_before_call, _cloudwatch_params
+from .rule_state import _CONTEXT_KEY, _MAX_S3_KEY, _error_response, _Refusal, advance_clock
 from .sqs_rules import _sqs_after_call, _sqs_before_call, _sqs_params, _sqs_stash
 
 __all__ = ["advance_clock", "install", "installed", "reset", "uninstall"]
@@ -80,8 +82,17 @@ _HANDLERS: list[tuple[str, _Handler]] = [
     ("after-call.sqs", _sqs_after_call),
     ("before-parameter-build.s3", _s3_params),
     ("before-call.s3", _s3_before_call),
+    *sqs_move_rules.HANDLERS,
+    ("before-parameter-build.cloudwatch", _cloudwatch_params),
+    ("before-call.cloudwatch", _cloudwatch_before_call),
     ("before-parameter-build", _validate_parameters),
 ]
+
+
+def reset() -> None:
+    """Forget what the rules remember (receipts, deduplication ids, the clock offset, DLQs seen)."""
+    rule_state.reset()
+    sqs_move_rules.reset()
 
 
 def installed() -> bool:

@@ -26,6 +26,8 @@ class Control:
         self._listeners: list[Callable[[], None]] = []
         self.reason = ""
         self.exit_code = EXIT_OK
+        #: Queues an operator paused (`sqsjobs pause`): the receiver takes nothing from them.
+        self.paused: frozenset[str] = frozenset()
 
     @property
     def stopping(self) -> bool:

@@ -14,6 +14,7 @@ worker exits 1 the same way, without waiting for a loop that no longer turns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -27,6 +28,7 @@ from ..connections.base import Connection, ReceivedMessage
 from ..errors import JobTimeoutError
 from ..job import Job
 from ..runner import Run, Runner
+from ..runner.tracing_span import run_span
 from .apply import Applier
 from .daemon_pool import DaemonPool
 from .lanes import Lanes
@@ -141,7 +143,12 @@ class AsyncJobs:
         try:
             # Watched, not interrupted: the loop cancels it at its timeout, the watchdog reports it if
             # it is still running `timeout_grace` later (it blocks the loop, or ignores the cancellation).
-            with self._enforcer.watch(type(step.job).job_name, timeout, message):
+            with (
+                self._enforcer.watch(type(step.job).job_name, timeout, message),
+                run_span(step.delivery.context, type(step.job).job_name)
+                if step.delivery.context is not None
+                else contextlib.nullcontext(),
+            ):
                 await asyncio.wait_for(_entered(step.job), timeout)
         except asyncio.CancelledError:
             return  # only a stuck job's task is cancelled, when the loop closes
@@ -200,5 +207,5 @@ def _entered(job: Job) -> Awaitable[object]:
     inside it spends a try (a release before `handle()` means "held back before it ran", no try) —
     but not run: its coroutine is awaited on this loop. Only for jobs without middleware."""
     entered: list[Awaitable[object]] = []
-    Runner.run_handle(job, lambda job: entered.append(job.handle()))
+    Runner.run_handle(job, lambda job: entered.append(job.handle()), traced=False)  # the loop holds the span
     return entered[0]

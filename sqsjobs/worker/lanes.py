@@ -127,6 +127,16 @@ class Lanes:
                 self._work.notify()
             return rest
 
+    def take_held(self, queues: frozenset[str]) -> list[ReceivedMessage]:
+        """Held (not started) messages of these queues, taken out to be handed back (a pause)."""
+        with self._work:
+            out = [m for m in self._held if m.queue in queues]
+            for message in out:
+                self._held.remove(message)
+            if out:
+                self._room.notify_all()
+            return out
+
     # -- stopping ------------------------------------------------------------------------
     def close(self) -> list[ReceivedMessage]:
         """Start nothing more; return every held message (to be handed back)."""

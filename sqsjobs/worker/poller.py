@@ -10,6 +10,7 @@ with one job and importing only downwards:
     timeouts     the interrupt at a job's timeout and the watchdog for jobs that ignore it
     apply        a decision: out of the heartbeat, through the settler, to the deleter
     receiver     long polls in priority order (this thread)
+    reporting    metrics, beats in the table, `restart` / `pause`, worker_starting / worker_stopping
     threads      the thread job loop       event_loop  the asyncio job loop (`--async`)
 """
 
@@ -36,6 +37,7 @@ from .heartbeat import Heartbeat, quick_connection
 from .lanes import Lanes
 from .options import WorkerOptions
 from .receiver import Receiver
+from .reporting import Reporter
 from .threads import ThreadJobs
 from .timeouts import RunningJob, TimeoutEnforcer, Watchdog
 
@@ -82,6 +84,14 @@ class Worker:
             self._heartbeat,
             self._applier,
             self._check_limits,
+        )
+        self._reporter = Reporter(
+            app,
+            opts.queues,
+            self._control,
+            lambda: self._lanes.finished,
+            self._enforcer.running_names,
+            lambda queues: self._applier.give_back(self._lanes.take_held(queues), "the queue is paused"),
         )
         #: How thread jobs call `handle()`: in a child with `--executor process`, else on their thread.
         self._call: Call | None = self._process_call() if opts.executor == "process" else None
@@ -169,6 +179,7 @@ class Worker:
             self.options.prefetch,
             "asyncio" if self.options.event_loop else "threads",
         )
+        self._reporter.start()
         self._heartbeat.start()
         self._deleter.start()
         self._watchdog.start()
@@ -177,6 +188,7 @@ class Worker:
             self._receiver.run()
         finally:
             self._shutdown()
+            self._reporter.stop(self.stop_reason or "done", self.processed, self.exit_code)
         log.info(
             "worker stopped (%s) after %d jobs, exit %d", self.stop_reason or "done", self.processed, self.exit_code
         )

@@ -62,6 +62,9 @@ class Receiver:
             self._check_limits()
             if self._control.stopping:
                 break
+            if self._control.paused.issuperset(queues):
+                self._control.wait(1.0)  # every queue paused: look again soon, receive nothing
+                continue
             try:
                 # With several queues, one quick look at each in order first: a message on a higher
                 # queue must not wait behind a long poll on a lower one.
@@ -87,11 +90,19 @@ class Receiver:
 
     def receive(self, wanted: int, wait: int) -> bool:
         """Receive from the first queue (in priority order) that has messages, and hold them."""
+        paused = self._control.paused
         for queue in self._options.queues:
             if self._control.stopping:
                 return False
+            if queue in paused:
+                continue
             visibility = self._visibility[queue]
             messages = self._connection.receive(queue, wanted, wait, visibility_timeout=visibility)
+            if messages and queue in self._control.paused:
+                # Paused during the long poll: back at once, unstarted, no try spent.
+                self._heartbeat.track(messages, visibility)
+                self._applier.give_back(messages, "the queue is paused")
+                return False
             if messages:
                 self._heartbeat.track(messages, visibility)
                 if not self._lanes.add(messages):

@@ -117,6 +117,11 @@ class TimeoutEnforcer:
                 running.done = True
                 self._running.pop(id(running), None)
 
+    def running_names(self) -> list[str]:
+        """The jobs running now (`sqsjobs workers` shows them)."""
+        with self._lock:
+            return sorted(r.job_name for r in self._running.values() if not r.done)
+
     def interrupt_overdue(self, now: float) -> list[RunningJob]:
         """Interrupt every job past its deadline (once); return the ones already interrupted."""
         interrupted = []

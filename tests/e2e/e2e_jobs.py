@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from sqsjobs import Job
+from sqsjobs.triage import discard, retry_later
 from tests.helpers import work_for
 
 
@@ -128,3 +129,46 @@ class AsyncHangs(Job, name="e2e.async-hangs"):
 
     def failed(self, exc: BaseException) -> None:
         note(self, f"failed:{type(exc).__name__}")
+
+
+class GatewayDown(RuntimeError):
+    """A downstream outage: worth retrying later from the DLQ (triage)."""
+
+
+class RowGone(RuntimeError):
+    """What the job was for no longer exists: never worth keeping (triage)."""
+
+
+class Triaged(Job, name="e2e.triaged"):
+    """Fails with `GatewayDown` while `$E2E_DIR/flag` exists (retried from the DLQ by `failed triage`), or
+    with `RowGone` when `gone` (discarded); succeeds otherwise."""
+
+    tries = 1
+    triage = [discard(RowGone), retry_later(GatewayDown, after=0)]
+    gone: bool = False
+
+    def handle(self) -> None:
+        note(self, "start")
+        if self.gone:
+            raise RowGone("order deleted")
+        if (e2e_dir() / "flag").exists():
+            raise GatewayDown("503")
+        note(self, "end")
+
+    def failed(self, exc: BaseException) -> None:
+        note(self, f"failed:{type(exc).__name__}")
+
+
+def sqsjobs_setup(app: object) -> None:
+    """Every process that loads these jobs (workers, `sqsjobs monitor`) notes queue events in
+    `$E2E_DIR/queue-events.txt` (not `.log`: those are job markers), as a user's Slack listener would send them."""
+    from sqsjobs.events import QueueEvent
+
+    events = app.events  # type: ignore[attr-defined]
+
+    @events.on("queue_busy", "worker_starting", "worker_stopping")
+    def noted(event: QueueEvent) -> None:
+        directory = os.environ.get("E2E_DIR")
+        if directory:
+            with open(Path(directory) / "queue-events.txt", "a") as f:
+                f.write(f"{event.kind} {event.queue} {os.getpid()}\n")

@@ -61,7 +61,7 @@ def test_failed_forget_and_flush_remove_failed_jobs(e2e: E2E) -> None:
     assert again.returncode == 1
     assert e2e.dlq_depth() == 2
 
-    flushed = e2e.cli("failed", "flush")
+    flushed = e2e.cli("failed", "flush", "--yes")
     assert flushed.returncode == 0, flushed.stderr
     assert "Deleted 2 failed job(s)" in flushed.stdout
     assert e2e.dlq_depth() == 0

@@ -164,11 +164,23 @@ VERBS = [
     ("failed", "show", "x"),
     ("failed", "retry", "--all"),
     ("failed", "forget", "x"),
-    ("failed", "flush"),
+    ("failed", "flush", "--yes"),
+    ("failed", "summary"),
+    ("failed", "triage", "--dry-run"),
+    ("failed", "prune", "--older-than", "1d", "--yes"),
+    ("failed", "redrive", "--yes"),
     ("batches", "list"),
     ("batches", "show", "x"),
     ("batches", "prune"),
     ("keys", "rotate", "add", "--secret", "x"),
+    ("monitor",),
+    ("jobs", "show", "x"),
+    ("jobs", "list", "--tag", "t"),
+    ("jobs", "cancel", "x"),
+    ("workers",),
+    ("restart",),
+    ("pause", "default"),
+    ("continue", "default"),
 ]
 #: Verbs that read no settings and call no AWS, so the configuration and reachability errors below
 #: cannot happen to them (they are still covered by their own tests).
@@ -186,7 +198,7 @@ def every_verb() -> list[tuple[str, ...]]:
 
 def test_the_verb_list_below_covers_every_verb() -> None:
     named = {
-        tuple(a for a in verb if not a.startswith("-"))[: 2 if verb[0] in ("failed", "batches", "keys") else 1]
+        tuple(a for a in verb if not a.startswith("-"))[: 2 if verb[0] in ("failed", "batches", "keys", "jobs") else 1]
         for verb in VERBS
     }
     assert set(every_verb()) == named | OFFLINE

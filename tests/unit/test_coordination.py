@@ -18,6 +18,7 @@ import pytest
 
 from sqsjobs import Ack, App, ConfigurationError, Fail, Job, Postpone, ReceivedMessage, Release
 from sqsjobs.connections.memory import MemoryConnection
+from sqsjobs.events import QueueEvent
 from sqsjobs.middleware import (
     FailOnException,
     Limit,
@@ -330,17 +331,21 @@ def test_without_overlapping_runs_jobs_one_after_the_other_across_two_workers(ap
 
 
 def test_a_throttled_circuit_opens_after_n_exceptions_and_closes_after_the_decay(app: App, clock: FakeClock) -> None:
+    opened: list[QueueEvent] = []
+    app.events.on("circuit_opened")(opened.append)
     with app.activate():
         Flaky().dispatch()
     for _ in range(3):
         assert isinstance(run_all(app)[0], Release)
     assert names("coord.flaky") == ["call"] * 3
+    assert [(e.queue, e.detail["key"], e.detail["exceptions"]) for e in opened] == [("default", "payments-api", 3)]
     decision = run_all(app)[0]
     assert decision == Postpone(60, "held back before it ran"), "open: held back for the decay, not run, no try spent"
     assert names("coord.flaky") == ["call"] * 3
     clock.now += 61
     assert isinstance(run_all(app)[0], Release)
     assert names("coord.flaky") == ["call"] * 4, "closed again after the decay"
+    assert len(opened) == 1, "one event per opening, not per held-back job"
 
 
 # -- idempotency ---------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def test_the_cli_lists_shows_retries_forgets_and_flushes(sqs_app: App, monkeypat
     retried = runner.invoke(cli, ["failed", "retry", ids[1]])
     assert retried.exit_code == 0 and "Retried 1" in retried.output
     assert runner.invoke(cli, ["failed", "retry", "missing-id"]).exit_code == 1
-    flushed = runner.invoke(cli, ["failed", "flush"])
+    flushed = runner.invoke(cli, ["failed", "flush", "--yes"])  # stdin is no terminal here: --yes, or exit 2
     assert flushed.exit_code == 0 and "Deleted 1" in flushed.output
     assert dead_letters(sqs_app) == []
     assert len(drain(queue_url(sqs_app, "default"))) == 1

@@ -283,7 +283,7 @@ def test_retry_forget_and_flush_never_crash_on_what_a_dlq_holds(hostile_dlq: App
     first, *rest = left
     forgot = runner.invoke(cli, ["failed", "forget", first.id])
     assert forgot.exception is None and forgot.exit_code == 0, forgot.output[-2000:]
-    flushed = runner.invoke(cli, ["failed", "flush"])
+    flushed = runner.invoke(cli, ["failed", "flush", "--yes"])
     assert flushed.exception is None and flushed.exit_code == 0, flushed.output[-2000:]
     assert f"Deleted {len(rest)} failed job(s)" in flushed.output
     assert dead_letters(hostile_dlq) == []

@@ -2,9 +2,11 @@
 
 The calls are read from the code, not listed by hand: every module that builds a boto3 client is parsed
 (ast), and each method it calls that is an operation of that client's service (botocore's own service
-models name them) is an AWS call. Operators' commands (`sqsjobs failed`, `batches`, `keys`, `provision`,
-`check`) run with people's credentials, not the consumers' roles, so their calls are left out: a role
-that could purge a queue or rewrite the signing key would let a compromised job do it too.
+models name them) is an AWS call; so is a module handed a client built elsewhere (HANDED_CLIENTS).
+Operators' commands (`sqsjobs failed`, `batches`, `keys`, `provision`, `check`, `monitor`, `workers`,
+`restart`, `pause`, `continue`) run with people's credentials, not the consumers' roles, so their calls are
+left out: a role that could purge a queue, pause a queue's consumers or rewrite the signing key would let a
+compromised job do it too.
 
 A new AWS call in the code fails this test until the template grants it; a grant no code uses fails it too.
 """
@@ -22,18 +24,28 @@ from botocore import xform_name
 from tests.unit.test_infra_template import Template, build
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("sqs", "dynamodb", "s3", "secretsmanager", "ssm", "kms", "lambda")
+SERVICES = ("sqs", "dynamodb", "s3", "secretsmanager", "ssm", "kms", "lambda", "cloudwatch")
 
-#: Code that only operators run (their own credentials): never part of the consumers' roles.
+#: Code that only operators run (their own credentials): never part of the consumers' roles. (Not
+#: sqsjobs/workers.py: pollers beat and read the controls through it, with the store's item calls.)
 OPERATOR_CODE = (
     "sqsjobs/cli/",
     "sqsjobs/provisioning.py",
     "sqsjobs/failed_jobs.py",
+    "sqsjobs/failed_review.py",
+    "sqsjobs/failed_filters.py",
+    "sqsjobs/failed_triage.py",
     "sqsjobs/dlq_reading.py",
+    "sqsjobs/queue_monitor.py",
+    "sqsjobs/pausing.py",
+    "sqsjobs/redrive.py",
     "sqsjobs/local.py",
     "sqsjobs/testing/",
     "sqsjobs/__main__.py",
 )
+#: Run-time modules that call a client they are handed (built in another module): module -> its services.
+#: test_iam_operator.py checks this against the clients its reading sees handed on.
+HANDED_CLIENTS = {"sqsjobs/metrics.py": ("cloudwatch",)}
 #: Store methods only admin commands reach (`sqsjobs batches list|prune`, through these functions).
 ADMIN_STORE_METHODS = {"scan": {"list_batches"}}
 ADMIN_FUNCTIONS = {"list_batches", "prune_batches"}
@@ -112,9 +124,9 @@ def aws_calls(runtime: bool) -> dict[str, set[str]]:
     ops = operations()
     found: dict[str, set[str]] = {}
     for module, tree in modules():
-        if is_operator(module) == runtime or not _builds_a_client(tree):
+        if is_operator(module) == runtime or not (_builds_a_client(tree) or module in HANDED_CLIENTS):
             continue
-        services = _services_named(tree)
+        services = _services_named(tree) | set(HANDED_CLIENTS.get(module, ()))
         for method, function in calls(tree):
             if method in ADMIN_STORE_METHODS and function == method:
                 continue  # inside the store's own admin method (its paginator is named like it)
@@ -138,6 +150,8 @@ def required(t: Template, consumer_env: dict[str, str]) -> set[str]:
     for prefix in ("secretsmanager", "ssm"):
         if reference.startswith(prefix + ":"):
             needed |= {call for call in runtime if call.startswith(prefix + ":")}
+    if consumer_env.get("SQSJOBS_METRICS") == "cloudwatch":  # PutMetricData; `emf` writes them to the logs
+        needed |= {call for call in runtime if call.startswith("cloudwatch:")}
     return iam_actions(needed)
 
 
@@ -173,12 +187,38 @@ def test_the_scan_finds_the_calls_it_must() -> None:
         "secretsmanager:GetSecretValue",
         "kms:GenerateDataKey",
         "kms:Decrypt",
+        "cloudwatch:PutMetricData",
     ):
         assert call in runtime, f"{call} not found in the run-time code"
     assert "dynamodb:Scan" not in runtime, "a table scan is for admin commands only"
     operator = aws_calls(runtime=False)
-    assert {"sqs:CreateQueue", "dynamodb:CreateTable", "secretsmanager:PutSecretValue"} <= set(operator)
-    assert not {"sqs:CreateQueue", "sqs:PurgeQueue", "secretsmanager:PutSecretValue"} & set(runtime)
+    assert {
+        "sqs:CreateQueue",
+        "dynamodb:CreateTable",
+        "secretsmanager:PutSecretValue",
+        "cloudwatch:GetMetricData",
+        "lambda:UpdateEventSourceMapping",
+    } <= set(operator)
+    assert not {
+        "sqs:CreateQueue",
+        "sqs:PurgeQueue",
+        "secretsmanager:PutSecretValue",
+        "cloudwatch:GetMetricData",
+        "lambda:ListEventSourceMappings",
+        "lambda:UpdateEventSourceMapping",
+    } & set(runtime)
+
+
+def test_metrics_to_cloudwatch_need_put_metric_data_and_emf_needs_nothing() -> None:
+    """The template's consumers write EMF to their logs; a stack with SQSJOBS_METRICS=cloudwatch would need
+    cloudwatch:PutMetricData, and the comparison above would ask for it."""
+    t = build()
+    env = dict(t.container_env())
+    assert env.get("SQSJOBS_METRICS") == "emf"
+    assert not {a for a in required(t, env) if a.startswith("cloudwatch:")}
+    assert {a for a in required(t, {**env, "SQSJOBS_METRICS": "cloudwatch"}) if a.startswith("cloudwatch:")} == {
+        "cloudwatch:PutMetricData"
+    }
 
 
 def test_the_store_transaction_holds_only_what_its_iam_actions_cover() -> None:

@@ -1,12 +1,13 @@
 """The operators' managed policies in infra/template.yaml grant exactly the AWS calls their commands make.
 
-`sqsjobs failed ...`, `batches ...` and `check` run with people's credentials (OperatorPolicy and one
-OperatorQueuePolicy per queue, which an admin attaches), `sqsjobs keys rotate` with a key admin's
-(KeyAdminPolicy). test_iam_least_privilege.py leaves this code out of the consumers' roles; here it is read
-the same way, per command: each CLI verb's function is followed through everything it may run (functions it
-names, methods of the objects it holds, properties it reads; an object's class comes from the annotations,
-the code is typed; a boto3 client is followed into the functions it is handed to), and the boto3 calls met
-on the way are its AWS calls (botocore's service models name them, as there). A command that starts making
+`sqsjobs failed ...`, `batches ...`, `check`, `monitor`, `workers`, `restart`, `pause` and `continue` run
+with people's credentials (OperatorPolicy and one OperatorQueuePolicy per queue, which an admin attaches),
+`sqsjobs keys rotate` with a key admin's (KeyAdminPolicy). test_iam_least_privilege.py leaves this code out
+of the consumers' roles; here it is read the same way, per command: each CLI verb's function is followed
+through everything it may run (functions it names, methods of the objects it holds, properties it reads; an
+object's class comes from the annotations, the code is typed; a boto3 client is followed into the functions
+it is handed to), and the boto3 calls met on the way are its AWS calls (botocore's service models name
+them, as there). A command that starts making
 a new call fails this test until the template grants it; a grant no command needs fails it too. A run of the
 commands against moto checks the reading itself: they make no call it missed.
 """
@@ -32,12 +33,14 @@ from sqsjobs.encryption import CONTEXT
 from sqsjobs.provisioning import provision
 from sqsjobs.worker import Worker, WorkerOptions
 from tests.unit.test_iam_least_privilege import (
+    HANDED_CLIENTS,
     SERVICES,
     _builds_a_client,
     _services_named,
     calls,
     granted,
     iam_actions,
+    is_operator,
     modules,
     operations,
     required,
@@ -45,7 +48,18 @@ from tests.unit.test_iam_least_privilege import (
 from tests.unit.test_infra_template import Template, _as_list, _statements, build
 
 #: CLI verbs (a group's verbs, or one command) -> the managed policies that must grant what they call.
-OPERATOR_VERBS = {"failed": "operator", "batches": "operator", "check": "operator", "keys": "key-admin"}
+OPERATOR_VERBS = {
+    "failed": "operator",
+    "batches": "operator",
+    "check": "operator",
+    "monitor": "operator",
+    "workers": "operator",
+    "restart": "operator",
+    "pause": "operator",
+    "continue": "operator",
+    "jobs": "operator",
+    "keys": "key-admin",
+}
 #: Verbs that are nobody's operator work: `work` runs as the consumers (their roles), `local` starts a local
 #: AWS, `provision` creates what the template creates.
 NOT_OPERATOR_VERBS = {"work", "local", "provision"}
@@ -56,7 +70,11 @@ CUT = {
     (("sqsjobs.app", "App._build_connection"), ("sqsjobs.runner.core", "Runner.process")),
 }
 #: Actions AWS authorises on "*" only (no resource-level permissions).
-AWS_REQUIRES_STAR = {"lambda:ListEventSourceMappings"}
+AWS_REQUIRES_STAR = {"lambda:ListEventSourceMappings", "cloudwatch:GetMetricData"}
+#: Event source mappings are authorised by their own ARN (its UUID is AWS's, unknown to the template), narrowed
+#: by the `lambda:FunctionArn` condition key to the mappings of this stack's function.
+MAPPING_ACTIONS = {"lambda:UpdateEventSourceMapping"}
+MAPPINGS = "arn:@AWS::Partition:lambda:@AWS::Region:@AWS::AccountId:event-source-mapping:*"
 #: What only operators (or key admins) may do: no consumer role may, or a compromised job could too.
 NEVER_FOR_CONSUMERS = {
     "sqs:PurgeQueue",
@@ -67,8 +85,18 @@ NEVER_FOR_CONSUMERS = {
     "secretsmanager:UpdateSecret",
     "lambda:ListEventSourceMappings",
     "lambda:GetFunctionConfiguration",
+    "lambda:UpdateEventSourceMapping",
+    "cloudwatch:GetMetricData",
 }
-DLQ_ACTIONS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+DLQ_ACTIONS = {
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    # `failed redrive`: a move task's source is the DLQ, and SQS checks these on it.
+    "sqs:StartMessageMoveTask",
+    "sqs:ListMessageMoveTasks",
+    "sqs:CancelMessageMoveTask",
+}
 
 
 # ---------------------------------------------------------------------------------- the reading
@@ -457,6 +485,10 @@ def verbs() -> dict[str, FuncKey]:
     return found
 
 
+#: Where a job runs (a received message's handler is called from here).
+RUNS_A_JOB: FuncKey = ("sqsjobs.runner.core", "Runner.process")
+
+
 @dataclass(frozen=True)
 class Call:
     verb: str
@@ -544,6 +576,8 @@ def scope(t: Template, action: str) -> set[str]:
         return sources | dlqs
     if action in AWS_REQUIRES_STAR:
         return {"*"}
+    if action in MAPPING_ACTIONS:  # `pause` / `continue` of a Lambda-fed queue (a poller-fed one has none)
+        return {MAPPINGS} if t.of_type("AWS::Serverless::Function") else set()
     if service == "dynamodb":
         return {f"@{name}.Arn" for name in t.of_type("AWS::DynamoDB::Table")}
     if service == "s3":
@@ -589,20 +623,44 @@ def test_the_reading_finds_the_calls_it_must() -> None:
     expected = {
         "failed list": {"sqs:ReceiveMessage", "sqs:ChangeMessageVisibilityBatch", "sqs:GetQueueUrl", "s3:GetObject"},
         "failed show": {"kms:Decrypt", "secretsmanager:GetSecretValue"},
-        "failed retry": {"sqs:SendMessage", "sqs:DeleteMessage", "s3:PutObject", "dynamodb:DeleteItem"},
+        "failed retry": {"sqs:SendMessageBatch", "sqs:DeleteMessage", "s3:PutObject", "dynamodb:DeleteItem"},
+        "failed summary": {"sqs:ReceiveMessage", "sqs:ChangeMessageVisibilityBatch", "s3:GetObject"},
+        "failed prune": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:DeleteObject"},
         "failed forget": {"sqs:DeleteMessage", "s3:DeleteObject"},
         "batches list": {"dynamodb:Scan"},
         "batches show": {"dynamodb:GetItem", "dynamodb:Query"},
         "batches prune": {"dynamodb:Scan", "dynamodb:DeleteItem"},
         "check": {"sqs:GetQueueAttributes", "lambda:ListEventSourceMappings", "lambda:GetFunctionConfiguration"},
         "keys rotate": {"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"},
+        "monitor": {"sqs:GetQueueUrl", "sqs:GetQueueAttributes", "cloudwatch:GetMetricData"},
+        "workers": {"dynamodb:Query"},
+        "restart": {"dynamodb:PutItem", "dynamodb:Query"},
+        "pause": {"sqs:GetQueueAttributes", "lambda:ListEventSourceMappings", "lambda:UpdateEventSourceMapping"},
+        "continue": {"dynamodb:GetItem", "dynamodb:DeleteItem", "lambda:UpdateEventSourceMapping"},
+        "jobs show": {"dynamodb:GetItem"},
+        "jobs list": {"dynamodb:Query", "dynamodb:GetItem"},
+        "jobs cancel": {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem"},
     }
     for verb, must in expected.items():
         found = {call.call for call in verb_calls(verb)}
         assert must <= found, f"`sqsjobs {verb}`: {sorted(must - found)} not found"
-    # What provisioning creates is not an operator's call, and no operator verb runs a job.
+    # What provisioning creates is not an operator's call, and no operator verb runs a job: none reaches the
+    # runner, and none makes what only running or dispatching a job makes (a new data key, the store's
+    # transactions). A retry sends jobs that exist (in batches: SendMessageBatch), sealed as they were. The
+    # UpdateItems are `jobs cancel`'s mark on a job's log record (conditional on its not having started) and
+    # `failed triage`'s count of the retries a rule made of a job (`retry_later(times=)`).
     operator = set(calls_of("operator")) | set(calls_of("key-admin"))
-    assert not {"sqs:CreateQueue", "dynamodb:CreateTable", "s3:CreateBucket", "sqs:SendMessageBatch"} & operator
+    assert not {"sqs:CreateQueue", "dynamodb:CreateTable", "s3:CreateBucket"} & operator
+    assert not {"kms:GenerateDataKey", "dynamodb:TransactWriteItems"} & operator
+    updating = {
+        verb
+        for verb in verbs()
+        if verb.split()[0] in OPERATOR_VERBS and "dynamodb:UpdateItem" in {c.call for c in verb_calls(verb)}
+    }
+    assert updating == {"jobs cancel", "failed triage"}, updating
+    for verb, root in verbs().items():
+        if verb.split()[0] in OPERATOR_VERBS:
+            assert RUNS_A_JOB not in program().reach(root), f"`sqsjobs {verb}` may run a job"
     assert {"sqs:CreateQueue", "dynamodb:CreateTable"} <= {call.call for call in verb_calls("provision")}
     assert not {call.call for call in verb_calls("keys generate")}
 
@@ -611,6 +669,24 @@ def test_every_cut_is_still_an_edge_of_the_code() -> None:
     """A cut that no longer matches the code is dead weight, or hides a path that moved."""
     for source, target in CUT:
         assert target in program().references(source), f"{source[1]} no longer reaches {target[1]}: remove the cut"
+
+
+def test_every_client_handed_to_run_time_code_is_read_for_the_consumers() -> None:
+    """test_iam_least_privilege.py reads a module's calls where it builds a client: a run-time module that
+    calls a client built elsewhere (handed to it, as this reading sees) must be in its HANDED_CLIENTS."""
+    handed: dict[str, set[str]] = {}
+    for path, tree in modules():
+        if is_operator(path):
+            continue
+        parts = path.removesuffix(".py").split("/")
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        own = _services_named(tree) if _builds_a_client(tree) else set()
+        for (module, _), params in program().handed.items():
+            if module == name:
+                services = {service for clients in params.values() for _, service in clients} - own
+                if services:
+                    handed.setdefault(path, set()).update(services)
+    assert handed == {path: set(services) for path, services in HANDED_CLIENTS.items()}
 
 
 @pytest.mark.parametrize("overrides", CONFIGURATIONS, ids=IDS)
@@ -657,6 +733,12 @@ def test_the_operators_policies_are_narrow_and_attached_by_an_admin(overrides: d
             if any(action.startswith("kms:") for action in actions):
                 context = {f"kms:EncryptionContext:{k}": v for k, v in CONTEXT.items()}
                 assert statement.get("Condition") == {"StringEquals": context}, f"{name}: keys for anything"
+            if set(actions) & MAPPING_ACTIONS:  # the stack's own mappings: those of its function
+                functions = [f"@{function}.Arn" for function in t.of_type("AWS::Serverless::Function")]
+                assert set(actions) <= MAPPING_ACTIONS and len(functions) == 1, f"{name}: {actions}"
+                assert _as_list(statement["Resource"]) == [MAPPINGS], f"{name}: {statement['Resource']}"
+                condition = {"StringEquals": {"lambda:FunctionArn": functions[0]}}
+                assert statement.get("Condition") == condition, f"{name}: any function's mappings"
     for role in t.roles().values() if len(consumer_envs(t)) == 2 else []:
         attached = t.of_type("AWS::IAM::Role")[role].get("ManagedPolicyArns", [])
         assert not {f"@{name}" for name in policies(t, "operator") | policies(t, "key-admin")} & set(attached)
@@ -745,6 +827,7 @@ def test_a_run_of_the_verbs_makes_no_call_the_reading_missed(
     with app.activate():
         failed_id = Declined(card="4111").dispatch().job_id
         forgotten_id = Declined(card="4222").dispatch().job_id
+        Declined(card="4333").dispatch()  # left for `failed prune`
         batch_id = batch([Member(n=1), Member(n=2)]).dispatch().id
         assert Worker(app, WorkerOptions(sleep=1, stop_when_empty=True)).run(install_signals=False) == 0
     monkeypatch.chdir(tmp_path)
@@ -752,21 +835,37 @@ def test_a_run_of_the_verbs_makes_no_call_the_reading_missed(
     runner = CliRunner()
     for verb, args in [
         ("failed list", []),
+        ("failed summary", []),
         ("failed show", [str(failed_id)]),
         ("failed forget", [str(forgotten_id)]),
         ("failed retry", [str(failed_id)]),
+        ("failed prune", ["--older-than", "0s", "--yes"]),
+        ("failed triage", []),
+        ("failed redrive", ["--yes"]),
         ("failed flush", []),
         ("batches list", []),
         ("batches show", [batch_id]),
         ("batches prune", ["--hours", "0"]),
         ("check", []),
+        # `monitor` on the queue this run made (its default is every queue of every registered job class).
+        ("monitor", ["--queue", "default"]),
+        ("workers", []),
+        ("restart", []),
+        # No Lambda here: `pause` finds no event source mapping to disable (ListEventSourceMappings only).
+        ("pause", ["default"]),
+        ("continue", ["default"]),
+        ("jobs show", [str(failed_id)]),
+        ("jobs list", ["--tag", "none"]),
+        ("jobs cancel", ["never-dispatched"]),
         ("keys rotate", ["add", "--apply"]),
     ]:
         seen.clear()
         result = runner.invoke(cli, [*verb.split(), *args], terminal_width=200)
         # `check` also judges the queues of every job class registered (other test modules' too, on queues
-        # this run did not create): its "found an error" (1) is an answer, not a failure to run.
-        assert result.exit_code in ((0, 1) if verb == "check" else (0,)), f"sqsjobs {verb}: {result.output}"
+        # this run did not create): its "found an error" (1) is an answer, not a failure to run; and
+        # `jobs show` of a job the log never recorded (the log is off here) answers "not found" (1).
+        answers = (0, 1) if verb in ("check", "jobs show") else (0,)
+        assert result.exit_code in answers, f"sqsjobs {verb}: {result.output}"
         assert seen, f"`sqsjobs {verb}` made no AWS call: the run checks nothing"
         missed = set(seen) - {call.call for call in verb_calls(verb)}
         assert not missed, f"`sqsjobs {verb}` called {sorted(missed)}, which reading the code did not find"

@@ -8,10 +8,15 @@ against the parameters' defaults (or overrides). References to resources resolve
 Each `check_*` function holds the assertions for one concern. They run against the real template, and
 `test_check_catches_a_broken_template` runs each of them against a template broken on purpose, so an
 assertion that could never fail is itself a failing test. This module imports nothing from sqsjobs.
+
+Alarms built on metric math are held to what they must do, not to how they are written: `metric_math`
+evaluates their expressions the way CloudWatch does (a metric with no datapoint is missing, not 0), so a
+check can ask "does one failed job page?" or "does a backlog with no live worker page?".
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from copy import deepcopy
@@ -142,6 +147,7 @@ class Template:
     """The template after Fn::ForEach, with intrinsic functions resolved against parameter values."""
 
     def __init__(self, raw: dict[str, Any], **overrides: Any) -> None:
+        self.specs: dict[str, Any] = raw["Parameters"]
         self.params: dict[str, Any] = {}
         for name, spec in raw["Parameters"].items():
             value = overrides.get(name, spec.get("Default"))
@@ -349,6 +355,152 @@ def _statements(document: dict[str, Any]) -> list[dict[str, Any]]:
     return _as_list(document["Statement"])
 
 
+# ------------------------------------------------------------------------- metric math
+
+_MATH_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d+)?)|([A-Za-z_]\w*)|(==|!=|>=|<=|[-+*/(),<>]))")
+#: A parsed metric-math expression: ("number", 1.0), ("metric", "id"), ("call", "IF", [args]) or (op, left, right).
+Node = tuple[Any, ...]
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+}
+
+
+def metric_math(expression: str, values: dict[str, float | None]) -> float | None:
+    """Evaluate a CloudWatch metric-math expression at one timestamp, for the subset the template uses.
+
+    `values` maps metric ids to a datapoint, or None where the metric has none (a count nobody emitted). As in
+    CloudWatch, arithmetic and comparisons with a missing datapoint are missing, FILL(m, v) replaces it,
+    comparisons give 1 or 0, AND/OR combine them and IF(c, a, b) is a where c is not 0. The result None means
+    "no datapoint": an alarm then follows its TreatMissingData."""
+    tokens: list[str] = []
+    position = 0
+    while position < len(expression.rstrip()):
+        match = _MATH_TOKEN.match(expression, position)
+        assert match, f"cannot read {expression[position:]!r} in {expression!r}"
+        tokens.append(match.group(match.lastindex or 0))
+        position = match.end()
+
+    def peek() -> str | None:
+        return tokens[0] if tokens else None
+
+    def take(expected: str | None = None) -> str:
+        token = tokens.pop(0)
+        assert expected is None or token == expected, f"expected {expected}, found {token} in {expression!r}"
+        return token
+
+    def either() -> Node:
+        node = both()
+        while peek() in ("OR", "||"):
+            take()
+            node = ("OR", node, both())
+        return node
+
+    def both() -> Node:
+        node = compare()
+        while peek() in ("AND", "&&"):
+            take()
+            node = ("AND", node, compare())
+        return node
+
+    def compare() -> Node:
+        node = total()
+        if peek() in _COMPARE:
+            node = (take(), node, total())
+        return node
+
+    def total() -> Node:
+        node = product()
+        while peek() in ("+", "-"):
+            node = (take(), node, product())
+        return node
+
+    def product() -> Node:
+        node = atom()
+        while peek() in ("*", "/"):
+            node = (take(), node, atom())
+        return node
+
+    def atom() -> Node:
+        token = take()
+        if token == "(":
+            node = either()
+            take(")")
+            return node
+        if re.fullmatch(r"\d+(?:\.\d+)?", token):
+            return ("number", float(token))
+        if peek() == "(":
+            take("(")
+            args = [either()]
+            while peek() == ",":
+                take(",")
+                args.append(either())
+            take(")")
+            return ("call", token, args)
+        return ("metric", token)
+
+    def evaluate(node: Node) -> float | None:
+        kind = node[0]
+        if kind == "number":
+            return float(node[1])
+        if kind == "metric":
+            assert node[1] in values, f"{expression!r} reads {node[1]}, not given"
+            return values[node[1]]
+        if kind == "call":
+            name, args = node[1], node[2]
+            if name == "IF":
+                condition = evaluate(args[0])
+                return None if condition is None else evaluate(args[1] if condition else args[2])
+            if name == "FILL":
+                value = evaluate(args[0])
+                return evaluate(args[1]) if value is None else value
+            raise AssertionError(f"metric-math function {name} is not modelled here")
+        left, right = evaluate(node[1]), evaluate(node[2])
+        if left is None or right is None:
+            return None
+        if kind in _COMPARE:
+            return 1.0 if _COMPARE[kind](left, right) else 0.0
+        if kind == "AND":
+            return 1.0 if left and right else 0.0
+        if kind == "OR":
+            return 1.0 if left or right else 0.0
+        if kind == "/":
+            return None if right == 0 else left / right
+        return {"+": left + right, "-": left - right, "*": left * right}[kind]
+
+    tree = either()
+    assert not tokens, f"{expression!r}: {tokens} left over"
+    return evaluate(tree)
+
+
+def fires(alarm: dict[str, Any], values: dict[str, float | None]) -> bool:
+    """Whether a metric-math alarm is breaching with these datapoints (ids as in its Metrics)."""
+    (result,) = [m for m in alarm["Metrics"] if m.get("ReturnData", True)]
+    value = metric_math(str(result["Expression"]), values)
+    if value is None:
+        return alarm.get("TreatMissingData") == "breaching"
+    threshold, operator = float(alarm["Threshold"]), alarm["ComparisonOperator"]
+    return {
+        "GreaterThanThreshold": value > threshold,
+        "GreaterThanOrEqualToThreshold": value >= threshold,
+        "LessThanThreshold": value < threshold,
+        "LessThanOrEqualToThreshold": value <= threshold,
+    }[operator]
+
+
+def metric_ids(alarm: dict[str, Any]) -> dict[str, str]:
+    """MetricName -> id, for the metrics a metric-math alarm reads."""
+    return {m["MetricStat"]["Metric"]["MetricName"]: m["Id"] for m in alarm.get("Metrics", []) if "MetricStat" in m}
+
+
+def metric_stats(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m["MetricStat"] for m in alarm.get("Metrics", []) if "MetricStat" in m]
+
+
 # Parameters without a default, with the value the tests deploy.
 REQUIRED = {"JobsModule": "myapp.jobs"}
 
@@ -382,8 +534,8 @@ def check_queues_and_redrive(t: Template) -> None:
         assert "RedrivePolicy" not in queues[dlq], f"the DLQ {dlq} must not redrive anywhere"
         assert int(queues[dlq]["MessageRetentionPeriod"]) == FOURTEEN_DAYS, f"{dlq} must keep messages 14 days"
         assert queues[dlq]["QueueName"] == props["QueueName"] + "-dlq", f"{dlq} is not named <queue>-dlq"
-        # A redriven message keeps its original enqueue time, so the DLQ must keep messages at least as long.
-        assert int(props.get("MessageRetentionPeriod", 345600)) <= int(queues[dlq]["MessageRetentionPeriod"]), name
+        # A redriven message keeps its original enqueue time, so the DLQ must keep messages longer.
+        assert int(props.get("MessageRetentionPeriod", 345600)) < int(queues[dlq]["MessageRetentionPeriod"]), name
         receives = int(policy["maxReceiveCount"])
         assert receives > max(tries), (
             f"{name}: maxReceiveCount {receives} must exceed the largest tries {max(tries)}, or the redrive "
@@ -414,13 +566,17 @@ def check_event_source_mappings(t: Template) -> None:
 
 
 def check_lambda_visibility_timeout(t: Template) -> None:
-    """A Lambda-fed queue hides a message for at least 6x the function timeout (AWS's advice)."""
+    """A Lambda-fed queue hides a message for at least 6x the function timeout (AWS's advice), plus the batching
+    window: the mapping has received the messages (their visibility runs) while it waits to fill a batch."""
     timeout = int(t.function()["Timeout"])
     queues = t.of_type("AWS::SQS::Queue")
     assert t.lambda_fed()
-    for queue in t.lambda_fed():
+    for queue, mapping in t.lambda_fed().items():
         visibility = int(queues[queue]["VisibilityTimeout"])
-        assert visibility >= 6 * timeout, f"{queue}: VisibilityTimeout {visibility} < 6 x function timeout {timeout}"
+        window = int(mapping.get("MaximumBatchingWindowInSeconds", 0))
+        assert visibility >= 6 * timeout + window, (
+            f"{queue}: VisibilityTimeout {visibility} < 6 x function timeout {timeout} + batching window {window}"
+        )
         assert visibility <= 43200
 
 
@@ -457,35 +613,350 @@ def check_consumers(t: Template) -> None:
     )
 
 
+PAGING, NOTICE = "@AlarmTopic", "@NoticeTopic"
+#: Paging alarms whose threshold is structural (their expression is a 0/1 condition or a shortfall) rather than
+#: a parameter; check_consumer_alarms and check_service_alarms hold their expressions to what they must mean.
+CONDITION_ALARMS = ("NoConsumerAlarm", "WorkerTasksAlarm")
+
+
+def _actions(alarm: dict[str, Any]) -> set[str]:
+    return {str(a) for a in alarm.get("AlarmActions", [])}
+
+
+def paging_alarms(t: Template) -> dict[str, dict[str, Any]]:
+    return {name: a for name, a in t.of_type("AWS::CloudWatch::Alarm").items() if PAGING in _actions(a)}
+
+
+def _logical(t: Template, physical: str) -> str:
+    return physical.removeprefix(f"{t.params['AppName']}-")
+
+
+def _watching(alarms: dict[str, dict[str, Any]], metric: str, queue: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: a
+        for name, a in alarms.items()
+        if a.get("Namespace") == "AWS/SQS"
+        and a.get("MetricName") == metric
+        and a.get("Dimensions") == [{"Name": "QueueName", "Value": f"@{queue}.QueueName"}]
+    }
+
+
 def check_alarms(t: Template) -> None:
-    """An alarm per DLQ on depth > 0 and per queue on the age of its oldest message."""
-    alarms = list(t.of_type("AWS::CloudWatch::Alarm").values())
+    """Two topics: AlarmTopic pages, NoticeTopic does not. A failed job waiting in a DLQ is a notice (one job
+    failing must never page), and so is a DLQ message getting old, early enough to act before SQS deletes it. A
+    queue that backs up or ages pages. Every paging threshold is a parameter."""
+    alarms = t.of_type("AWS::CloudWatch::Alarm")
+    assert {"AlarmTopic", "NoticeTopic"} <= set(t.of_type("AWS::SNS::Topic"))
+    for name, alarm in alarms.items():
+        actions = _actions(alarm)
+        assert actions in ({PAGING}, {NOTICE}), f"{name} must notify exactly one of the two topics, not {actions}"
+        assert {str(a) for a in alarm.get("OKActions", [])} <= actions, f"{name}: OK goes elsewhere than ALARM"
+        if actions == {PAGING}:
+            threshold = t.resources[name]["Properties"]["Threshold"]
+            if name.startswith(CONDITION_ALARMS):
+                assert "Metrics" in alarm and float(alarm["Threshold"]) == 0, name
+            else:
+                assert isinstance(threshold, dict) and threshold.get("Ref") in t.params, (
+                    f"the paging alarm {name} has a fixed threshold {threshold}: make it a parameter"
+                )
+    paging = {name: alarms[name] for name in paging_alarms(t)}
+    notices = {name: a for name, a in alarms.items() if name not in paging}
+    queues = t.of_type("AWS::SQS::Queue")
+    for name, alarm in paging.items():
+        watched = repr(alarm.get("Dimensions", [])) + repr(alarm.get("Metrics", []))
+        for dlq in t.dlq_names():
+            assert f"@{dlq}." not in watched, f"the paging alarm {name} watches the DLQ {dlq}: that is a notice"
 
-    def watching(metric: str, queue: str) -> list[dict[str, Any]]:
-        return [
-            a
-            for a in alarms
-            if a.get("Namespace") == "AWS/SQS"
-            and a.get("MetricName") == metric
-            and a.get("Dimensions") == [{"Name": "QueueName", "Value": f"@{queue}.QueueName"}]
-            and a.get("AlarmActions")
-        ]
-
-    for dlq in t.dlq_names():
-        found = watching("ApproximateNumberOfMessagesVisible", dlq)
-        assert found, f"no alarm (with an action) on the depth of {dlq}"
-        for alarm in found:
+    for source, props in t.source_queues().items():
+        dlq = str(props["RedrivePolicy"]["deadLetterTargetArn"])[1:-4]
+        depth = _watching(alarms, "ApproximateNumberOfMessagesVisible", dlq)
+        assert depth, f"no alarm on the depth of {dlq}"
+        for name, alarm in depth.items():
+            assert name in notices, f"{name}: a failed job in {dlq} must notify the notice topic, never page"
             op, threshold = alarm["ComparisonOperator"], float(alarm["Threshold"])
             fires_on_one = (op == "GreaterThanThreshold" and threshold < 1) or (
                 op == "GreaterThanOrEqualToThreshold" and 0 < threshold <= 1
             )
             assert fires_on_one, f"the alarm on {dlq} must fire on a single failed job ({op} {threshold})"
-    for queue in t.source_queues():
-        found = watching("ApproximateAgeOfOldestMessage", queue)
-        assert found, f"no alarm (with an action) on the oldest message age of {queue}"
-        for alarm in found:
-            assert alarm["ComparisonOperator"] in ("GreaterThanThreshold", "GreaterThanOrEqualToThreshold")
-            assert float(alarm["Threshold"]) > 0
+        aging = _watching(notices, "ApproximateAgeOfOldestMessage", dlq)
+        assert aging, f"no notice before the messages in {dlq} expire"
+        for name, alarm in aging.items():
+            # A message SQS moved keeps its enqueue time: it may have spent up to the source's retention there.
+            expires = int(queues[dlq]["MessageRetentionPeriod"]) - int(props["MessageRetentionPeriod"])
+            assert float(alarm["Threshold"]) < expires, (
+                f"{name} fires after {alarm['Threshold']} s, but a redriven message in {dlq} may expire after "
+                f"{expires} s"
+            )
+        for metric in ("ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible"):
+            found = _watching(paging, metric, source)
+            assert found, f"no paging alarm on {metric} of {source}"
+            for alarm in found.values():
+                assert alarm["ComparisonOperator"] in ("GreaterThanThreshold", "GreaterThanOrEqualToThreshold")
+                assert float(alarm["Threshold"]) > 0
+
+
+def check_failure_rate_alarms(t: Template) -> None:
+    """Per queue, failed / (processed + failed) over 15 minutes from sqsjobs' metrics pages above
+    FailureRateThreshold, but only with at least FailureRateMinJobs jobs: one failure of one job never pages."""
+    namespace = t.params["MetricsNamespace"]
+    threshold = float(t.params["FailureRateThreshold"])
+    least = int(t.params["FailureRateMinJobs"])
+    assert least >= 2, "FailureRateMinJobs below 2 lets a single failed job page"
+    paging = paging_alarms(t)
+    for source, props in t.source_queues().items():
+        queue = _logical(t, props["QueueName"])
+        found = {
+            name: a
+            for name, a in paging.items()
+            if set(metric_ids(a)) == {"processed", "failed"}
+            and all(
+                m["Metric"]["Namespace"] == namespace
+                and m["Metric"]["Dimensions"] == [{"Name": "queue", "Value": queue}]
+                for m in metric_stats(a)
+            )
+        }
+        assert len(found) == 1, f"{source}: one failure-rate alarm on {namespace} processed/failed for queue={queue}"
+        ((name, alarm),) = found.items()
+        assert t.resources[name]["Properties"]["Threshold"] == {"Ref": "FailureRateThreshold"}
+        for stat in metric_stats(alarm):
+            assert stat["Stat"] == "Sum", name
+            assert int(stat["Period"]) * int(alarm["EvaluationPeriods"]) == 900, f"{name}: not a 15-minute rate"
+
+        def pages(processed: float | None, failed: float | None, alarm: dict[str, Any] = alarm) -> bool:
+            got = metric_ids(alarm)
+            return fires(alarm, {got["processed"]: processed, got["failed"]: failed})
+
+        assert not pages(None, 1) and not pages(0, 1) and not pages(1, 1), f"{name}: one failed job pages"
+        assert not pages(None, least - 1), f"{name}: pages below FailureRateMinJobs"
+        assert pages(None, least) and pages(0, least), f"{name}: every job failing does not page"
+        total = max(least, 100)
+        at = int(threshold * total)
+        assert not pages(total - at, at), f"{name}: pages at (not above) the threshold"
+        if at + 1 <= total:
+            assert pages(total - at - 1, at + 1), f"{name}: does not page above the threshold"
+        assert not pages(total, 0) and not pages(None, None)
+
+
+def check_consumer_alarms(t: Template) -> None:
+    """A backlog that nothing consumes pages: for a poller queue, no `worker_alive` from any poller; for a
+    Lambda queue, no invocation. The consumers emit the metrics these alarms read, in MetricsNamespace."""
+    namespace = t.params["MetricsNamespace"]
+    paging = paging_alarms(t)
+    worker_fed: set[str] = set()
+    if t.of_type("AWS::ECS::TaskDefinition"):
+        command = [str(part) for part in t.container()["Command"]]
+        served = command[command.index("--queue") + 1].split(",")
+        worker_fed = {t.queue_named(f"{t.params['AppName']}-{queue}") for queue in served}
+        env = t.container_env()
+        assert env.get("SQSJOBS_METRICS") == "emf", "the poller emits no metrics: worker_alive alarms would fire"
+        assert env.get("SQSJOBS_METRICS_NAMESPACE") == namespace
+    if t.lambda_fed():
+        assert t.function()["Environment"]["Variables"].get("POWERTOOLS_METRICS_NAMESPACE") == namespace
+    function = "@" + next(iter(t.of_type("AWS::Serverless::Function")), "none")
+    for source, props in t.source_queues().items():
+        queue = _logical(t, props["QueueName"])
+        backlog = {
+            name: a
+            for name, a in paging.items()
+            if any(
+                m["Metric"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+                and m["Metric"]["Dimensions"] == [{"Name": "QueueName", "Value": f"@{source}.QueueName"}]
+                for m in metric_stats(a)
+            )
+        }
+        assert len(backlog) == 1, f"{source}: one paging alarm on a backlog with no consumer, found {sorted(backlog)}"
+        ((name, alarm),) = backlog.items()
+        ids = metric_ids(alarm)
+        for stat in metric_stats(alarm):
+            if stat["Metric"]["MetricName"] == "ApproximateNumberOfMessagesVisible":
+                assert stat["Stat"] == "Minimum", f"{name}: a backlog is there all period, not at one moment"
+        window = int(metric_stats(alarm)[0]["Period"]) * int(alarm["EvaluationPeriods"])
+        assert 300 <= window <= 900, f"{name}: {window} s before it pages"
+        if source in worker_fed:
+            (alive,) = [m for m in metric_stats(alarm) if m["Metric"]["MetricName"] == "worker_alive"]
+            assert alive["Metric"]["Namespace"] == namespace and alive["Stat"] == "Sum"
+            assert alive["Metric"]["Dimensions"] == [{"Name": "queue", "Value": queue}], name
+
+            def stalled(backlog: float | None, beats: float | None, alarm: dict[str, Any] = alarm) -> bool:
+                got = metric_ids(alarm)
+                return fires(alarm, {got["ApproximateNumberOfMessagesVisible"]: backlog, got["worker_alive"]: beats})
+
+            assert stalled(5, None) and stalled(5, 0), f"{name}: a backlog with no live worker does not page"
+            assert not stalled(5, 3) and not stalled(0, None) and not stalled(None, None), name
+        else:
+            (invocations,) = [m for m in metric_stats(alarm) if m["Metric"]["MetricName"] == "Invocations"]
+            assert invocations["Metric"]["Namespace"] == "AWS/Lambda"
+            assert invocations["Metric"]["Dimensions"] == [{"Name": "FunctionName", "Value": function}], name
+            received = ids.get("NumberOfMessagesReceived")
+
+            def idle(
+                backlog: float | None, calls: float | None, receives: float | None, alarm: dict[str, Any] = alarm
+            ) -> bool:
+                got = metric_ids(alarm)
+                values = {got["ApproximateNumberOfMessagesVisible"]: backlog, got["Invocations"]: calls}
+                if "NumberOfMessagesReceived" in got:
+                    values[got["NumberOfMessagesReceived"]] = receives
+                return fires(alarm, values)
+
+            # Received but never invoked: the function throttled to nothing, or failing before it runs.
+            assert idle(5, None, 10) and idle(5, 0, 10), f"{name}: a backlog with no invocation does not page"
+            assert not idle(5, 10, 10) and not idle(0, None, 0) and not idle(None, None, None), name
+            if received:
+                # Invocations are the function's, for every queue: a mapping that receives nothing from this one.
+                assert idle(5, 10, 0) and idle(5, 10, None), f"{name}: a queue its mapping ignores does not page"
+
+
+def check_service_alarms(t: Template) -> None:
+    """The function's errors and throttles page above a parameter; so do fewer poller tasks than desired."""
+    paging = paging_alarms(t)
+    functions = t.of_type("AWS::Serverless::Function")
+    for metric in ("Errors", "Throttles"):
+        found = {
+            name: a
+            for name, a in paging.items()
+            if a.get("Namespace") == "AWS/Lambda"
+            and a.get("MetricName") == metric
+            and a.get("Dimensions") == [{"Name": "FunctionName", "Value": f"@{function}"} for function in functions]
+        }
+        assert len(found) == (1 if functions else 0), f"one paging alarm on the function's {metric}: {sorted(found)}"
+    services = t.of_type("AWS::ECS::Service")
+    tasks = {name: a for name, a in paging.items() if "RunningTaskCount" in metric_ids(a)}
+    assert len(tasks) == len(services), f"one paging alarm on each poller's running tasks: {sorted(tasks)}"
+    for name, alarm in tasks.items():
+        ids = metric_ids(alarm)
+        assert set(ids) == {"RunningTaskCount", "DesiredTaskCount"}, name
+        for stat in metric_stats(alarm):
+            assert stat["Metric"]["Namespace"] == "ECS/ContainerInsights"
+            dims = {d["Name"]: d["Value"] for d in stat["Metric"]["Dimensions"]}
+            assert dims == {"ClusterName": "@WorkerCluster", "ServiceName": "@WorkerService.Name"}, name
+
+        def short(desired: float, running: float, alarm: dict[str, Any] = alarm) -> bool:
+            got = metric_ids(alarm)
+            return fires(alarm, {got["DesiredTaskCount"]: desired, got["RunningTaskCount"]: running})
+
+        assert short(2, 1) and short(1, 0), f"{name}: a missing task does not page"
+        assert not short(2, 2) and not short(2, 3), f"{name}: pages with every task running (or mid-deployment)"
+        assert int(alarm["EvaluationPeriods"]) * int(metric_stats(alarm)[0]["Period"]) >= 300, f"{name}: a blip pages"
+
+
+def check_failed_jobs_store(t: Template) -> None:
+    """What failed jobs need survives deleting or replacing the stack: the DLQs, the table, the payload bucket
+    and the logs are retained. Each DLQ accepts only its own source queue, and outlives it for every allowed
+    QueueRetentionPeriod (a message SQS moves keeps its enqueue time)."""
+    kept = set(t.dlq_names()) | set(t.of_type("AWS::DynamoDB::Table")) | set(t.of_type("AWS::Logs::LogGroup"))
+    kept |= set(t.of_type("AWS::S3::Bucket"))
+    assert t.dlq_names() and t.of_type("AWS::Logs::LogGroup")
+    for name in kept:
+        resource = t.resources[name]
+        for policy in ("DeletionPolicy", "UpdateReplacePolicy"):
+            assert resource.get(policy) == "Retain", f"{name}: {policy} must be Retain, not {resource.get(policy)}"
+    queues = t.of_type("AWS::SQS::Queue")
+    longest = int(t.specs["QueueRetentionPeriod"]["MaxValue"])
+    for source, props in t.source_queues().items():
+        dlq = str(props["RedrivePolicy"]["deadLetterTargetArn"])[1:-4]
+        arn = f"arn:@AWS::Partition:sqs:@AWS::Region:@AWS::AccountId:{props['QueueName']}"
+        assert queues[dlq].get("RedriveAllowPolicy") == {"redrivePermission": "byQueue", "sourceQueueArns": [arn]}, (
+            f"{dlq} must accept only {props['QueueName']} as its source: {queues[dlq].get('RedriveAllowPolicy')}"
+        )
+        assert t.resources[source]["Properties"]["MessageRetentionPeriod"] == {"Ref": "QueueRetentionPeriod"}, (
+            f"{source}: its retention must be QueueRetentionPeriod, whose MaxValue keeps it below the DLQ's"
+        )
+        retention = int(queues[dlq]["MessageRetentionPeriod"])
+        assert retention == FOURTEEN_DAYS, f"{dlq} must keep messages 14 days, the SQS maximum"
+        assert longest < retention, f"QueueRetentionPeriod may reach {longest} s, {dlq} keeps {retention} s"
+
+
+def check_trust_policies(t: Template) -> None:
+    """Every role a service assumes trusts that service only on behalf of this account (confused deputy)."""
+    roles = t.of_type("AWS::IAM::Role")
+    assert roles
+    for name, role in roles.items():
+        for statement in _statements(role["AssumeRolePolicyDocument"]):
+            if "Service" not in statement.get("Principal", {}):
+                continue
+            source = statement.get("Condition", {}).get("StringEquals", {}).get("aws:SourceAccount")
+            assert source == "@AWS::AccountId", f"{name}: trust policy without aws:SourceAccount = this account"
+
+
+def _dashboard_lines(metrics: list[list[Any]]) -> Iterator[tuple[list[Any], dict[str, Any]]]:
+    """(values, options) per line of a metric widget, with "." (the value above) and "..." (all the values
+    above but the ones that follow it) expanded as CloudWatch does."""
+    previous: list[Any] = []
+    for entry in metrics:
+        values = [v for v in entry if not isinstance(v, dict)]
+        options = next((v for v in entry if isinstance(v, dict)), {})
+        if values and values[0] == "...":
+            values = previous[: len(previous) - (len(values) - 1)] + values[1:]
+        else:
+            values = [previous[i] if v == "." else v for i, v in enumerate(values)]
+        if values:
+            previous = values
+        yield values, options
+
+
+def check_dashboard(t: Template) -> None:
+    """One dashboard: per queue its backlog, in-flight, oldest age and DLQ depth, its jobs' outcomes, runtime
+    (p50, p95, max) and wait (p95); the function's invocations, errors, throttles and duration; the poller's
+    running tasks."""
+    ((_, dashboard),) = t.of_type("AWS::CloudWatch::Dashboard").items()
+    body = json.loads(dashboard["DashboardBody"])
+    namespace, app = t.params["MetricsNamespace"], t.params["AppName"]
+    queues = {_logical(t, props["QueueName"]) for props in t.source_queues().values()}
+    graphed: dict[tuple[str, str, str], set[tuple[tuple[str, str], ...]]] = {}
+    searches: list[str] = []
+    for widget in body["widgets"]:
+        if widget["type"] != "metric":
+            continue
+        properties = widget["properties"]
+        assert properties["region"] == "@AWS::Region"
+        for values, options in _dashboard_lines(properties["metrics"]):
+            if "expression" in options:
+                searches.append(options["expression"])
+                continue
+            space, metric, *dims = values
+            stat = options.get("stat", properties.get("stat"))
+            graphed.setdefault((space, metric, stat), set()).add(tuple(zip(dims[::2], dims[1::2], strict=True)))
+    for metric, stat in [
+        ("processed", "Sum"),
+        ("failed", "Sum"),
+        ("released", "Sum"),
+        ("runtime", "p50"),
+        ("runtime", "p95"),
+        ("runtime", "Maximum"),
+        ("wait", "p95"),
+    ]:
+        lines = graphed.get((namespace, metric, stat), set())
+        assert lines == {(("queue", q),) for q in queues}, f"{metric} {stat}: graphs {lines}, queues are {queues}"
+    for metric, dlq in [
+        ("ApproximateNumberOfMessagesVisible", False),
+        ("ApproximateNumberOfMessagesNotVisible", False),
+        ("ApproximateAgeOfOldestMessage", False),
+        ("ApproximateNumberOfMessagesVisible", True),
+    ]:
+        found = [
+            e
+            for e in searches
+            if f'MetricName="{metric}"' in e
+            and ("QueueName=dlq" in e and "NOT QueueName=dlq" not in e) == dlq
+            and ("NOT QueueName=dlq" in e) != dlq
+        ]
+        assert found, f"no graph of {metric} for every {'DLQ' if dlq else 'queue'} of {app}"
+        for expression in found:
+            assert expression.startswith("SEARCH('{AWS/SQS,QueueName} "), expression
+            assert f"QueueName={app} " in expression, f"{metric}: the search is not limited to {app}'s queues"
+            named = set(re.findall(r"QueueName=(\w+)(?=[\s)])", expression)) - {app, "dlq"}
+            assert named == queues, f"{metric}: the search names {named}, the queues are {queues}"
+    functions = [f"@{name}" for name in t.of_type("AWS::Serverless::Function")]
+    for metric in ("Invocations", "Errors", "Throttles", "Duration"):
+        lines = {
+            dims for (space, m, _), found in graphed.items() if space == "AWS/Lambda" and m == metric for dims in found
+        }
+        assert lines == {(("FunctionName", f),) for f in functions}, f"Lambda {metric}: {lines}"
+    tasks = {dims for (space, m, _), found in graphed.items() if m == "RunningTaskCount" for dims in found}
+    services = [
+        (("ClusterName", "@WorkerCluster"), ("ServiceName", f"@{s}.Name")) for s in t.of_type("AWS::ECS::Service")
+    ]
+    assert tasks == set(services), f"running tasks graphed: {tasks}"
 
 
 def check_table(t: Template) -> None:
@@ -667,10 +1138,16 @@ def check_encryption(t: Template) -> None:
 
 CHECKS: list[Callable[[Template], None]] = [
     check_queues_and_redrive,
+    check_failed_jobs_store,
     check_event_source_mappings,
     check_lambda_visibility_timeout,
     check_consumers,
     check_alarms,
+    check_failure_rate_alarms,
+    check_consumer_alarms,
+    check_service_alarms,
+    check_dashboard,
+    check_trust_policies,
     check_table,
     check_bucket,
     check_lambda_function,
@@ -706,6 +1183,48 @@ def test_defaults_put_high_and_default_on_the_poller_in_priority_order(template:
 @pytest.mark.parametrize("timeout", RAW["Parameters"]["LambdaTimeout"]["AllowedValues"])
 def test_every_allowed_function_timeout_keeps_six_times_the_visibility(timeout: str) -> None:
     check_lambda_visibility_timeout(build(LambdaTimeout=timeout))
+
+
+@pytest.mark.parametrize("window", [0, 1, 300])
+@pytest.mark.parametrize("timeout", RAW["Parameters"]["LambdaTimeout"]["AllowedValues"])
+def test_the_batching_window_counts_into_the_visibility(timeout: str, window: int) -> None:
+    check_lambda_visibility_timeout(build(LambdaTimeout=timeout, LambdaBatchingWindow=window))
+
+
+def test_a_visibility_without_the_window_is_caught() -> None:
+    raw = deepcopy(RAW)
+    _lambda("Queue${Queue}")(raw)["VisibilityTimeout"] = {
+        "Fn::FindInMap": ["LambdaTimeouts", {"Ref": "LambdaTimeout"}, "QueueVisibilityTimeout"]
+    }
+    check_lambda_visibility_timeout(build(raw))
+    with pytest.raises(AssertionError, match="batching window"):
+        check_lambda_visibility_timeout(build(raw, LambdaBatchingWindow=30))
+
+
+def test_the_longest_allowed_source_retention_keeps_the_dlqs_longer() -> None:
+    longest = RAW["Parameters"]["QueueRetentionPeriod"]["MaxValue"]
+    t = build(QueueRetentionPeriod=longest, DeadLetterAgeThreshold=3600)
+    check_queues_and_redrive(t)
+    check_failed_jobs_store(t)
+    check_alarms(t)
+
+
+def test_a_dlq_age_notice_that_comes_after_expiry_is_caught() -> None:
+    with pytest.raises(AssertionError, match="may expire"):
+        check_alarms(build(QueueRetentionPeriod=RAW["Parameters"]["QueueRetentionPeriod"]["MaxValue"]))
+
+
+@pytest.mark.parametrize(("threshold", "least"), [(0.2, 10), (0.5, 2), (0.05, 50)])
+def test_the_failure_rate_alarm_holds_for_other_settings(threshold: float, least: int) -> None:
+    check_failure_rate_alarms(build(FailureRateThreshold=threshold, FailureRateMinJobs=least))
+
+
+def test_metric_math_reads_what_the_alarms_need() -> None:
+    assert metric_math("IF(FILL(a, 0) + b >= 3, b / (FILL(a, 0) + b), 0)", {"a": None, "b": 3}) == 1.0
+    assert metric_math("IF(FILL(a, 0) + b >= 3, b / (FILL(a, 0) + b), 0)", {"a": None, "b": 2}) == 0.0
+    assert metric_math("a + b", {"a": 1, "b": None}) is None
+    assert metric_math("IF(v > 0 AND (FILL(x, 0) == 0 OR y == 0), 1, 0)", {"v": 2, "x": 5, "y": 0}) == 1.0
+    assert metric_math("desired - running", {"desired": 2, "running": 3}) == -1.0
 
 
 def test_other_queue_lists_are_wired_the_same_way() -> None:
@@ -754,6 +1273,18 @@ def test_an_empty_list_leaves_that_consumer_out() -> None:
     ecs_only = build(LambdaQueues="")
     assert not ecs_only.of_type("AWS::Serverless::Function") and ecs_only.of_type("AWS::ECS::Service")
     assert {p["QueueName"] for p in ecs_only.source_queues().values()} == {"sqsjobs-high", "sqsjobs-default"}
+    # Monitoring follows: no alarm or graph on a consumer that is not there, all of them on the one that is.
+    for t in (lambda_only, ecs_only):
+        for check in (
+            check_failed_jobs_store,
+            check_alarms,
+            check_failure_rate_alarms,
+            check_consumer_alarms,
+            check_service_alarms,
+            check_dashboard,
+            check_trust_policies,
+        ):
+            check(t)
 
 
 def _fragment(raw: dict[str, Any], loop: str, key: str) -> dict[str, Any]:
@@ -809,6 +1340,32 @@ def _unencrypted(raw: dict[str, Any]) -> None:
     del _props(raw, "PayloadBucket")["BucketEncryption"]
 
 
+def _metrics(loop: str, key: str, index: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda raw: _fragment(raw, loop, key)["Properties"]["Metrics"][index]
+
+
+def _dashboard_variables(raw: dict[str, Any]) -> dict[str, Any]:
+    return _props(raw, "Dashboard")["DashboardBody"]["Fn::Sub"][1]  # type: ignore[no-any-return]
+
+
+def _dashboard_text(old: str, new: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(raw: dict[str, Any]) -> None:
+        body = _props(raw, "Dashboard")["DashboardBody"]["Fn::Sub"]
+        assert body[0].count(old) == 1, old
+        body[0] = body[0].replace(old, new)
+
+    return mutate
+
+
+def _off(resource: str) -> Callable[[dict[str, Any]], None]:
+    """Leaves `resource` out of the stack (a condition that is false with the defaults)."""
+
+    def mutate(raw: dict[str, Any]) -> None:
+        raw["Resources"][resource]["Condition"] = "HasAlarmEmail"
+
+    return mutate
+
+
 BREAKAGES: list[tuple[str, Callable[[Template], None], Callable[[dict[str, Any]], None]]] = [
     (
         "maxReceiveCount equal to tries",
@@ -859,7 +1416,165 @@ BREAKAGES: list[tuple[str, Callable[[Template], None], Callable[[dict[str, Any]]
         check_consumers,
         lambda raw: _fragment(raw, "WorkerFedQueues", "ScalingPolicy${Queue}").update(Condition="HasAlarmEmail"),
     ),
+    (
+        "DLQ deleted with the stack",
+        check_failed_jobs_store,
+        lambda raw: _fragment(raw, "WorkerFedQueues", "DeadLetterQueue${Queue}").pop("DeletionPolicy"),
+    ),
+    (
+        "table lost on replacement",
+        check_failed_jobs_store,
+        lambda raw: raw["Resources"]["Table"].pop("UpdateReplacePolicy"),
+    ),
+    (
+        "log group deleted with the stack",
+        check_failed_jobs_store,
+        lambda raw: raw["Resources"]["LambdaLogGroup"].pop("DeletionPolicy"),
+    ),
+    (
+        "any queue may use a DLQ",
+        check_failed_jobs_store,
+        _set(_lambda("DeadLetterQueue${Queue}"), "RedriveAllowPolicy", {"redrivePermission": "allowAll"}),
+    ),
+    (
+        "a DLQ that allows another queue",
+        check_failed_jobs_store,
+        lambda raw: _worker("DeadLetterQueue${Queue}")(raw)["RedriveAllowPolicy"].update(
+            sourceQueueArns=[{"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:${AppName}-x"}]
+        ),
+    ),
+    (
+        "source retention may reach the DLQ's",
+        check_failed_jobs_store,
+        lambda raw: raw["Parameters"]["QueueRetentionPeriod"].update(MaxValue=FOURTEEN_DAYS),
+    ),
+    (
+        "source retention not from the parameter",
+        check_failed_jobs_store,
+        _set(_worker("Queue${Queue}"), "MessageRetentionPeriod", 345600),
+    ),
     ("DLQ alarm at 5 messages", check_alarms, _set(_worker("DeadLetterAlarm${Queue}"), "Threshold", 5)),
+    (
+        "a failed job pages",
+        check_alarms,
+        lambda raw: _worker("DeadLetterAlarm${Queue}")(raw).update(
+            AlarmActions=[{"Ref": "AlarmTopic"}], OKActions=[{"Ref": "AlarmTopic"}]
+        ),
+    ),
+    (
+        "an alarm on both topics",
+        check_alarms,
+        _set(_lambda("OldestMessageAlarm${Queue}"), "AlarmActions", [{"Ref": "AlarmTopic"}, {"Ref": "NoticeTopic"}]),
+    ),
+    ("a fixed paging threshold", check_alarms, _set(_lambda("QueueDepthAlarm${Queue}"), "Threshold", 1000)),
+    (
+        "no notice before DLQ messages expire",
+        check_alarms,
+        lambda raw: _fragment(raw, "WorkerFedQueues", "DeadLetterAgeAlarm${Queue}").update(Condition="HasAlarmEmail"),
+    ),
+    (
+        "the DLQ age notice after a redriven message expired",
+        check_alarms,
+        lambda raw: raw["Parameters"]["DeadLetterAgeThreshold"].update(Default=1036800),
+    ),
+    (
+        "no depth alarm",
+        check_alarms,
+        lambda raw: _fragment(raw, "LambdaFedQueues", "QueueDepthAlarm${Queue}").update(Condition="HasAlarmEmail"),
+    ),
+    (
+        "failure rate without a minimum volume",
+        check_failure_rate_alarms,
+        lambda raw: _metrics("WorkerFedQueues", "FailureRateAlarm${Queue}", 2)(raw).update(
+            Expression="FILL(failed, 0) / (FILL(processed, 0) + FILL(failed, 0))"
+        ),
+    ),
+    (
+        "failure rate blind when nothing was processed",
+        check_failure_rate_alarms,
+        lambda raw: _metrics("LambdaFedQueues", "FailureRateAlarm${Queue}", 2)(raw).update(
+            Expression={"Fn::Sub": "IF(processed + failed >= ${FailureRateMinJobs}, failed / (processed + failed), 0)"}
+        ),
+    ),
+    (
+        "failure rate on the physical queue name",
+        check_failure_rate_alarms,
+        lambda raw: _metrics("WorkerFedQueues", "FailureRateAlarm${Queue}", 1)(raw)["MetricStat"]["Metric"].update(
+            Dimensions=[{"Name": "queue", "Value": {"Fn::Sub": "${AppName}-${Queue}"}}]
+        ),
+    ),
+    (
+        "failure rate over one minute",
+        check_failure_rate_alarms,
+        lambda raw: _metrics("WorkerFedQueues", "FailureRateAlarm${Queue}", 0)(raw)["MetricStat"].update(Period=60),
+    ),
+    (
+        "no worker_alive means nothing",
+        check_consumer_alarms,
+        lambda raw: _metrics("WorkerFedQueues", "NoConsumerAlarm${Queue}", 2)(raw).update(
+            Expression="IF(visible > 0 AND alive == 0, 1, 0)"
+        ),
+    ),
+    (
+        "a poller that emits no metrics",
+        check_consumer_alarms,
+        lambda raw: _props(raw, "WorkerTaskDefinition")["ContainerDefinitions"][0]["Environment"].remove(
+            {"Name": "SQSJOBS_METRICS", "Value": "emf"}
+        ),
+    ),
+    (
+        "worker_alive of another queue",
+        check_consumer_alarms,
+        lambda raw: _metrics("WorkerFedQueues", "NoConsumerAlarm${Queue}", 1)(raw)["MetricStat"]["Metric"].update(
+            Dimensions=[{"Name": "queue", "Value": "default"}]
+        ),
+    ),
+    (
+        "a Lambda backlog that only pages when received",
+        check_consumer_alarms,
+        lambda raw: _metrics("LambdaFedQueues", "NoConsumerAlarm${Queue}", 3)(raw).update(
+            Expression="IF(visible > 0 AND FILL(received, 0) == 0, 1, 0)"
+        ),
+    ),
+    ("no throttles alarm", check_service_alarms, _off("LambdaThrottlesAlarm")),
+    (
+        "tasks alarm that pages on deployments",
+        check_service_alarms,
+        lambda raw: _props(raw, "WorkerTasksAlarm")["Metrics"][2].update(Expression="running - desired"),
+    ),
+    (
+        "a Lambda role any account's function may assume",
+        check_trust_policies,
+        lambda raw: _props(raw, "LambdaRole")["AssumeRolePolicyDocument"]["Statement"][0].pop("Condition"),
+    ),
+    (
+        "an execution role any account's task may assume",
+        check_trust_policies,
+        lambda raw: _props(raw, "WorkerExecutionRole")["AssumeRolePolicyDocument"]["Statement"][0].pop("Condition"),
+    ),
+    (
+        "dashboard without the Lambda queues",
+        check_dashboard,
+        lambda raw: _dashboard_variables(raw).update(QueueLines={"Fn::Join": ['"],["...","', {"Ref": "WorkerQueues"}]}),
+    ),
+    (
+        "dashboard without runtime p95",
+        check_dashboard,
+        _dashboard_text(
+            '"title": "Runtime p95 (ms)", "region": "${AWS::Region}", "view": "timeSeries", "stat": "p95"',
+            '"title": "Runtime p95 (ms)", "region": "${AWS::Region}", "view": "timeSeries", "stat": "p90"',
+        ),
+    ),
+    (
+        "dashboard DLQ graph of every app",
+        check_dashboard,
+        _dashboard_text("QueueName=${AppName} (QueueName=${SearchTerms}) QueueName=dlq", "QueueName=dlq"),
+    ),
+    (
+        "dashboard without the function",
+        check_dashboard,
+        lambda raw: _dashboard_variables(raw).update(LambdaWidgets=""),
+    ),
     (
         "no oldest-message alarm",
         check_alarms,

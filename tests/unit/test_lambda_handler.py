@@ -220,11 +220,13 @@ def test_metrics_are_emf_per_job_when_a_namespace_is_set(
     Refused().dispatch()
     SqsHandler(sqs_app)(receive_event(sqs_app, "default"), FakeContext())
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    counted = sorted((d["job"], name) for d in documents for name in ("processed", "failed") if name in d)
-    assert counted == [("lambda.fine", "processed"), ("lambda.refused", "failed")]
-    runtimes = [d for d in documents if "runtime" in d]
-    assert len(runtimes) == 2
-    assert all(d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "sqsjobs-test" for d in documents)
+    # One document per queue and job per invocation, every count in it (zeros too, so rates have no gaps).
+    counted = sorted((d["job"], d["processed"], d["failed"], d["released"]) for d in documents)
+    assert counted == [("lambda.fine", 1, 0, 0), ("lambda.refused", 0, 1, 0)]
+    assert all(d["queue"] == "default" and d["runtime"] >= 0 for d in documents)  # one run each: one value
+    directives = [d["_aws"]["CloudWatchMetrics"][0] for d in documents]
+    assert all(m["Namespace"] == "sqsjobs-test" for m in directives)
+    assert all(m["Dimensions"] == [["queue"], ["queue", "job"]] for m in directives)
 
 
 def test_powertools_logger_carries_the_job_keys_when_a_service_is_set(

@@ -124,7 +124,9 @@ LAYERS: dict[str, int] = {
         ],
         0,
     ),
-    **dict.fromkeys(["settings", "registry", "object_keys", "signing", "envelope", "aws", "logs", "testing"], 1),
+    **dict.fromkeys(
+        ["settings", "registry", "object_keys", "signing", "envelope", "aws", "logs", "testing", "tracing"], 1
+    ),
     **dict.fromkeys(
         [
             "connections",
@@ -143,6 +145,11 @@ LAYERS: dict[str, int] = {
             "steps",
             "exception_counts",
             "local",
+            "metrics",
+            "failed_filters",
+            "workers",
+            "triage",
+            "job_log",
         ],
         2,
     ),
@@ -163,7 +170,20 @@ LAYERS: dict[str, int] = {
     ),
     **dict.fromkeys(["runner", "executors"], 5),
     "hooks": 6,
-    **dict.fromkeys(["app", "provisioning", "failed_jobs", "resigning"], 7),
+    **dict.fromkeys(
+        [
+            "app",
+            "provisioning",
+            "failed_jobs",
+            "resigning",
+            "queue_monitor",
+            "failed_review",
+            "pausing",
+            "failed_triage",
+            "redrive",
+        ],
+        7,
+    ),
     **dict.fromkeys(["worker", "cli", "__main__", ""], 8),
 }
 

@@ -20,6 +20,8 @@ from lambda_handlers.sqs import SqsHandler
 from sqsjobs import App, Job, aws
 from sqsjobs.connections.base import OutgoingMessage
 from sqsjobs.logs import TextFormatter
+from sqsjobs.metrics import JobMetrics
+from sqsjobs.registry import default_registry
 from tests.helpers import queue_url
 from tests.lambda_events import FakeContext, receive_event
 
@@ -124,9 +126,11 @@ def test_lambda_hand_backs_name_an_unregistered_job_unknown(
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "sqsjobs-test")
     monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
     caplog.set_level(logging.INFO, logger="sqsjobs.lambda")
-    hand_backs = HandBacks()
+    metrics = JobMetrics(default_registry, "sqsjobs-test")
+    hand_backs = HandBacks(metrics=metrics)
     hand_backs.report("handed_back", logging.WARNING, f"{FORGED} not started: 1.0s left", {"job": FORGED, "queue": "q"})
     hand_backs.report("handed_back", logging.WARNING, "names.known not started", {"job": "names.known", "queue": "q"})
+    metrics.flush()
     assert sorted(d["job"] for d in _emf(capsys.readouterr().out)) == ["names.known", "unknown"]
     messages = [r.getMessage() for r in caplog.records if r.name == "sqsjobs.lambda"]
     assert messages[0] == "unknown not started: 1.0s left" and "\n" not in messages[0]

@@ -1,0 +1,77 @@
+"""Tracing: a job's run is a span of the trace that dispatched it (OpenTelemetry), and a job sent from
+a Lambda function carries the invocation's X-Ray trace header.
+
+- OpenTelemetry, when `opentelemetry-api` is installed (`pip install sqsjobs[opentelemetry]`): the
+  dispatching context travels in the envelope's `trace` field as a W3C `traceparent`; each run is a
+  CONSUMER span `<job> process`, a child of it, current while `handle()` (and its middleware) runs, so
+  the job's own spans nest under it. Without an SDK configured the API is a no-op, as OpenTelemetry
+  intends; without the package nothing here is imported.
+- X-Ray: inside Lambda (`_X_AMZN_TRACE_ID`), every message sent carries it as the `AWSTraceHeader`
+  system attribute, which X-Ray follows from SQS into the consuming function.
+
+A `trace` comes from a message like everything else: the propagator parses it (a malformed one is
+ignored: the span starts a new trace) and the envelope bounds its length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+_api: Any = None  # None: not looked for yet; False: not installed; else the modules
+
+
+def _otel() -> Any:
+    global _api
+    if _api is None:
+        try:
+            import opentelemetry.propagate
+            import opentelemetry.trace
+        except ImportError:
+            _api = False
+        else:
+            _api = (opentelemetry.propagate, opentelemetry.trace)
+    return _api or None
+
+
+def outgoing() -> str | None:
+    """The current trace context as a `traceparent`, to travel with a job being dispatched."""
+    api = _otel()
+    if api is None:
+        return None
+    carrier: dict[str, str] = {}
+    api[0].inject(carrier)
+    parent = carrier.get("traceparent")
+    return parent if parent and len(parent) <= 128 else None
+
+
+@contextlib.contextmanager
+def run_span(job_name: str, queue: str, job_id: str, attempt: int, parent: str | None) -> Iterator[None]:
+    """The span of one run, current inside; a no-op without OpenTelemetry."""
+    api = _otel()
+    if api is None:
+        yield
+        return
+    propagate, trace = api
+    context = propagate.extract({"traceparent": parent}) if parent else None
+    tracer = trace.get_tracer("sqsjobs")
+    attributes = {
+        "messaging.system": "aws_sqs",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": queue,
+        "messaging.message.id": job_id,
+        "sqsjobs.job": job_name,
+        "sqsjobs.attempt": attempt,
+    }
+    with tracer.start_as_current_span(
+        f"{job_name} process", context=context, kind=trace.SpanKind.CONSUMER, attributes=attributes
+    ):
+        yield
+
+
+def xray_header() -> str | None:
+    """The X-Ray trace header of this Lambda invocation (None outside Lambda)."""
+    header = os.environ.get("_X_AMZN_TRACE_ID")
+    return header if header and len(header) <= 1024 else None
