@@ -63,7 +63,14 @@ def app(moto: None, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ap
 
 
 def cli_run(*args: str) -> Result:
-    result = runner.invoke(cli, list(args), terminal_width=200)
+    # The CLI points the sqsjobs loggers at its own (captured, then closed) output; the worker threads of
+    # these tests keep logging after it returns, so the loggers are put back as they were.
+    logger = logging.getLogger("sqsjobs")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    try:
+        result = runner.invoke(cli, list(args), terminal_width=200)
+    finally:
+        logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
     assert result.exit_code == 0, result.output
     return result
 
