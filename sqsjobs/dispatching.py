@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import context, unique
+from .chunks import bounded
 from .connections.base import BatchFailure, OutgoingMessage
 from .context import Services
 from .dispatch_plan import Planned, announce, by_queue, forget_payload, prepare, unqueued_on_error
@@ -76,17 +77,9 @@ def send_planned(app: Services, planned: list[Planned]) -> list[Dispatched]:
 def chunks(
     items: list[tuple[Envelope, OutgoingMessage]],
 ) -> Iterable[list[tuple[Envelope, OutgoingMessage]]]:
-    chunk: list[tuple[Envelope, OutgoingMessage]] = []
-    size = 0
-    for item in items:
-        item_size = item[1].size or len(item[1].body.encode())
-        if chunk and (len(chunk) == 10 or size + item_size > MAX_MESSAGE_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += item_size
-    if chunk:
-        yield chunk
+    return bounded(
+        items, count=10, size=MAX_MESSAGE_BYTES, size_of=lambda item: item[1].size or len(item[1].body.encode())
+    )
 
 
 def _send_chunk(

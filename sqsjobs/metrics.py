@@ -27,10 +27,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .chunks import bounded
 from .events import JobEvent
 from .registry import Registry
 
@@ -214,19 +215,9 @@ class PutMetricData:
                 self._cloudwatch.put_metric_data(Namespace=namespace, MetricData=chunk)
 
 
-def _chunks(items: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+def _chunks(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """At most 1,000 items and, measured as JSON (larger than the CBOR botocore sends), under 1 MB."""
-    chunk: list[dict[str, Any]] = []
-    size = 0
-    for item in items:
-        item_size = len(json.dumps(item)) + 2
-        if chunk and (len(chunk) == _PUT_MAX_ITEMS or size + item_size > _PUT_MAX_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += item_size
-    if chunk:
-        yield chunk
+    return bounded(items, count=_PUT_MAX_ITEMS, size=_PUT_MAX_BYTES, size_of=lambda item: len(json.dumps(item)) + 2)
 
 
 def _metric_data(doc: dict[str, Any], directive: dict[str, Any]) -> list[dict[str, Any]]:

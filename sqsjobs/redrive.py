@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from . import aws
 from .app import App
+from .chunks import bounded
 from .connections.sqs import SqsConnection
 from .errors import ConfigurationError
 from .provisioning import known_queues
@@ -339,17 +340,7 @@ def _size(entry: dict[str, Any]) -> int:
 
 def _batches(entries: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """Consecutive entries in batches SQS takes: at most 10, and 1 MiB together (one message alone always fits)."""
-    batch: list[dict[str, Any]] = []
-    total = 0
-    for entry in entries:
-        size = _size(entry)
-        if batch and (len(batch) == _BATCH_ENTRIES or total + size > _BATCH_BYTES):
-            yield batch
-            batch, total = [], 0
-        batch.append(entry)
-        total += size
-    if batch:
-        yield batch
+    return bounded(entries, count=_BATCH_ENTRIES, size=_BATCH_BYTES, size_of=_size)
 
 
 def _give_back(sqs: Any, dlq_url: str, messages: list[dict[str, Any]]) -> None:

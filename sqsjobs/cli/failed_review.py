@@ -81,6 +81,23 @@ def _interactive() -> bool:
 # -- list and summary ------------------------------------------------------------------------------
 
 
+def _selected(
+    app: str | None,
+    queue: str | None,
+    job: str | None,
+    reason: str | None,
+    since: str | None,
+    older_than: str | None,
+    include_unverified: bool,
+) -> tuple[FailedJobs, Selection, list[CollectedFailedJob]]:
+    """The failed jobs `list` and `summary` show: read once, judged by the filter on what they prove."""
+    the_app = build_app(app)
+    flt = build_filter(the_app, job, reason, since, older_than)
+    store = FailedJobs(the_app, split(queue))
+    selection = Selection(flt, store.proof, include_unverified)
+    return store, selection, store.list(select=selection)
+
+
 def list_(
     app: AppOption = None,
     queue: QueueOption = None,
@@ -92,11 +109,7 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """List failed jobs, one row per job id: id, job, queue, when, why, DLQ copies."""
-    the_app = build_app(app)
-    flt = build_filter(the_app, job, reason, since, older_than)
-    store = FailedJobs(the_app, split(queue))
-    selection = Selection(flt, store.proof, include_unverified)
-    jobs = store.list(select=selection)
+    store, selection, jobs = _selected(app, queue, job, reason, since, older_than, include_unverified)
     if as_json:
         _print_json(
             {
@@ -107,7 +120,7 @@ def list_(
             }
         )
     elif not jobs:
-        console.print("No failed jobs match." if flt.active else "No failed jobs.")
+        console.print("No failed jobs match." if selection.filter.active else "No failed jobs.")
     else:
         console.print(_table(jobs, selection))
         if any(selection.unverified(j) for j in jobs):
@@ -176,11 +189,7 @@ def summary(
     as_json: JsonOption = False,
 ) -> None:
     """Count failed jobs by queue, job and reason, with the oldest and newest failure of each."""
-    the_app = build_app(app)
-    flt = build_filter(the_app, job, reason, since, older_than)
-    store = FailedJobs(the_app, split(queue))
-    selection = Selection(flt, store.proof, include_unverified)
-    jobs = store.list(select=selection)
+    store, selection, jobs = _selected(app, queue, job, reason, since, older_than, include_unverified)
     rows = summarize(jobs, selection)
     if as_json:
         _print_json(
@@ -193,7 +202,7 @@ def summary(
             }
         )
     elif not rows:
-        console.print("No failed jobs match." if flt.active else "No failed jobs.")
+        console.print("No failed jobs match." if selection.filter.active else "No failed jobs.")
     else:
         table = Table(title=f"{len(jobs)} failed job(s) in {len(rows)} group(s)")
         for column in ("queue", "job", "reason"):

@@ -119,6 +119,7 @@ LAYERS: dict[str, int] = {
             "events",
             "_version",
             "dispatched",
+            "chunks",
             "connections.base",
             "stores.base",
         ],
