@@ -64,6 +64,8 @@ class Settings(BaseSettings):
             POWERTOOLS_METRICS_NAMESPACE alone turns `emf` on.
         metrics_namespace: the CloudWatch namespace (POWERTOOLS_METRICS_NAMESPACE wins on Lambda).
         metrics_interval: seconds between a worker's metric flushes (and `worker_alive` beats).
+        pools: worker pools as a JSON object (`sqsjobs work` runs them when given no --queue;
+            docs/worker.md): `{"high": {"queues": ["high"], "concurrency": 10, "timeout": 30}}`.
         job_log: keep a compact record of every job in the table (status by id, cancel, tags;
             docs/job-log.md): one PutItem per dispatch (and per tag), two UpdateItems per run.
         job_log_ttl: seconds a job log record lives (default 7 days).
@@ -104,6 +106,7 @@ class Settings(BaseSettings):
     metrics_namespace: str = Field(default="sqsjobs", min_length=1, max_length=255)
     metrics_interval: float = Field(default=60.0, ge=1, le=3600)
     worker_beat: float = Field(default=10.0, ge=0, le=600)
+    pools: str | None = None
     job_log: bool = False
     job_log_ttl: float = Field(default=7 * 86400, ge=60, le=366 * 86400)
 

@@ -75,15 +75,16 @@ def work(
 ) -> None:
     """Run jobs from one or more queues until stopped."""
     application = build_app(app, tries=tries, timeout=timeout, log_format=log_format)
-    if pools is not None:
-        from ..worker.pools import load_pools, run_pools
+    if pools is not None or (application.settings.pools and not queue):
+        from ..worker.pools import load_pools, parse_pools, run_pools
 
         if queue or concurrency != 1 or prefetch is not None or async_ or executor != "thread" or once:
             raise ConfigurationError(
                 "--pools takes each pool's queues, concurrency, prefetch, async and executor from its file; "
                 "drop those options"
             )
-        raise typer.Exit(run_pools(application, load_pools(pools), stop_when_empty=stop_when_empty))
+        found = load_pools(pools) if pools is not None else parse_pools(application.settings.pools or "")
+        raise typer.Exit(run_pools(application, found, stop_when_empty=stop_when_empty))
     options = WorkerOptions(
         queues=split(queue) or list(application.settings.queues) or [application.settings.default_queue],
         concurrency=concurrency,

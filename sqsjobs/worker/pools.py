@@ -19,6 +19,7 @@ heartbeat and beat in `sqsjobs workers`. SIGTERM stops them all the same way one
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import tomllib
@@ -67,11 +68,25 @@ def load_pools(path: str | Path) -> dict[str, Pool]:
         raise ConfigurationError(f"--pools {where}: cannot read it ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"--pools {where}: not valid TOML ({exc})") from None
+    return _validated(data, f"--pools {where}")
+
+
+def parse_pools(text: str) -> dict[str, Pool]:
+    """SQSJOBS_POOLS: the same pools as a JSON object (`{"high": {"queues": ["high"], ...}}`), for a
+    container whose command cannot carry a file (the template's WorkerPools)."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"SQSJOBS_POOLS: not valid JSON ({exc})") from None
+    return _validated({"pools": data}, "SQSJOBS_POOLS")
+
+
+def _validated(data: object, where: str) -> dict[str, Pool]:
     try:
         return _File.model_validate(data).pools
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        raise ConfigurationError(f"--pools {where}: {problems}") from None
+        raise ConfigurationError(f"{where}: {problems}") from None
 
 
 def run_pools(base: App, pools: dict[str, Pool], *, stop_when_empty: bool = False, install_signals: bool = True) -> int:

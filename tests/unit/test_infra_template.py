@@ -1407,7 +1407,8 @@ BREAKAGES: list[tuple[str, Callable[[Template], None], Callable[[dict[str, Any]]
     (
         "the poller also reading a Lambda queue",
         check_consumers,
-        lambda raw: _props(raw, "WorkerTaskDefinition")["ContainerDefinitions"][0]["Command"].__setitem__(
+        # The command without WorkerPools: `work --queue <queues> --concurrency N`.
+        lambda raw: _props(raw, "WorkerTaskDefinition")["ContainerDefinitions"][0]["Command"]["Fn::If"][2].__setitem__(
             2, "high,default,lambda"
         ),
     ),
@@ -1711,3 +1712,16 @@ def test_cfn_lint_reports_a_broken_template(tmp_path: Path) -> None:
     broken = tmp_path / "template.yaml"
     broken.write_text(text.replace(good, "FunctionResponseTypes: [ReportEveryFailure]"))
     assert any(m.rule.severity == "error" for m in lint_file(broken))
+
+
+def test_worker_pools_replace_the_single_poller_and_reach_the_container_as_sqsjobs_pools() -> None:
+    from sqsjobs.worker.pools import parse_pools
+
+    pools = '{"high": {"queues": ["high"], "concurrency": 10, "timeout": 30}, "bulk": {"queues": ["default"]}}'
+    t = build(WorkerPools=pools)
+    assert [str(part) for part in t.container()["Command"]] == ["work"]
+    assert t.container_env()["SQSJOBS_POOLS"] == pools
+    assert sorted(parse_pools(t.container_env()["SQSJOBS_POOLS"])) == ["bulk", "high"]
+    plain = build()
+    assert "SQSJOBS_POOLS" not in plain.container_env()
+    assert [str(part) for part in plain.container()["Command"]][:2] == ["work", "--queue"]

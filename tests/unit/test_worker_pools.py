@@ -83,3 +83,19 @@ def test_pools_take_their_options_from_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "[pools.a]\nqueues = ['x']\n")
     result = CliRunner().invoke(cli, ["work", "--pools", str(path), "--queue", "y"])
     assert result.exit_code == 2 and "--pools takes each pool's queues" in result.output
+
+
+def test_sqsjobs_pools_runs_the_pools_of_the_environment(
+    sqs_app: App, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The template's WorkerPools reaches `sqsjobs work` as SQSJOBS_POOLS (JSON): no file, no --queue."""
+    monkeypatch.setenv("SQSJOBS_QUEUE_PREFIX", sqs_app.settings.queue_prefix)
+    monkeypatch.setenv("SQSJOBS_POOLS", '{"quick": {"queues": ["high"], "timeout": 30, "sleep": 1}}')
+    Slowish.done.clear()
+    Slowish(where="env").dispatch(queue="high")
+    result = CliRunner().invoke(cli, ["work", "--stop-when-empty"])
+    assert result.exit_code == 0, result.output
+    assert Slowish.done == ["env"]
+    monkeypatch.setenv("SQSJOBS_POOLS", '{"quick": {"queues": "high"}}')
+    bad = CliRunner().invoke(cli, ["work", "--stop-when-empty"])
+    assert bad.exit_code == 2 and "SQSJOBS_POOLS" in bad.output and "quick.queues" in bad.output
