@@ -66,3 +66,10 @@ class NeverRanError(SqsJobsError):
     The sync connection does not wait, so what holds a job back (a rate limit, an overlap lock, a
     busy idempotency key) is still there when it looks again; a queue would wait it out.
     """
+
+
+def type_name(error: BaseException) -> str:
+    """The name of the exception a job raised. A job run in a child process (the process executor) raised
+    it there: what reaches the worker is an SqsJobsError carrying the original's name as `type_name`."""
+    named = getattr(error, "type_name", None)
+    return named if isinstance(error, SqsJobsError) and isinstance(named, str) and named else type(error).__name__

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .connections.base import Connection, OutgoingMessage, ReceivedMessage
+from .errors import type_name
 from .payloads import carried
 from .timing import parse_iso, utc_iso
 
@@ -80,7 +81,7 @@ def dead_letter(
         "failed_at": utc_iso(now),
         "attempts": str(attempts),
         "tag": "",
-        "error_type": type(error).__name__,
+        "error_type": type_name(error),
         "error": str(error) or type(error).__name__,
         "traceback": traceback_head(error),
     }

@@ -115,6 +115,12 @@ def redrivable(app: App, queues: list[str] | None = None) -> tuple[list[Redrivab
         info = connection.queue_info(name)
         assert info.dlq_url is not None
         others = [other for other in sharing[info.dlq_url] if other != name]
+        # SQS knows every queue whose redrive policy names this DLQ, another app's too; the app only its own.
+        known = {connection.queue_info(other).url.rstrip("/") for other in others} | {info.url.rstrip("/")}
+        pages = sqs.get_paginator("list_dead_letter_source_queues").paginate(QueueUrl=info.dlq_url)
+        for url in (url for page in pages for url in page.get("queueUrls", [])):
+            if url.rstrip("/") not in known:
+                others.append(url.rstrip("/").rsplit("/", 1)[-1])
         if others:
             refused[name] = (
                 f"its DLQ is also the DLQ of {', '.join(others)}, and a redrive sends all of a DLQ's messages to "

@@ -16,6 +16,7 @@ ignored: the span starts a new trace) and the envelope bounds its length.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +31,13 @@ def _otel() -> Any:
             import opentelemetry.propagate
             import opentelemetry.trace
         except ImportError:
+            _api = False
+        except Exception:
+            # OpenTelemetry's own set-up failed (OTEL_PROPAGATORS naming one that is not installed raises
+            # at import): jobs run untraced rather than not at all, and it is said once.
+            logging.getLogger("sqsjobs").warning(
+                "OpenTelemetry could not be loaded; jobs run without spans until it is fixed", exc_info=True
+            )
             _api = False
         else:
             _api = (opentelemetry.propagate, opentelemetry.trace)

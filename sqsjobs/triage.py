@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
+from .errors import type_name
+
 Action = Literal["discard", "retry_later", "alert_new"]
 #: The exceptions sqsjobs raises for failures it decides itself (not the job's code): triaged by reason only.
 RUNNER_ERRORS = frozenset(
@@ -53,7 +55,13 @@ class Rule:
         if not raised:
             return bool(self.reasons)
         if self.exceptions:
-            return error is not None and isinstance(error, self.exceptions)
+            if error is None:
+                return False
+            # Raised in a child process (the process executor): only its name came back.
+            remote = type_name(error)
+            return isinstance(error, self.exceptions) or (
+                remote != type(error).__name__ and remote in set(_names(self.exceptions))
+            )
         return True
 
     def matches_recorded(self, reason: str, error_type: str) -> bool:

@@ -78,10 +78,12 @@ def work(
     if pools is not None or (application.settings.pools and not queue):
         from ..worker.pools import load_pools, parse_pools, run_pools
 
-        if queue or concurrency != 1 or prefetch is not None or async_ or executor != "thread" or once:
+        per_pool = [concurrency != 1, prefetch is not None, async_, executor != "thread", once, sleep != 10]
+        per_pool += [memory is not None, max_jobs is not None, max_time is not None]
+        if queue or any(per_pool):
             raise ConfigurationError(
-                "--pools takes each pool's queues, concurrency, prefetch, async and executor from its file; "
-                "drop those options"
+                "--pools takes each pool's queues, concurrency, prefetch, sleep, memory, max_jobs, max_time, "
+                "async and executor from its file (or SQSJOBS_POOLS); drop those options"
             )
         found = load_pools(pools) if pools is not None else parse_pools(application.settings.pools or "")
         raise typer.Exit(run_pools(application, found, stop_when_empty=stop_when_empty))

@@ -23,6 +23,7 @@ from ..context import Services
 from ..decisions import Ack, Decision, Defer, Fail, Postpone, Release
 from ..errors import (
     BadMessageError,
+    ConfigurationError,
     JobFailedError,
     JobTimeoutError,
     MaxAttemptsExceededError,
@@ -259,7 +260,8 @@ class Runner:
             delay = job.backoff_for(d.attempts)
             self._note(d, "released", runtime_s=runtime, error=exc, delay=delay)
             return Release(delay, f"{type(exc).__name__}: {exc}")
-        return self._fail(d, exc, kind, runtime, raised=True)
+        # The process executor's own ConfigurationError (its processes cannot run the job) is sqsjobs', not the job's.
+        return self._fail(d, exc, kind, runtime, raised=not isinstance(exc, ConfigurationError))
 
     # -- the paths out ------------------------------------------------------------------
     def _fail(self, d: Delivery, exc: BaseException, kind: str, runtime: float, raised: bool = False) -> Decision:

@@ -10,6 +10,7 @@ import logging
 
 from ..context import Services
 from ..envelope import involved
+from ..errors import type_name
 from ..triage import REMEMBER_S, Rule, first_match
 from .hook import Delivery
 
@@ -49,7 +50,7 @@ def alert_if_new(app: Services, d: Delivery, error: BaseException) -> None:
     """`new_failure`, once per job and exception type (per REMEMBER_S). Never raises: the job is in
     the DLQ already; a store error only costs the alert."""
     job = d.job_cls.job_name if d.job_cls is not None else app.registry.known_name(d.envelope.job if d.envelope else "")
-    error_type = type(error).__name__
+    error_type = type_name(error)
     try:
         first = app.store.add(("triage", f"new#{job}#{error_type}"), {"job": job, "error_type": error_type}, REMEMBER_S)
     except Exception:

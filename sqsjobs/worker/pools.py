@@ -111,11 +111,15 @@ def run_pools(base: App, pools: dict[str, Pool], *, stop_when_empty: bool = Fals
         )
         workers[name] = Worker(app, options)
     codes: dict[str, int] = {}
+    errors: list[BaseException] = []
 
     def run(name: str, worker: Worker) -> None:
         code = 1
         try:
             code = codes[name] = worker.run(install_signals=False)
+        except BaseException as exc:  # raised again on the main thread: the CLI gives it its exit code
+            errors.append(exc)
+            raise
         finally:
             if code != EXIT_OK:
                 # A pool that must be replaced (a wedged job, a memory limit, a config error) ends the
@@ -137,4 +141,6 @@ def run_pools(base: App, pools: dict[str, Pool], *, stop_when_empty: bool = Fals
     for thread in threads:
         while thread.is_alive():
             thread.join(0.5)  # short joins: the main thread must stay free to take signals
+    if errors:
+        raise errors[0]  # a queue without a DLQ, AWS unreachable: exit 2 or 3, as one worker would
     return next((code for code in codes.values() if code != EXIT_OK), EXIT_OK)

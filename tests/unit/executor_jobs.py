@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqsjobs import Job, PermanentError
+from sqsjobs.triage import discard
 
 
 class Spin(Job, name="executor.spin"):
@@ -92,3 +93,20 @@ class Echo(Job, name="executor.echo"):
             "app_queue": ctx.app.settings.default_queue if ctx and ctx.app else None,
         }
         Path(self.out).write_text(json.dumps(seen))
+
+
+class RowGone(Exception):
+    """Raised in the child: only its name comes back to the worker."""
+
+
+class Gone(Job, name="executor.gone"):
+    """Its triage rule names an exception the worker only knows by name (the job runs in a child)."""
+
+    tries = 1
+    triage = [discard(RowGone)]
+    other: bool = False
+
+    def handle(self) -> None:
+        if self.other:
+            raise KeyError("another failure")
+        raise RowGone("order 7 was deleted")

@@ -209,6 +209,20 @@ def test_a_dlq_two_queues_share_is_not_redriven(app: App) -> None:
     assert depth(dlq_url(app, "default")) == 1
 
 
+def test_a_dlq_another_apps_queue_shares_is_not_redriven(app: App, prefix: str) -> None:
+    """A queue this app does not know (another app's) also redrives into the DLQ: SQS says so, and its jobs
+    must not be sent into this queue."""
+    fail(app, 1)
+    sqs = aws.client("sqs")
+    foreign = sqs.create_queue(QueueName=f"{prefix}billing")["QueueUrl"]
+    policy = json.dumps({"deadLetterTargetArn": arn(dlq_url(app, "default")), "maxReceiveCount": "5"})
+    sqs.set_queue_attributes(QueueUrl=foreign, Attributes={"RedrivePolicy": policy})
+    result = invoke("failed", "redrive", "--yes")
+    assert result.exit_code == 1, result.output
+    assert f"its DLQ is also the DLQ of {prefix}billing" in result.stderr
+    assert depth(dlq_url(app, "default")) == 1
+
+
 @pytest.mark.parametrize("rate", ["0", "501"])
 def test_a_rate_outside_sqs_1_to_500_is_a_usage_error(app: App, rate: str) -> None:
     fail(app, 1)

@@ -96,6 +96,7 @@ DLQ_ACTIONS = {
     "sqs:StartMessageMoveTask",
     "sqs:ListMessageMoveTasks",
     "sqs:CancelMessageMoveTask",
+    "sqs:ListDeadLetterSourceQueues",
 }
 
 

@@ -1725,3 +1725,9 @@ def test_worker_pools_replace_the_single_poller_and_reach_the_container_as_sqsjo
     plain = build()
     assert "SQSJOBS_POOLS" not in plain.container_env()
     assert [str(part) for part in plain.container()["Command"]][:2] == ["work", "--queue"]
+
+
+def test_the_function_may_send_to_the_queues_it_reads() -> None:
+    """Delay hops, hand-backs and chain links re-enter the function on purpose: Lambda's recursive-loop
+    detection would drop such a job after 16 round trips, unannounced."""
+    assert build().function()["RecursiveLoop"] == "Allow"

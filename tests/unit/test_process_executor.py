@@ -188,3 +188,25 @@ def test_the_process_executor_cannot_be_combined_with_async() -> None:
 
     with pytest.raises(ConfigurationError, match="--async"):
         WorkerOptions(executor="process", event_loop=True)
+
+
+def test_triage_and_the_dlq_know_a_childs_exception_by_its_name(executor: ProcessExecutor) -> None:
+    """What a job raised in its process comes back as a name: `discard(RowGone)` still matches it, and the
+    DLQ copy of another failure records the child's exception type, not the carrier's."""
+    app = App(connection="memory")
+    decisions = []
+    with app.activate():
+        for job in (jobs.Gone(), jobs.Gone(other=True)):
+            job.dispatch()
+            (message,) = app.connection.receive("default", 1, 0)
+            run = app.runner.begin(message)
+            assert isinstance(run, Run)
+            try:
+                executor.run(run.job, timeout=30)
+            except Exception as exc:
+                decisions.append(app.runner.finish(run, exc, 0.0))
+    discarded, failed = decisions
+    assert isinstance(discarded, Fail) and discarded.reason == "discarded"
+    assert isinstance(failed, Fail) and failed.reason == "tries_exhausted"
+    (letter,) = app.connection.dead_letters("default")  # type: ignore[attr-defined]
+    assert letter.attributes["sqsjobs.error_type"] == "KeyError"

@@ -139,3 +139,19 @@ def test_inside_lambda_a_dispatch_carries_the_xray_trace_header(sqs_app: App, mo
     assert [m["Attributes"].get("AWSTraceHeader") for m in received].count(header) == 1  # the single send
     assert len(sent) == 2
     assert all(e["MessageSystemAttributes"]["AWSTraceHeader"]["StringValue"] == header for e in sent)
+
+
+def test_a_broken_opentelemetry_setup_leaves_jobs_untraced_not_failed() -> None:
+    """OTEL_PROPAGATORS naming a propagator that is not installed makes OpenTelemetry raise at import."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from sqsjobs import tracing; print(tracing.outgoing()); print(tracing.outgoing())"
+    env = {**os.environ, "OTEL_PROPAGATORS": "xray"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "None"]
+    assert done.stderr.count("OpenTelemetry could not be loaded") == 1

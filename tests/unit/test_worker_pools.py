@@ -99,3 +99,12 @@ def test_sqsjobs_pools_runs_the_pools_of_the_environment(
     monkeypatch.setenv("SQSJOBS_POOLS", '{"quick": {"queues": "high"}}')
     bad = CliRunner().invoke(cli, ["work", "--stop-when-empty"])
     assert bad.exit_code == 2 and "SQSJOBS_POOLS" in bad.output and "quick.queues" in bad.output
+
+
+def test_a_pool_that_cannot_start_fails_the_process_like_one_worker_would(sqs_app: App, tmp_path: Path) -> None:
+    pools = load_pools(
+        write(tmp_path, "[pools.ok]\nqueues = ['high']\nsleep = 1\n\n[pools.ghost]\nqueues = ['nope']\n")
+    )
+    with pytest.raises(Exception, match="nope") as caught:
+        run_pools(sqs_app, pools, stop_when_empty=True, install_signals=False)
+    assert not isinstance(caught.value, AssertionError)
