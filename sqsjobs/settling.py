@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import policy
+from .chunks import bounded
 from .connections.base import Connection, OutgoingMessage, ReceivedMessage
 from .decisions import Decision, Postpone, Release, deletes_source, drops_payload
 from .payloads import carried
@@ -202,13 +203,8 @@ _BATCH_BYTES = 1_048_576
 
 
 def _chunks(messages: list[OutgoingMessage]) -> list[list[OutgoingMessage]]:
-    chunks: list[list[OutgoingMessage]] = []
-    size = 0
-    for message in messages:
-        weight = message.size + sum(len(k) + len(str(v)) + 6 for k, v in message.attributes.items())
-        if not chunks or len(chunks[-1]) == 10 or size + weight > _BATCH_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(message)
-        size += weight
-    return chunks
+    return list(bounded(messages, count=10, size=_BATCH_BYTES, size_of=_weight))
+
+
+def _weight(message: OutgoingMessage) -> int:
+    return message.size + sum(len(k) + len(str(v)) + 6 for k, v in message.attributes.items())

@@ -103,7 +103,10 @@ class Lanes:
                 self._work.wait(0.5)
 
     def _startable(self) -> ReceivedMessage | None:
+        paused = self._control.paused  # held when its queue was paused a moment ago: kept, not started
         for message in self._held:
+            if message.queue in paused:
+                continue
             if message.group_id is None or _lane(message) not in self._running_groups:
                 return message
         return None

@@ -157,6 +157,10 @@ class Reporter:
                 log.info("continued by an operator: %s", ",".join(sorted(resumed)))
         if self._first_read:
             self._first_read, self._restart_seen = False, controls.restart_at
+            if controls.restart_at is not None and controls.restart_at > self.started_at:
+                # Asked for after this worker started (its first reads failed meanwhile): honoured.
+                log.info("restart requested: finishing running jobs, then exiting 0 for the supervisor to restart")
+                self.control.stop("restart requested")
         elif controls.restart_at != self._restart_seen and controls.restart_at is not None:
             self._restart_seen = controls.restart_at
             log.info("restart requested: finishing running jobs, then exiting 0 for the supervisor to restart")
