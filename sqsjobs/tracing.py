@@ -4,8 +4,9 @@ a Lambda function carries the invocation's X-Ray trace header.
 - OpenTelemetry, when `opentelemetry-api` is installed (`pip install sqsjobs[opentelemetry]`): the
   dispatching context travels in the envelope's `trace` field as a W3C `traceparent`; each run is a
   CONSUMER span `<job> process`, a child of it, current while `handle()` (and its middleware) runs, so
-  the job's own spans nest under it. Without an SDK configured the API is a no-op, as OpenTelemetry
-  intends; without the package nothing here is imported.
+  the job's own spans nest under it. Without an SDK configured (no tracer provider set) nothing is
+  done at all, not even OpenTelemetry's no-op spans (a provider set later counts within a second);
+  without the package nothing here is imported.
 - X-Ray: inside Lambda (`_X_AMZN_TRACE_ID`), every message sent carries it as the `AWSTraceHeader`
   system attribute, which X-Ray follows from SQS into the consuming function.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,9 +46,29 @@ def _otel() -> Any:
     return _api or None
 
 
+_sdk_checked = -1.0
+
+
+def _tracing() -> Any:
+    """The API when an SDK is configured (a tracer provider set), else None. Without one every span is a
+    no-op that still costs several microseconds a job (the API is often installed by another library),
+    so its absence is looked for again at most once a second, not per job."""
+    global _sdk_checked
+    api = _otel()
+    if api is None:
+        return None
+    if _sdk_checked < 0 or time.monotonic() - _sdk_checked > 1.0:
+        if not isinstance(api[1].get_tracer_provider(), api[1].ProxyTracerProvider):
+            _sdk_checked = 0.0  # set for good: OpenTelemetry never unsets a provider
+            return api
+        _sdk_checked = time.monotonic()
+        return None
+    return api if _sdk_checked == 0.0 else None
+
+
 def outgoing() -> str | None:
     """The current trace context as a `traceparent`, to travel with a job being dispatched."""
-    api = _otel()
+    api = _tracing()
     if api is None:
         return None
     carrier: dict[str, str] = {}
@@ -57,8 +79,8 @@ def outgoing() -> str | None:
 
 @contextlib.contextmanager
 def run_span(job_name: str, queue: str, job_id: str, attempt: int, parent: str | None) -> Iterator[None]:
-    """The span of one run, current inside; a no-op without OpenTelemetry."""
-    api = _otel()
+    """The span of one run, current inside; a no-op without OpenTelemetry and a configured SDK."""
+    api = _tracing()
     if api is None:
         yield
         return

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from sqsjobs import App, Job, aws
+from sqsjobs import App, Job, aws, tracing
 from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import queue_url
 
@@ -22,12 +22,15 @@ _EXPORTER = InMemorySpanExporter()
 
 
 @pytest.fixture(autouse=True)
-def spans() -> Iterator[InMemorySpanExporter]:
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     """One SDK provider for the process (OpenTelemetry allows setting it once), spans cleared per test."""
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
         trace.set_tracer_provider(provider)
+    # sqsjobs looks for a provider at most once a second: jobs of other tests in this process may have just
+    # looked (and found none); a provider set now must count at once here.
+    monkeypatch.setattr(tracing, "_sdk_checked", -1.0)
     _EXPORTER.clear()
     yield _EXPORTER
     _EXPORTER.clear()
@@ -155,3 +158,23 @@ def test_a_broken_opentelemetry_setup_leaves_jobs_untraced_not_failed() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["None", "None"]
     assert done.stderr.count("OpenTelemetry could not be loaded") == 1
+
+
+def test_without_an_sdk_no_span_machinery_runs() -> None:
+    """The API alone (often installed by another library) costs nothing per job: no tracer is asked."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import opentelemetry.trace as t\n"
+        "def refuse(*a, **k): raise AssertionError('a tracer was asked for')\n"
+        "t.get_tracer = refuse\n"
+        "from sqsjobs import tracing\n"
+        "with tracing.run_span('j', 'q', 'i', 1, None): pass\n"
+        "print(tracing.outgoing())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None"]
+    assert os.environ.get("OTEL_PYTHON_TRACER_PROVIDER") is None  # the subprocess had no provider configured
