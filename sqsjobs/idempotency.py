@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
+from .runs import holder
 from .timing import seconds
 
 if TYPE_CHECKING:
@@ -41,8 +42,9 @@ def item(job_name: str, key: str) -> Key:
     return ("idempotency", f"{job_name}:{key}")
 
 
-def owner(job_id: str, message_id: str) -> str:
-    return f"{job_id}:{message_id}"
+def owner(job_id: str, message_id: str, receipt: str = "") -> str:
+    """The job and the receipt holding a key: two live receipts of one message hold different marks."""
+    return f"{job_id}:{holder(message_id, receipt)}"
 
 
 def claim(store: Store, clock: Callable[[], float], job_name: str, key: str, holder: str, timeout: float) -> Claim:
@@ -63,8 +65,10 @@ def claim(store: Store, clock: Callable[[], float], job_name: str, key: str, hol
         left = int(current.get("started_ms", 0) or 0) / 1000 + timeout + store.skew - clock()
         if _job_of(str(current.get("owner", ""))) == _job_of(holder) and left <= 0:
             # The same job again, after its run's timeout: the run that took the key did not live to free it.
-            store.put(where, mark, ttl=ttl)
-            return Claim("run")
+            # Taken over only if nobody else just did (two receipts of one message may race here).
+            if store.delete(where, owner=str(current.get("owner", ""))) and store.add(where, mark, ttl=ttl):
+                return Claim("run")
+            continue
         return Claim("busy", str(current.get("owner", "?")), max(1.0, left) if left > 0 else ttl)
     return Claim("busy", "?", ttl)
 

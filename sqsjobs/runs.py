@@ -8,6 +8,7 @@ arrives while another copy runs.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -37,39 +38,56 @@ def claim_run(
     message_id: str,
     timeout: float,
     receive_count: int = 1,
+    receipt: str = "",
 ) -> float:
     """0 when this delivery may run the job, else the seconds worth waiting before looking again.
 
-    A claim names the message and the receive that took it. A later receive of the same message takes
-    it over once the claimed run's timeout has passed (a live run is interrupted at its timeout, so its
-    worker died). Two receipts of one message alive at once — the message became visible while its
-    first receiver still held it — are told apart by their receive counts, so only one of them runs.
+    A claim names the receipt that took it (`holder`). Another receipt of the same message takes it
+    over only once the claimed run's timeout has passed (a live run is interrupted at its timeout,
+    so its worker died) and only if its receive is not older. SQS may hand out one message twice at
+    once — a later receive after a lapsed visibility, or a duplicate of the same receive (standard
+    queues are at-least-once; moto's server races the same way) — so neither the message id nor the
+    receive count alone tells two live receipts apart. The same receipt asking again (a claim whose
+    answer was lost) gets its claim back.
     """
     key = ("running", job_id)
     ttl = timeout + CLAIM_MARGIN_S
-    now = clock()
-    mark = {"owner": message_id, "rc": receive_count, "since": math.floor(now), "until": math.ceil(now + ttl)}
-    if store.add(key, mark, ttl=ttl):
-        return 0.0
-    held = store.get(key)
-    if held is None:
-        store.put(key, mark, ttl=ttl)
-        return 0.0
-    if held.get("owner") == message_id:
-        held_rc = int(held.get("rc", 0) or 0)
+    me = holder(message_id, receipt)
+    for _ in range(3):  # a claim that is freed or expires between our calls is tried again
+        now = clock()
+        mark = {"owner": me, "rc": receive_count, "since": math.floor(now), "until": math.ceil(now + ttl)}
+        if store.add(key, mark, ttl=ttl):
+            return 0.0
+        held = store.get(key)
+        if held is None:
+            continue
+        owner = str(held.get("owner", ""))
+        if owner == me:
+            return 0.0
+        until = float(held.get("until", 0) or 0) + store.skew - now if held.get("until") else ttl + store.skew
+        if owner.partition("/")[0] != message_id or int(held.get("rc", 0) or 0) > receive_count:
+            return max(1.0, until)
         # Times in the claim are on its holder's clock: trusted for the skew longer.
         run_over = float(held.get("since", 0) or 0) + timeout + store.skew - now
-        if held_rc == receive_count or (held_rc < receive_count and run_over <= 0):
-            store.put(key, mark, ttl=ttl)
-            return 0.0
-        if held_rc < receive_count:
+        if run_over > 0:
             return max(1.0, run_over)
-    return max(1.0, float(held.get("until", 0) or 0) + store.skew - now) if held.get("until") else ttl + store.skew
+        # Its run is over and it never ended: take it over, unless another receipt just did.
+        if store.delete(key, owner=owner) and store.add(key, mark, ttl=ttl):
+            return 0.0
+        return 1.0
+    return 1.0
 
 
-def free_claim(store: Store, job_id: str, message_id: str) -> None:
+def holder(message_id: str, receipt: str) -> str:
+    """Who holds a claim: the message and, by a digest of its receipt handle, the receive."""
+    if not receipt:
+        return message_id
+    return f"{message_id}/{hashlib.blake2b(receipt.encode(), digest_size=8).hexdigest()}"
+
+
+def free_claim(store: Store, job_id: str, message_id: str, receipt: str = "") -> None:
     """A run that did not happen (postponed) lets a copy of its message claim the job id at once."""
-    store.delete(("running", job_id), owner=message_id)
+    store.delete(("running", job_id), owner=holder(message_id, receipt))
 
 
 def forget_failure(store: Store, job_id: str) -> None:

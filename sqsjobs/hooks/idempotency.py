@@ -31,7 +31,7 @@ class IdempotencyKeys(Hook):
         key = job.idempotency_key()
         if key is None:
             return None
-        holder = idempotency.owner(envelope.id, delivery.message.message_id)
+        holder = idempotency.owner(envelope.id, delivery.message.message_id, delivery.message.receipt_handle)
         claim = idempotency.claim(self._store(), self._clock, cls.job_name, key, holder, delivery.timeout)
         if claim.state == "done":
             # The earlier run completed; its chain/batch work is redone harmlessly by the bookkeeping.
