@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
-from .runs import holder
+from . import runs
 from .timing import seconds
 
 if TYPE_CHECKING:
@@ -42,9 +42,10 @@ def item(job_name: str, key: str) -> Key:
     return ("idempotency", f"{job_name}:{key}")
 
 
-def owner(job_id: str, message_id: str, receipt: str = "") -> str:
-    """The job and the receipt holding a key: two live receipts of one message hold different marks."""
-    return f"{job_id}:{holder(message_id, receipt)}"
+def owner(job_id: str, message_id: str, token: str = "") -> str:
+    """The job and the delivery holding a key (`runs.delivery_token`): two live deliveries of one
+    message hold different marks."""
+    return f"{job_id}:{runs.holder(message_id, token)}"
 
 
 def claim(store: Store, clock: Callable[[], float], job_name: str, key: str, holder: str, timeout: float) -> Claim:
@@ -60,6 +61,8 @@ def claim(store: Store, clock: Callable[[], float], job_name: str, key: str, hol
             continue
         if current.get("status") == "completed":
             return Claim("done")
+        if current.get("owner") == holder:
+            return Claim("run")  # our own mark: the add's answer was lost and botocore's retry found it
         # `started_ms` is the holder's clock, ours may run ahead of it by up to the store's skew: the
         # holder's run is only surely over once its timeout has passed by that much more.
         left = int(current.get("started_ms", 0) or 0) / 1000 + timeout + store.skew - clock()

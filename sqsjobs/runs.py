@@ -8,8 +8,8 @@ arrives while another copy runs.
 
 from __future__ import annotations
 
-import hashlib
 import math
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -38,21 +38,22 @@ def claim_run(
     message_id: str,
     timeout: float,
     receive_count: int = 1,
-    receipt: str = "",
+    token: str = "",
 ) -> float:
     """0 when this delivery may run the job, else the seconds worth waiting before looking again.
 
-    A claim names the receipt that took it (`holder`). Another receipt of the same message takes it
-    over only once the claimed run's timeout has passed (a live run is interrupted at its timeout,
-    so its worker died) and only if its receive is not older. SQS may hand out one message twice at
-    once — a later receive after a lapsed visibility, or a duplicate of the same receive (standard
-    queues are at-least-once; moto's server races the same way) — so neither the message id nor the
-    receive count alone tells two live receipts apart. The same receipt asking again (a claim whose
-    answer was lost) gets its claim back.
+    A claim names the delivery that took it (`holder`: the message and a `token` drawn per delivery).
+    Another delivery of the same message takes it over only once the claimed run's timeout has passed
+    (a live run is interrupted at its timeout, so its worker died) and only if its receive is not
+    older. SQS may hand out one message twice at once — a later receive after a lapsed visibility, a
+    duplicate of the same receive (standard queues are at-least-once; moto's server races the same
+    way), or Lambda invoking again with the very same event and receipt handle — so neither the message
+    id, the receive count nor the receipt tells two live deliveries apart; the token does. The same
+    delivery asking again (a claim whose answer was lost and whose retry found it) keeps its claim.
     """
     key = ("running", job_id)
     ttl = timeout + CLAIM_MARGIN_S
-    me = holder(message_id, receipt)
+    me = holder(message_id, token)
     for _ in range(3):  # a claim that is freed or expires between our calls is tried again
         now = clock()
         mark = {"owner": me, "rc": receive_count, "since": math.floor(now), "until": math.ceil(now + ttl)}
@@ -72,22 +73,27 @@ def claim_run(
         if run_over > 0:
             return max(1.0, run_over)
         # Its run is over and it never ended: take it over, unless another receipt just did.
-        if store.delete(key, owner=owner) and store.add(key, mark, ttl=ttl):
+        if not store.delete(key, owner=owner):
+            continue  # it expired, or another delivery took it over: look again
+        if store.add(key, mark, ttl=ttl):
             return 0.0
-        return 1.0
     return 1.0
 
 
-def holder(message_id: str, receipt: str) -> str:
-    """Who holds a claim: the message and, by a digest of its receipt handle, the receive."""
-    if not receipt:
-        return message_id
-    return f"{message_id}/{hashlib.blake2b(receipt.encode(), digest_size=8).hexdigest()}"
+def holder(message_id: str, token: str) -> str:
+    """Who holds a claim or key: the message, and the delivery by its token (`delivery_token`)."""
+    return f"{message_id}/{token or 'none'}"
 
 
-def free_claim(store: Store, job_id: str, message_id: str, receipt: str = "") -> None:
+def delivery_token() -> str:
+    """Drawn once per delivery (hooks keep it in `Delivery.notes`): two deliveries of one message —
+    even with the same receipt handle — never share it."""
+    return secrets.token_hex(8)
+
+
+def free_claim(store: Store, job_id: str, message_id: str, token: str = "") -> None:
     """A run that did not happen (postponed) lets a copy of its message claim the job id at once."""
-    store.delete(("running", job_id), owner=holder(message_id, receipt))
+    store.delete(("running", job_id), owner=holder(message_id, token))
 
 
 def forget_failure(store: Store, job_id: str) -> None:

@@ -6,7 +6,7 @@ import logging
 import math
 from collections.abc import Callable
 
-from .. import idempotency
+from .. import idempotency, runs
 from ..decisions import Ack, Decision, Postpone
 from ..runner import Delivery, Hook
 from ..stores.base import Store
@@ -31,7 +31,8 @@ class IdempotencyKeys(Hook):
         key = job.idempotency_key()
         if key is None:
             return None
-        holder = idempotency.owner(envelope.id, delivery.message.message_id, delivery.message.receipt_handle)
+        token = delivery.notes.setdefault("token", runs.delivery_token())
+        holder = idempotency.owner(envelope.id, delivery.message.message_id, token)
         claim = idempotency.claim(self._store(), self._clock, cls.job_name, key, holder, delivery.timeout)
         if claim.state == "done":
             # The earlier run completed; its chain/batch work is redone harmlessly by the bookkeeping.

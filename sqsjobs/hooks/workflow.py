@@ -55,15 +55,11 @@ class Workflows(Hook):
             return None
         assert envelope is not None
         message = delivery.message
-        wait = runs.claim_run(  # the receipt tells two live deliveries of one message apart
-            self.app.store,
-            self.app.clock,
-            envelope.id,
-            message.message_id,
-            delivery.timeout,
-            message.receive_count,
-            message.receipt_handle,
-        )
+        token = delivery.notes.setdefault("token", runs.delivery_token())
+        store, clock = self.app.store, self.app.clock
+        # The token tells two live deliveries of one message apart (even with one receipt handle).
+        rc = message.receive_count
+        wait = runs.claim_run(store, clock, envelope.id, message.message_id, delivery.timeout, rc, token)
         if wait <= 0:
             delivery.notes["claimed"] = True
             return None
@@ -93,7 +89,7 @@ class Workflows(Hook):
         if isinstance(decision, Postpone | Release) and delivery.notes.get("claimed"):
             # This run is over without an end: its retry (the same message, or a postponement's copy with
             # another message id) claims afresh, instead of waiting as if a live run held the job.
-            runs.free_claim(store, envelope.id, delivery.message.message_id, delivery.message.receipt_handle)
+            runs.free_claim(store, envelope.id, delivery.message.message_id, delivery.notes["token"])
             return None
         if isinstance(decision, Fail) and "failed" in delivery.notes:
             # Tried a few times: while the mark says "pending", a redelivery writes the DLQ copy again and

@@ -15,9 +15,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import pytest
+
 from sqsjobs import Ack, App, Job, Postpone, batch, chain, idempotency, runs
 from sqsjobs.connections.base import ReceivedMessage
-from sqsjobs.stores.base import Key
+from sqsjobs.provisioning import provision
+from sqsjobs.stores.base import Key, Store
+from sqsjobs.stores.dynamodb import DynamoDbStore
 from sqsjobs.stores.memory import MemoryStore
 from tests.helpers import FakeClock
 
@@ -34,14 +38,15 @@ class Blocking(Job, name="dup.blocking"):
         assert Blocking.gate.wait(10), "the test never let the first run finish"
 
 
-def _twice_at_once(app: App) -> tuple[object, object, list[int]]:
+def _twice_at_once(app: App, same_receipt: bool = False) -> tuple[object, object, list[int]]:
     """Deliver the queue's one message on a thread, and its duplicate (same message id and receive count,
-    another receipt) while the first runs; then a third time after both."""
+    another receipt — or, as Lambda may re-invoke with one event, the same one) while the first runs;
+    then a third time after both."""
     Blocking.started.clear()
     Blocking.gate.clear()
     Blocking.inside.clear()
     (first,) = app.connection.receive("default", 10, 0)
-    duplicate = dataclasses.replace(first, receipt_handle=first.receipt_handle + "-duplicate")
+    duplicate = first if same_receipt else dataclasses.replace(first, receipt_handle=first.receipt_handle + "-dup")
     decided: list[object] = []
     runner = threading.Thread(target=lambda: decided.append(app.runner.process(first)))
     runner.start()
@@ -65,6 +70,14 @@ def test_a_batch_member_delivered_twice_with_one_receive_count_runs_once() -> No
     assert (found.processed, found.failed) == (1, 0), "the batch counted the member more than once"
 
 
+def test_a_batch_member_in_an_event_lambda_delivers_twice_runs_once() -> None:
+    # Lambda may invoke again with the very same event (same receipt handle) when it missed the answer.
+    app = App(connection="memory", store="memory")
+    batch([Blocking(n=2)]).dispatch(app)
+    first, (during, after), started = _twice_at_once(app, same_receipt=True)
+    assert started == [2] and first == Ack() and isinstance(during, Postpone) and isinstance(after, Ack)
+
+
 def test_a_chain_link_delivered_twice_with_one_receive_count_runs_once() -> None:
     app = App(connection="memory", store="memory")
     chain([Blocking(n=7)]).dispatch(app)
@@ -76,9 +89,20 @@ def _message(receipt: str, rc: int = 2) -> ReceivedMessage:
     return ReceivedMessage("q", "m-1", receipt, "{}", rc, 0.0)
 
 
-def test_a_run_claim_is_taken_over_by_one_receipt_only_after_its_run_is_over() -> None:
+@pytest.fixture(params=["memory", "dynamodb"])
+def store_of(request: pytest.FixtureRequest) -> Callable[[FakeClock], Store]:
+    if request.param == "dynamodb":  # the conditional delete the takeover relies on, on DynamoDB's terms
+        request.getfixturevalue("moto")
+        provision(App(connection="sqs"), [], table=True, bucket=False)
+        return lambda clock: DynamoDbStore("sqsjobs", clock=clock)
+    return MemoryStore
+
+
+def test_a_run_claim_is_taken_over_by_one_delivery_only_after_its_run_is_over(
+    store_of: Callable[[FakeClock], Store],
+) -> None:
     clock = FakeClock()
-    store = MemoryStore(clock)
+    store = store_of(clock)
     a, b, c = _message("r-a"), _message("r-b"), _message("r-c", rc=3)
     assert runs.claim_run(store, clock, "job", a.message_id, 60, a.receive_count, a.receipt_handle) == 0.0
     # The same receipt asking again (its first answer was lost) keeps its claim.
@@ -136,3 +160,14 @@ def test_a_stale_run_claim_is_taken_over_by_one_of_two_racing_receipts() -> None
     store.racer = lambda: won_by_b.append(runs.claim_run(store, clock, "job", "m-1", 60, 2, "r-b"))
     assert runs.claim_run(store, clock, "job", "m-1", 60, 2, "r-a") > 0, "both receipts ran the job"
     assert won_by_b == [0.0]
+
+
+def test_a_delivery_that_finds_its_own_idempotency_mark_runs() -> None:
+    # botocore retried the add whose answer was lost: the mark it finds is its own, not a busy key.
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    mine = idempotency.owner("job", "m-1", runs.delivery_token())
+    assert idempotency.claim(store, clock, "dup.pay", "k", mine, 60).state == "run"
+    assert idempotency.claim(store, clock, "dup.pay", "k", mine, 60).state == "run"
+    other = idempotency.owner("job", "m-1", runs.delivery_token())
+    assert idempotency.claim(store, clock, "dup.pay", "k", other, 60).state == "busy"
