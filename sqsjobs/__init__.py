@@ -1,7 +1,7 @@
 """sqsjobs: background jobs on Amazon SQS that survive production.
 
 The public API is what this module exports; everything else is private. Chains, batches and
-`dispatch_many` are loaded on first use: a Lambda function that only runs plain jobs never imports
+`dispatch_many`, and schedules are loaded on first use: a Lambda function that only runs plain jobs never imports
 the workflow modules (its cold start is billed).
 """
 
@@ -46,7 +46,9 @@ from .settings import Settings, load_settings
 if TYPE_CHECKING:
     from .batches import Batch, PendingBatch, batch, find_batch
     from .chains import PendingChain, chain
+    from .cron import Cron
     from .dispatching import dispatch_many
+    from .schedules import Schedule, schedule
 
 #: Exported names whose module is imported when the name is first read.
 _LAZY = {
@@ -57,6 +59,9 @@ _LAZY = {
     "PendingChain": "chains",
     "chain": "chains",
     "dispatch_many": "dispatching",
+    "Cron": "cron",
+    "Schedule": "schedules",
+    "schedule": "schedules",
 }
 
 
@@ -76,6 +81,7 @@ __all__ = [
     "Batch",
     "ConfigurationError",
     "Connection",
+    "Cron",
     "Decision",
     "Defer",
     "DispatchError",
@@ -100,6 +106,7 @@ __all__ = [
     "Registry",
     "Release",
     "RetryUntilPassedError",
+    "Schedule",
     "Settings",
     "Skip",
     "SkipIfBatchCancelled",
@@ -116,5 +123,6 @@ __all__ = [
     "job_status",
     "load_settings",
     "rate_limiter",
+    "schedule",
     "use",
 ]

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .metrics import JobMetrics
     from .payloads import PayloadStore
     from .runner import Runner
+    from .schedules import Schedules
     from .settling import Settler
     from .stores.base import Store
     from .triage import Rule
@@ -58,6 +59,7 @@ class App:
         registry: Registry | None = None,
         clock: Callable[[], float] = time.time,
         triage: Iterable[Rule] = (),
+        schedules: Schedules | None = None,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -68,6 +70,7 @@ class App:
         self.registry = registry or default_registry
         self.clock = clock
         self.triage: list[Rule] = list(triage)
+        self._schedules = schedules
         self.events = Events()
         self.events.listen(log_event)
         self._connection_arg = connection or settings.connection
@@ -135,6 +138,15 @@ class App:
         return self._async_sender
 
     @property
+    def schedules(self) -> Schedules:
+        """The schedules this app runs: those its modules declared with `schedule(...)` (loaded on first use)."""
+        if self._schedules is None:
+            from .schedules import default_schedules
+
+            self._schedules = default_schedules
+        return self._schedules
+
+    @property
     def metrics(self) -> JobMetrics | None:
         """The collector `start_metrics` started, if any."""
         return self._metrics
@@ -181,6 +193,7 @@ class App:
                 if self._runner is None:
                     from .hooks.idempotency import IdempotencyKeys
                     from .hooks.job_log import JobLog
+                    from .hooks.scheduled import ScheduledRuns
                     from .hooks.unique import UniqueLocks
                     from .hooks.workflow import Workflows
                     from .runner import Runner
@@ -189,7 +202,14 @@ class App:
                     def store() -> Store:
                         return self.store
 
-                    hooks = [JobLog(self), IdempotencyKeys(store, self.clock), UniqueLocks(store), Workflows(self)]
+                    hooks = [
+                        JobLog(self),
+                        IdempotencyKeys(store, self.clock),
+                        UniqueLocks(store),
+                        Workflows(self),
+                        # Last: a schedule's run is recorded as started once no hook held the job back.
+                        ScheduledRuns(store, self.clock, lambda: self.schedules),
+                    ]
                     self._runner = Runner(self, hooks, SkipLedger(store))
         return self._runner
 

@@ -10,8 +10,10 @@ Two kinds of event share one bus:
   the job log and the metrics use).
 - `QueueEvent`, something about a queue or a worker: `worker_starting`, `worker_stopping`,
   `queue_busy` (a `sqsjobs monitor` threshold was crossed), `circuit_opened` (a job's exception
-  throttle opened). Only listeners registered for the kind with `Events.on` receive them, so a
-  listener written for job events never sees a shape it does not know.
+  throttle opened), `schedule_missed` (ticks of a schedule passed with no runner to dispatch them;
+  `detail` names the schedule, how many, the first and last, and its catch-up). Only listeners
+  registered for the kind with `Events.on` receive them, so a listener written for job events
+  never sees a shape it does not know.
 
 A listener runs in the thread that emitted the event (a job thread, the poller, the Lambda handler):
 keep it short, or hand the event to a queue of your own.
@@ -39,7 +41,7 @@ JOB_KINDS = (
     "cancelled",
 )
 #: The kinds of QueueEvent.
-QUEUE_KINDS = ("worker_starting", "worker_stopping", "queue_busy", "circuit_opened")
+QUEUE_KINDS = ("worker_starting", "worker_stopping", "queue_busy", "circuit_opened", "schedule_missed")
 
 
 @dataclass(slots=True)

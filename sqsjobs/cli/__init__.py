@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import batches, failed, infra, jobs, keys, monitor, work, workers
+from . import batches, failed, infra, jobs, keys, monitor, schedule, work, workers
 from .common import guard_all, set_debug
 
 cli = typer.Typer(
@@ -41,6 +41,7 @@ cli.add_typer(failed.group, name="failed")
 cli.add_typer(batches.group, name="batches")
 cli.add_typer(jobs.group, name="jobs")
 cli.add_typer(keys.group, name="keys")
+cli.add_typer(schedule.group, name="schedule")
 cli.command("local", epilog=infra.LOCAL_EXAMPLES)(infra.local)
 cli.command("provision", epilog=infra.PROVISION_EXAMPLES)(infra.provision)
 cli.command("check", epilog=infra.CHECK_EXAMPLES)(infra.check)

@@ -163,7 +163,9 @@ def explain(exc: BaseException) -> tuple[str, int] | None:
     if isinstance(exc, ConfigurationError) and str(exc).startswith("no AWS region"):
         return str(exc), EXIT_AWS
     if isinstance(exc, SqsJobsError):
-        return str(exc), EXIT_CONFIG
+        cause = exc.__cause__  # a DispatchError over missing credentials is AWS's configuration, not ours
+        aws = explain(cause) if cause is not None else None
+        return aws if aws is not None and aws[1] == EXIT_AWS else (str(exc), EXIT_CONFIG)
     if isinstance(exc, _NO_CREDENTIALS):
         return (
             f"no usable AWS credentials ({exc}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE, "

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
 
+from ..app import App
 from ..errors import ConfigurationError
 from ..worker import Worker, WorkerOptions
 from .common import AppOption, QueueOption, build_app, split
@@ -23,6 +27,8 @@ EXAMPLES = """[bold]Examples[/]
   sqsjobs work -a myapp.jobs --executor process -c 4       [dim]# CPU-bound jobs in child processes[/]
 
   sqsjobs work -a myapp.jobs --pools pools.toml    [dim]# several pools in one process (docs/worker.md)[/]
+
+  sqsjobs work -a myapp.jobs --schedule     [dim]# and dispatch the schedules' ticks (docs/scheduler.md)[/]
 
 SIGTERM or Ctrl-C: stop receiving, hand held messages back at once (no try spent), finish running jobs, exit 0.
 Exit codes: 0 stopped, 1 a job could not be interrupted after its timeout, 2 configuration error,
@@ -72,6 +78,13 @@ def work(
             show_default=False,
         ),
     ] = None,
+    schedule: Annotated[
+        bool,
+        typer.Option(
+            "--schedule",
+            help="Also run the schedules SQSJOBS_APP declares (a pass every minute; any number of workers agree).",
+        ),
+    ] = False,
 ) -> None:
     """Run jobs from one or more queues until stopped."""
     application = build_app(app, tries=tries, timeout=timeout, log_format=log_format)
@@ -101,5 +114,30 @@ def work(
         event_loop=async_,
         executor=executor,
     )
-    code = Worker(application, options).run()
+    with _scheduler(application, schedule):
+        code = Worker(application, options).run()
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _scheduler(application: App, wanted: bool) -> Iterator[None]:
+    """`--schedule`: the scheduler's passes on a thread of this worker, stopped with it."""
+    if not wanted:
+        yield
+        return
+    import os
+    import socket
+
+    from ..scheduling import Scheduler
+
+    if not len(application.schedules):
+        raise ConfigurationError("--schedule: no schedules are declared; is SQSJOBS_APP (--app) the module with them?")
+    stop = threading.Event()
+    scheduler = Scheduler(application, owner=f"{socket.gethostname()}:{os.getpid()}")
+    thread = threading.Thread(target=scheduler.run_forever, args=(stop,), name="sqsjobs-scheduler", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)

@@ -172,3 +172,10 @@ def sqsjobs_setup(app: object) -> None:
         if directory:
             with open(Path(directory) / "queue-events.txt", "a") as f:
                 f.write(f"{event.kind} {event.queue} {os.getpid()}\n")
+
+
+if os.environ.get("E2E_SCHEDULES"):  # only the scheduler's end-to-end test declares one
+    from sqsjobs import schedule
+    from sqsjobs.cron import every_minute
+
+    schedule(Record(tag="tick"), every_minute(), name="e2e.every-minute", without_overlapping=True)

@@ -181,6 +181,9 @@ VERBS = [
     ("restart",),
     ("pause", "default"),
     ("continue", "default"),
+    ("schedule", "list", "--app", "tests.unit.cli_schedules"),
+    ("schedule", "run", "--once", "--app", "tests.unit.cli_schedules"),
+    ("schedule", "test", "cli-nightly", "--app", "tests.unit.cli_schedules"),
 ]
 #: Verbs that read no settings and call no AWS, so the configuration and reachability errors below
 #: cannot happen to them (they are still covered by their own tests).
@@ -198,7 +201,9 @@ def every_verb() -> list[tuple[str, ...]]:
 
 def test_the_verb_list_below_covers_every_verb() -> None:
     named = {
-        tuple(a for a in verb if not a.startswith("-"))[: 2 if verb[0] in ("failed", "batches", "keys", "jobs") else 1]
+        tuple(a for a in verb if not a.startswith("-"))[
+            : 2 if verb[0] in ("failed", "batches", "keys", "jobs", "schedule") else 1
+        ]
         for verb in VERBS
     }
     assert set(every_verb()) == named | OFFLINE

@@ -61,6 +61,28 @@ IAM_ACTIONS = {
 }
 
 
+#: The scheduler's calls (Scheduler=lambda: lambda_handlers/schedule.py over sqsjobs/scheduling.py): the
+#: dispatch-once marks and run records (a conditional PutItem, GetItem, a conditional DeleteItem of a stale
+#: mark, UpdateItem), then the dispatch of each due job (SendMessage/SendMessageBatch, the queue's URL and
+#: attributes; PutObject for a large payload). It never receives, deletes or hides a message, never queries,
+#: and never reads or deletes a payload. Listed by hand, not read from the code: the scheduler is one path
+#: through run-time modules the consumers share, which the scan above cannot tell apart.
+SCHEDULER_CALLS = {
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "sqs:SendMessage",
+    "sqs:SendMessageBatch",
+    "sqs:GetQueueUrl",
+    "sqs:GetQueueAttributes",
+    "s3:PutObject",
+}
+#: With SQSJOBS_KMS_KEY: sealing an encrypted job makes a data key; the scheduler opens none.
+SCHEDULER_ENCRYPTING_CALLS = {"kms:GenerateDataKey"}
+SCHEDULER_MODULE = "lambda_handlers/schedule.py"
+
+
 def operations() -> dict[str, dict[str, str]]:
     """service -> {python method name: API operation name}, from botocore's service models."""
     session = botocore.session.get_session()
@@ -246,3 +268,42 @@ def test_admin_only_store_methods_are_reached_by_admin_commands_only() -> None:
             name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
             if name in ADMIN_FUNCTIONS and module != "sqsjobs/batches.py":
                 raise AssertionError(f"{module} reaches {name}: the consumers' roles would need dynamodb:Scan")
+
+
+def scheduler_required(env: dict[str, str]) -> set[str]:
+    """The actions the scheduler needs with this configuration: it signs and seals what it sends like any sender."""
+    needed = set(SCHEDULER_CALLS)
+    if env.get("SQSJOBS_KMS_KEY"):
+        needed |= SCHEDULER_ENCRYPTING_CALLS
+    reference = env.get("SQSJOBS_SIGNING_KEY", "")
+    runtime = set(aws_calls(runtime=True))
+    for prefix in ("secretsmanager", "ssm"):
+        if reference.startswith(prefix + ":"):
+            needed |= {call for call in runtime if call.startswith(prefix + ":")}
+    return iam_actions(needed)
+
+
+@pytest.mark.parametrize("encryption", ["on", "off"])
+@pytest.mark.parametrize("signing", ["on", "off"])
+def test_the_scheduler_role_grants_exactly_the_calls_the_scheduler_makes(signing: str, encryption: str) -> None:
+    t = build(Scheduler="lambda", Signing=signing, Encryption=encryption)
+    ((name, function),) = t.schedulers().items()
+    role = str(function["Role"]).removeprefix("@").removesuffix(".Arn")
+    env = {key: str(value) for key, value in function["Environment"]["Variables"].items()}
+    need, have = scheduler_required(env), granted(t, role)
+    assert have == need, (
+        f"{name} role {role}: granted but never called: {sorted(have - need)}; "
+        f"called but not granted: {sorted(need - have)}"
+    )
+    assert not have & {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "dynamodb:Query"}
+
+
+def test_the_scheduler_calls_are_calls_the_run_time_code_makes() -> None:
+    """A name in SCHEDULER_CALLS that no run-time code calls is a typo or a call that went away. The handler
+    itself, once it builds a client of its own, may call nothing else (it is read like every run-time module)."""
+    runtime = aws_calls(runtime=True)
+    unknown = (SCHEDULER_CALLS | SCHEDULER_ENCRYPTING_CALLS) - set(runtime)
+    assert not unknown, f"no run-time code calls {sorted(unknown)}"
+    own = {call for call, where in runtime.items() if SCHEDULER_MODULE in where}
+    signing = {call for call in runtime if call.startswith(("secretsmanager:", "ssm:"))}
+    assert own <= SCHEDULER_CALLS | SCHEDULER_ENCRYPTING_CALLS | signing, f"{SCHEDULER_MODULE} calls {sorted(own)}"

@@ -61,8 +61,9 @@ OPERATOR_VERBS = {
     "keys": "key-admin",
 }
 #: Verbs that are nobody's operator work: `work` runs as the consumers (their roles), `local` starts a local
-#: AWS, `provision` creates what the template creates.
-NOT_OPERATOR_VERBS = {"work", "local", "provision"}
+#: AWS, `provision` creates what the template creates, `schedule` dispatches new jobs as the application's
+#: producers do (`run` is what ScheduleRole grants; docs/scheduler.md), which operators may not (KMS data keys).
+NOT_OPERATOR_VERBS = {"work", "local", "provision", "schedule"}
 #: The stack's operators run with SQSJOBS_CONNECTION=sqs. On the `sync` connection, building it hands the
 #: runner to the connection (jobs run in the CLI's process, with the consumers' calls): not their case.
 CUT = {

@@ -50,6 +50,9 @@ S3_OBJECT_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 FOURTEEN_DAYS = 14 * 24 * 3600
 WORKER_SLEEP = 10  # `sqsjobs work --sleep` default: how long a SIGTERM may wait for the long poll to return
+#: SAM event types that invoke a function on a schedule: a function with one is the scheduler, not a consumer.
+SCHEDULE_EVENTS = ("ScheduleV2", "Schedule")
+SCHEDULER_HANDLER = "lambda_handlers.schedule.handler"
 
 
 # ----------------------------------------------------------------------------- loading
@@ -282,8 +285,29 @@ class Template:
             fed[arn[1:-4]] = mapping
         return fed
 
+    def consumers(self) -> dict[str, dict[str, Any]]:
+        """The functions that consume queues: every function but the scheduler."""
+        return {
+            name: function
+            for name, function in self.of_type("AWS::Serverless::Function").items()
+            if name not in self.schedulers()
+        }
+
+    def schedulers(self) -> dict[str, dict[str, Any]]:
+        """The functions invoked on a schedule (Scheduler=lambda), not by an event source mapping."""
+        return {
+            name: function
+            for name, function in self.of_type("AWS::Serverless::Function").items()
+            if any(event.get("Type") in SCHEDULE_EVENTS for event in function.get("Events", {}).values())
+        }
+
+    def function_name(self) -> str:
+        found = self.consumers()
+        assert len(found) == 1, f"expected one consumer function, found {sorted(found)}"
+        return next(iter(found))
+
     def function(self) -> dict[str, Any]:
-        return self.one("AWS::Serverless::Function")[1]
+        return self.consumers()[self.function_name()]
 
     def container(self) -> dict[str, Any]:
         _, task = self.one("AWS::ECS::TaskDefinition")
@@ -547,7 +571,7 @@ def check_event_source_mappings(t: Template) -> None:
     """Lambda-fed queues: partial batch responses, a concurrency cap, a sane batch."""
     mappings = t.lambda_fed()
     assert mappings, "no SQS event source mapping: the Lambda consumer is not wired"
-    function_name = "@" + t.one("AWS::Serverless::Function")[0]
+    function_name = "@" + t.function_name()
     for queue, mapping in mappings.items():
         assert mapping["FunctionName"] == function_name, f"the mapping of {queue} does not invoke the jobs function"
         assert "ReportBatchItemFailures" in mapping.get("FunctionResponseTypes", []), (
@@ -617,6 +641,8 @@ PAGING, NOTICE = "@AlarmTopic", "@NoticeTopic"
 #: Paging alarms whose threshold is structural (their expression is a 0/1 condition or a shortfall) rather than
 #: a parameter; check_consumer_alarms and check_service_alarms hold their expressions to what they must mean.
 CONDITION_ALARMS = ("NoConsumerAlarm", "WorkerTasksAlarm")
+#: Paging alarms on "any error in each of N periods in a row": the periods are the setting, the threshold is 0.
+CONSECUTIVE_ALARMS = ("ScheduleErrorsAlarm",)
 
 
 def _actions(alarm: dict[str, Any]) -> set[str]:
@@ -655,6 +681,12 @@ def check_alarms(t: Template) -> None:
             threshold = t.resources[name]["Properties"]["Threshold"]
             if name.startswith(CONDITION_ALARMS):
                 assert "Metrics" in alarm and float(alarm["Threshold"]) == 0, name
+            elif name in CONSECUTIVE_ALARMS:
+                assert float(alarm["Threshold"]) == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold", name
+                periods = int(alarm["EvaluationPeriods"])
+                assert periods > 1 and int(alarm.get("DatapointsToAlarm", periods)) == periods, (
+                    f"{name}: must need an error in each of several periods in a row, or one blip pages"
+                )
             else:
                 assert isinstance(threshold, dict) and threshold.get("Ref") in t.params, (
                     f"the paging alarm {name} has a fixed threshold {threshold}: make it a parameter"
@@ -752,7 +784,7 @@ def check_consumer_alarms(t: Template) -> None:
         assert env.get("SQSJOBS_METRICS_NAMESPACE") == namespace
     if t.lambda_fed():
         assert t.function()["Environment"]["Variables"].get("POWERTOOLS_METRICS_NAMESPACE") == namespace
-    function = "@" + next(iter(t.of_type("AWS::Serverless::Function")), "none")
+    function = "@" + next(iter(t.consumers()), "none")
     for source, props in t.source_queues().items():
         queue = _logical(t, props["QueueName"])
         backlog = {
@@ -807,9 +839,10 @@ def check_consumer_alarms(t: Template) -> None:
 
 
 def check_service_alarms(t: Template) -> None:
-    """The function's errors and throttles page above a parameter; so do fewer poller tasks than desired."""
+    """The function's errors and throttles page above a parameter; so do fewer poller tasks than desired. (The
+    scheduler's errors alarm is check_scheduler's.)"""
     paging = paging_alarms(t)
-    functions = t.of_type("AWS::Serverless::Function")
+    functions = t.consumers()
     for metric in ("Errors", "Throttles"):
         found = {
             name: a
@@ -946,7 +979,7 @@ def check_dashboard(t: Template) -> None:
             assert f"QueueName={app} " in expression, f"{metric}: the search is not limited to {app}'s queues"
             named = set(re.findall(r"QueueName=(\w+)(?=[\s)])", expression)) - {app, "dlq"}
             assert named == queues, f"{metric}: the search names {named}, the queues are {queues}"
-    functions = [f"@{name}" for name in t.of_type("AWS::Serverless::Function")]
+    functions = [f"@{name}" for name in t.consumers()]
     for metric in ("Invocations", "Errors", "Throttles", "Duration"):
         lines = {
             dims for (space, m, _), found in graphed.items() if space == "AWS/Lambda" and m == metric for dims in found
@@ -993,7 +1026,7 @@ def check_bucket(t: Template) -> None:
 
 
 def check_lambda_function(t: Template) -> None:
-    name, function = t.one("AWS::Serverless::Function")
+    name, function = t.function_name(), t.function()
     assert function["Handler"] == "lambda_handlers.sqs.handler"
     assert function["Runtime"] in ("python3.11", "python3.12")
     variables = function["Environment"]["Variables"]
@@ -1032,6 +1065,15 @@ def check_worker_container(t: Template) -> None:
     assert str(task["TaskRoleArn"]).startswith("@")
 
 
+def _function_arn(function: dict[str, Any]) -> str:
+    """A function's ARN spelled out from its FunctionName, as a policy that cannot GetAtt it names it."""
+    return f"arn:@AWS::Partition:lambda:@AWS::Region:@AWS::AccountId:function:{function['FunctionName']}"
+
+
+def _role_of(arn: Any) -> str:
+    return str(arn).removeprefix("@").removesuffix(".Arn")
+
+
 def check_iam(t: Template) -> None:
     """No "*" action, no "*" resource, SQS/DynamoDB/S3 narrowed to this stack, consumers apart."""
     # The operators' managed policies attach to no role of the stack (an admin attaches them to people):
@@ -1044,7 +1086,8 @@ def check_iam(t: Template) -> None:
     objects = t.payload_objects()
     secrets = {f"@{name}" for name in t.of_type("AWS::SecretsManager::Secret")}
     keys = {f"@{name}.Arn" for name in t.of_type("AWS::KMS::Key")}
-    for where, _, statement in statements:
+    invokable = {_function_arn(function) for function in t.schedulers().values()}
+    for where, roles, statement in statements:
         actions = [str(a) for a in _as_list(statement.get("Action"))]
         resources = [str(r) for r in _as_list(statement.get("Resource"))]
         assert "NotAction" not in statement and "NotResource" not in statement, where
@@ -1074,6 +1117,16 @@ def check_iam(t: Template) -> None:
             elif service == "logs":
                 assert action in LOG_ACTIONS, f"{where}: {action}"
                 assert all(r.endswith(":log-stream:*") and "log-group:@" in r for r in resources), resources
+            elif service == "lambda":
+                # EventBridge Scheduler's role, invoking the scheduler function and nothing else.
+                assert action == "lambda:InvokeFunction", f"{where}: {action}"
+                assert resources and set(resources) <= invokable, f"{where}: invokes more than the scheduler"
+                trusted = {
+                    str(s.get("Principal", {}).get("Service"))
+                    for role in roles
+                    for s in _statements(t.of_type("AWS::IAM::Role")[role]["AssumeRolePolicyDocument"])
+                }
+                assert trusted == {"scheduler.amazonaws.com"}, f"{where}: {trusted} may invoke the scheduler"
             else:
                 raise AssertionError(f"{where}: unexpected action {action}")
 
@@ -1136,6 +1189,130 @@ def check_encryption(t: Template) -> None:
         assert usable == {("kms:GenerateDataKey", f"@{name}.Arn"), ("kms:Decrypt", f"@{name}.Arn")}, usable
 
 
+#: The settings every sender of the app needs (the scheduler only sends); the rest are the consumers'.
+SENDER_SETTINGS = (
+    "SQSJOBS_APP",
+    "SQSJOBS_QUEUE_PREFIX",
+    "SQSJOBS_QUEUES",
+    "SQSJOBS_TABLE",
+    "SQSJOBS_BUCKET",
+    "SQSJOBS_PAYLOAD_PREFIX",
+)
+
+
+def check_scheduler(t: Template) -> None:
+    """Scheduler=lambda: one function runs lambda_handlers.schedule.handler, invoked every minute by EventBridge
+    Scheduler with no retry (the next minute is the retry; ticks are deduplicated in the table, so it needs no
+    reserved concurrency), with the consumers' package and settings. Its own role sends to every queue and
+    nothing more: no receive, delete or visibility change, no DLQ, no Query, no payload read or delete, no
+    Decrypt. Failing 3 minutes in a row pages. Scheduler=none: none of it."""
+    schedulers = t.schedulers()
+    if t.params["Scheduler"] != "lambda":
+        assert not schedulers, f"Scheduler={t.params['Scheduler']} deploys a scheduler: {sorted(schedulers)}"
+        assert "ScheduleFunctionName" not in t.outputs
+        return
+    assert len(schedulers) == 1, f"one scheduler function, found {sorted(schedulers)}"
+    ((name, function),) = schedulers.items()
+    assert function["Handler"] == SCHEDULER_HANDLER
+    assert int(function["Timeout"]) == 60
+    assert "ReservedConcurrentExecutions" not in function, "correctness must not depend on one invocation at a time"
+    assert "Policies" not in function and str(function.get("Role", "")).startswith("@"), "its own role, no SAM one"
+    ((event_name, event),) = function["Events"].items()
+    assert event["Type"] == "ScheduleV2", f"{event_name}: EventBridge Scheduler, not {event['Type']}"
+    schedule = event["Properties"]
+    assert schedule["ScheduleExpression"] == "rate(1 minute)"
+    assert schedule.get("State", "ENABLED") == "ENABLED"
+    assert schedule.get("FlexibleTimeWindow", {"Mode": "OFF"}) == {"Mode": "OFF"}, "invoked each minute, on time"
+    # No retries: the next minute's invocation is the retry (Lambda would retry an async call twice by default).
+    assert schedule.get("RetryPolicy", {}).get("MaximumRetryAttempts") == 0, "EventBridge Scheduler retries"
+    assert function.get("EventInvokeConfig", {}).get("MaximumRetryAttempts") == 0, "Lambda retries async calls"
+    # Schedules share the account's default group: the name must be the app's, not a logical ID.
+    assert t.params["AppName"] in str(schedule["Name"])
+
+    # The consumers' package and settings.
+    env = {key: str(value) for key, value in function["Environment"]["Variables"].items()}
+    for setting in SENDER_SETTINGS:
+        assert env.get(setting), f"{name} lacks {setting}"
+    assert env["SQSJOBS_APP"] == t.params["JobsModule"]
+    if t.consumers():
+        consumer = t.function()
+        theirs = {key: str(value) for key, value in consumer["Environment"]["Variables"].items()}
+        differ = sorted(set(env.items()) ^ set(theirs.items()))
+        assert env == theirs, f"{name}: settings differ from the consumer's: {differ}"
+        for prop in ("CodeUri", "Runtime", "Architectures", "Layers", "MemorySize"):
+            assert function.get(prop) == consumer.get(prop), f"{name}: {prop} differs from the consumer's"
+    if t.of_type("AWS::ECS::TaskDefinition"):
+        container = t.container_env()
+        for key, value in env.items():
+            if key.startswith("SQSJOBS_"):
+                assert container.get(key) == value, f"{name}: {key}={value}, the poller has {container.get(key)}"
+    known = {env["SQSJOBS_QUEUE_PREFIX"] + q for q in env["SQSJOBS_QUEUES"].split(",") if q}
+    assert known == {props["QueueName"] for props in t.source_queues().values()}
+
+    # Its role: the sending side only.
+    role = _role_of(function["Role"])
+    roles = t.of_type("AWS::IAM::Role")
+    consumer_roles = {_role_of(f["Role"]) for f in t.consumers().values()}
+    consumer_roles |= {_role_of(task["TaskRoleArn"]) for task in t.of_type("AWS::ECS::TaskDefinition").values()}
+    assert role in roles and role not in consumer_roles, f"{name} must run with its own role, not {role}"
+    assert not roles[role].get("ManagedPolicyArns"), f"{role}: no managed policies"
+    granted = t.grants(role)
+    table = "@" + t.one("AWS::DynamoDB::Table")[0] + ".Arn"
+    objects = "@" + t.one("AWS::S3::Bucket")[0] + ".Arn/" + env["SQSJOBS_PAYLOAD_PREFIX"] + "*"
+    for queue in t.source_queues():
+        assert ("sqs:SendMessage", f"@{queue}.Arn") in granted, f"{role} cannot dispatch to {queue}"
+    sqs = {(a, r) for a, r in granted if a.startswith("sqs:")}
+    consuming = {(a, r) for a, r in sqs if a in CONSUME}
+    assert not consuming, f"{role} may consume: {sorted(consuming)}"
+    dlqs = {f"@{dlq}.Arn" for dlq in t.dlq_names()}
+    assert not {r for _, r in sqs} & dlqs, f"{role} may reach a DLQ"
+    assert {a for a, _ in sqs} <= {"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, sqs
+    others = {(a, r) for a, r in granted if not a.startswith(("sqs:", "logs:"))}
+    expected = {(a, table) for a in DYNAMODB_ITEM_ACTIONS - {"dynamodb:Query"}} | {("s3:PutObject", objects)}
+    secrets = t.of_type("AWS::SecretsManager::Secret")
+    if t.params["Signing"] == "on":
+        ((secret, _),) = secrets.items()
+        assert env.get("SQSJOBS_SIGNING_KEY") == f"secretsmanager:@{secret}", f"{name} does not sign"
+        expected.add(("secretsmanager:GetSecretValue", f"@{secret}"))
+    else:
+        assert "SQSJOBS_SIGNING_KEY" not in env
+    if t.params["Encryption"] == "on":
+        ((key, _),) = t.of_type("AWS::KMS::Key").items()
+        assert env.get("SQSJOBS_KMS_KEY") == f"@{key}.Arn", f"{name} cannot seal encrypted jobs"
+        expected.add(("kms:GenerateDataKey", f"@{key}.Arn"))
+    else:
+        assert "SQSJOBS_KMS_KEY" not in env
+    assert others == expected, f"{role}: granted {sorted(others - expected)} too, lacks {sorted(expected - others)}"
+    log_group = str(function["LoggingConfig"]["LogGroup"])
+    logs = {(a, r) for a, r in granted if a.startswith("logs:")}
+    assert {a for a, _ in logs} == LOG_ACTIONS and all(f"log-group:{log_group}:" in r for _, r in logs), logs
+    groups = t.of_type("AWS::Logs::LogGroup")
+    assert groups[log_group.removeprefix("@")]["RetentionInDays"] == t.params["LogRetentionDays"]
+
+    # EventBridge Scheduler's role may invoke this function and nothing else.
+    invoker = _role_of(schedule["RoleArn"])
+    trust = _statements(roles[invoker]["AssumeRolePolicyDocument"])
+    assert [s["Principal"] for s in trust] == [{"Service": "scheduler.amazonaws.com"}], invoker
+    assert t.grants(invoker) == {("lambda:InvokeFunction", _function_arn(function))}, invoker
+
+    # Failing every minute for 3 minutes pages (nothing scheduled is dispatched); one failed minute does not.
+    errors = {
+        alarm_name: alarm
+        for alarm_name, alarm in t.of_type("AWS::CloudWatch::Alarm").items()
+        if alarm.get("Namespace") == "AWS/Lambda"
+        and alarm.get("MetricName") == "Errors"
+        and alarm.get("Dimensions") == [{"Name": "FunctionName", "Value": f"@{name}"}]
+    }
+    assert len(errors) == 1, f"one alarm on the scheduler's errors, found {sorted(errors)}"
+    ((alarm_name, alarm),) = errors.items()
+    assert _actions(alarm) == {PAGING}, f"{alarm_name}: scheduled jobs not dispatched for minutes pages"
+    assert alarm["Statistic"] == "Sum" and int(alarm["Period"]) == 60, alarm_name
+    assert int(alarm["EvaluationPeriods"]) == int(alarm["DatapointsToAlarm"]) == 3, alarm_name
+    assert float(alarm["Threshold"]) == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold", alarm_name
+    assert alarm.get("TreatMissingData") == "notBreaching", alarm_name
+    assert t.outputs["ScheduleFunctionName"]["Value"] == {"Ref": name}
+
+
 CHECKS: list[Callable[[Template], None]] = [
     check_queues_and_redrive,
     check_failed_jobs_store,
@@ -1155,6 +1332,7 @@ CHECKS: list[Callable[[Template], None]] = [
     check_iam,
     check_signing,
     check_encryption,
+    check_scheduler,
 ]
 
 
@@ -1362,6 +1540,39 @@ def _off(resource: str) -> Callable[[dict[str, Any]], None]:
 
     def mutate(raw: dict[str, Any]) -> None:
         raw["Resources"][resource]["Condition"] = "HasAlarmEmail"
+
+    return mutate
+
+
+def _scheduling(mutate: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    """`mutate`, in a template whose Scheduler defaults to lambda (the breakages build with the defaults)."""
+
+    def both(raw: dict[str, Any]) -> None:
+        raw["Parameters"]["Scheduler"]["Default"] = "lambda"
+        mutate(raw)
+
+    return both
+
+
+def _schedule_event(raw: dict[str, Any]) -> dict[str, Any]:
+    return _props(raw, "ScheduleFunction")["Events"]["EveryMinute"]["Properties"]  # type: ignore[no-any-return]
+
+
+def _schedule_statement(policy: int, statement: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda raw: _props(raw, "ScheduleRole")["Policies"][policy]["PolicyDocument"]["Statement"][statement]
+
+
+def _also_for_the_scheduler(loop: str, key: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(raw: dict[str, Any]) -> None:
+        _fragment(raw, loop, key)["Properties"]["Roles"].append({"Ref": "ScheduleRole"})
+
+    return mutate
+
+
+def _not_for_the_scheduler(loop: str, key: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(raw: dict[str, Any]) -> None:
+        roles = _fragment(raw, loop, key)["Properties"]["Roles"]
+        roles[:] = [r for r in roles if "ScheduleRole" not in repr(r)]
 
     return mutate
 
@@ -1669,6 +1880,111 @@ BREAKAGES: list[tuple[str, Callable[[Template], None], Callable[[dict[str, Any]]
             ["arn:aws:iam::aws:policy/AdministratorAccess"],
         ),
     ),
+    (
+        "a scheduler deployed with Scheduler=none",
+        check_scheduler,
+        lambda raw: raw["Resources"]["ScheduleFunction"].update(Condition="HasQueues"),
+    ),
+    (
+        "the scheduler running the consumer's handler",
+        check_scheduler,
+        _scheduling(_set(lambda raw: _props(raw, "ScheduleFunction"), "Handler", "lambda_handlers.sqs.handler")),
+    ),
+    (
+        "the scheduler every 5 minutes",
+        check_scheduler,
+        _scheduling(_set(_schedule_event, "ScheduleExpression", "rate(5 minutes)")),
+    ),
+    (
+        "the scheduler on a scheduled EventBridge rule",
+        check_scheduler,
+        _scheduling(
+            lambda raw: _props(raw, "ScheduleFunction")["Events"].update(
+                EveryMinute={"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)"}}
+            )
+        ),
+    ),
+    (
+        "the scheduler retried by Lambda",
+        check_scheduler,
+        _scheduling(_drop(lambda raw: _props(raw, "ScheduleFunction"), "EventInvokeConfig")),
+    ),
+    (
+        "the scheduler held to one invocation at a time",
+        check_scheduler,
+        _scheduling(_set(lambda raw: _props(raw, "ScheduleFunction"), "ReservedConcurrentExecutions", 1)),
+    ),
+    (
+        "the scheduler without the signing key",
+        check_scheduler,
+        _scheduling(
+            _drop(lambda raw: _props(raw, "ScheduleFunction")["Environment"]["Variables"], "SQSJOBS_SIGNING_KEY")
+        ),
+    ),
+    (
+        "the scheduler running with the consumer's role",
+        check_scheduler,
+        _scheduling(_set(lambda raw: _props(raw, "ScheduleFunction"), "Role", {"Fn::GetAtt": ["LambdaRole", "Arn"]})),
+    ),
+    (
+        "the scheduler may receive from a Lambda queue",
+        check_scheduler,
+        _scheduling(_also_for_the_scheduler("LambdaFedQueues", "ConsumePolicy${Queue}")),
+    ),
+    (
+        "the scheduler cannot send to the poller's queues",
+        check_scheduler,
+        _scheduling(_not_for_the_scheduler("WorkerFedQueues", "DispatchPolicy${Queue}")),
+    ),
+    (
+        "the scheduler may query the table",
+        check_scheduler,
+        _scheduling(lambda raw: _schedule_statement(1, 0)(raw)["Action"].append("dynamodb:Query")),
+    ),
+    (
+        "the scheduler may read payloads",
+        check_scheduler,
+        _scheduling(_set(_schedule_statement(1, 1), "Action", ["s3:PutObject", "s3:GetObject"])),
+    ),
+    (
+        "the scheduler may decrypt payloads",
+        check_scheduler,
+        _scheduling(
+            lambda raw: _props(raw, "ScheduleRole")["Policies"][-1]["Fn::If"][1]["PolicyDocument"]["Statement"][
+                0
+            ].update(Action=["kms:GenerateDataKey", "kms:Decrypt"])
+        ),
+    ),
+    (
+        "the scheduler's errors on the notice topic",
+        check_scheduler,
+        _scheduling(
+            lambda raw: _props(raw, "ScheduleErrorsAlarm").update(
+                AlarmActions=[{"Ref": "NoticeTopic"}], OKActions=[{"Ref": "NoticeTopic"}]
+            )
+        ),
+    ),
+    (
+        "one failed scheduler minute pages",
+        check_alarms,
+        _scheduling(_set(lambda raw: _props(raw, "ScheduleErrorsAlarm"), "DatapointsToAlarm", 1)),
+    ),
+    (
+        "EventBridge Scheduler may invoke every function",
+        check_iam,
+        _scheduling(
+            lambda raw: _props(raw, "ScheduleInvokeRole")["Policies"][0]["PolicyDocument"]["Statement"][0].update(
+                Resource={"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:*"}
+            )
+        ),
+    ),
+    (
+        "a scheduler invoke role any account's schedule may assume",
+        check_trust_policies,
+        _scheduling(
+            lambda raw: _props(raw, "ScheduleInvokeRole")["AssumeRolePolicyDocument"]["Statement"][0].pop("Condition")
+        ),
+    ),
 ]
 
 
@@ -1731,3 +2047,87 @@ def test_the_function_may_send_to_the_queues_it_reads() -> None:
     """Delay hops, hand-backs and chain links re-enter the function on purpose: Lambda's recursive-loop
     detection would drop such a job after 16 round trips, unannounced."""
     assert build().function()["RecursiveLoop"] == "Allow"
+
+
+# ----------------------------------------------------------------------------- scheduler
+
+SCHEDULER_RESOURCES = {
+    "ScheduleLogGroup",
+    "ScheduleRole",
+    "ScheduleInvokeRole",
+    "ScheduleFunction",
+    "ScheduleErrorsAlarm",
+}
+
+
+def test_the_scheduler_exists_only_with_scheduler_lambda() -> None:
+    assert RAW["Parameters"]["Scheduler"]["Default"] == "none"
+    assert set(RAW["Parameters"]["Scheduler"]["AllowedValues"]) == {"lambda", "none"}
+    off, on = build(), build(Scheduler="lambda")
+    assert not off.schedulers() and not SCHEDULER_RESOURCES & set(off.resources)
+    assert "ScheduleFunctionName" not in off.outputs
+    assert list(on.schedulers()) == ["ScheduleFunction"]
+    assert set(on.resources) - set(off.resources) == SCHEDULER_RESOURCES
+    assert "ScheduleFunctionName" in on.outputs
+    # The consumers are the same either way.
+    assert on.consumers() == off.consumers() and on.function_name() == "JobsFunction"
+
+
+def test_the_scheduler_runs_its_handler_every_minute_on_eventbridge_scheduler() -> None:
+    function = build(Scheduler="lambda").schedulers()["ScheduleFunction"]
+    assert function["Handler"] == "lambda_handlers.schedule.handler"
+    assert function["FunctionName"] == "sqsjobs-sqsjobs-schedule"
+    (event,) = function["Events"].values()
+    assert event["Type"] == "ScheduleV2"
+    assert event["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    assert event["Properties"]["Name"] == "sqsjobs-sqsjobs-schedule"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"Signing": "off"},
+        {"Encryption": "off"},
+        {"AppName": "shop", "LambdaQueues": "emails,webhooks", "WorkerQueues": "high,default,reports"},
+    ],
+    ids=["defaults", "unsigned", "unencrypted", "other-queues"],
+)
+def test_every_check_holds_with_the_scheduler_on(overrides: dict[str, str]) -> None:
+    t = build(Scheduler="lambda", **overrides)
+    for check in CHECKS:
+        check(t)
+
+
+@pytest.mark.parametrize("overrides", [{"LambdaQueues": ""}, {"WorkerQueues": ""}], ids=["ecs-only", "lambda-only"])
+def test_the_scheduler_runs_with_either_consumer_alone(overrides: dict[str, str]) -> None:
+    """The scheduler only sends: it deploys the same whether jobs run on the poller, on Lambda, or both."""
+    t = build(Scheduler="lambda", **overrides)
+    assert list(t.schedulers()) == ["ScheduleFunction"]
+    for check in (
+        check_scheduler,
+        check_failed_jobs_store,
+        check_alarms,
+        check_failure_rate_alarms,
+        check_consumer_alarms,
+        check_service_alarms,
+        check_dashboard,
+        check_trust_policies,
+    ):
+        check(t)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"LambdaQueues": ""}, {"LambdaQueues": "emails,webhooks"}])
+def test_the_scheduler_sends_to_every_queue_and_consumes_none(overrides: dict[str, str]) -> None:
+    t = build(Scheduler="lambda", **overrides)
+    granted = t.grants(_role_of(t.schedulers()["ScheduleFunction"]["Role"]))
+    queues = t.of_type("AWS::SQS::Queue")
+    sources = set(t.source_queues())
+    assert sources and set(queues) == sources | t.dlq_names()
+    for queue in queues:
+        actions = {action for action, resource in granted if resource == f"@{queue}.Arn"}
+        if queue in sources:
+            assert actions == {"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, (queue, actions)
+        else:
+            assert not actions, f"the scheduler may {actions} on the DLQ {queue}"
+    assert not {action for action, _ in granted if action in CONSUME}
