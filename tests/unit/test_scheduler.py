@@ -21,6 +21,7 @@ from sqsjobs.envelope import decode
 from sqsjobs.events import QueueEvent
 from sqsjobs.schedules import Schedules, record_key, run_id, schedule, tick_key
 from sqsjobs.scheduling import Scheduler
+from sqsjobs.stores.memory import MemoryStore
 from tests.helpers import FakeClock
 
 
@@ -421,3 +422,23 @@ def test_a_skipped_tick_is_never_sent_by_a_runner_that_looks_again(
     clock.now += 60
     assert [o.what for o in Scheduler(app).run_due()] == ["sent_elsewhere"]
     assert queued(app) == []
+
+
+def test_runners_whose_clocks_disagree_within_the_skew_dispatch_each_tick_once(
+    app: App, clock: FakeClock, schedules: Schedules
+) -> None:
+    schedule(Report(), every_minute(), registry=schedules)
+    Scheduler(app).run_due()
+    queued(app)
+    # A second runner sharing the table and the queue, its clock 40 s ahead (SQSJOBS_CLOCK_SKEW is 60).
+    ahead = FakeClock(clock.now + 40)
+    other = App(connection=app.connection, store="memory", clock=ahead, schedules=schedules)
+    assert isinstance(app.store, MemoryStore)
+    other.store = app.store.view(ahead)
+    dispatched: list[str] = []
+    for _ in range(10):  # ten minutes of passes, each runner once a minute at its own time
+        for runner, its_clock in ((Scheduler(other, owner="ahead"), ahead), (Scheduler(app, owner="behind"), clock)):
+            its_clock.now += 60
+            dispatched += [o.tick.strftime("%m-%d %H:%M") for o in runner.run_due() if o.what == "dispatched"]
+    ticks = ticks_of(app)
+    assert sorted(dispatched) == ticks and len(ticks) == len(set(ticks)) == 11, ticks  # 12:01 .. 12:11, each once
