@@ -27,8 +27,11 @@ if TYPE_CHECKING:
     from .driver import RunData
     from .plan import Expect, Unit
 
-#: A kill this long after a run's end still counts as "in the delete window" (0.2 s flush + slack).
-KILL_WINDOW_S = 3.0
+#: A kill this long after a run's end may still have come before its decision: the decision's DynamoDB
+#: writes (the "ended" mark, a batch's counters) meet injected throttles and 500s that botocore retries with
+#: backoff, so a run can end seconds before it is decided (a soak once saw 3.7 s). What proves the decision
+#: never happened is the second condition in `rerun_explained`: no outcome from that worker after the end.
+KILL_WINDOW_S = 20.0
 WORKFLOW_KINDS = ("chain_link", "batch_member")
 
 
