@@ -1453,15 +1453,7 @@ def test_an_empty_list_leaves_that_consumer_out() -> None:
     assert {p["QueueName"] for p in ecs_only.source_queues().values()} == {"sqsjobs-high", "sqsjobs-default"}
     # Monitoring follows: no alarm or graph on a consumer that is not there, all of them on the one that is.
     for t in (lambda_only, ecs_only):
-        for check in (
-            check_failed_jobs_store,
-            check_alarms,
-            check_failure_rate_alarms,
-            check_consumer_alarms,
-            check_service_alarms,
-            check_dashboard,
-            check_trust_policies,
-        ):
+        for check in stack_checks():
             check(t)
 
 
@@ -2104,16 +2096,7 @@ def test_the_scheduler_runs_with_either_consumer_alone(overrides: dict[str, str]
     """The scheduler only sends: it deploys the same whether jobs run on the poller, on Lambda, or both."""
     t = build(Scheduler="lambda", **overrides)
     assert list(t.schedulers()) == ["ScheduleFunction"]
-    for check in (
-        check_scheduler,
-        check_failed_jobs_store,
-        check_alarms,
-        check_failure_rate_alarms,
-        check_consumer_alarms,
-        check_service_alarms,
-        check_dashboard,
-        check_trust_policies,
-    ):
+    for check in (check_scheduler, *stack_checks()):
         check(t)
 
 
@@ -2131,3 +2114,16 @@ def test_the_scheduler_sends_to_every_queue_and_consumes_none(overrides: dict[st
         else:
             assert not actions, f"the scheduler may {actions} on the DLQ {queue}"
     assert not {action for action, _ in granted if action in CONSUME}
+
+
+def stack_checks() -> tuple[Callable[[Template], None], ...]:
+    """What every variant of the stack must pass: the failed-jobs store, its alarms, dashboard and trusts."""
+    return (
+        check_failed_jobs_store,
+        check_alarms,
+        check_failure_rate_alarms,
+        check_consumer_alarms,
+        check_service_alarms,
+        check_dashboard,
+        check_trust_policies,
+    )
