@@ -186,10 +186,11 @@ LAYERS: dict[str, int] = {
             "failed_triage",
             "redrive",
             "scheduling",
+            "testing.fake",
         ],
         7,
     ),
-    **dict.fromkeys(["worker", "cli", "__main__", ""], 8),
+    **dict.fromkeys(["worker", "cli", "__main__", "", "testing.pytest_plugin"], 8),
 }
 
 
