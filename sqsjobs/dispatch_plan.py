@@ -65,14 +65,14 @@ def build_message(
     now = app.clock()
     seconds = delay_seconds(delay if delay is not None else cls.delay, now)
     inline = inline if inline is not None else getattr(app.connection, "runs_inline", False)
-    if inline:
-        seconds = 0.0
     fifo = app.settings.physical_queue_name(name).endswith(".fifo")
-    if fifo and seconds > 0:
+    if fifo and seconds > 0:  # refused inline too (sync, a test's fake): what SQS would refuse fails everywhere
         raise DispatchError(
             f"queue {name!r} is FIFO and SQS refuses a per-message delay there; "
             "dispatch to a standard queue, or set DelaySeconds on the FIFO queue itself"
         )
+    if inline:
+        seconds = 0.0
     envelope = Envelope(
         id=job_id or str(uuid.uuid4()),
         job=cls.job_name,

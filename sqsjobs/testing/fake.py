@@ -20,11 +20,22 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..connections.base import BatchFailure, Connection, OutgoingMessage, QueueInfo, ReceivedMessage
-from ..envelope import Envelope, decode
+from ..envelope import decode
+from ..errors import BadMessageError
+from ..registry import default_registry
+from .fake_records import (
+    FakeBatch,
+    FakeChain,
+    Recorded,
+    chain_matches,
+    expected_name,
+    is_job,
+    matching_text,
+    member_name,
+)
 
 if TYPE_CHECKING:
     from ..app import App
@@ -33,49 +44,8 @@ if TYPE_CHECKING:
 J = TypeVar("J", bound="Job")
 #: How many recorded dispatches a failure message lists before "... and N more".
 MAX_LISTED = 30
-_MAX_PAYLOAD = 200
 
 __all__ = ["FakeBatch", "FakeChain", "FakeDispatches", "Recorded", "fake"]
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One message the fake kept: the logical queue, its envelope and the job it names, rebuilt."""
-
-    queue: str
-    envelope: Envelope
-    job: Job
-
-    def describe(self) -> str:
-        text = f"{self.envelope.job} on {self.queue!r} {_short(self.envelope.payload)}"
-        chain = self.envelope.chain
-        if chain:
-            rest = [_step_name(link) for link in chain.get("next") or []]
-            text += f" [chain {chain['id'][:8]} link {chain['pos']}" + (f", then {', '.join(rest)}]" if rest else "]")
-        if self.envelope.batch_id:
-            text += f" [batch {self.envelope.batch_id[:8]}]"
-        return text
-
-
-@dataclass
-class FakeChain:
-    """A chain as dispatched: its steps are jobs, or `FakeBatch`es for the links that are batches."""
-
-    id: str
-    steps: list[Any]
-    catch: Job | None = None
-
-
-@dataclass
-class FakeBatch:
-    """A batch as dispatched: `jobs` in the order given (a chain member is a list of jobs)."""
-
-    id: str
-    name: str
-    queue: str | None
-    allow_failures: bool
-    jobs: list[Any] = field(default_factory=list)
-    callbacks: dict[str, Job] = field(default_factory=dict)
 
 
 class RecordingConnection:
@@ -136,7 +106,10 @@ class FakeDispatches:
     def keep(self, queue: str, message: OutgoingMessage) -> bool:
         """Record `message` if its job is faked; False tells the connection to forward it."""
         envelope = decode(message.body)
-        cls = self.app.registry.get(envelope.job)
+        try:
+            cls = self.app.registry.get(envelope.job)
+        except BadMessageError:  # a producer's narrow registry dispatching another service's job
+            cls = default_registry.get(envelope.job)
         if not self._faked(cls):
             return False
         if envelope.encrypted is not None:  # sealed because it might have been forwarded: open it again
@@ -152,10 +125,12 @@ class FakeDispatches:
     # -- what was recorded ----------------------------------------------------------------------
     def jobs(self, cls: type[J] | None = None) -> list[J]:
         """The job instances dispatched (of `cls`), in order, for asserts of your own."""
-        return [r.job for r in self.dispatches if cls is None or _is(r, cls)]  # type: ignore[misc]
+        return [r.job for r in self.dispatches if cls is None or is_job(r, cls)]  # type: ignore[misc]
 
     def recorded(self, cls: type[Job] | None = None, predicate: Callable[[Any], bool] | None = None) -> list[Recorded]:
-        return [r for r in self.dispatches if (cls is None or _is(r, cls)) and (predicate is None or predicate(r.job))]
+        return [
+            r for r in self.dispatches if (cls is None or is_job(r, cls)) and (predicate is None or predicate(r.job))
+        ]
 
     @property
     def chains(self) -> list[FakeChain]:
@@ -244,7 +219,7 @@ class FakeDispatches:
     def assert_not_dispatched(self, cls: type[Job], predicate: Callable[[Any], bool] | None = None) -> None:
         found = self.recorded(cls, predicate)
         if found:
-            self._fail(f"{cls.__name__}{_matching(predicate)} was dispatched {len(found)} time(s); expected none")
+            self._fail(f"{cls.__name__}{matching_text(predicate)} was dispatched {len(found)} time(s); expected none")
 
     def assert_nothing_dispatched(self) -> None:
         """No job was dispatched and no batch created (an empty batch sends nothing but is one)."""
@@ -254,14 +229,14 @@ class FakeDispatches:
     def assert_chained(self, expected: Sequence[Any]) -> None:
         """A chain of exactly these steps was dispatched: a job class matches any job of it, a job
         instance an equal one (same class and payload), `FakeBatch` or `PendingBatch` a batch link."""
-        if not any(_chain_matches(c.steps, expected) for c in self.chains):
-            wanted = ", ".join(_expected_name(e) for e in expected)
+        if not any(chain_matches(c.steps, expected) for c in self.chains):
+            wanted = ", ".join(expected_name(e) for e in expected)
             self._fail(f"expected a chain of [{wanted}]")
 
     def assert_batched(self, predicate: Callable[[FakeBatch], bool] | None = None) -> None:
         """A batch (matching `predicate`, given a `FakeBatch`) was dispatched."""
         if not any(predicate is None or predicate(b) for b in self.batches):
-            self._fail(f"expected a batch{_matching(predicate)}")
+            self._fail(f"expected a batch{matching_text(predicate)}")
 
     def assert_batch_count(self, count: int) -> None:
         found = len(self.batches)
@@ -274,7 +249,7 @@ class FakeDispatches:
     def _count(
         self, found: list[Recorded], cls: type[Job], predicate: Callable[[Any], bool] | None, times: int | None, on: str
     ) -> None:
-        what = f"{cls.__name__}{_matching(predicate)}{on}"
+        what = f"{cls.__name__}{matching_text(predicate)}{on}"
         if times is None and not found:
             self._fail(f"expected {what} to be dispatched")
         elif times is not None and len(found) != times:
@@ -292,7 +267,7 @@ class FakeDispatches:
         if len(self.dispatches) > MAX_LISTED:
             lines.append(f"  ... and {len(self.dispatches) - MAX_LISTED} more")
         for b in self.batches[:MAX_LISTED]:
-            members = ", ".join(_member_name(m) for m in b.jobs[:10]) + (", ..." if len(b.jobs) > 10 else "")
+            members = ", ".join(member_name(m) for m in b.jobs[:10]) + (", ..." if len(b.jobs) > 10 else "")
             lines.append(f"batch {b.id[:8]} name={b.name!r} ({len(b.jobs)} job(s): {members})")
         return "\n".join(lines)
 
@@ -328,66 +303,8 @@ def fake(
         clock=previous.clock,
         triage=previous.triage,
     )
+    app.signing_key = previous.signing_key  # as resolved (or set in code) already: no second secret read
     dispatches = FakeDispatches(app, faked)
     connection.keep = dispatches.keep
     with app.activate():
         yield dispatches
-
-
-# -- describing and matching ----------------------------------------------------------------------
-def _is(record: Recorded, cls: type[Job]) -> bool:
-    return type(record.job) is cls or record.envelope.job == cls.job_name
-
-
-def _same(job: Any, expected: Any) -> bool:
-    """A class matches its jobs; an instance an equal job (same class, same payload)."""
-    from ..job import Job
-
-    if isinstance(expected, type):
-        return isinstance(job, expected) if not issubclass(expected, Job) else type(job) is expected
-    if isinstance(expected, Job):
-        return type(job) is type(expected) and job.model_dump(mode="json") == expected.model_dump(mode="json")
-    return False
-
-
-def _chain_matches(steps: list[Any], expected: Sequence[Any]) -> bool:
-    from ..batches import PendingBatch
-
-    if len(steps) != len(expected):
-        return False
-    for step, want in zip(steps, expected, strict=True):
-        if want in (FakeBatch, PendingBatch) or isinstance(want, FakeBatch | PendingBatch):
-            if not isinstance(step, FakeBatch):
-                return False
-        elif not _same(step, want):
-            return False
-    return True
-
-
-def _step_name(link: dict[str, Any]) -> str:
-    return "batch" if "batch" in link else str(link.get("job"))
-
-
-def _member_name(member: Any) -> str:
-    if isinstance(member, list):
-        return "chain(" + ", ".join(type(j).__name__ for j in member) + ")"
-    return type(member).__name__
-
-
-def _expected_name(expected: Any) -> str:
-    if isinstance(expected, type):
-        return expected.__name__
-    return (
-        f"{type(expected).__name__}({_short(expected.model_dump(mode='json'))})"
-        if hasattr(expected, "model_dump")
-        else repr(expected)
-    )
-
-
-def _matching(predicate: Callable[..., Any] | None) -> str:
-    return "" if predicate is None else " matching the predicate"
-
-
-def _short(payload: Any) -> str:
-    text = json.dumps(payload, default=str, ensure_ascii=False)
-    return text if len(text) <= _MAX_PAYLOAD else text[: _MAX_PAYLOAD - 3] + "..."

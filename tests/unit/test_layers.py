@@ -187,6 +187,7 @@ LAYERS: dict[str, int] = {
             "redrive",
             "scheduling",
             "testing.fake",
+            "testing.fake_records",
         ],
         7,
     ),

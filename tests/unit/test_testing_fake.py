@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sqsjobs import App, Job, batch, chain, current_app, dispatch_many
+from sqsjobs import App, DispatchError, Job, Registry, batch, chain, current_app, dispatch_many
 from sqsjobs.testing import pytest_plugin
 from sqsjobs.testing.fake import FakeBatch, FakeDispatches, fake
 
@@ -221,3 +221,33 @@ def test_the_fixture_fakes_for_the_test_and_restores_after(app: App) -> None:
         next(gen)
     assert current_app() is app
     dispatched.assert_dispatched(SendWelcome, lambda job: job.user_id == 3)
+
+
+def test_a_batch_step_given_as_an_instance_must_have_the_same_members(app: App) -> None:
+    with fake() as dispatched:
+        chain([batch([ChargeCard(amount=1)]), Confirm()]).dispatch()
+    dispatched.assert_chained([batch([ChargeCard(amount=1)]), Confirm()])
+    with pytest.raises(AssertionError, match=r"fake\.charge-card"):
+        dispatched.assert_chained([batch([ChargeCard(amount=99), ChargeCard(amount=100)]), Confirm()])
+
+
+class Ordered(Job, name="fake.ordered"):
+    queue = "orders.fifo"
+
+    def handle(self) -> None:
+        pass
+
+
+def test_what_sqs_refuses_is_refused_under_the_fake_too(app: App) -> None:
+    # A delay on a FIFO queue: a test that passed under the fake would break in production.
+    with fake() as dispatched, pytest.raises(DispatchError, match="FIFO"):
+        Ordered().dispatch(delay=30)
+    dispatched.assert_nothing_dispatched()
+
+
+def test_a_job_outside_the_apps_registry_is_still_recorded() -> None:
+    # A producer whose App knows only its own jobs dispatches another service's job.
+    narrow = App(connection="memory", store="memory", registry=Registry())
+    with narrow.activate(), fake() as dispatched:
+        Invoice().dispatch()
+    dispatched.assert_dispatched(Invoice, times=1)
