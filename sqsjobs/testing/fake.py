@@ -7,7 +7,7 @@
 The fake is an App like any other — the current app's settings and registry, the memory store and a
 connection that records — made current for the block. Every way of dispatching (`dispatch`,
 `dispatch_many`, chains, batches, `dispatch_async` off SQS) ends in that connection, so the fake sees
-what would have been sent, exactly as it would have been sent, with no patching of sqsjobs itself.
+what would have been sent, as it would have been sent (delays aside), with no patching of sqsjobs itself.
 Only the message actually sent is a dispatch: a chain's later links are not (they wait in its first
 link, see `assert_chained`), nor is a batch's callback (see `FakeBatch.callbacks`).
 
