@@ -22,7 +22,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..connections.base import BatchFailure, Connection, OutgoingMessage, QueueInfo, ReceivedMessage
+from ..connections.base import BatchFailure, Connection, OutgoingMessage, QueueInfo
+from ..connections.inline import NullConnection
 from ..envelope import decode
 from ..errors import BadMessageError
 from ..registry import default_registry
@@ -48,14 +49,14 @@ MAX_LISTED = 30
 __all__ = ["FakeBatch", "FakeChain", "FakeDispatches", "Recorded", "fake"]
 
 
-class RecordingConnection:
+class RecordingConnection(NullConnection):
     """The fake's connection: keeps what it is sent, forwards what the fake does not fake.
 
     `runs_inline` when nothing is forwarded: like the `sync` and `null` connections' bodies, a recorded body
     never leaves the process, so an encrypted job is recorded without KMS (and a delay is not applied).
     """
 
-    name = "fake"
+    name = "fake"  # receives, deletes and the rest are the null connection's no-ops
 
     def __init__(self, forward: Connection | None) -> None:
         #: Whether to record a message (else forward it); `fake()` sets it once the fake's app exists.
@@ -72,25 +73,8 @@ class RecordingConnection:
         others = [m for m in messages if not self.keep(queue, m)]
         return self._forward.send_batch(queue, others) if others and self._forward is not None else []
 
-    def send_to_dlq(self, queue: str, message: OutgoingMessage) -> None:
-        return None
-
-    def receive(
-        self, queue: str, max_messages: int, wait_seconds: int, visibility_timeout: int | None = None
-    ) -> list[ReceivedMessage]:
-        return []
-
-    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
-        return []
-
-    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
-        return None
-
     def queue_info(self, queue: str) -> QueueInfo:
         return QueueInfo(queue, f"fake://{queue}", 0, queue.endswith(".fifo"), None, None)
-
-    def counts(self, queue: str) -> dict[str, int]:
-        return {}
 
 
 class FakeDispatches:
