@@ -148,6 +148,15 @@ def _drain() -> None:
         _listener.stop()
 
 
+def flush() -> None:
+    """Write every record logged so far. A CLI verb calls it before it returns or prints its error
+    line, so its log lines land in its own output, in order, and none is written after its stream
+    (a test runner's capture) is gone."""
+    if _listener is not None:
+        _listener.stop()  # drains the queue
+        _listener.start()
+
+
 def configure(log_format: str = "text", level: str = "INFO") -> None:
     """Set up the `sqsjobs` loggers for a process we own (worker, CLI); libraries leave this alone."""
     handler = logging.StreamHandler(sys.stderr)

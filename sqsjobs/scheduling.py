@@ -69,15 +69,18 @@ class Scheduler:
         self._owner = owner or f"scheduler-{id(self):x}"
 
     # -- one pass ------------------------------------------------------------------------
-    def run_due(self, now: float | None = None) -> list[TickOutcome]:
-        """Dispatch every due tick of every schedule. One schedule's failure never stops the others."""
+    def run_due(self, now: float | None = None, *, log_failures: bool = True) -> list[TickOutcome]:
+        """Dispatch every due tick of every schedule. One schedule's failure never stops the others.
+        `log_failures=False`: the caller reports the `failed` outcomes itself (`schedule run --once`
+        raises the first as its one error line, and a traceback above it would say it twice)."""
         now = self.app.clock() if now is None else now
         outcomes: list[TickOutcome] = []
         for item in self.schedules:
             try:
                 outcomes.extend(self._run_schedule(item, now))
             except Exception as exc:
-                log.exception("schedule %s: this pass failed; the next one looks again", item.name)
+                if log_failures:
+                    log.exception("schedule %s: this pass failed; the next one looks again", item.name)
                 failed = TickOutcome(item.name, _dt(now), "failed", detail=f"{type(exc).__name__}: {exc}", error=exc)
                 outcomes.append(failed)
         return outcomes

@@ -196,7 +196,10 @@ def explain(exc: BaseException) -> tuple[str, int] | None:
 def reported() -> Iterator[None]:
     """Turn expected failures into one red line and a documented exit code, instead of a traceback."""
     try:
-        yield
+        try:
+            yield
+        finally:
+            logs.flush()  # the verb's log lines before its error line, and inside its own output
     except Exception as exc:
         found = explain(exc)
         if found is None:

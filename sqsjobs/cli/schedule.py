@@ -117,13 +117,14 @@ def run(
     scheduler = Scheduler(application, owner=f"{socket.gethostname()}:{os.getpid()}")
     metrics = application.start_metrics()  # `schedule_missed` (SQSJOBS_METRICS), flushed after each pass
     if once:
-        outcomes = scheduler.run_due()
+        outcomes = scheduler.run_due(log_failures=False)
         if not outcomes:
             console.print("Nothing was due.")
-        _print([o for o in outcomes if o.error is None])  # a failure is the error line below (and the log)
+        failed = [o.error for o in outcomes if o.error is not None]
+        # The first failure is the error line below; any other is printed with the outcomes.
+        _print([o for o in outcomes if not failed or o.error is not failed[0]])
         if metrics is not None:
             metrics.flush()
-        failed = [o.error for o in outcomes if o.error is not None]
         if failed:
             raise failed[0]  # a cron job or CI step running `--once` must see the pass fail
         return

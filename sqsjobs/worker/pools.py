@@ -117,9 +117,10 @@ def run_pools(base: App, pools: dict[str, Pool], *, stop_when_empty: bool = Fals
         code = 1
         try:
             code = codes[name] = worker.run(install_signals=False)
-        except BaseException as exc:  # raised again on the main thread: the CLI gives it its exit code
+        except BaseException as exc:
+            # Raised again on the main thread, where the CLI gives it its one error line and exit code;
+            # raising it here too would print a traceback above that line (threading's excepthook).
             errors.append(exc)
-            raise
         finally:
             if code != EXIT_OK:
                 # A pool that must be replaced (a wedged job, a memory limit, a config error) ends the

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
+import time
 
 import pytest
+import typer
 
-from sqsjobs import App, Job
+from sqsjobs import App, Job, logs
+from sqsjobs.cli.common import reported
+from sqsjobs.errors import ConfigurationError
 from sqsjobs.logs import JsonFormatter, TextFormatter
 
 
@@ -45,3 +51,29 @@ def test_start_lines_appear_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "sqsjobs.jobs"]
     assert [line["msg"] for line in lines] == ["job started", "job processed"]
     assert lines[0]["job_id"] == lines[1]["job_id"] and "wait_ms" in lines[0]
+
+
+class _SlowStream(io.StringIO):
+    """A stderr that takes its time, as a pipe to a busy log agent may: what is written after the
+    verb returned would be missing when the test looks."""
+
+    def write(self, text: str) -> int:
+        time.sleep(0.2)
+        return super().write(text)
+
+
+def test_a_cli_verb_writes_its_log_lines_before_its_error_line_and_before_it_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _SlowStream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    logs.configure("text", "INFO")
+    with pytest.raises(typer.Exit), reported():
+        logging.getLogger("sqsjobs.cli").warning("looked at the queue")
+        raise ConfigurationError("SQSJOBS_QUEUES: no such queue")
+    written = stream.getvalue()
+    assert "looked at the queue" in written and "error: SQSJOBS_QUEUES" in written
+    assert written.index("looked at the queue") < written.index("error: SQSJOBS_QUEUES")
+    logging.getLogger("sqsjobs.cli").warning("and after")  # the listener still writes for later records
+    logs.flush()
+    assert "and after" in stream.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import ClassVar
 
@@ -101,10 +102,15 @@ def test_sqsjobs_pools_runs_the_pools_of_the_environment(
     assert bad.exit_code == 2 and "SQSJOBS_POOLS" in bad.output and "quick.queues" in bad.output
 
 
-def test_a_pool_that_cannot_start_fails_the_process_like_one_worker_would(sqs_app: App, tmp_path: Path) -> None:
+def test_a_pool_that_cannot_start_fails_the_process_like_one_worker_would(
+    sqs_app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pools = load_pools(
         write(tmp_path, "[pools.ok]\nqueues = ['high']\nsleep = 1\n\n[pools.ghost]\nqueues = ['nope']\n")
     )
+    escaped: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
     with pytest.raises(Exception, match="nope") as caught:
         run_pools(sqs_app, pools, stop_when_empty=True, install_signals=False)
     assert not isinstance(caught.value, AssertionError)
+    assert escaped == []  # raised once, on the caller's thread: no traceback above the CLI's error line
