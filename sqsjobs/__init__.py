@@ -28,7 +28,7 @@ from .errors import (
     SqsJobsError,
 )
 from .events import JobEvent
-from .job import Job
+from .job_class import Job
 from .middleware import (
     FailOnException,
     Limit,

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .batches import Batch
     from .connections.sqs_async import AsyncSqsSender
     from .encryption import Encryptor
-    from .job import Job
+    from .job_class import Job
     from .job_log import JobStatus
     from .metrics import JobMetrics
     from .payloads import PayloadStore

@@ -42,12 +42,12 @@ from .batch_shards import meta, pk
 from .context import Services
 from .errors import ConfigurationError
 from .flow import BATCH_TTL_S
-from .job import Job
+from .job_class import Job
 from .links import check_item_size, to_link
 from .timing import parse_iso, utc_iso
 
 if TYPE_CHECKING:
-    from .job import JobContext
+    from .job_class import JobContext
 
 __all__ = ["BATCH_TTL_S", "Batch", "PendingBatch", "batch", "find_batch", "list_batches", "prune_batches"]
 

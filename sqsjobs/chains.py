@@ -22,7 +22,7 @@ from . import context, flow
 from .batches import PendingBatch
 from .context import Services
 from .errors import ConfigurationError
-from .job import Job
+from .job_class import Job
 from .links import Link, check_item_size, to_link
 from .timing import DelayLike, delay_seconds
 

@@ -23,7 +23,7 @@ from .dispatched import Dispatched
 from .envelope import Envelope
 from .errors import DispatchError
 from .events import JobEvent
-from .job import Job
+from .job_class import Job
 from .job_log import clean_tags
 from .links import encrypted_names, names_encrypted
 from .timing import DelayLike, delay_seconds, utc_iso

@@ -19,7 +19,7 @@ from .dispatch_plan import Planned, announce, by_queue, forget_payload, prepare,
 from .dispatched import Dispatched
 from .envelope import Envelope
 from .errors import DispatchError
-from .job import Job
+from .job_class import Job
 from .timing import DelayLike
 
 #: SQS caps a message, and a whole batch request, at 1 MiB.

@@ -22,7 +22,7 @@ from .dispatching import (
     sent_of,
     sort_failures,
 )
-from .job import Job
+from .job_class import Job
 from .timing import DelayLike
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .envelope import has_sealed
 from .errors import ConfigurationError, DispatchError
-from .job import Job
+from .job_class import Job
 
 if TYPE_CHECKING:
     from .context import Services

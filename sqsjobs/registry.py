@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import BadMessageError, ConfigurationError
 
-#: A registered job class. The registry sits below `sqsjobs.job` (which registers into it), so it
+#: A registered job class. The registry sits below `sqsjobs.job_class` (which registers into it), so it
 #: knows classes only as classes; callers that need `Job`'s methods know they have one.
 JobClass = type[Any]
 

@@ -30,7 +30,7 @@ from .registry import NAME_PATTERN
 from .timing import seconds
 
 if TYPE_CHECKING:
-    from .job import Job
+    from .job_class import Job
 
 #: What a schedule does with ticks that passed without a runner (its runners were down or paused):
 #: "once" runs them as one run now, "skip" runs none, N runs each of the last N (oldest first).
@@ -152,7 +152,7 @@ def schedule(
     never started holds it for `overlap_expires`). `catch_up` says what the ticks missed while no runner
     ran become; `grace` is how late a tick may still be dispatched as on time.
     """
-    from .job import Job
+    from .job_class import Job
 
     if isinstance(job, type):
         raise ConfigurationError(

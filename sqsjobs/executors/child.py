@@ -25,7 +25,7 @@ from typing import Any
 
 from ..envelope import decode
 from ..errors import JobTimeoutError, PermanentError
-from ..job import Job, JobContext
+from ..job_class import Job, JobContext
 from ..registry import Registry, default_registry
 
 #: Error kinds in a reply: how the parent maps them back (see `ProcessExecutor`).

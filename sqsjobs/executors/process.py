@@ -27,7 +27,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ..errors import ConfigurationError, JobTimeoutError, PermanentError, SqsJobsError
-from ..job import Job
+from ..job_class import Job
 from . import child as _child
 
 #: The largest answer a child may send; anything longer is not ours (a job writing to the pipe).

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import context
-from ..job import Job
+from ..job_class import Job
 
 #: The rest of the pipeline: the next middleware, or `handle()` itself.
 Next = Callable[[], Any]

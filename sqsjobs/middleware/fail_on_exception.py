@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import PermanentError
-from ..job import Job
+from ..job_class import Job
 from .base import Middleware, Next
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..job import Job
+from ..job_class import Job
 from .base import Middleware, Next, now_of, store_of
 
 

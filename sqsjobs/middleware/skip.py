@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..job import Job
+from ..job_class import Job
 from .base import Middleware, Next
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..events import QueueEvent
-from ..job import Job
+from ..job_class import Job
 from .base import Middleware, Next, app_of, now_of, store_of
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import policy
-from ..job import Job
+from ..job_class import Job
 from .base import Middleware, Next, app_of, store_of
 
 

@@ -31,7 +31,7 @@ from ..errors import (
     RetryUntilPassedError,
 )
 from ..events import JobEvent
-from ..job import Job, JobContext
+from ..job_class import Job, JobContext
 from ..middleware import run_through
 from ..payloads import carried
 from ..settling import SkipLedger

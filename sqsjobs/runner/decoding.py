@@ -19,7 +19,7 @@ from ..context import Services
 from ..decisions import Release
 from ..envelope import Envelope, decode
 from ..errors import BadMessageError
-from ..job import Job
+from ..job_class import Job
 
 log = logging.getLogger("sqsjobs.runner")
 

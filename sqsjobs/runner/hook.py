@@ -18,7 +18,7 @@ from ..connections.base import Connection, ReceivedMessage
 from ..decisions import Decision, Release
 from ..envelope import Envelope
 from ..events import JobEvent
-from ..job import Job, JobContext
+from ..job_class import Job, JobContext
 
 if TYPE_CHECKING:
     from ..signing import SigningKeys

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from .. import tracing
-from ..job import JobContext
+from ..job_class import JobContext
 
 
 def run_span(ctx: JobContext, job_name: str) -> contextlib.AbstractContextManager[None]:

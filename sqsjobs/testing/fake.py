@@ -40,7 +40,7 @@ from .fake_records import (
 
 if TYPE_CHECKING:
     from ..app import App
-    from ..job import Job
+    from ..job_class import Job
 
 J = TypeVar("J", bound="Job")
 #: How many recorded dispatches a failure message lists before "... and N more".

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..envelope import Envelope
 
 if TYPE_CHECKING:
-    from ..job import Job
+    from ..job_class import Job
 
 _MAX_PAYLOAD = 200
 
@@ -65,7 +65,7 @@ def is_job(record: Recorded, cls: type[Job]) -> bool:
 
 def same_job(job: Any, expected: Any) -> bool:
     """A class matches its jobs; an instance an equal job (same class, same payload)."""
-    from ..job import Job
+    from ..job_class import Job
 
     if isinstance(expected, type):
         return isinstance(job, expected) if not issubclass(expected, Job) else type(job) is expected

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from .. import context
 from ..connections.base import Connection, ReceivedMessage
 from ..errors import JobTimeoutError
-from ..job import Job
+from ..job_class import Job
 from ..runner import Run, Runner
 from ..runner.tracing_span import run_span
 from .apply import Applier

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from ..app import App
 from ..errors import ConfigurationError
-from ..job import Job
+from ..job_class import Job
 from ..runner import Call
 from ..runner.core import RETRY_DELAY_S
 from .apply import Applier

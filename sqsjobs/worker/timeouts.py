@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from .. import policy
 from ..connections.base import ReceivedMessage
 from ..errors import JobTimeoutError
-from ..job import Job
+from ..job_class import Job
 from ..runner import Guard
 
 log = logging.getLogger("sqsjobs.worker")

@@ -20,7 +20,7 @@ import sqsjobs
 from sqsjobs import App, aws, batch, chain, encryption
 from sqsjobs.decisions import Postpone, Release
 from sqsjobs.errors import DispatchError
-from sqsjobs.job import Job
+from sqsjobs.job_class import Job
 from sqsjobs.provisioning import provision
 from tests.helpers import dead_letters
 

@@ -19,7 +19,7 @@ from sqsjobs.connections.sqs import SqsConnection
 from sqsjobs.decisions import Ack, Fail, Release
 from sqsjobs.encryption import Encryptor, reveal
 from sqsjobs.errors import BadMessageError, ConfigurationError
-from sqsjobs.job import Job
+from sqsjobs.job_class import Job
 from sqsjobs.provisioning import provision
 from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import dead_letters, payload_app, queue_url

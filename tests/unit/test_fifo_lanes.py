@@ -14,7 +14,7 @@ import pytest
 
 from sqsjobs import App
 from sqsjobs.connections.base import ReceivedMessage
-from sqsjobs.job import Job
+from sqsjobs.job_class import Job
 from sqsjobs.provisioning import provision
 from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import dead_letters, work_for

@@ -159,7 +159,7 @@ LAYERS: dict[str, int] = {
     "context": 3,
     **dict.fromkeys(
         [
-            "job",
+            "job_class",
             "dispatch_plan",
             "dispatching",
             "dispatching_async",

@@ -16,7 +16,7 @@ from sqsjobs import App, Job, PermanentError
 from sqsjobs.decisions import Fail, Release
 from sqsjobs.errors import ConfigurationError, JobTimeoutError
 from sqsjobs.executors import ChildJobError, ChildPermanentError, ProcessExecutor
-from sqsjobs.job import JobContext
+from sqsjobs.job_class import JobContext
 from sqsjobs.runner import Run
 from tests.unit import executor_jobs as jobs
 

@@ -17,7 +17,7 @@ from sqsjobs import App, aws
 from sqsjobs.connections.memory import MemoryConnection
 from sqsjobs.connections.sqs import SqsConnection
 from sqsjobs.decisions import Ack, Fail, Release
-from sqsjobs.job import Job
+from sqsjobs.job_class import Job
 from sqsjobs.provisioning import provision
 from tests.helpers import FakeClock, payload_app, queue_url
 

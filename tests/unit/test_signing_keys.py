@@ -12,7 +12,7 @@ from sqsjobs.connections.memory import MemoryConnection
 from sqsjobs.decisions import Ack, Fail
 from sqsjobs.envelope import decode
 from sqsjobs.errors import BadMessageError, ConfigurationError
-from sqsjobs.job import Job
+from sqsjobs.job_class import Job
 from sqsjobs.signing import MIN_KEY_BYTES, SigningKeys, generate_key, parse_keyring
 
 K1 = "k1-" + "a" * 40

@@ -11,7 +11,7 @@ import time
 from typing import ClassVar
 
 from sqsjobs import App, JobTimeoutError, aws
-from sqsjobs.job import Job
+from sqsjobs.job_class import Job
 from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import dead_letters, drain, queue_url, wait_for, work_for
 

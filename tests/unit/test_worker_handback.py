@@ -14,7 +14,7 @@ import pytest
 
 from sqsjobs import App
 from sqsjobs.connections.memory import MemoryConnection
-from sqsjobs.job import Job
+from sqsjobs.job_class import Job
 from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import dead_letters, wait_for, work_for
 

@@ -15,7 +15,7 @@ import pytest
 from botocore import handlers as botocore_handlers
 
 from sqsjobs import App, aws
-from sqsjobs.job import Job
+from sqsjobs.job_class import Job
 from sqsjobs.testing import faults as fault_injection
 from sqsjobs.testing.faults import FaultPlan
 from sqsjobs.worker import Worker, WorkerOptions

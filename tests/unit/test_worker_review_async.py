@@ -18,7 +18,7 @@ from typing import ClassVar
 import pytest
 
 from sqsjobs import App
-from sqsjobs.job import Job
+from sqsjobs.job_class import Job
 from sqsjobs.worker import Worker, WorkerOptions
 from sqsjobs.worker.control import EXIT_WEDGED
 from tests.helpers import dead_letters
