@@ -139,6 +139,20 @@ class _Enqueue(QueueHandler):
         return record  # the listener's handler formats it; our records carry no live objects
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stderr` as it is at each write, not as it was at `configure()`: a record
+    written late (by the listener thread) must not go to a stream that was swapped out and closed
+    since (a test runner's capture of one CLI call)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # StreamHandler.__init__ and setStream assign it; the current stderr always wins
+
+
 _listener: QueueListener | None = None
 
 
@@ -159,7 +173,7 @@ def flush() -> None:
 
 def configure(log_format: str = "text", level: str = "INFO") -> None:
     """Set up the `sqsjobs` loggers for a process we own (worker, CLI); libraries leave this alone."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     # Job threads only enqueue records; one listener thread formats and writes them, so
     # ten job threads never queue up on the stream handler's lock.

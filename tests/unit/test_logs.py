@@ -77,3 +77,17 @@ def test_a_cli_verb_writes_its_log_lines_before_its_error_line_and_before_it_ret
     logging.getLogger("sqsjobs.cli").warning("and after")  # the listener still writes for later records
     logs.flush()
     assert "and after" in stream.getvalue()
+
+
+def test_a_record_written_after_stderr_was_swapped_and_closed_goes_to_the_current_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logs.configure("text", "INFO")  # a CLI call under a test runner's capture
+    first.close()  # the runner closes that capture when the call returns
+    later = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", later)
+    logging.getLogger("sqsjobs.worker").info("worker stopped")  # a thread of that call, still logging
+    logs.flush()
+    assert "worker stopped" in later.getvalue() and "Logging error" not in later.getvalue()
