@@ -8,7 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit e2e bench fuzz soak clean
+SAMPLES := orders csv_import webhooks nightly_report
+
+.PHONY: demo test lint typecheck docs unit e2e bench fuzz soak clean $(addprefix sample-,$(SAMPLES))
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "sqsjobs needs Python 3.11 or newer on PATH"; exit 1; }
@@ -21,7 +23,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m samples.quickstart.demo
 
-test: lint typecheck
+# `make sample-orders`, `sample-csv_import`, `sample-webhooks`, `sample-nightly_report` (docs/samples.md)
+$(addprefix sample-,$(SAMPLES)): sample-%: $(STAMP)
+	$(BIN)/python -m samples.$*
+
+test: lint typecheck docs
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10
 
 lint: $(STAMP)
@@ -30,6 +36,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# docs/ as a site (mkdocs.yml), into build/site; --strict fails on a link to a page or heading that does not exist.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -44,11 +44,14 @@ from .registry import Registry, default_registry
 from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from .after_commit import Hold, hold_dispatches
     from .batches import Batch, PendingBatch, batch, find_batch
     from .chains import PendingChain, chain
     from .cron import Cron
     from .dispatching import dispatch_many
+    from .function_jobs import FunctionJob, current_job, job
     from .schedules import Schedule, schedule
+    from .schemas import envelope_schema
 
 #: Exported names whose module is imported when the name is first read.
 _LAZY = {
@@ -59,9 +62,15 @@ _LAZY = {
     "PendingChain": "chains",
     "chain": "chains",
     "dispatch_many": "dispatching",
+    "FunctionJob": "function_jobs",
+    "current_job": "function_jobs",
+    "job": "function_jobs",
+    "Hold": "after_commit",
+    "hold_dispatches": "after_commit",
     "Cron": "cron",
     "Schedule": "schedules",
     "schedule": "schedules",
+    "envelope_schema": "schemas",
 }
 
 
@@ -88,6 +97,8 @@ __all__ = [
     "Dispatched",
     "Fail",
     "FailOnException",
+    "FunctionJob",
+    "Hold",
     "Job",
     "JobEvent",
     "JobFailedError",
@@ -117,9 +128,13 @@ __all__ = [
     "cancel",
     "chain",
     "current_app",
+    "current_job",
     "default_registry",
     "dispatch_many",
+    "envelope_schema",
     "find_batch",
+    "hold_dispatches",
+    "job",
     "job_status",
     "load_settings",
     "rate_limiter",

@@ -10,9 +10,9 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -30,6 +30,20 @@ from .timing import DelayLike, delay_seconds, utc_iso
 
 log = logging.getLogger("sqsjobs.dispatch")
 
+#: Messages per queue, each with its envelope: what a dispatch sends, or holds until a commit.
+Grouped = dict[str, list[tuple[Envelope, OutgoingMessage]]]
+
+
+class Holder(Protocol):
+    """Where dispatches made inside a database transaction wait for its commit (sqsjobs.after_commit)."""
+
+    def hold(self, app: Services, grouped: Grouped) -> None: ...
+
+
+#: Set by sqsjobs.after_commit when imported: the holder for a dispatch (its `after_commit=` option), or
+#: None to send now. None until then, so a program that never holds pays one attribute read per dispatch.
+holder_for: Callable[[Services, bool | None], Holder | None] | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class Planned:
@@ -42,6 +56,15 @@ class Planned:
     chain: dict[str, Any] | None = None
     job_id: str | None = None
     extra: dict[str, Any] | None = None
+
+
+def hold(app: Services, after_commit: bool | None, grouped: Grouped) -> bool:
+    """Hand `grouped` to the transaction that holds this dispatch; False: no transaction, send it now."""
+    holder = holder_for(app, after_commit) if holder_for is not None else None
+    if holder is None:
+        return False
+    holder.hold(app, grouped)
+    return True
 
 
 def build_message(

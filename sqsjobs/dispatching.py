@@ -11,11 +11,11 @@ from collections.abc import Iterable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import context, unique
+from . import context, dispatch_plan, unique
 from .chunks import bounded
 from .connections.base import BatchFailure, OutgoingMessage
 from .context import Services
-from .dispatch_plan import Planned, announce, by_queue, forget_payload, prepare, unqueued_on_error
+from .dispatch_plan import Grouped, Planned, announce, by_queue, forget_payload, prepare, unqueued_on_error
 from .dispatched import Dispatched
 from .envelope import Envelope
 from .errors import DispatchError
@@ -26,7 +26,7 @@ from .timing import DelayLike
 MAX_MESSAGE_BYTES = 1_048_576
 _BATCH_RETRIES = 3
 
-__all__ = ["Dispatched", "Planned", "dispatch", "dispatch_many", "send_planned"]
+__all__ = ["Dispatched", "Planned", "dispatch", "dispatch_many", "send_grouped", "send_planned"]
 
 
 def dispatch(
@@ -37,12 +37,15 @@ def dispatch(
     group: str | None = None,
     deduplication_id: str | None = None,
     app: Services | None = None,
+    after_commit: bool | None = None,
 ) -> Dispatched:
     app = app or context.current()
     prepared = prepare(app, job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id)
     if isinstance(prepared, Dispatched):
         return prepared
     name, envelope, message = prepared
+    if dispatch_plan.holder_for is not None and dispatch_plan.hold(app, after_commit, {name: [(envelope, message)]}):
+        return Dispatched(envelope.id, envelope.job, name)  # sent when the transaction commits (sqsjobs.after_commit)
     with unqueued_on_error(app, envelope, name, message):
         message_id = app.connection.send(name, message)
     announce(app, name, [envelope])
@@ -50,7 +53,12 @@ def dispatch(
 
 
 def dispatch_many(
-    jobs: Iterable[Job], *, queue: str | None = None, delay: DelayLike | None = None, app: Services | None = None
+    jobs: Iterable[Job],
+    *,
+    queue: str | None = None,
+    delay: DelayLike | None = None,
+    app: Services | None = None,
+    after_commit: bool | None = None,
 ) -> list[Dispatched]:
     """Send jobs with SendMessageBatch: 10 entries and at most 1 MiB per call.
 
@@ -59,18 +67,29 @@ def dispatch_many(
     job's duplicate is in the result with `queued=False`.
     """
     app = app or context.current()
-    return send_planned(app, [Planned(job, queue, delay) for job in jobs])
+    return send_planned(app, [Planned(job, queue, delay) for job in jobs], after_commit=after_commit)
 
 
-def send_planned(app: Services, planned: list[Planned]) -> list[Dispatched]:
+def send_planned(app: Services, planned: list[Planned], *, after_commit: bool | None = None) -> list[Dispatched]:
     """`dispatch_many` for jobs that each carry their own queue, delay, chain or batch."""
     grouped, not_queued, results = by_queue(app, planned)
+    if dispatch_plan.holder_for is not None and grouped and dispatch_plan.hold(app, after_commit, grouped):
+        results.extend(Dispatched(env.id, env.job, name) for name, items in grouped.items() for env, _ in items)
+    else:
+        results.extend(send_grouped(app, grouped, not_queued))
+    raise_not_queued(not_queued)
+    return results
+
+
+def send_grouped(app: Services, grouped: Grouped, not_queued: list[tuple[str, str, str]]) -> list[Dispatched]:
+    """Send prepared messages in batches (a dispatch's, or what a transaction held until its commit);
+    the jobs SQS did not take are added to `not_queued`, their unique locks and S3 bodies freed."""
+    results: list[Dispatched] = []
     for name, items in grouped.items():
         for chunk in chunks(items):
             sent, failed = _send_chunk(app, name, chunk)
             results.extend(Dispatched(env.id, env.job, name) for env in sent)
             not_queued.extend(failed)
-    raise_not_queued(not_queued)
     return results
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import context
+from . import context, dispatch_plan
 from .context import Services
 from .dispatch_plan import Planned, announce, by_queue, prepare, unqueued_on_error
 from .dispatched import Dispatched
@@ -34,15 +34,26 @@ async def dispatch_async(
     group: str | None = None,
     deduplication_id: str | None = None,
     app: Services | None = None,
+    after_commit: bool | None = None,
 ) -> Dispatched:
     """`dispatch` for async code: on the sqs connection the send never blocks the event loop."""
     app = app or context.current()
     if app.connection.name != "sqs":
-        return dispatch(job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id, app=app)
+        return dispatch(
+            job,
+            queue=queue,
+            delay=delay,
+            group=group,
+            deduplication_id=deduplication_id,
+            app=app,
+            after_commit=after_commit,
+        )
     prepared = prepare(app, job, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id)
     if isinstance(prepared, Dispatched):
         return prepared
     name, envelope, message = prepared
+    if dispatch_plan.holder_for is not None and dispatch_plan.hold(app, after_commit, {name: [(envelope, message)]}):
+        return Dispatched(envelope.id, envelope.job, name)  # sent (by the sync client) when the transaction commits
     with unqueued_on_error(app, envelope, name, message):
         message_id = await app.async_sender.send(name, message)
     announce(app, name, [envelope])
@@ -50,13 +61,21 @@ async def dispatch_async(
 
 
 async def dispatch_many_async(
-    jobs: Iterable[Job], *, queue: str | None = None, delay: DelayLike | None = None, app: Services | None = None
+    jobs: Iterable[Job],
+    *,
+    queue: str | None = None,
+    delay: DelayLike | None = None,
+    app: Services | None = None,
+    after_commit: bool | None = None,
 ) -> list[Dispatched]:
     """`dispatch_many` for async code, with the same chunking, retries and errors."""
     app = app or context.current()
     if app.connection.name != "sqs":
-        return dispatch_many(jobs, queue=queue, delay=delay, app=app)
+        return dispatch_many(jobs, queue=queue, delay=delay, app=app, after_commit=after_commit)
     grouped, not_queued, results = by_queue(app, [Planned(job, queue, delay) for job in jobs])
+    if dispatch_plan.holder_for is not None and grouped and dispatch_plan.hold(app, after_commit, grouped):
+        results.extend(Dispatched(env.id, env.job, name) for name, items in grouped.items() for env, _ in items)
+        grouped = {}
     for name, items in grouped.items():
         for chunk in chunks(items):
             pending = {message.entry_id: (envelope, message) for envelope, message in chunk}

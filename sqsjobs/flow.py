@@ -204,7 +204,7 @@ def send_members(
         if shrink_on_failure:
             # Members that never reached SQS will never finish: take them out of the total (of their
             # shard). (A job or chain link that creates or adds is retried instead, sending the same ids.)
-            _shrink(app, batch_id, Counter(shard_of_job.get(job_id) for job_id, _, _ in exc.not_queued))
+            shrink_batch(app, batch_id, Counter(shard_of_job.get(job_id) for job_id, _, _ in exc.not_queued))
         raise
     member_by_job = {p.job_id: member_id for p, member_id in zip(planned, ids, strict=True)}
     chains = {link_id(mid, 0) for entry, mid in zip(members, ids, strict=True) if "chain" in entry}
@@ -219,7 +219,7 @@ def send_members(
             record_member(app, batch_id, whose, dropped.job_id, dropped.job, True, batch_id, shard=shard)
 
 
-def _shrink(app: Services, batch_id: str, lost: Counter[int | None]) -> None:
+def shrink_batch(app: Services, batch_id: str, lost: Counter[int | None]) -> None:
     """Lower the totals by the members that were not queued. The members that were sent may all have
     finished already: nobody else would see that a lowered total is reached, so look now."""
     shrunk = []

@@ -95,7 +95,7 @@ class Job(BaseModel):
     (old names that still resolve), `abstract=True` for shared base classes.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", validate_by_name=True)
 
     queue: ClassVar[str | None] = None
     tries: ClassVar[int | None] = None
@@ -232,10 +232,15 @@ class Job(BaseModel):
         delay: DelayLike | None = None,
         group: str | None = None,
         deduplication_id: str | None = None,
+        after_commit: bool | None = None,
     ) -> Dispatched:
-        """Queue this job . Delays over 15 minutes are carried in hops, never truncated."""
+        """Queue this job. Delays over 15 minutes are carried in hops, never truncated.
+
+        `after_commit`: True holds it until the database transaction around it commits, False sends it
+        now; None (default) follows SQSJOBS_AFTER_COMMIT (docs/after-commit.md).
+        """
         return context.current().dispatch(
-            self, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id
+            self, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id, after_commit=after_commit
         )
 
     async def dispatch_async(
@@ -245,10 +250,11 @@ class Job(BaseModel):
         delay: DelayLike | None = None,
         group: str | None = None,
         deduplication_id: str | None = None,
+        after_commit: bool | None = None,
     ) -> Dispatched:
         """`dispatch` for async code (aiobotocore): never blocks the event loop."""
         return await context.current().dispatch_async(
-            self, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id
+            self, queue=queue, delay=delay, group=group, deduplication_id=deduplication_id, after_commit=after_commit
         )
 
     def dispatch_if(self, condition: bool, **options: Any) -> Dispatched | None:
@@ -266,17 +272,27 @@ class Job(BaseModel):
 
     @classmethod
     def dispatch_many(
-        cls, jobs: Iterable[Job], *, queue: str | None = None, delay: DelayLike | None = None
+        cls,
+        jobs: Iterable[Job],
+        *,
+        queue: str | None = None,
+        delay: DelayLike | None = None,
+        after_commit: bool | None = None,
     ) -> list[Dispatched]:
         """Queue many jobs with SendMessageBatch (10 per call, <= 1 MiB per call)."""
-        return context.current().dispatch_many(jobs, queue=queue, delay=delay)
+        return context.current().dispatch_many(jobs, queue=queue, delay=delay, after_commit=after_commit)
 
     @classmethod
     async def dispatch_many_async(
-        cls, jobs: Iterable[Job], *, queue: str | None = None, delay: DelayLike | None = None
+        cls,
+        jobs: Iterable[Job],
+        *,
+        queue: str | None = None,
+        delay: DelayLike | None = None,
+        after_commit: bool | None = None,
     ) -> list[Dispatched]:
         """`dispatch_many` for async code."""
-        return await context.current().dispatch_many_async(jobs, queue=queue, delay=delay)
+        return await context.current().dispatch_many_async(jobs, queue=queue, delay=delay, after_commit=after_commit)
 
 
 #: Names a payload field may not take: each would hide an option or method of Job.

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         job_log_ttl: seconds a job log record lives (default 7 days).
         worker_beat: seconds between a worker's beats in the table (`sqsjobs workers`) and its
             reads of `restart` / `pause` (docs/operations.md); 0 turns both off.
+        after_commit: inside a database transaction an integration watches (SQLAlchemy, Django), hold
+            every dispatch until it commits and drop it if it rolls back, unless the dispatch says
+            `after_commit=False` (docs/after-commit.md). Outside a transaction, dispatches are sent at once.
     """
 
     model_config = SettingsConfigDict(env_prefix="SQSJOBS_", extra="ignore")
@@ -109,6 +112,7 @@ class Settings(BaseSettings):
     pools: str | None = None
     job_log: bool = False
     job_log_ttl: float = Field(default=7 * 86400, ge=60, le=366 * 86400)
+    after_commit: bool = False
 
     @field_validator("payload_prefix")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import batches, failed, infra, jobs, keys, monitor, schedule, work, workers
+from . import batches, failed, infra, jobs, keys, monitor, schedule, schema, work, workers
 from .common import guard_all, set_debug
 
 cli = typer.Typer(
@@ -20,7 +20,8 @@ cli = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     add_completion=False,
-    epilog="Exit codes: 0 done, 1 not found / `check` found errors / `work`: a job could not be interrupted, "
+    epilog="Exit codes: 0 done, 1 not found / `check` found errors / `schema check` a breaking change / "
+    "`work`: a job could not be interrupted, "
     "2 usage or configuration, 3 AWS unreachable or no credentials/region, 12 `work --memory` limit. "
     "See docs/cli.md.",
 )
@@ -42,6 +43,7 @@ cli.add_typer(batches.group, name="batches")
 cli.add_typer(jobs.group, name="jobs")
 cli.add_typer(keys.group, name="keys")
 cli.add_typer(schedule.group, name="schedule")
+cli.add_typer(schema.group, name="schema")
 cli.command("local", epilog=infra.LOCAL_EXAMPLES)(infra.local)
 cli.command("provision", epilog=infra.PROVISION_EXAMPLES)(infra.provision)
 cli.command("check", epilog=infra.CHECK_EXAMPLES)(infra.check)

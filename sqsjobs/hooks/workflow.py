@@ -10,11 +10,12 @@ never the job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 
-from .. import once, runs
+from .. import dispatch_plan, once, runs
 from ..context import Services
 from ..decisions import Ack, Decision, Fail, Postpone, Release
 from ..envelope import involved
@@ -143,10 +144,11 @@ class Workflows(Hook):
         from .. import flow  # only chains and batches load the workflow modules (Lambda cold starts)
 
         try:
-            if error is None:
-                flow.succeeded(self.app, envelope)
-            else:
-                flow.failed(self.app, envelope, error)
+            with _sending_now():
+                if error is None:
+                    flow.succeeded(self.app, envelope)
+                else:
+                    flow.failed(self.app, envelope, error)
         except once.SendInProgress as exc:
             log.info("%s (%s): %s; looking again shortly", envelope.job, envelope.id, exc)
             return Release(once.SEND_LEASE_S, "its chain or batch is being updated by another run")
@@ -167,3 +169,14 @@ class Workflows(Hook):
 
     def _write(self, delivery: Delivery, kind: str, error: BaseException) -> bool:
         return delivery.write_dlq(kind, error, self.app.clock(), self.app.signing_key)
+
+
+def _sending_now() -> contextlib.AbstractContextManager[None]:
+    """A chain's next link and a batch's callbacks are sent now, even when the job left a database
+    transaction open that holds dispatches (sqsjobs.after_commit): their send is marked done once,
+    so one dropped by that transaction's rollback would never be sent."""
+    if dispatch_plan.holder_for is None:
+        return contextlib.nullcontext()  # nothing holds dispatches in this process
+    from ..after_commit import sending_now
+
+    return sending_now()

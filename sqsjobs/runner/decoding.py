@@ -20,6 +20,7 @@ from ..decisions import Release
 from ..envelope import Envelope, decode
 from ..errors import BadMessageError
 from ..job_class import Job
+from ..payload_fields import describe_problems, warn_unknown
 
 log = logging.getLogger("sqsjobs.runner")
 
@@ -103,11 +104,10 @@ def open_sealed(envelope: Envelope, message: ReceivedMessage, app: Services) -> 
 def build_job(cls: type[Job], envelope: Envelope) -> Job | BadMessageError:
     """The job the payload describes, validated by its class; or why it does not fit (`invalid_payload`)."""
     try:
-        return cls.model_validate(envelope.payload)
+        job = cls.model_validate(envelope.payload)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))[:80] or '(payload)'}: {e['msg'][:120]}" for e in exc.errors()[:5]
-        )
-        return BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {problems}")
+        return BadMessageError("invalid_payload", describe_problems(cls.job_name, exc.errors()))
     except Exception as exc:  # a validator of the job's own that raised something else
         return BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {type(exc).__name__}")
+    warn_unknown(cls, cls.job_name, envelope.payload)  # a producer newer than this worker: said, not dropped silently
+    return job

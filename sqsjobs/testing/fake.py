@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ..connections.base import BatchFailure, Connection, OutgoingMessage, QueueInfo
 from ..connections.inline import NullConnection
 from ..envelope import decode
 from ..errors import BadMessageError
+from ..function_jobs import wrapped_job_class
 from ..registry import default_registry
 from .fake_records import (
     FakeBatch,
@@ -39,8 +40,14 @@ from .fake_records import (
 )
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from ..app import App
+    from ..function_jobs import FunctionJob
     from ..job_class import Job
+
+    #: What the assertions take: a job class, or a function job (`@job`), which stands for its class.
+    JobType: TypeAlias = type[Job] | FunctionJob[..., Any]
 
 J = TypeVar("J", bound="Job")
 #: How many recorded dispatches a failure message lists before "... and N more".
@@ -107,13 +114,21 @@ class FakeDispatches:
         return True
 
     # -- what was recorded ----------------------------------------------------------------------
-    def jobs(self, cls: type[J] | None = None) -> list[J]:
+    @overload
+    def jobs(self, cls: type[J] | None = None) -> list[J]: ...
+    @overload
+    def jobs(self, cls: FunctionJob[..., Any]) -> list[Any]: ...
+    def jobs(self, cls: JobType | None = None) -> list[Any]:
         """The job instances dispatched (of `cls`), in order, for asserts of your own."""
-        return [r.job for r in self.dispatches if cls is None or is_job(r, cls)]  # type: ignore[misc]
+        job_cls: type[Job] | None = wrapped_job_class(cls)
+        return [r.job for r in self.dispatches if job_cls is None or is_job(r, job_cls)]
 
-    def recorded(self, cls: type[Job] | None = None, predicate: Callable[[Any], bool] | None = None) -> list[Recorded]:
+    def recorded(self, cls: JobType | None = None, predicate: Callable[[Any], bool] | None = None) -> list[Recorded]:
+        job_cls: type[Job] | None = wrapped_job_class(cls)
         return [
-            r for r in self.dispatches if (cls is None or is_job(r, cls)) and (predicate is None or predicate(r.job))
+            r
+            for r in self.dispatches
+            if (job_cls is None or is_job(r, job_cls)) and (predicate is None or predicate(r.job))
         ]
 
     @property
@@ -188,19 +203,19 @@ class FakeDispatches:
 
     # -- assertions -----------------------------------------------------------------------------
     def assert_dispatched(
-        self, cls: type[Job], predicate: Callable[[Any], bool] | None = None, *, times: int | None = None
+        self, cls: JobType, predicate: Callable[[Any], bool] | None = None, *, times: int | None = None
     ) -> None:
         """At least one `cls` job (matching `predicate`) was dispatched; exactly `times` when given."""
         self._count(self.recorded(cls, predicate), cls, predicate, times, "")
 
     def assert_dispatched_on(
-        self, queue: str, cls: type[Job], predicate: Callable[[Any], bool] | None = None, *, times: int | None = None
+        self, queue: str, cls: JobType, predicate: Callable[[Any], bool] | None = None, *, times: int | None = None
     ) -> None:
         """As `assert_dispatched`, counting only dispatches to the logical queue `queue`."""
         found = [r for r in self.recorded(cls, predicate) if r.queue == queue]
         self._count(found, cls, predicate, times, f" on queue {queue!r}")
 
-    def assert_not_dispatched(self, cls: type[Job], predicate: Callable[[Any], bool] | None = None) -> None:
+    def assert_not_dispatched(self, cls: JobType, predicate: Callable[[Any], bool] | None = None) -> None:
         found = self.recorded(cls, predicate)
         if found:
             self._fail(f"{cls.__name__}{matching_text(predicate)} was dispatched {len(found)} time(s); expected none")
@@ -213,6 +228,7 @@ class FakeDispatches:
     def assert_chained(self, expected: Sequence[Any]) -> None:
         """A chain of exactly these steps was dispatched: a job class matches any job of it, a job
         instance an equal one (same class and payload), `FakeBatch` or `PendingBatch` a batch link."""
+        expected = [wrapped_job_class(e) for e in expected]
         if not any(chain_matches(c.steps, expected) for c in self.chains):
             wanted = ", ".join(expected_name(e) for e in expected)
             self._fail(f"expected a chain of [{wanted}]")
@@ -231,7 +247,7 @@ class FakeDispatches:
         self.assert_batch_count(0)
 
     def _count(
-        self, found: list[Recorded], cls: type[Job], predicate: Callable[[Any], bool] | None, times: int | None, on: str
+        self, found: list[Recorded], cls: JobType, predicate: Callable[[Any], bool] | None, times: int | None, on: str
     ) -> None:
         what = f"{cls.__name__}{matching_text(predicate)}{on}"
         if times is None and not found:
@@ -257,9 +273,7 @@ class FakeDispatches:
 
 
 @contextlib.contextmanager
-def fake(
-    only: Iterable[type[Job]] | None = None, except_: Iterable[type[Job]] | None = None
-) -> Iterator[FakeDispatches]:
+def fake(only: Iterable[JobType] | None = None, except_: Iterable[JobType] | None = None) -> Iterator[FakeDispatches]:
     """Record dispatches in this block instead of sending them (this context, thread- and task-local).
 
     `only`: fake these job classes only; `except_`: fake all but these. The others are sent, as built,

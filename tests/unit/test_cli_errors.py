@@ -184,7 +184,11 @@ VERBS = [
     ("schedule", "list", "--app", "tests.unit.cli_schedules"),
     ("schedule", "run", "--once", "--app", "tests.unit.cli_schedules"),
     ("schedule", "test", "cli-nightly", "--app", "tests.unit.cli_schedules"),
+    ("schema", "dump", "--output", "/dev/null"),
+    ("schema", "check", "--against", "/dev/null"),
 ]
+#: Verbs that read settings but call no AWS (they run in CI): the AWS errors below cannot happen to them.
+NO_AWS = {"local", "schema"}
 #: Verbs that read no settings and call no AWS, so the configuration and reachability errors below
 #: cannot happen to them (they are still covered by their own tests).
 OFFLINE = {("keys", "generate")}
@@ -202,7 +206,7 @@ def every_verb() -> list[tuple[str, ...]]:
 def test_the_verb_list_below_covers_every_verb() -> None:
     named = {
         tuple(a for a in verb if not a.startswith("-"))[
-            : 2 if verb[0] in ("failed", "batches", "keys", "jobs", "schedule") else 1
+            : 2 if verb[0] in ("failed", "batches", "keys", "jobs", "schedule", "schema") else 1
         ]
         for verb in VERBS
     }
@@ -227,7 +231,7 @@ def test_an_invalid_setting_is_one_line_naming_the_variable_on_every_verb(
     one_line_error(invoke(*verb), EXIT_CONFIG, "SQSJOBS_LOG_LEVEL", "'loud'")
 
 
-@pytest.mark.parametrize("verb", [v for v in VERBS if v[0] != "local"], ids=" ".join)
+@pytest.mark.parametrize("verb", [v for v in VERBS if v[0] not in NO_AWS], ids=" ".join)
 def test_no_credentials_is_one_line_and_exit_3_on_every_verb(
     verb: tuple[str, ...], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -240,7 +244,7 @@ def test_no_credentials_is_one_line_and_exit_3_on_every_verb(
     one_line_error(invoke(*verb), EXIT_AWS, "AWS_ACCESS_KEY_ID")
 
 
-@pytest.mark.parametrize("verb", [v for v in VERBS if v[0] != "local"], ids=" ".join)
+@pytest.mark.parametrize("verb", [v for v in VERBS if v[0] not in NO_AWS], ids=" ".join)
 def test_no_region_is_one_line_and_exit_3(
     verb: tuple[str, ...], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

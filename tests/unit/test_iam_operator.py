@@ -63,7 +63,7 @@ OPERATOR_VERBS = {
 #: Verbs that are nobody's operator work: `work` runs as the consumers (their roles), `local` starts a local
 #: AWS, `provision` creates what the template creates, `schedule` dispatches new jobs as the application's
 #: producers do (`run` is what ScheduleRole grants; docs/scheduler.md), which operators may not (KMS data keys).
-NOT_OPERATOR_VERBS = {"work", "local", "provision", "schedule"}
+NOT_OPERATOR_VERBS = {"work", "local", "provision", "schedule", "schema"}
 #: The stack's operators run with SQSJOBS_CONNECTION=sqs. On the `sync` connection, building it hands the
 #: runner to the connection (jobs run in the CLI's process, with the consumers' calls): not their case.
 CUT = {

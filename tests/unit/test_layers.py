@@ -128,7 +128,19 @@ LAYERS: dict[str, int] = {
         0,
     ),
     **dict.fromkeys(
-        ["settings", "registry", "object_keys", "signing", "envelope", "aws", "logs", "testing", "tracing"], 1
+        [
+            "settings",
+            "registry",
+            "object_keys",
+            "signing",
+            "envelope",
+            "aws",
+            "logs",
+            "testing",
+            "tracing",
+            "payload_fields",
+        ],
+        1,
     ),
     **dict.fromkeys(
         [
@@ -153,6 +165,9 @@ LAYERS: dict[str, int] = {
             "workers",
             "triage",
             "job_log",
+            "schemas",
+            "schema_compat",
+            "schema_walk",
         ],
         2,
     ),
@@ -169,6 +184,8 @@ LAYERS: dict[str, int] = {
             "chains",
             "middleware",
             "schedules",
+            "function_jobs",
+            "after_commit",
         ],
         4,
     ),
@@ -188,10 +205,14 @@ LAYERS: dict[str, int] = {
             "scheduling",
             "testing.fake",
             "testing.fake_records",
+            "testing.schemas",
+            "testing.job_run",
+            "testing.drain",
+            "testing.drain_summary",
         ],
         7,
     ),
-    **dict.fromkeys(["worker", "cli", "__main__", "", "testing.pytest_plugin"], 8),
+    **dict.fromkeys(["worker", "cli", "__main__", "", "testing.pytest_plugin", "integrations"], 8),
 }
 
 

@@ -1,0 +1,7 @@
+"""`python -m samples.orders` (or `make sample-orders`)."""
+
+import sys
+
+from .demo import main
+
+sys.exit(main())
