@@ -7,18 +7,27 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Debian's chromium, for the dashboard's browser tests: Playwright drives it and never downloads a browser of its own
+# (these machines reach package registries only). Installed when missing (as root, on Debian); elsewhere install a
+# Chromium yourself and point CHROMIUM at it (the tests read the same variable, else `chromium` on PATH).
+CHROMIUM ?= /usr/bin/chromium
 
 SAMPLES := orders csv_import webhooks nightly_report
 
-.PHONY: demo test lint typecheck docs unit e2e bench fuzz soak clean $(addprefix sample-,$(SAMPLES))
+.PHONY: demo test lint typecheck docs unit e2e dashboard-screenshot bench fuzz soak clean $(addprefix sample-,$(SAMPLES))
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "sqsjobs needs Python 3.11 or newer on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# setuptools warns on every editable install that a folder named like the package could shadow it; that is the point here
-	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install -q -e '.[dev]'
+	PYTHONWARNINGS='ignore:Editable installation' PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+		$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+$(CHROMIUM):
+	command -v chromium >/dev/null 2>&1 || { apt-get update -q \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
 demo: $(STAMP)
 	$(BIN)/python -m samples.quickstart.demo
@@ -27,7 +36,7 @@ demo: $(STAMP)
 $(addprefix sample-,$(SAMPLES)): sample-%: $(STAMP)
 	$(BIN)/python -m samples.$*
 
-test: lint typecheck docs
+test: lint typecheck docs $(CHROMIUM)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10
 
 lint: $(STAMP)
@@ -44,8 +53,13 @@ docs: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-e2e: $(STAMP)
+e2e: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q tests/e2e
+
+# The README's picture of the dashboard: the overview the browser test leaves in build/screenshots/.
+dashboard-screenshot: $(STAMP) $(CHROMIUM)
+	$(BIN)/python -m pytest -q tests/e2e/test_dashboard_browser.py -k overview
+	mkdir -p docs/img && cp build/screenshots/overview.png docs/img/dashboard.png
 
 # The bench extra (the peers and matplotlib) is installed once; without it (offline, a package that will not
 # build) the benchmark still runs and says which peers it skipped. `make bench BENCH_ARGS=--quick` for a smoke run.

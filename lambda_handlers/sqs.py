@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from aws_lambda_powertools.utilities.batch import BatchProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from sqsjobs import policy
+from sqsjobs import metric_snapshots, policy
 from sqsjobs.app import App
 from sqsjobs.connections.base import ReceivedMessage
 from sqsjobs.errors import ConfigurationError
@@ -50,6 +50,8 @@ class SqsHandler:
     def __init__(self, app: App | None = None) -> None:
         self._app = app
         self._observed = False
+        #: The dashboard's per-minute counters (SQSJOBS_SNAPSHOTS), written at the end of each invocation.
+        self._snapshots: metric_snapshots.Snapshots | None = None
         self._payload_store: PayloadStore | None = None
         self._hand_backs: observability.HandBacks | None = None
         self._invoked_at = 0.0
@@ -84,6 +86,8 @@ class SqsHandler:
         if not self._observed:
             self._observed = True
             observability.install(self._app)  # an App given to the handler is observed the same way
+            app = self._app
+            self._snapshots = metric_snapshots.attach(app.events, app.settings, app.clock, app.connection.name)
         return self._app
 
     @property
@@ -110,6 +114,8 @@ class SqsHandler:
         finally:
             if app.metrics is not None:
                 app.metrics.flush()  # before the invocation ends: a frozen container may never flush
+            if self._snapshots is not None:
+                self._snapshots.flush()
 
     def refuse_what_cannot_run(self, context: LambdaContext) -> None:
         """On the first event (the remaining time is then the function's timeout): refuse a default

@@ -9,8 +9,10 @@ unique job can be dispatched again.
 Holds nest like savepoints: one that commits hands what it holds to the hold around it, one that rolls
 back drops only its own. A dispatch goes to the innermost open hold of its context (a `hold_dispatches()`
 block, or a SQLAlchemy transaction that `sqsjobs.integrations.sqlalchemy` watches), else to a transaction
-an integration reports (Django's atomic blocks), else nowhere: it is sent at once. Importing this module
-installs `holder_for` in `sqsjobs.dispatch_plan`; until then a dispatch pays one attribute read for it.
+an integration reports (Django's atomic blocks), else nowhere: it is sent at once. A hold that can no
+longer commit (a SQLAlchemy transaction after a failed flush) takes nothing: holding there only loses the
+job. Importing this module installs `holder_for` in `sqsjobs.dispatch_plan`; until then a dispatch pays
+one attribute read for it.
 """
 
 from __future__ import annotations
@@ -18,31 +20,32 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterator
 
-from . import batch_shards, dispatch_plan, unique
-from .batch_shards import meta
+from . import after_commit_batches, dispatch_plan, unique
+from .after_commit_batches import Held
 from .connections.base import OutgoingMessage
 from .context import Services
 from .dispatch_plan import Grouped, forget_payload
 from .dispatched import Dispatched
 from .dispatching import raise_not_queued, send_grouped
 from .envelope import Envelope
-from .flow import shard_of, shrink_batch
 
 log = logging.getLogger("sqsjobs.dispatch")
 
-__all__ = ["Hold", "hold_dispatches", "holder_for", "sending_now", "watch"]
-
-#: One held dispatch: the app it was made on, its logical queue, its envelope and its message.
-Held = tuple[Services, str, Envelope, OutgoingMessage]
+__all__ = ["Held", "Hold", "hold_dispatches", "holder_for", "sending_now", "watch"]
 
 _stack: contextvars.ContextVar[tuple[Hold, ...]] = contextvars.ContextVar("sqsjobs_holds", default=())
 #: Integrations that know of a transaction outside this context's stack (Django's atomic blocks).
 _outer: list[Callable[[], Hold | None]] = []
 #: Set by `sending_now()`: no hold applies in this context.
 _now: contextvars.ContextVar[bool] = contextvars.ContextVar("sqsjobs_send_now", default=False)
+#: Integrations watching transactions through `enter` (SQLAlchemy), by name: with none, and no `watch`
+#: finder either, a dispatch that asks to wait has nothing to wait for (`dispatch_plan.warn_unwatched`).
+_integrations: set[str] = set()
+#: Holds whose transaction was freed without ending, queued by a finalizer (any thread, any moment: no
+#: place to send or call AWS) and settled at the next dispatch or transaction begin.
+_abandoned: list[Hold] = []
 
 
 class Hold:
@@ -55,13 +58,22 @@ class Hold:
     def __init__(self, parent: Hold | None = None, *, explicit: bool = False) -> None:
         self.parent = parent
         self.explicit = explicit
-        #: Changed in place only: the Django integration's finalizer drops this very list.
+        #: Changed in place only, like `created`: the Django integration's finalizer drops this very list.
         self.items: list[Held] = []
+        #: Batches made inside this hold (a rollback deletes them), and the held batch members that leave
+        #: their batch's total when SQS refuses them at the commit (after_commit_batches.note_members).
+        self.created: set[str] = set()
+        self.shrinkable: set[str] = set()
         self.state = "open"
 
     @property
     def open(self) -> bool:
+        """Not ended yet (it may still have to send or drop what it holds)."""
         return self.state == "open"
+
+    def accepting(self) -> bool:
+        """Whether a dispatch may wait here now: a transaction that can no longer commit takes none."""
+        return self.open
 
     @property
     def dispatched(self) -> list[Dispatched]:
@@ -70,6 +82,7 @@ class Hold:
 
     def hold(self, app: Services, grouped: Grouped) -> None:
         self.items.extend((app, queue, env, message) for queue, entries in grouped.items() for env, message in entries)
+        after_commit_batches.note_members(grouped, self.created, self.shrinkable)
 
     def commit(self) -> None:
         """The transaction committed: hand what it holds to the open hold around it, else send it.
@@ -84,14 +97,16 @@ class Hold:
         if not items:
             return
         parent = self.parent
-        while parent is not None and not parent.open:
+        while parent is not None and not parent.accepting():
             parent = parent.parent
         if parent is None and self.explicit:
             parent = _outer_hold()
         if parent is not None:
             parent.items.extend(items)
+            parent.created |= self.created
+            parent.shrinkable |= self.shrinkable
             return
-        send(items)
+        send(items, self.shrinkable)
 
     def rollback(self) -> None:
         """The transaction rolled back: drop what it holds, and free what each dispatch took."""
@@ -100,7 +115,18 @@ class Hold:
         self.state = "rolled back"
         items = list(self.items)
         self.items.clear()
-        drop(items)
+        drop(items, self.created)
+
+    def settle_abandoned(self) -> None:
+        """Its transaction was freed without ending (a session never closed): drop what it held, loudly."""
+        if self.items:
+            log.warning(
+                "a database transaction holding %d job(s) was freed without a commit or a rollback (a session "
+                "never closed?); they are dropped: %s. Close your sessions, or end their transactions",
+                len(self.items),
+                listed(self.items),
+            )
+        self.rollback()
 
 
 @contextlib.contextmanager
@@ -142,6 +168,8 @@ def sending_now() -> Iterator[None]:
 
 def enter(hold: Hold) -> None:
     """Make `hold` the innermost of this context (integrations call it when a transaction begins)."""
+    if _abandoned:
+        settle_abandoned()
     _stack.set((*(h for h in _stack.get() if h.open), hold))
 
 
@@ -152,12 +180,34 @@ def leave(hold: Hold) -> None:
 
 
 def innermost() -> Hold | None:
-    """The open hold a dispatch in this context would go to (ended ones are skipped: a transaction may
-    end in another context than the one it began in)."""
+    """The hold a dispatch in this context would go to (ended ones are skipped: a transaction may end in
+    another context than the one it began in; so are those that can no longer commit)."""
     for hold in reversed(_stack.get()):
-        if hold.open:
+        if hold.accepting():
             return hold
     return None
+
+
+def abandoned(hold: Hold) -> None:
+    """A finalizer's way to end `hold` (its transaction was freed without ending): at a safe moment."""
+    _abandoned.append(hold)
+
+
+def settle_abandoned() -> None:
+    while _abandoned:
+        hold = _abandoned.pop()
+        try:
+            hold.settle_abandoned()
+        except Exception:  # a send at a dispatch or a transaction begin that is not theirs: never raise there
+            log.exception("could not settle what an abandoned transaction held")
+
+
+def integration(name: str, watching: bool) -> None:
+    """An integration that holds through `enter` (not `watch`) says whether it watches anything now."""
+    if watching:
+        _integrations.add(name)
+    else:
+        _integrations.discard(name)
 
 
 def watch(find: Callable[[], Hold | None]) -> None:
@@ -181,17 +231,24 @@ def _outer_hold() -> Hold | None:
 
 def holder_for(app: Services, after_commit: bool | None) -> Hold | None:
     """Where a dispatch waits: None sends it now (`after_commit=False`, or no transaction to wait for)."""
+    if _abandoned:
+        settle_abandoned()
     if after_commit is False or _now.get():
         return None
     wanted = after_commit or app.settings.after_commit
-    stack = [hold for hold in _stack.get() if hold.open]
+    stack = [hold for hold in _stack.get() if hold.accepting()]
     if stack:
         return stack[-1] if wanted or any(hold.explicit for hold in stack) else None
-    return _outer_hold() if wanted else None
+    if not wanted:
+        return None
+    if not _outer and not _integrations:
+        dispatch_plan.warn_unwatched()
+    return _outer_hold()
 
 
-def send(items: list[Held]) -> None:
-    """Send what a committed transaction held, in batches per app and queue."""
+def send(items: list[Held], shrinkable: set[str] | None = None) -> None:
+    """Send what a committed transaction held, in batches per app and queue. Batch members SQS refuses
+    leave their batch's total (those in `shrinkable`), as when they are dispatched directly."""
     not_queued: list[tuple[str, str, str]] = []
     for app, grouped in _by_app(items):
         for queue, entries in grouped.items():
@@ -211,6 +268,11 @@ def send(items: list[Held]) -> None:
             len(not_queued),
             ", ".join(f"{job} {job_id} ({reason})" for job_id, job, reason in not_queued),
         )
+        try:
+            with sending_now():  # a batch this finishes sends its callbacks now, marked sent once
+                after_commit_batches.shrink_unqueued(items, not_queued, shrinkable or set())
+        except Exception:
+            log.exception("could not take the jobs that were not queued out of their batches")
         raise_not_queued(not_queued)
 
 
@@ -223,21 +285,22 @@ def _by_app(items: list[Held]) -> list[tuple[Services, Grouped]]:
     return list(apps.values())
 
 
-def drop(items: list[Held]) -> None:
-    """Free what rolled-back dispatches took: unique locks, S3 bodies, their places in a batch."""
-    lost: dict[tuple[int, str], tuple[Services, Counter[int | None]]] = {}
+def drop(items: list[Held], created: set[str] | None = None) -> None:
+    """Free what rolled-back dispatches took: unique locks, S3 bodies, their places in a batch (a batch
+    in `created`, made in the transaction, is deleted)."""
     for app, _, env, message in items:
         unique.release(app.store, env)  # owner-checked, and logs what it cannot free
         _forget(app, env, message)
-        if env.batch_id:
-            lost.setdefault((id(app), env.batch_id), (app, Counter()))[1][shard_of(env)] += 1
-    for (_, batch_id), (app, counts) in lost.items():
-        try:
-            _undo_batch(app, batch_id, counts)
-        except Exception:
-            log.exception("batch %s: could not take out the members a rollback dropped", batch_id)
+    with sending_now():  # a batch this finishes sends its callbacks now: they are marked sent once
+        after_commit_batches.undo(items, created or set())
     if items:
-        log.info("a transaction rolled back: %d held job(s) dropped", len(items))
+        log.info("a transaction rolled back: %d held job(s) dropped: %s", len(items), listed(items))
+
+
+def listed(items: list[Held], most: int = 20) -> str:
+    """The jobs of `items`, for a log line (the first `most`)."""
+    jobs = ", ".join(f"{env.job} {env.id}" for _, _, env, _ in items[:most])
+    return jobs + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
 def _forget(app: Services, env: Envelope, message: OutgoingMessage) -> None:
@@ -245,26 +308,6 @@ def _forget(app: Services, env: Envelope, message: OutgoingMessage) -> None:
         forget_payload(app, message)
     except Exception:
         log.exception("could not delete the S3 body of unsent job %s (the bucket's lifecycle rule will)", env.id)
-
-
-def _undo_batch(app: Services, batch_id: str, lost: Counter[int | None]) -> None:
-    """A batch made in the rolled-back transaction is deleted (none of it left the transaction); one
-    that existed before has the members added in it taken out of its total, as if never added."""
-    store = app.store
-    item = store.get(meta(batch_id))
-    if item is None:
-        return
-    shards = int(item.get("shards", 0))
-    theirs = batch_shards.sums(store, batch_id, shards) if shards else (0, 0, 0)
-    total, processed, failed = (a + b for a, b in zip(batch_shards.own(item), theirs, strict=True))
-    if item.get("finished_at") or total != processed + failed + sum(lost.values()):
-        shrink_batch(app, batch_id, lost)
-        return
-    for partition in reversed(batch_shards.partitions(batch_id, shards)):
-        for sk, _ in store.query(partition):
-            if (partition, sk) != meta(batch_id):
-                store.delete((partition, sk))
-    store.delete(meta(batch_id))
 
 
 dispatch_plan.holder_for = holder_for

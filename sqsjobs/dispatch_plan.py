@@ -60,11 +60,32 @@ class Planned:
 
 def hold(app: Services, after_commit: bool | None, grouped: Grouped) -> bool:
     """Hand `grouped` to the transaction that holds this dispatch; False: no transaction, send it now."""
-    holder = holder_for(app, after_commit) if holder_for is not None else None
+    if holder_for is None:
+        if after_commit or (after_commit is None and app.settings.after_commit):
+            warn_unwatched()
+        return False
+    holder = holder_for(app, after_commit)
     if holder is None:
         return False
     holder.hold(app, grouped)
     return True
+
+
+_warned_unwatched = False
+
+
+def warn_unwatched() -> None:
+    """Once per process: a dispatch asked to wait for a commit, and nothing watches a transaction."""
+    global _warned_unwatched
+    if _warned_unwatched:
+        return
+    _warned_unwatched = True
+    log.warning(
+        "a dispatch asked to wait for the database commit (SQSJOBS_AFTER_COMMIT=true or after_commit=True), "
+        "but no integration watches a transaction, so it was sent at once (and so will every other): call "
+        "sqsjobs.integrations.sqlalchemy.hold_until_commit(...) or sqsjobs.integrations.django.hold_until_commit() "
+        "at start-up, or wrap the transaction in `with sqsjobs.hold_dispatches():` (docs/after-commit.md)"
+    )
 
 
 def build_message(

@@ -44,7 +44,7 @@ def dispatch(
     if isinstance(prepared, Dispatched):
         return prepared
     name, envelope, message = prepared
-    if dispatch_plan.holder_for is not None and dispatch_plan.hold(app, after_commit, {name: [(envelope, message)]}):
+    if dispatch_plan.hold(app, after_commit, {name: [(envelope, message)]}):
         return Dispatched(envelope.id, envelope.job, name)  # sent when the transaction commits (sqsjobs.after_commit)
     with unqueued_on_error(app, envelope, name, message):
         message_id = app.connection.send(name, message)
@@ -73,7 +73,7 @@ def dispatch_many(
 def send_planned(app: Services, planned: list[Planned], *, after_commit: bool | None = None) -> list[Dispatched]:
     """`dispatch_many` for jobs that each carry their own queue, delay, chain or batch."""
     grouped, not_queued, results = by_queue(app, planned)
-    if dispatch_plan.holder_for is not None and grouped and dispatch_plan.hold(app, after_commit, grouped):
+    if grouped and dispatch_plan.hold(app, after_commit, grouped):
         results.extend(Dispatched(env.id, env.job, name) for name, items in grouped.items() for env, _ in items)
     else:
         results.extend(send_grouped(app, grouped, not_queued))

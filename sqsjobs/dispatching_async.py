@@ -52,7 +52,7 @@ async def dispatch_async(
     if isinstance(prepared, Dispatched):
         return prepared
     name, envelope, message = prepared
-    if dispatch_plan.holder_for is not None and dispatch_plan.hold(app, after_commit, {name: [(envelope, message)]}):
+    if dispatch_plan.hold(app, after_commit, {name: [(envelope, message)]}):
         return Dispatched(envelope.id, envelope.job, name)  # sent (by the sync client) when the transaction commits
     with unqueued_on_error(app, envelope, name, message):
         message_id = await app.async_sender.send(name, message)
@@ -73,7 +73,7 @@ async def dispatch_many_async(
     if app.connection.name != "sqs":
         return dispatch_many(jobs, queue=queue, delay=delay, app=app, after_commit=after_commit)
     grouped, not_queued, results = by_queue(app, [Planned(job, queue, delay) for job in jobs])
-    if dispatch_plan.holder_for is not None and grouped and dispatch_plan.hold(app, after_commit, grouped):
+    if grouped and dispatch_plan.hold(app, after_commit, grouped):
         results.extend(Dispatched(env.id, env.job, name) for name, items in grouped.items() for env, _ in items)
         grouped = {}
     for name, items in grouped.items():

@@ -14,6 +14,7 @@ body (deep nesting, huge numbers, lone surrogates, a forged `chain`).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -39,6 +41,15 @@ _OPTIONAL = ("available_at", "retry_until", "chain", "batch_id", "unique_key", "
 MAX_DEPTH = 64
 _MAX_ID = 128
 _MAX_NAME = 256
+#: An RFC 3339 time with a zone, as envelope.schema.json's `time` spells it (a test keeps the two the same).
+TIME_PATTERN = (
+    r"^([0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+#: A chain id as sqsjobs writes it (str(uuid.uuid4())): the schema's `uuid` format, hyphens included.
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_TIME = re.compile(TIME_PATTERN.removesuffix("$"))
+_UUID = re.compile(UUID_PATTERN.removesuffix("$"))
 
 
 @dataclass(slots=True)
@@ -89,6 +100,8 @@ class Envelope:
 
 # -- the wire model: what a body must look like to become an Envelope ---------------------
 def _iso(text: str) -> str:
+    if not _TIME.fullmatch(text):
+        raise ValueError("not an RFC 3339 time with a zone (2026-01-01T09:30:00.000Z)")
     try:
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is not None:
@@ -101,8 +114,15 @@ def _iso(text: str) -> str:
 
 
 def _uuid(text: str) -> str:
+    if not _UUID.fullmatch(text):
+        raise ValueError("not a UUID in its hyphenated form")
     uuid.UUID(text)  # chain and link ids are derived from it (uuid5)
     return text
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's `integer` includes 1.0: take an integral float as its int, as the schema does."""
+    return int(value) if type(value) is float and value.is_integer() else value
 
 
 IsoTime = Annotated[StrictStr, Field(max_length=64), AfterValidator(_iso)]
@@ -160,7 +180,7 @@ class _BatchSpec(BaseModel):
 class _Chain(BaseModel):
     model_config = _STRICT
     id: Annotated[StrictStr, AfterValidator(_uuid)]
-    pos: Annotated[StrictInt, Field(ge=0, le=100_000)]
+    pos: Annotated[StrictInt, BeforeValidator(_integral), Field(ge=0, le=100_000)]
     next: list[_Link]
     catch: _Link | None = None
 
@@ -237,7 +257,7 @@ def decode(
     sig = data.pop("sig", None)
     if keys is not None:
         keys.verify(sig, data, queue)
-    version = data.pop("v", None)
+    version = _integral(data.pop("v", None))
     if version != VERSION or type(version) is not int:
         raise BadMessageError("malformed", f"unsupported envelope version {_short(version)}; expected {VERSION}")
     try:
@@ -246,6 +266,8 @@ def decode(
         raise BadMessageError("malformed", f"not a valid sqsjobs envelope: {_problems(exc)}") from None
     except RecursionError:
         raise BadMessageError("malformed", f"message body is nested deeper than {MAX_DEPTH} levels") from None
+    if isinstance(data.get("chain"), dict):
+        data["chain"]["pos"] = int(data["chain"]["pos"])  # 1.0 -> 1: the schema's integer
     env = Envelope(
         id=data.pop("id"),
         job=data.pop("job"),

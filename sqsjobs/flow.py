@@ -13,7 +13,8 @@ import json
 import logging
 import uuid
 from collections import Counter
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, NamedTuple
 
 from . import batch_shards, once
 from .batch_shards import meta, pk
@@ -29,6 +30,20 @@ log = logging.getLogger("sqsjobs.workflow")
 #: Batch items expire this long after they are written (DynamoDB TTL): a batch record 30 days after its
 #: creation, finished or not. Prune sooner with the CLI.
 BATCH_TTL_S = 30 * 24 * 3600
+
+
+class MemberSend(NamedTuple):
+    """Members of `batch_id` being sent: `new`, the batch was made by this very dispatch;
+    `shrink_on_failure`, members that are not queued leave its total (see `send_members`)."""
+
+    batch_id: str
+    new: bool
+    shrink_on_failure: bool
+
+
+#: Set while `send_members` sends, for a transaction that holds the members until it commits
+#: (sqsjobs.after_commit): its rollback or refused send must undo exactly what a direct send would.
+sending_members: ContextVar[MemberSend | None] = ContextVar("sqsjobs_sending_members", default=None)
 
 
 # -- chains -------------------------------------------------------------------------------------
@@ -154,7 +169,7 @@ def create(app: Services, spec: dict[str, Any], *, batch_id: str | None = None, 
         batch_shards.create(app.store, batch_id, placed, BATCH_TTL_S)
     app.store.add(meta(batch_id), attrs, ttl=BATCH_TTL_S)
     ids = [str(uuid.uuid5(uuid.UUID(batch_id), str(i))) for i in range(len(members))]
-    send_members(app, batch_id, members, ids, shrink_on_failure=continuation is None, shards=placed)
+    send_members(app, batch_id, members, ids, shrink_on_failure=continuation is None, shards=placed, new=True)
     if not members:
         _settle(app, batch_id, app.store.get(meta(batch_id)) or {}, owner=batch_id)
     return batch_id
@@ -168,8 +183,10 @@ def send_members(
     *,
     shrink_on_failure: bool,
     shards: list[int] | None = None,
+    new: bool = False,
 ) -> None:
-    """Send members (`shards`: each one's shard, in a sharded batch; None: counted on the batch item)."""
+    """Send members (`shards`: each one's shard, in a sharded batch; None: counted on the batch item;
+    `new`: the batch was just made for them)."""
     planned = []
     placed = shards if shards is not None else [None] * len(members)
     for member, member_id, shard in zip(members, ids, placed, strict=True):
@@ -198,6 +215,7 @@ def send_members(
                 )
             )
     shard_of_job = {p.job_id: shard for p, shard in zip(planned, placed, strict=True)}
+    token = sending_members.set(MemberSend(batch_id, new, shrink_on_failure))
     try:
         sent = send_planned(app, planned)
     except DispatchError as exc:
@@ -206,6 +224,8 @@ def send_members(
             # shard). (A job or chain link that creates or adds is retried instead, sending the same ids.)
             shrink_batch(app, batch_id, Counter(shard_of_job.get(job_id) for job_id, _, _ in exc.not_queued))
         raise
+    finally:
+        sending_members.reset(token)
     member_by_job = {p.job_id: member_id for p, member_id in zip(planned, ids, strict=True)}
     chains = {link_id(mid, 0) for entry, mid in zip(members, ids, strict=True) if "chain" in entry}
     for dropped in (d for d in sent if not d.queued):

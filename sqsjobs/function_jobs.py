@@ -28,6 +28,7 @@ from pydantic import PydanticUserError
 from . import context
 from .dispatched import Dispatched
 from .errors import ConfigurationError, SqsJobsError
+from .function_job_options import HINTS, OPTIONS, RESERVED, VALUE_OPTIONS
 from .job_class import Job
 from .registry import NAME_PATTERN
 from .timing import BackoffLike, DelayLike
@@ -39,33 +40,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _current: contextvars.ContextVar[Job | None] = contextvars.ContextVar("sqsjobs_function_job", default=None)
-
-#: Options that are plain values on a `Job` class (its ClassVars, so a new one is an option here too).
-_VALUE_OPTIONS = frozenset(Job.__class_vars__) - {"job_name", "job_aliases"}
-#: Options that are methods on a `Job` class: here, functions given the job (parameters as attributes).
-_METHOD_OPTIONS = frozenset({"middleware", "unique_id", "idempotency_key", "job_tags", "failed"})
-_OPTIONS = _VALUE_OPTIONS | _METHOD_OPTIONS | {"name", "aliases"}
-#: What a Celery or Dramatiq user may reach for, and what says it here.
-_HINTS = {
-    "max_retries": "tries= (runs in all, not retries after the first)",
-    "retry_backoff": "backoff= (seconds: a number, a list per retry, or a function of the attempt)",
-    "retry_jitter": "backoff_jitter=True",
-    "autoretry_for": "nothing: every exception is retried; list the ones that must not be in fail_on=",
-    "dont_autoretry_for": "fail_on=",
-    "time_limit": "timeout= (in seconds)",
-    "soft_time_limit": "timeout= (in seconds)",
-    "max_age": "retry_until= (a timedelta from dispatch)",
-    "queue_name": "queue=",
-    "actor_name": "name=",
-    "bind": "current_job() inside the function",
-    "rate_limit": "middleware=[RateLimited(...)] (sqsjobs.middleware)",
-    "acks_late": "nothing: a message is always deleted after its job finishes",
-    "countdown": "dispatch(delay=...)",
-}
-#: Keyword arguments of `dispatch()` itself: a parameter of that name could not be passed to it.
-_DISPATCH_OPTIONS = frozenset({"queue", "delay", "group", "deduplication_id", "after_commit"})
-#: Parameter names the payload may not take: each would hide an attribute or method of `Job`.
-_RESERVED = frozenset(n for n in dir(Job) if not n.startswith("_")) | _DISPATCH_OPTIONS
 
 
 def current_job() -> Job:
@@ -105,7 +79,7 @@ class FunctionJob(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<function job {self.job_name!r} ({self.fn.__module__}.{self.fn.__qualname__})>"
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here and now, unvalidated, as a plain call (Celery calls tasks so too)."""
         try:
             bound = self._signature.bind(*args, **kwargs)
@@ -121,7 +95,7 @@ class FunctionJob(Generic[P, R]):
         finally:
             _current.reset(token)
 
-    def make(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+    def make(self, /, *args: P.args, **kwargs: P.kwargs) -> Job:
         """The job for these arguments, validated but not dispatched: for `chain([...])` and `batch([...])`."""
         return self._build(args, kwargs)
 
@@ -134,6 +108,7 @@ class FunctionJob(Generic[P, R]):
 
     def dispatch(
         self,
+        /,
         *args: Any,
         queue: str | None = None,
         delay: DelayLike | None = None,
@@ -150,6 +125,7 @@ class FunctionJob(Generic[P, R]):
 
     async def dispatch_async(
         self,
+        /,
         *args: Any,
         queue: str | None = None,
         delay: DelayLike | None = None,
@@ -164,7 +140,7 @@ class FunctionJob(Generic[P, R]):
             queue=queue, delay=delay, group=group, deduplication_id=deduplication_id, after_commit=after_commit
         )
 
-    def dispatch_sync(self, *args: P.args, **kwargs: P.kwargs) -> None:
+    def dispatch_sync(self, /, *args: P.args, **kwargs: P.kwargs) -> None:
         """Run it now through the same core a worker uses (retries at once; raises if given up)."""
         self.make(*args, **kwargs).dispatch_sync()
 
@@ -243,13 +219,13 @@ def job(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     `idempotency_key`, `job_tags`, `failed`) are functions given the job, whose attributes are the
     parameters. The job's name defaults to the function's `__name__`, as a class's defaults to its own.
     """
-    unknown = sorted(set(options) - _OPTIONS)
+    unknown = sorted(set(options) - OPTIONS)
     if unknown:
-        hints = "; ".join(f"{o}: use {_HINTS[o]}" for o in unknown if o in _HINTS)
+        hints = "; ".join(f"{o}: use {HINTS[o]}" for o in unknown if o in HINTS)
         raise ConfigurationError(
             f"@job got unknown option(s) {', '.join(unknown)}"
             + (f" ({hints})" if hints else "")
-            + f"; the options are {', '.join(sorted(_OPTIONS))} (docs/function-jobs.md)"
+            + f"; the options are {', '.join(sorted(OPTIONS))} (docs/function-jobs.md)"
         )
     if fn is None:
         return lambda f: _make(f, options)
@@ -263,7 +239,8 @@ def _make(fn: Callable[..., Any], options: dict[str, Any]) -> FunctionJob[Any, A
             f"@job decorates a plain function (def or async def), not {where}; for a class, subclass sqsjobs.Job"
         )
     name = options.get("name") or fn.__name__
-    aliases = tuple(options.get("aliases") or ())
+    aliases = options.get("aliases") or ()
+    aliases = (aliases,) if isinstance(aliases, str) else tuple(aliases)  # one name, not its letters
     for key in (name, *aliases):
         if not isinstance(key, str) or re.fullmatch(NAME_PATTERN, key) is None:
             raise ConfigurationError(
@@ -313,7 +290,7 @@ def _signature(fn: Callable[..., Any], where: str) -> inspect.Signature:
             )
         if p.name.startswith("_"):
             raise ConfigurationError(f"{where}: parameter {p.name!r} starts with _; a payload field may not")
-        if p.name in _RESERVED:
+        if p.name in RESERVED:
             raise ConfigurationError(
                 f"{where}: parameter {p.name!r} would hide Job's own {p.name!r} (or a dispatch() option); "
                 f"rename it (e.g. {p.name}_)"
@@ -323,7 +300,7 @@ def _signature(fn: Callable[..., Any], where: str) -> inspect.Signature:
 
 def _class_options(options: dict[str, Any], where: str, has_fields: bool) -> dict[str, Any]:
     """The decorator's options as the class attributes and methods a `Job` subclass would declare."""
-    out: dict[str, Any] = {k: v for k, v in options.items() if k in _VALUE_OPTIONS}
+    out: dict[str, Any] = {k: v for k, v in options.items() if k in VALUE_OPTIONS}
     if callable(out.get("backoff")):
         out["backoff"] = staticmethod(out["backoff"])  # a function of the attempt, not a method
     if isinstance(out.get("fail_on"), type):
@@ -381,13 +358,16 @@ def _handle_for(fn: Callable[..., Any], signature: inspect.Signature) -> Callabl
 
         return handle_async
 
-    def handle(self: Job) -> None:
+    def handle(self: Job) -> Any:
         args, kwargs = arguments(self)
         token = _current.set(self)
         try:
-            fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         finally:
             _current.reset(token)
+        # A plain decorator around an `async def` hides the coroutine function: its result is awaited
+        # by the runner (as for a class's `handle`), with this job still current.
+        return _awaited_as(self, lambda: result, [], {}) if inspect.isawaitable(result) else None
 
     return handle
 

@@ -127,7 +127,7 @@ class Job(BaseModel):
         if cls.tries is not None and (not isinstance(cls.tries, int) or cls.tries < 1):
             raise ConfigurationError(f"{cls.__qualname__}.tries must be a whole number >= 1, got {cls.tries!r}")
         cls.job_name = name or cls.__name__
-        cls.job_aliases = tuple(aliases)
+        cls.job_aliases = (aliases,) if isinstance(aliases, str) else tuple(aliases)  # one name, not its letters
         default_registry.add(cls, cls.job_name, cls.job_aliases)
 
     @classmethod

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from .envelope import has_sealed
 from .errors import ConfigurationError, DispatchError
 from .job_class import Job
+from .payload_fields import load
 
 if TYPE_CHECKING:
     from .context import Services
@@ -51,7 +52,7 @@ def to_link(app: Services, job: Any, queue: str | None = None) -> Link:
 
 def to_job(registry: Registry, link: Link) -> Job:
     """The job a link names, validated again by its model (a renamed job resolves by alias)."""
-    job: Job = registry.get(link["job"]).model_validate(link["payload"])
+    job: Job = load(registry.get(link["job"]), link["payload"])
     return job
 
 

@@ -15,6 +15,7 @@ mark), `missed#<ms>` (a missed window, so racing runners report it once).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import once
+from . import dispatch_plan, once
 from .dispatch_plan import Planned
 from .events import QueueEvent
 from .schedules import MAX_CATCH_UP, Schedule, Schedules, missed_key, record_key, run_id, tick_key
@@ -137,7 +138,8 @@ class Scheduler:
         def send() -> None:
             from .dispatching import send_planned
 
-            send_planned(self.app, [planned])
+            with _sending_now():
+                send_planned(self.app, [planned])
 
         try:
             sent = once.dispatch_once(store, self.app.clock, key, self._owner, send, ttl=TICK_TTL_S)
@@ -232,7 +234,8 @@ class Scheduler:
         """`sqsjobs schedule test NAME`: the schedule's job, dispatched now. It is no tick: its run is not
         recorded and does not hold `without_overlapping`. Returns the job id."""
         item = self.schedules.get(name)
-        return self.app.dispatch(item.job, queue=item.queue).job_id
+        with _sending_now():
+            return self.app.dispatch(item.job, queue=item.queue).job_id
 
     def run_forever(self, stop: threading.Event, offset_s: float = 1.0, flush_metrics: bool = False) -> None:
         """A pass a little after each minute starts (ticks are whole minutes), until `stop` is set.
@@ -258,3 +261,46 @@ def _catch_up(item: Schedule, late: list[datetime], on_time: bool) -> list[datet
 
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def _sending_now() -> contextlib.AbstractContextManager[None]:
+    """A tick is sent now, even inside a database transaction that holds dispatches (sqsjobs.after_commit):
+    it is marked sent once, so one dropped by that transaction's rollback would never be sent."""
+    if dispatch_plan.holder_for is None:
+        return contextlib.nullcontext()  # nothing holds dispatches in this process
+    from .after_commit import sending_now
+
+    return sending_now()
+
+
+def schedule_states(app: App) -> list[dict[str, Any]]:
+    """Each declared schedule as `schedule list` and the dashboard show it: when it runs, its next tick,
+    its last tick, its last run and how it ended, ticks missed (from its run record; one read each)."""
+    now = app.clock()
+    rows: list[dict[str, Any]] = []
+    for item in app.schedules:
+        record = app.store.get(record_key(item.name)) or {}
+        last_job = record.get("last_job_id")
+        finished = last_job is not None and record.get("finished_job_id") == last_job
+        started = last_job is not None and record.get("started_job_id") == last_job
+        rows.append(
+            {
+                "name": item.name,
+                "job": item.job_name,
+                "when": item.describe(),
+                "tz": item.cron.tz,
+                "next_ms": int(item.cron.next_after(datetime.fromtimestamp(now, UTC)).timestamp() * 1000),
+                "last_tick_ms": record.get("last_dispatched_tick_ms"),
+                "last_job_id": last_job,
+                "state": (
+                    "never run" if last_job is None else "finished" if finished else "running" if started else "queued"
+                ),
+                "outcome": record.get("outcome") if finished else None,
+                "duration_ms": record.get("duration_ms") if finished else None,
+                "missed": int(record.get("missed", 0) or 0),
+                "last_missed_ms": record.get("last_missed_ms"),
+                "without_overlapping": item.without_overlapping,
+                "catch_up": item.catch_up,
+            }
+        )
+    return rows

@@ -4,7 +4,8 @@ A message queued before a deploy (or waiting in the DLQ for `failed retry`) is r
 it. So a change is safe when everything the old contract accepted, the new one accepts: a job still
 registered under every old name and alias, every old field still read (under its old name), no field
 required that old messages lack, no type, enum or constraint that refuses an old value (the two JSON
-Schemas are compared by sqsjobs.schema_walk). Each breaking change comes with how to make it safely.
+Schemas are compared by sqsjobs.schema_walk, what they do not show by sqsjobs.schema_facts), and every
+old name and alias still naming the same job. Each breaking change comes with how to make it safely.
 
 A breaking change can still be made in steps: widen (accept old and new), deploy, wait until the
 queues have drained and the DLQ's retention has passed, then narrow and `sqsjobs schema dump` again.
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .schema_facts import added
 from .schema_walk import Walk
 
 _LATER = "after the queue has drained and the DLQ's retention has passed, then `sqsjobs schema dump`"
@@ -24,6 +26,8 @@ FIXES = {
     "job_removed": "keep the old name: add it to the new class's aliases (class New(Job, name=..., aliases=({old!r},)))"
     ", or keep the class until " + _LATER,
     "alias_removed": "keep {old!r} in the class's aliases until " + _LATER,
+    "alias_reassigned": "keep {old!r} naming the job it named (in that class's aliases), give the other job "
+    "another name, and move it only " + _LATER,
     "field_removed": "if it was renamed, accept the old name: Field(validation_alias=AliasChoices('<new>', {old!r})); "
     "if it is no longer needed, keep it as an optional field (`{old}: T | None = None`) until " + _LATER,
     "field_added_required": "give it a default (`= ...` or Field(default=...)): messages queued before this deploy "
@@ -77,9 +81,16 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
         for alias in entry.get("aliases", ()):
             if alias not in by_name:
                 changes.append(_breaking(name, "alias_removed", "", f"alias {alias!r} is no longer registered", alias))
+            elif by_name[alias] != target:
+                detail = (
+                    f"alias {alias!r} now names {by_name[alias]!r}: messages queued as {alias!r} would run that job"
+                )
+                changes.append(_breaking(name, "alias_reassigned", "", detail, alias))
         changes.extend(_compare_job(name, entry, new_jobs[target]))
+        changes.extend(_compare_facts(name, entry, new_jobs[target]))
     changes.extend(Change(name, "job_added", "", "a new job") for name in sorted(set(new_jobs) - matched))
-    return sorted(changes, key=lambda c: (not c.breaking, c.job, c.where, c.kind))
+    unique = {(c.job, c.kind, c.where, c.detail): c for c in changes}.values()
+    return sorted(unique, key=lambda c: (not c.breaking, c.job, c.where, c.kind))
 
 
 def _breaking(job: str, kind: str, where: str, detail: str, old: str = "") -> Change:
@@ -135,3 +146,35 @@ def _compare_job(job: str, old_entry: Mapping[str, Any], new_entry: Mapping[str,
     if new.get("additionalProperties") is False and old.get("additionalProperties") is not False:
         out.append(_breaking(job, "extra_forbidden", "payload", "payload keys the job does not declare are refused"))
     return out
+
+
+def _compare_facts(job: str, old_entry: Mapping[str, Any], new_entry: Mapping[str, Any]) -> list[Change]:
+    """What pydantic checks beyond the JSON Schema (sqsjobs.schema_facts): a fact the new code adds is breaking.
+
+    A snapshot written before these facts were recorded compares its JSON Schemas only, and says so."""
+    old_fields: Mapping[str, Any] = old_entry.get("fields", {})
+    new_fields: Mapping[str, Any] = new_entry.get("fields", {})
+    if "core" not in old_entry or any("core" not in f for f in old_fields.values()):
+        detail = (
+            "the snapshot predates type fingerprints: Decimal, time zones, dict keys, strict and validators were "
+            "not compared; run `sqsjobs schema dump` from the deployed version to compare them too"
+        )
+        return [Change(job, "snapshot_outdated", "", detail)]
+    out: list[Change] = []
+    fresh = [f for f in new_entry.get("core", []) if f not in old_entry["core"]]
+    if fresh:
+        out.append(_narrowed(job, "payload", fresh))
+    reader = {n: key for key, f in new_fields.items() for n in f.get("accepts", [key])}
+    for key, field in old_fields.items():
+        for target in sorted({reader[n] for n in field.get("accepts", [key]) if n in reader}):
+            for where, facts in added(field["core"], new_fields[target].get("core", {})).items():
+                out.append(_narrowed(job, f"payload.{key}{where}", facts))
+    return out
+
+
+def _narrowed(job: str, where: str, facts: list[str]) -> Change:
+    detail = (
+        f"pydantic now checks {', '.join(facts)}, which its JSON Schema does not show; if every value "
+        "queued before still passes, check that and run `sqsjobs schema dump`"
+    )
+    return _breaking(job, "shape_changed", where, detail)

@@ -2,8 +2,11 @@
 
 Both schemas are pydantic's (validation mode): `$ref` into each one's own `$defs`, `anyOf`/`oneOf` (a
 discriminated union too), `enum`/`const`, `prefixItems` for tuples, `additionalProperties` for dicts, and the
-usual constraints. The walk is conservative: what it cannot prove accepted it reports (`shape_changed`),
-and a recursive model is compared once per pair of definitions.
+usual constraints, `propertyNames` for dict keys. The walk is conservative: what it cannot prove accepted it
+reports (`shape_changed`), a keyword it does not know included, and a recursive model is compared once per
+pair of definitions. What pydantic checks beyond its JSON Schema is sqsjobs.schema_facts' business; lax
+mode's own widenings (a bool as an int, a date as a date-time, any string as `bytes` or `Path`) are not
+reported.
 """
 
 from __future__ import annotations
@@ -15,6 +18,17 @@ from typing import Any
 _NOTES = frozenset(
     {"title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly", "$comment", "discriminator"}
 )
+#: Every keyword the walk compares; any other one a new schema has (or changes) is reported as shape_changed.
+_KNOWN = frozenset(
+    {"type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "properties", "required",
+     "additionalProperties", "propertyNames", "items", "prefixItems", "minLength", "maxLength", "minItems",
+     "maxItems", "minProperties", "maxProperties", "pattern", "format", "minimum", "maximum", "exclusiveMinimum",
+     "exclusiveMaximum", "multipleOf", "uniqueItems", "not"}
+)  # fmt: skip
+#: Formats whose pydantic type takes every string (in lax mode): `bytes` (unless a maxLength counts its
+#: bytes), `Path`; a date-time takes every date.
+_TAKES_ANY_STRING = frozenset({"binary", "path"})
+_WIDER_FORMAT = {"date": "date-time"}
 _NOTHING: dict[str, Any] = {"not": {}}
 _KINDS = ("integer", "number", "string", "boolean", "array", "object")
 _TYPES = {"null": "null", **{kind: f"{'an' if kind[0] in 'aio' else 'a'} {kind}" for kind in _KINDS}}
@@ -114,11 +128,18 @@ class Walk:
             return [("enum_narrowed", where, f"no longer accepts {shown}")] if lost else []
         if "enum" in new or "const" in new:
             return [("type_narrowed", where, f"was {_describe(old)}, now only {_describe(new)}")]
+        unknown = sorted(
+            k
+            for k in new
+            if k not in _KNOWN and self.canonical(new[k], old=False) != self.canonical(old.get(k), old=True)
+        )
+        if unknown:
+            return [("shape_changed", where, f"{', '.join(unknown)} changed, which this check cannot prove compatible")]
         old_type, new_type = old.get("type"), new.get("type")
         if not isinstance(old_type, str) or not isinstance(new_type, str):
             alike = self.canonical(old, old=True) == self.canonical(new, old=False)
             return [] if alike else [("shape_changed", where, "changed in a way this check cannot prove compatible")]
-        if old_type != new_type and not (old_type == "integer" and new_type == "number"):
+        if old_type != new_type and not _lax_widens(old_type, new_type):
             was = "null (None)" if old_type == "null" else _describe(old)
             return [("type_narrowed", where, f"no longer accepts {was}; now {_describe(new)}")]
         problems = _constraints(old, new, where)
@@ -154,6 +175,11 @@ class Walk:
         for key in sorted(set(new.get("required", ())) - old_required):
             kind = "field_made_required" if key in old_props else "field_added_required"
             out.append((kind, f"{where}.{key}", "now required"))
+        if "propertyNames" in new:  # dict keys: any string before, unless the old dict said otherwise
+            keys = new["propertyNames"]
+            if isinstance(keys, dict) and not {"type", "enum", "const", "$ref", "anyOf", "oneOf"} & set(keys):
+                keys = {**keys, "type": "string"}
+            out += self.covers(old.get("propertyNames", {"type": "string"}), keys, f"{where}{{key}}")
         new_extra = new.get("additionalProperties", True)
         old_extra = old.get("additionalProperties", True)
         if new_extra is not True:
@@ -166,6 +192,8 @@ class Walk:
     def accepts(self, schema: Any, value: Any) -> bool:
         """Whether a (new) schema takes a value the old one listed in an enum: enough of JSON Schema for that."""
         resolved, _ = self._resolve(schema, False)
+        if any(k not in _KNOWN for k in resolved):
+            return False  # a keyword the walk does not know (contentSchema...): not provably accepted
         branches = _branches(resolved)
         if branches is not None:
             return any(self.accepts(branch, value) for branch in branches)
@@ -174,7 +202,7 @@ class Walk:
         if "enum" in resolved and value not in resolved["enum"]:
             return False
         kind = resolved.get("type")
-        if kind is not None and not _is_type(value, kind):
+        if kind is not None and not _is_type(value, kind) and not _lax_takes(value, kind):
             return False
         if isinstance(value, str) and "pattern" not in resolved and "format" not in resolved:
             return bool(resolved.get("minLength", 0) <= len(value) <= resolved.get("maxLength", len(value)))
@@ -202,6 +230,19 @@ def _branches(schema: Mapping[str, Any]) -> list[Any] | None:
     if isinstance(schema.get("type"), list):
         return [{**schema, "type": t} for t in schema["type"]]
     return None
+
+
+def _lax_widens(old_type: str, new_type: str) -> bool:
+    """pydantic's lax mode takes every old value: an int as a float, a bool as an int or a float (a strict
+    field says so in its facts, sqsjobs.schema_facts)."""
+    return (old_type, new_type) in (("integer", "number"), ("boolean", "integer"), ("boolean", "number"))
+
+
+def _lax_takes(value: Any, kind: str) -> bool:
+    """An enum value lax mode still takes under another JSON type: `True` as 1, 1 or 0 as a bool."""
+    if isinstance(value, bool):
+        return kind in ("integer", "number")
+    return kind == "boolean" and isinstance(value, int) and value in (0, 1)
 
 
 def _is_type(value: Any, kind: str) -> bool:
@@ -250,9 +291,14 @@ def _constraints(old: Mapping[str, Any], new: Mapping[str, Any], where: str) -> 
     for key in ("maxLength", "maxItems", "maxProperties"):
         if key in new and (key not in old or new[key] < old[key]):
             added(f"{key} {new[key]} (was {old.get(key, 'none')})")
-    for key in ("pattern", "format"):
-        if key in new and new[key] != old.get(key):
-            added(f"{key} {new[key]!r} (was {old.get(key) or 'none'})")
+    if "pattern" in new and new["pattern"] != old.get("pattern"):
+        added(f"pattern {new['pattern']!r} (was {old.get('pattern') or 'none'})")
+    after_format, before_format = new.get("format"), old.get("format")
+    if after_format is not None and after_format != before_format:
+        wider = _WIDER_FORMAT.get(str(before_format)) == after_format
+        any_string = after_format in _TAKES_ANY_STRING and not (after_format == "binary" and "maxLength" in new)
+        if not (wider or any_string):
+            added(f"format {after_format!r} (was {before_format or 'none'})")
     for lower in (True, False):
         after, before = _bound(new, lower), _bound(old, lower)
         if after is None:

@@ -24,6 +24,7 @@ from pydantic.errors import PydanticInvalidForJsonSchema
 from .errors import ConfigurationError
 from .payload_fields import accepted_names
 from .registry import Registry
+from .schema_facts import field_facts, model_facts
 
 #: What the snapshot file says it is; a later layout gets a new number and both are read.
 FORMAT = "sqsjobs.schema/1"
@@ -42,13 +43,14 @@ def job_entry(model: type[BaseModel], aliases: Iterable[str] = ()) -> dict[str, 
         ) from exc
     config = model.model_config
     properties = schema.get("properties", {})
+    facts = field_facts(model)
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         names = accepted_names(name, info, config)
         # The schema lists a field under its first accepted name (pydantic's choice): key it the same way.
         key = next((n for n in names if n in properties), name)
-        fields[key] = {"accepts": names}
-    return {"aliases": sorted(set(aliases)), "fields": fields, "schema": schema}
+        fields[key] = {"accepts": names, "core": facts.get(name, {"": []})}
+    return {"aliases": sorted(set(aliases)), "core": model_facts(model), "fields": fields, "schema": schema}
 
 
 def snapshot(jobs: Registry | Mapping[str, tuple[type[BaseModel], Iterable[str]]]) -> dict[str, Any]:
@@ -106,6 +108,18 @@ def load(path: str | Path) -> dict[str, Any]:
     for name, entry in data["jobs"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("schema"), dict):
             raise ConfigurationError(f"{source}: job {name!r} has no schema; write the file again with `schema dump`")
+        fields = entry.get("fields", {})
+        cores = (
+            [f.get("core", {}) if isinstance(f, dict) else None for f in fields.values()]
+            if isinstance(fields, dict)
+            else [None]
+        )
+        if not isinstance(entry.get("core", []), list) or not all(
+            isinstance(c, dict) and all(isinstance(v, list) for v in c.values()) for c in cores
+        ):
+            raise ConfigurationError(
+                f"{source}: job {name!r} has malformed fields; write the file again with `schema dump`"
+            )
     return data
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigurationError
@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         after_commit: inside a database transaction an integration watches (SQLAlchemy, Django), hold
             every dispatch until it commits and drop it if it rolls back, unless the dispatch says
             `after_commit=False` (docs/after-commit.md). Outside a transaction, dispatches are sent at once.
+        snapshots: per-queue, per-minute job counters in the table for `sqsjobs dashboard`'s charts
+            (docs/dashboard.md): one UpdateItem per queue and minute per poller, and per queue at the end
+            of each Lambda invocation. Written only where the store is the DynamoDB table.
+        dashboard_token: the token `sqsjobs dashboard` asks for (a login form, or `Authorization: Bearer`);
+            needed, or basic auth, when it listens on anything but loopback. At least 16 characters.
+        dashboard_user, dashboard_password: basic auth for `sqsjobs dashboard` instead (both, or neither).
     """
 
     model_config = SettingsConfigDict(env_prefix="SQSJOBS_", extra="ignore")
@@ -113,6 +119,30 @@ class Settings(BaseSettings):
     job_log: bool = False
     job_log_ttl: float = Field(default=7 * 86400, ge=60, le=366 * 86400)
     after_commit: bool = False
+    snapshots: bool = True
+    dashboard_token: SecretStr | None = None
+    dashboard_user: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[^:]+$")
+    dashboard_password: SecretStr | None = Field(default=None, validate_default=True)
+
+    @field_validator("dashboard_token")
+    @classmethod
+    def _check_dashboard_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """A token is a password anyone who reaches the port may guess: short ones are refused."""
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the token must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+        return value
+
+    @field_validator("dashboard_password")
+    @classmethod
+    def _check_dashboard_basic_auth(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """Basic auth takes both: a user without a password (or the reverse) would be no gate at all."""
+        if (info.data.get("dashboard_user") is None) != (value is None):
+            raise ValueError(
+                "set both SQSJOBS_DASHBOARD_USER and SQSJOBS_DASHBOARD_PASSWORD for basic auth, or neither"
+            )
+        if value is not None and len(value.get_secret_value()) < 12:
+            raise ValueError("the password must be at least 12 characters")
+        return value
 
     @field_validator("payload_prefix")
     @classmethod

@@ -1,8 +1,12 @@
 """A CSV import as a batch: the parent reads the upload and fans out one job per chunk of rows.
 
 `ImportCsv` splits the file by byte ranges (a chunk job reads only its rows with a ranged GET, so the
-messages stay small however big the file is) and dispatches the batch inside `self.step`, so a retry of
-the parent never starts a second batch. Each `ImportChunk` validates its rows: good rows are imported,
+messages stay small however big the file is) and dispatches the batch under an id derived from the
+import's (`batch_id_for`), so a retry of the parent never starts a second batch — not even one that
+crashed after sending the batch and before `self.step` recorded it: creating the same batch again finds
+its record, sends the same member ids (each counted once) and its `finally` is sent once. A chunk sent
+twice that way runs twice, harmlessly: its output is keyed by its first line. The step spares a later
+retry the sending. Each `ImportChunk` validates its rows: good rows are imported,
 bad ones written down with their line and reason. The batch allows failures, and its `finally` job,
 `SummariseImport`, runs once every chunk has run, whatever happened, and writes the summary.
 """
@@ -14,8 +18,10 @@ import io
 import os
 import re
 import time
+import uuid
 
-from sqsjobs import Job, batch
+from sqsjobs import Job, batch, current_app
+from sqsjobs.flow import create as create_batch
 
 from . import files
 
@@ -58,6 +64,15 @@ def problem(row: dict[str, str]) -> str:
     return ""
 
 
+#: Names the batch ids of imports: one import id, one batch id, on every try.
+_BATCHES = uuid.UUID("5d0c6b4e-0f57-4f4c-9a51-3c1c8f3e2a10")
+
+
+def batch_id_for(import_id: str) -> str:
+    """The batch id of an import: the same on every try of its parent (and after `failed retry`)."""
+    return str(uuid.uuid5(_BATCHES, import_id))
+
+
 class ImportCsv(Job, name="csv-import.start"):
     timeout = 120
 
@@ -73,14 +88,16 @@ class ImportCsv(Job, name="csv-import.start"):
         ]
 
         def fan_out() -> str:
-            started = (
+            pending = (
                 batch(chunks)
                 .finally_(SummariseImport(import_id=import_id, key=self.key))
                 .allow_failures()  # a chunk that fails for good is counted; the others go on
                 .name(f"import {self.key}")
-                .dispatch()
             )
-            return started.id
+            # `pending.dispatch()` picks a fresh id; the batch core takes a given one (as a chain's batch
+            # link does), so sending it again after a crash is the same batch, counted once.
+            app = current_app()
+            return create_batch(app, pending.spec(app), batch_id=batch_id_for(import_id))
 
         batch_id = self.step("fan-out", fan_out)
         files.put_json(f"imports/{import_id}/manifest.json", {"batch_id": batch_id, "chunks": len(chunks)})

@@ -78,14 +78,14 @@ def run(app: App, console: Console, timeout: float = 60) -> dict[str, Any]:
     """Record sales, run last night's tick, work until the report is written; the facts."""
     aws.client("s3").create_bucket(Bucket=BUCKET)
     now = time.time()
-    day = yesterday(now)
+    item = app.schedules.get(SCHEDULE)
+    tick = item.cron.ticks_between(datetime.fromtimestamp(now - 2 * 86_400, UTC), datetime.fromtimestamp(now, UTC))[-1]
+    at = tick.timestamp() + 5
+    day = yesterday(tick.timestamp())  # the night the tick is for, whenever the worker gets to it
     expected = record_sales(day, 60, seed=7)
     record_sales((datetime.fromisoformat(day) - timedelta(days=1)).date().isoformat(), 25, seed=8)  # not in it
     console.print(f"[bold]2.[/] recorded 60 sales on {day} (and 25 the day before, which the report must leave out)")
 
-    item = app.schedules.get(SCHEDULE)
-    tick = item.cron.ticks_between(datetime.fromtimestamp(now - 2 * 86_400, UTC), datetime.fromtimestamp(now, UTC))[-1]
-    at = tick.timestamp() + 5
     scheduler = Scheduler(app, owner="sample")
     first = scheduler.run_due(now=at)
     again = scheduler.run_due(now=at)

@@ -4,6 +4,11 @@ The schedule sits next to the job, in the module `SQSJOBS_APP` (`-a`) names, so 
 schedule Lambda, `sqsjobs schedule run`, `sqsjobs work --schedule` — knows it, and each night's tick is
 dispatched once however many of them run. `without_overlapping` skips a night while the last report
 still runs.
+
+Which day a run reports is fixed when its tick fired, not when it runs: a retry after midnight, a
+backlog, or `sqsjobs failed retry` days later still builds the night it was meant for. The scheduler
+stamps each tick's message with the tick (`extra["schedule"]["tick"]`, kept through retries and
+redrives); a message dispatched by hand has its dispatch time. Both come from the app's clock.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from botocore.exceptions import ClientError
 
-from sqsjobs import Job, aws, schedule
+from sqsjobs import Job, aws, current_app, schedule
 from sqsjobs.cron import daily
 
 BUCKET = "sample-nightly-report"
@@ -27,16 +32,28 @@ def yesterday(now: float) -> str:
     return (datetime.fromtimestamp(now, ZoneInfo(ZONE)).date() - timedelta(days=1)).isoformat()
 
 
+def fired_at(job: Job) -> float:
+    """When `job`'s message was meant for: its schedule's tick, else when it was dispatched; the app's
+    clock for a job that did not come in a message (its `handle()` called directly)."""
+    # sqsjobs has no public accessor for the envelope yet: read it from the run's context.
+    envelope = job._ctx.envelope if job._ctx is not None else None
+    if envelope is None:
+        return current_app().clock()
+    scheduled = envelope.extra.get("schedule")
+    if isinstance(scheduled, dict) and isinstance(scheduled.get("tick"), int):
+        return int(scheduled["tick"]) / 1000
+    return datetime.fromisoformat(envelope.dispatched_at).timestamp()
+
+
 class BuildSalesReport(Job, name="reports.daily-sales"):
     timeout = 300
 
-    #: The day to report (YYYY-MM-DD); None, as scheduled, means yesterday. Set it to rebuild a past day.
+    #: The day to report (YYYY-MM-DD); None, as scheduled, means the day before the tick (or the
+    #: dispatch) that sent this job, however late it runs. Set it to rebuild a past day.
     day: date | None = None
 
     def handle(self) -> None:
-        import time
-
-        day = self.day.isoformat() if self.day else yesterday(time.time())
+        day = self.day.isoformat() if self.day else yesterday(fired_at(self))
         s3 = aws.client("s3")
         totals: dict[str, dict[str, int]] = defaultdict(lambda: {"orders": 0, "revenue_cents": 0})
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"sales/{day}/"):

@@ -34,12 +34,14 @@ ORDERS = {
     1002: (1_999, "answer-lost", "confirmed"),
     1003: (7_500, "crash-after-charge", "confirmed"),
     1004: (2_500, "bad-address", "refunded"),
+    1005: (3_300, "answer-always-lost", "refunded"),
 }
 WHAT = {
     "": "all goes well; then checked out again",
     "answer-lost": "the provider's answer is lost",
     "crash-after-charge": "the job crashes after charging",
     "bad-address": "invoicing fails for good",
+    "answer-always-lost": "every charge answer is lost",
 }
 
 
@@ -78,16 +80,18 @@ def run(app: App, console: Console) -> dict[str, Any]:
 
     app.events.listen(settled)
 
-    console.print("[bold]2.[/] checking out 4 orders (one chain each: charge -> invoice -> confirm, catch: refund)")
+    console.print(
+        f"[bold]2.[/] checking out {len(ORDERS)} orders (one chain each: charge -> invoice -> confirm, catch: refund)"
+    )
     for order_id, (amount, trouble, _) in ORDERS.items():
         shop.place_order(order_id, amount, trouble)
         checkout(order_id)
     with Working(app) as worker:
-        # 1001-1003: 3 links each; 1004: charge, the failed invoice, the refund.
-        done = worker.until(lambda: len(finished) >= 12)
+        # 1001-1003: 3 links each; 1004: charge, the failed invoice, the refund; 1005: the failed charge, the refund.
+        done = worker.until(lambda: len(finished) >= 14)
         console.print("[bold]3.[/] order 1001 is checked out a second time (a double submit, a retried request)")
         checkout(1001)
-        done = done and worker.until(lambda: len(finished) >= 15)
+        done = done and worker.until(lambda: len(finished) >= 17)
 
     orders = {}
     for order_id, (amount, trouble, expected) in ORDERS.items():
@@ -132,7 +136,8 @@ def show(facts: dict[str, Any], console: Console) -> None:
     jobs = facts["jobs"]
     console.print(
         f"{jobs['processed']} jobs processed (3 of them the second checkout of 1001, acknowledged without running), "
-        f"{jobs['failed']} failed for good (the invoice of 1004: in the DLQ, `sqsjobs failed list`). "
+        f"{jobs['failed']} failed for good (the invoice of 1004, the charge of 1005: in the DLQ, "
+        "`sqsjobs failed list`). "
         "Every order was charged exactly once."
     )
 

@@ -83,6 +83,14 @@ def charge(order_id: int, amount_cents: int, idempotency_key: str, lose_answer: 
     return str(taken["payment_id"])
 
 
+def payment_for(idempotency_key: str) -> str | None:
+    """The payment a charge with this idempotency key took, or None: asked of the provider (real card
+    processors look a charge up by the reference it was made with), so a payment whose answer was lost
+    is found too."""
+    taken = read(f"provider/keys/{idempotency_key}.json")
+    return None if taken is None else str(taken["payment_id"])
+
+
 def refund(order_id: int, payment_id: str, idempotency_key: str) -> str:
     done = read(f"provider/keys/{idempotency_key}.json")
     if done is None:

@@ -5,6 +5,10 @@ The provider signs `<timestamp>.<raw body>` with HMAC-SHA256 and a shared secret
 any parsing, in constant time; a timestamp more than 5 minutes off is refused, so a captured request
 cannot be replayed later. The work happens in the job: the answer only waits for an S3 put and an SQS
 send, so providers (most give up after a few seconds) never time out on us.
+
+Everything before the signature check is input from anyone: a body over `MAX_BODY` is refused (413)
+from its Content-Length and again while it streams in, before it is kept or verified; a header that is
+not plain ASCII, or a timestamp that is not a short number, is a bad signature (401), never a crash.
 """
 
 from __future__ import annotations
@@ -28,6 +32,14 @@ from .jobs import BUCKET, ProcessPaymentEvent
 
 #: How far a delivery's timestamp may be from our clock.
 TOLERANCE_S = 300
+#: The largest body taken (providers' events are a few KiB); a larger one is refused unread (413).
+MAX_BODY = 256 * 1024
+#: A Unix timestamp in seconds has 10 digits until the year 2286; more is not a timestamp.
+_MAX_TIMESTAMP_DIGITS = 12
+
+
+class TooLarge(Exception):
+    """The body is over MAX_BODY."""
 
 
 def sign(secret: bytes, body: bytes, timestamp: int) -> str:
@@ -36,13 +48,35 @@ def sign(secret: bytes, body: bytes, timestamp: int) -> str:
 
 
 def verified(secret: bytes, body: bytes, timestamp: str, signature: str, now: float) -> bool:
+    """Whether the delivery is signed with `secret` and recent. False, never an exception, for any
+    header a sender can make up: non-ASCII text, a timestamp of hundreds of digits."""
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= _MAX_TIMESTAMP_DIGITS):
+        return False
+    if not signature.isascii():
+        return False
+    when = int(timestamp)
     try:
-        when = int(timestamp)
-    except ValueError:
+        if abs(now - when) > TOLERANCE_S:
+            return False
+    except OverflowError:
         return False
-    if abs(now - when) > TOLERANCE_S:
-        return False
-    return hmac.compare_digest(sign(secret, body, when), signature)
+    return hmac.compare_digest(sign(secret, body, when).encode("ascii"), signature.encode("ascii"))
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The raw body, refused (TooLarge) from its Content-Length or as soon as the stream passes `limit`,
+    so an oversized or endless upload is never held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared and (not declared.isascii() or not declared.isdigit() or int(declared) > limit):
+        raise TooLarge(declared)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(str(size))
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def create_app(jobs: App, secret: bytes) -> Starlette:
@@ -54,7 +88,10 @@ def create_app(jobs: App, secret: bytes) -> Starlette:
         return jobs.dispatch(ProcessPaymentEvent(event_id=event_id)).queued
 
     async def receive(request: Request) -> JSONResponse:
-        body = await request.body()
+        try:
+            body = await read_body(request)
+        except TooLarge:
+            return JSONResponse({"error": f"the body is over {MAX_BODY} bytes"}, status_code=413)
         timestamp = request.headers.get("webhook-timestamp", "")
         signature = request.headers.get("webhook-signature", "")
         if not verified(secret, body, timestamp, signature, time.time()):

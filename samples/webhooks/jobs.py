@@ -4,7 +4,9 @@ The message carries only the event id: the raw payload stays where the endpoint 
 replay (`replay(event_id)`) runs the job on exactly what the provider sent. Duplicate deliveries of one
 event (providers retry until they see a 2xx, and sometimes anyway) are absorbed twice over: while the
 first is queued or running, its unique lock (`unique_for`) keeps a second from being queued at all; once
-it has succeeded, its idempotency key acknowledges a late copy without running it. A replay has a key of
+it has succeeded, its idempotency key acknowledges a late copy without running it — for as long as
+the provider may still send one: providers retry for up to 3 days, so the key is kept for 4
+(`idempotency_ttl`; the default, one day, would let a copy on day 2 run again). A replay has a key of
 its own, so it does run.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -53,6 +56,8 @@ class ProcessPaymentEvent(Job, name="webhooks.payment-event"):
     tries = 5
     backoff = [1, 5, 30]
     unique_for = 3600  # no second message for one event while the first is queued or running
+    # A done event's key outlives the provider's retries (up to 3 days), so a late copy never runs twice.
+    idempotency_ttl = timedelta(days=4)
 
     event_id: str
     #: Empty for the delivery itself; a fresh id for each replay (so the idempotency key lets it run).

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import batches, failed, infra, jobs, keys, monitor, schedule, schema, work, workers
+from . import batches, dashboard, failed, infra, jobs, keys, monitor, schedule, schema, work, workers
 from .common import guard_all, set_debug
 
 cli = typer.Typer(
@@ -52,6 +52,7 @@ cli.command("workers", epilog=workers.WORKERS_EXAMPLES)(workers.list_workers)
 cli.command("restart", epilog=workers.RESTART_EXAMPLES)(workers.restart)
 cli.command("pause", epilog=workers.PAUSE_EXAMPLES)(workers.pause)
 cli.command("continue", epilog=workers.PAUSE_EXAMPLES)(workers.continue_)
+cli.command("dashboard", epilog=dashboard.EXAMPLES)(dashboard.dashboard)
 guard_all(cli)
 
 

@@ -20,8 +20,7 @@ import typer
 from rich.table import Table
 
 from ..errors import ConfigurationError
-from ..schedules import record_key
-from ..scheduling import Scheduler
+from ..scheduling import Scheduler, schedule_states
 from .common import AppOption, build_app, console, text
 
 group = typer.Typer(
@@ -49,33 +48,7 @@ def _at(ms: Any, tz: str) -> str:
 def list_schedules(app: AppOption = None, as_json: JsonOption = False) -> None:
     """Every schedule: when it runs, its next tick (in its zone), its last run and how it ended, ticks missed."""
     application = build_app(app)
-    now = application.clock()
-    rows: list[dict[str, Any]] = []
-    for item in application.schedules:
-        record = application.store.get(record_key(item.name)) or {}
-        last_job = record.get("last_job_id")
-        finished = last_job is not None and record.get("finished_job_id") == last_job
-        started = last_job is not None and record.get("started_job_id") == last_job
-        rows.append(
-            {
-                "name": item.name,
-                "job": item.job_name,
-                "when": item.describe(),
-                "tz": item.cron.tz,
-                "next_ms": int(item.cron.next_after(datetime.fromtimestamp(now, UTC)).timestamp() * 1000),
-                "last_tick_ms": record.get("last_dispatched_tick_ms"),
-                "last_job_id": last_job,
-                "state": (
-                    "never run" if last_job is None else "finished" if finished else "running" if started else "queued"
-                ),
-                "outcome": record.get("outcome") if finished else None,
-                "duration_ms": record.get("duration_ms") if finished else None,
-                "missed": int(record.get("missed", 0) or 0),
-                "last_missed_ms": record.get("last_missed_ms"),
-                "without_overlapping": item.without_overlapping,
-                "catch_up": item.catch_up,
-            }
-        )
+    rows = schedule_states(application)
     if as_json:
         print(json.dumps({"schedules": rows}, default=str))
         return

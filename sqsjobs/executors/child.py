@@ -26,6 +26,7 @@ from typing import Any
 from ..envelope import decode
 from ..errors import JobTimeoutError, PermanentError
 from ..job_class import Job, JobContext
+from ..payload_fields import load
 from ..registry import Registry, default_registry
 
 #: Error kinds in a reply: how the parent maps them back (see `ProcessExecutor`).
@@ -67,7 +68,7 @@ def run_request(raw: bytes, registry: Registry, app: Any = None) -> dict[str, An
         reply["error"] = describe(exc, None, KIND_UNKNOWN_JOB)
         return reply
     try:
-        job = cls.model_validate(request["payload"])
+        job = load(cls, request["payload"])  # as the parent built it: nested models by name too
         envelope = decode(request["envelope"]) if request.get("envelope") else None
         ctx = JobContext(str(request.get("job_id") or ""), int(request["attempts"]), str(request["queue"]), envelope)
         ctx.app = app

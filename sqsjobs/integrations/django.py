@@ -54,6 +54,6 @@ def _hold_for(using: str) -> Hold | None:
     if not transaction.get_connection(using).in_atomic_block:
         return None
     hold = Hold()
-    weakref.finalize(hold, drop, hold.items)  # Django forgot the callback: the block rolled back
+    weakref.finalize(hold, drop, hold.items, hold.created)  # Django forgot the callback: the block rolled back
     transaction.on_commit(hold.commit, using=using, robust=True)
     return hold

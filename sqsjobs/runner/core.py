@@ -190,7 +190,7 @@ class Runner:
             if remaining > 0:  # never early, not even by a second: a last short hop is cheaper than a broken promise
                 return self._defer(d, remaining)
 
-        job = build_job(cls, decoded)
+        job = build_job(cls, decoded, self.app.clock)
         if isinstance(job, BadMessageError):
             return self._reject(d, job)
         d.job = job
@@ -333,7 +333,7 @@ class Runner:
             if isinstance(opened := open_sealed(decoded, message, self.app), Release | BadMessageError):
                 return opened if isinstance(opened, Release) else self._decided(d, self._reject(d, opened), None)
             d.envelope = opened
-            job = build_job(d.job_cls, opened)
+            job = build_job(d.job_cls, opened, self.app.clock)
             if isinstance(job, BadMessageError):
                 return self._decided(d, self._reject(d, job), None)
             d.job, d.attempts = job, policy.attempt(message.receive_count, message.attributes)

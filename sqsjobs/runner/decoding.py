@@ -20,7 +20,7 @@ from ..decisions import Release
 from ..envelope import Envelope, decode
 from ..errors import BadMessageError
 from ..job_class import Job
-from ..payload_fields import describe_problems, warn_unknown
+from ..payload_fields import describe_problems, load, warn_unknown
 
 log = logging.getLogger("sqsjobs.runner")
 
@@ -101,13 +101,14 @@ def open_sealed(envelope: Envelope, message: ReceivedMessage, app: Services) -> 
         return BadMessageError("undecryptable", f"{exc}, in {message.receive_count} receives; it was not run")
 
 
-def build_job(cls: type[Job], envelope: Envelope) -> Job | BadMessageError:
-    """The job the payload describes, validated by its class; or why it does not fit (`invalid_payload`)."""
+def build_job(cls: type[Job], envelope: Envelope, clock: Callable[[], float] | None = None) -> Job | BadMessageError:
+    """The job the payload describes, validated by its class; or why it does not fit (`invalid_payload`).
+    `clock` (the app's) spaces the warnings about fields the class does not declare."""
     try:
-        job = cls.model_validate(envelope.payload)
+        job = load(cls, envelope.payload)
     except ValidationError as exc:
-        return BadMessageError("invalid_payload", describe_problems(cls.job_name, exc.errors()))
+        return BadMessageError("invalid_payload", describe_problems(cls.job_name, exc.errors(), cls))
     except Exception as exc:  # a validator of the job's own that raised something else
         return BadMessageError("invalid_payload", f"payload does not fit {cls.job_name}: {type(exc).__name__}")
-    warn_unknown(cls, cls.job_name, envelope.payload)  # a producer newer than this worker: said, not dropped silently
+    warn_unknown(cls, cls.job_name, envelope.payload, clock)  # a producer newer than this worker: said, not dropped
     return job

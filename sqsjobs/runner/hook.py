@@ -19,6 +19,7 @@ from ..decisions import Decision, Release
 from ..envelope import Envelope
 from ..events import JobEvent
 from ..job_class import Job, JobContext
+from ..payload_fields import load
 
 if TYPE_CHECKING:
     from ..signing import SigningKeys
@@ -89,7 +90,7 @@ class Delivery:
         job = self.job
         if job is None and self.job_cls is not None and self.envelope is not None:
             try:
-                job = self.job_cls.model_validate(self.envelope.payload)
+                job = load(self.job_cls, self.envelope.payload)
             except Exception:
                 return
         if job is None:

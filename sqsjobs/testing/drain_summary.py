@@ -174,8 +174,17 @@ class Drained:
             lines += ["", f"first error ({failing.job_name}, attempt {failing.attempt}):", trace]
         return "\n".join(lines)
 
-    def runaway(self, max_jobs: int) -> str:
-        """Why the drain stopped early: the jobs that ran most, a hint, and the deliveries."""
+    def runaway(self, max_jobs: int, hops: bool = False) -> str:
+        """Why the drain stopped early (too many deliveries, or with `hops` too many delay hops): the
+        jobs that did it most, a hint, and the deliveries."""
+        if hops:
+            busiest = Counter(r.job_name for r in self.records if r.outcome == "deferred").most_common(3)
+            top = ", ".join(f"{name} {n} time(s)" for name, n in busiest)
+            return (
+                f"run_until_empty stopped after {max_jobs} delay hops with messages still queued ({top}): a "
+                "long delay takes one hop here, so a job keeps dispatching delayed work? Pass max_jobs= if the "
+                f"test really needs more.\n{self.summary()}"
+            )
         busiest = Counter(r.job_name for r in self.records if r.outcome != "deferred").most_common(3)
         top = ", ".join(f"{name} {n} time(s)" for name, n in busiest)
         return (

@@ -27,6 +27,7 @@ from ..connections.inline import NullConnection
 from ..envelope import decode
 from ..errors import BadMessageError
 from ..function_jobs import wrapped_job_class
+from ..payload_fields import load
 from ..registry import default_registry
 from .fake_records import (
     FakeBatch,
@@ -107,7 +108,7 @@ class FakeDispatches:
             from ..encryption import open_envelope
 
             envelope = open_envelope(self.app.encryptor, envelope)
-        job = cls.model_validate(envelope.payload)
+        job = load(cls, envelope.payload)
         self.dispatches.append(Recorded(queue, envelope, job))
         if envelope.batch_id and envelope.batch_id not in self._batch_order:
             self._batch_order.append(envelope.batch_id)

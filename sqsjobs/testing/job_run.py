@@ -9,8 +9,11 @@ intercepted. The job goes through the same `Runner.begin` / `finish` a worker us
 the given attempt, so tries, backoff, `fail_on`, `PermanentError`, `release()`, `fail()`, `failed()`,
 middleware and the hooks (idempotency keys, unique locks) decide as they would on a queue. There is no
 queue: the run happens under `fake()`, so what the job dispatches is recorded (`result.dispatched`),
-and the runner's DLQ copy goes nowhere. The job's own instance runs (after the runner has checked
-that its payload survives the trip through JSON), so what a test set on it is there in `handle()`.
+and the runner's DLQ copy goes nowhere. The instance that runs is the one the runner validates from
+the message's payload, as a worker's is: a field excluded from the payload, a serializer's output or
+a value that does not survive JSON is seen in `handle()` as a worker would see it, so a test cannot
+pass on state production never has. Only the test's private attributes (`PrivateAttr`: a fake client,
+a list to record into) are carried over to it, so `handle()` and `failed()` see them.
 """
 
 from __future__ import annotations
@@ -68,18 +71,19 @@ def execute(
     """`Runner.process`, keeping what a test needs to see: the runner's `begin`, `handle()` (through the
     job's middleware unless `middleware` is False), the runner's `finish`.
 
-    `job`: run this instance instead of the one the runner built from the message (same class and
-    payload), so a test's own object is the one that runs and whose `failed()` is called.
+    `job`: the test's instance the message was built from. The runner's own instance (validated from
+    the payload, as on a worker) still runs; `job`'s private attributes are carried over to it, and
+    `job` gets the delivery's context so `job.attempts` reads the attempt afterwards.
     """
     if _loop_running():
         _refuse_async(runner, message)
     step = runner.begin(message, via)
     if not isinstance(step, Run):
         return Executed(step, False, None, None)
-    if job is not None:
-        job._ctx = step.delivery.context
-        step.delivery.job = job
     running = step.delivery.job or step.job
+    if job is not None:
+        _carry_private(job, running)
+        job._ctx = running._ctx
     error: Exception | None = None
     started = time.perf_counter()
     try:
@@ -91,6 +95,15 @@ def execute(
         error = exc
     decision = runner.finish(step, error, time.perf_counter() - started)
     return Executed(decision, step.delivery.ran, error, running)
+
+
+def _carry_private(source: Job, target: Job) -> None:
+    """Give the instance that runs the test's private attributes (shared, not copied: a fake client
+    stays the test's object), keeping the delivery's own context."""
+    private = dict(source.__pydantic_private__ or {})
+    private.pop("_ctx", None)
+    if private:
+        object.__setattr__(target, "__pydantic_private__", {**(target.__pydantic_private__ or {}), **private})
 
 
 def _handle_only(job: Job) -> None:
@@ -164,13 +177,15 @@ def run_job(job: Job, *, attempt: int = 1, middleware: bool = True, store: Store
         )
         executed = execute(app.runner, received, app.connection, job, middleware)
         tries = policy.tries(type(job).tries, app.settings.tries)
-    return JobRun(job, attempt, tries, executed.decision, executed.ran, executed.error, dispatched)
+    return JobRun(executed.job or job, attempt, tries, executed.decision, executed.ran, executed.error, dispatched)
 
 
 @dataclass(frozen=True)
 class JobRun:
     """What one `run_job` came to, with assertions that print what happened instead."""
 
+    #: The instance that ran (validated from the payload, carrying the test's private attributes);
+    #: the test's own when the runner decided before building one.
     job: Job
     attempt: int
     #: The tries the job has (its own `tries`, else SQSJOBS_TRIES).

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from .. import workers
+from .. import metric_snapshots, workers
 from .._version import __version__
 from ..app import App
 from ..events import QueueEvent
@@ -32,6 +32,8 @@ log = logging.getLogger("sqsjobs.worker")
 
 #: A beat outlives this many missed ticks before the worker drops from `sqsjobs workers`.
 _BEAT_LIFETIME_TICKS = 6
+#: Seconds between looks at whether a snapshot minute has ended (a write happens once per minute).
+_SNAPSHOT_TICK_S = 15.0
 
 
 class Reporter:
@@ -63,6 +65,8 @@ class Reporter:
         #: value, so no clock has to agree with another; a worker never restarts for an old one).
         self._restart_seen: float | None = None
         self._first_read = True
+        #: The dashboard's per-minute counters (SQSJOBS_SNAPSHOTS), flushed once a minute on this thread.
+        self._snapshots = metric_snapshots.attach(app.events, app.settings, app.clock, app.connection.name)
 
     def _detail(self, **more: object) -> dict[str, object]:
         return {"queues": self.queues, "host": socket.gethostname(), "pid": os.getpid(), **more}
@@ -77,7 +81,7 @@ class Reporter:
             self._next_flush = time.monotonic() + self.app.settings.metrics_interval
         if self._beats:
             self._tick_controls()  # a paused queue is not received from, even once
-        if metrics is not None or self._beats:
+        if metrics is not None or self._beats or self._snapshots is not None:
             self._thread = threading.Thread(target=self._run, name="sqsjobs-reporter", daemon=True)
             self._thread.start()
 
@@ -89,6 +93,8 @@ class Reporter:
         metrics = self.app.metrics
         if metrics is not None:
             metrics.flush()  # what the last jobs did; no `worker_alive`: this worker is gone
+        if self._snapshots is not None:
+            self._snapshots.flush()
         if self._beats:
             try:
                 workers.gone(self.app.store, self.worker_id)
@@ -105,10 +111,15 @@ class Reporter:
     # -- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
         settings = self.app.settings
-        tick = min(x for x in (settings.worker_beat if self._beats else 0, settings.metrics_interval) if x > 0)
+        snapshot_tick = _SNAPSHOT_TICK_S if self._snapshots is not None else 0
+        tick = min(
+            x for x in (settings.worker_beat if self._beats else 0, settings.metrics_interval, snapshot_tick) if x > 0
+        )
         while not self._stop.wait(tick):
             if self._beats:
                 self._tick_controls()
+            if self._snapshots is not None:
+                self._snapshots.tick()  # writes a minute once it has ended
             metrics = self.app.metrics
             if metrics is not None and time.monotonic() >= self._next_flush:
                 self._next_flush = time.monotonic() + settings.metrics_interval

@@ -58,16 +58,21 @@ def test_orders_charges_each_order_once_and_refunds_the_one_that_failed() -> Non
         "1002": "confirmed",
         "1003": "confirmed",
         "1004": "refunded",
+        "1005": "refunded",  # every charge answer lost: the refund found the payment at the provider
     }
-    assert {o: v["payments"] for o, v in orders.items()} == {"1001": 1, "1002": 1, "1003": 1, "1004": 1}
-    assert {o: v["refunds"] for o, v in orders.items()} == {"1001": 0, "1002": 0, "1003": 0, "1004": 1}
+    assert {o: v["payments"] for o, v in orders.items()} == {"1001": 1, "1002": 1, "1003": 1, "1004": 1, "1005": 1}
+    assert {o: v["refunds"] for o, v in orders.items()} == {"1001": 0, "1002": 0, "1003": 0, "1004": 1, "1005": 1}
     # The lost answer made the retry call the provider again (its key returned the same payment); the crash
     # after the charge did not (the step had recorded the payment).
     assert orders["1002"]["provider_calls"] == 2 and orders["1003"]["provider_calls"] == 1
     assert orders["1001"]["provider_calls"] == 1  # checked out twice, charged by one run
+    assert orders["1005"]["provider_calls"] == 3 and orders["1005"]["log"][2].endswith(
+        "giving up: the chain's catch refunds"
+    )
     assert "confirmation mailed" not in orders["1004"]["log"]
-    # 11 jobs of the four chains and the 3 of the second checkout; the invoice of 1004 failed for good.
-    assert facts["jobs"] == {"processed": 14, "failed": 1}
+    # 13 jobs of the five chains and the 3 of the second checkout; the invoice of 1004 and the charge of
+    # 1005 failed for good.
+    assert facts["jobs"] == {"processed": 15, "failed": 2}
 
 
 def test_csv_import_reports_every_bad_row_and_imports_the_rest() -> None:

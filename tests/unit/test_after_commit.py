@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -241,3 +243,21 @@ def test_a_chains_next_link_is_sent_even_when_the_job_left_a_transaction_open() 
         for hold in left_open:
             after_commit.leave(hold)
         left_open.clear()
+
+
+def test_asking_for_after_commit_with_nothing_watching_says_so_once() -> None:
+    """In a fresh process nothing has loaded sqsjobs.after_commit: the dispatch goes out at once, and
+    the user is told why their setting did nothing (once, not per dispatch)."""
+    script = (
+        "from sqsjobs import App, Job\n"
+        "class Ping(Job, name='after_commit.ping'):\n"
+        "    def handle(self) -> None: pass\n"
+        "app = App(connection='memory')\n"
+        "with app.activate():\n"
+        "    Ping().dispatch(after_commit=True)\n"
+        "    Ping().dispatch(after_commit=True)\n"
+        "print(len(app.connection.receive('default', 10, 0)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "2"  # sent at once: nothing could hold them
+    assert done.stderr.count("no integration watches a transaction") == 1

@@ -133,7 +133,7 @@ def test_an_autobegun_transaction_holds_until_commit_and_drops_on_rollback(
     assert queued(app) == []
     session.commit()
     assert queued(app) == ["after_commit_sa.ship"]
-    session.execute(select(Order))  # a new transaction
+    session.add(Order(id=2, status="paid"))  # a new transaction, that writes
     ShipOrder(order_id=2).dispatch()
     session.rollback()
     session.close()

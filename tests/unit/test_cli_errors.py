@@ -181,6 +181,7 @@ VERBS = [
     ("restart",),
     ("pause", "default"),
     ("continue", "default"),
+    ("dashboard",),
     ("schedule", "list", "--app", "tests.unit.cli_schedules"),
     ("schedule", "run", "--once", "--app", "tests.unit.cli_schedules"),
     ("schedule", "test", "cli-nightly", "--app", "tests.unit.cli_schedules"),

@@ -7,6 +7,7 @@ executor's children import this module by name and find them registered.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import typing
 from collections.abc import Iterator
@@ -412,3 +413,47 @@ def test_a_unique_function_job_says_which_runs_are_the_same() -> None:
     with App(connection="memory", store="memory").activate():
         first, again, other = sync_user.dispatch(1), sync_user.dispatch(1), sync_user.dispatch(2)
     assert (first.queued, again.queued, other.queued) == (True, False, True)
+
+
+def _plain_decorator(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@job(name="fn.wrapped-async")
+@_plain_decorator
+async def wrapped_async(n: int) -> None:
+    await asyncio.sleep(0)
+    note("wrapped_async", n)
+
+
+@job(name="fn.renamed", aliases="fn.old-name")
+def renamed(n: int) -> None:
+    note("renamed", n)
+
+
+@job(name="fn.takes-self")
+def takes_self(self: int) -> None:
+    note("takes_self", self)
+
+
+def test_an_async_function_behind_a_plain_decorator_runs_awaited_with_its_job_current() -> None:
+    with App(connection="sync").activate():
+        wrapped_async.dispatch(n=4)
+    assert [(w, p, a) for w, p, a, _ in ran] == [("wrapped_async", 4, 1)]  # awaited, with its job current
+
+
+def test_aliases_given_as_one_string_are_one_old_name() -> None:
+    assert renamed.job_class.job_aliases == ("fn.old-name",)
+    assert sqsjobs.default_registry.get("fn.old-name") is renamed.job_class
+
+
+def test_a_parameter_named_self_is_passed_by_keyword_everywhere() -> None:
+    with App(connection="sync").activate():
+        takes_self.dispatch(self=3)
+    assert takes_self.make(self=5).model_dump()["self"] == 5
+    takes_self(self=6)  # a plain call
+    assert [(w, p) for w, p, _, _ in ran] == [("takes_self", 3), ("takes_self", 6)]

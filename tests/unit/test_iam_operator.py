@@ -58,6 +58,7 @@ OPERATOR_VERBS = {
     "pause": "operator",
     "continue": "operator",
     "jobs": "operator",
+    "dashboard": "operator",
     "keys": "key-admin",
 }
 #: Verbs that are nobody's operator work: `work` runs as the consumers (their roles), `local` starts a local
@@ -659,7 +660,8 @@ def test_the_reading_finds_the_calls_it_must() -> None:
         for verb in verbs()
         if verb.split()[0] in OPERATOR_VERBS and "dynamodb:UpdateItem" in {c.call for c in verb_calls(verb)}
     }
-    assert updating == {"jobs cancel", "failed triage"}, updating
+    # The dashboard's buttons are `jobs cancel` and a batch's cancel mark (`cancelled_at`, set once).
+    assert updating == {"jobs cancel", "failed triage", "dashboard"}, updating
     for verb, root in verbs().items():
         if verb.split()[0] in OPERATOR_VERBS:
             assert RUNS_A_JOB not in program().reach(root), f"`sqsjobs {verb}` may run a job"

@@ -161,6 +161,7 @@ LAYERS: dict[str, int] = {
             "exception_counts",
             "local",
             "metrics",
+            "metric_snapshots",
             "failed_filters",
             "workers",
             "triage",
@@ -168,6 +169,7 @@ LAYERS: dict[str, int] = {
             "schemas",
             "schema_compat",
             "schema_walk",
+            "schema_facts",
         ],
         2,
     ),
@@ -185,7 +187,9 @@ LAYERS: dict[str, int] = {
             "middleware",
             "schedules",
             "function_jobs",
+            "function_job_options",
             "after_commit",
+            "after_commit_batches",
         ],
         4,
     ),
@@ -212,7 +216,7 @@ LAYERS: dict[str, int] = {
         ],
         7,
     ),
-    **dict.fromkeys(["worker", "cli", "__main__", "", "testing.pytest_plugin", "integrations"], 8),
+    **dict.fromkeys(["worker", "cli", "__main__", "", "testing.pytest_plugin", "integrations", "dashboard"], 8),
 }
 
 

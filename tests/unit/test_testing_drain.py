@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -153,7 +154,27 @@ def test_a_long_delay_is_fast_forwarded_to_the_second(app: App) -> None:
     drained = run_until_empty()
     drained.assert_completed(Callback, times=1)
     assert 86_400 <= drained.of(Callback)[-1].at - 1_800_000_000.0 < 86_400.01
-    assert drained.count("deferred") > 0  # it travelled in hops of at most 15 minutes, as on SQS
+    assert drained.count("deferred") == 1  # sent with 15 minutes, as on SQS; the rest in one hop
+
+
+def test_a_delay_of_years_runs_on_its_second_after_one_hop(app: App) -> None:
+    far = datetime.fromtimestamp(1_800_000_000.0, tz=UTC) + timedelta(days=3650, seconds=7)
+    Callback(what="in ten years").dispatch(delay=far)
+    Callback(what="in 400 days").dispatch(delay=timedelta(days=400))
+    drained = run_until_empty(max_jobs=5)
+    assert [what for _, what, _ in LOG] == ["in 400 days", "in ten years"]
+    assert 0 <= drained.of(Callback)[-1].at - far.timestamp() < 0.01
+    assert drained.count("deferred") == 2 and app.settings.max_delay_hop == 900  # as on SQS again after
+
+
+def test_too_many_delay_hops_stop_with_a_clear_error(app: App) -> None:
+    for what in ("a", "b", "c"):
+        Callback(what=what).dispatch(delay=timedelta(days=2))
+    with pytest.raises(AssertionError) as caught:
+        run_until_empty(max_jobs=2)
+    text = str(caught.value)
+    assert text.startswith("run_until_empty stopped after 2 delay hops with messages still queued")
+    assert "drain.callback 3 time(s)" in text and "Pass max_jobs=" in text
 
 
 def test_delays_report_stops_at_what_is_not_due(app: App) -> None:

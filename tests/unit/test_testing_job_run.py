@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr, field_serializer
 
 from sqsjobs import App, ConfigurationError, Job, PermanentError
 from sqsjobs.errors import JobFailedError, MaxAttemptsExceededError
 from sqsjobs.middleware import Limit, RateLimited, Skip, rate_limiter
 from sqsjobs.testing import pytest_plugin, run_job
+from sqsjobs.testing.drain import memory_app, run_until_empty
 from sqsjobs.testing.job_run import JobRun
 
 FAILED: list[tuple[int, str]] = []
@@ -51,6 +52,31 @@ class Charge(Job, name="jobrun.charge"):
 
     def failed(self, exc: BaseException) -> None:
         FAILED.append((self.order_id, str(exc)))
+
+
+class Shaped(Job, name="jobrun.shaped"):
+    """Fields a worker sees differently from the object the test built, and a private fake client."""
+
+    tries = 1
+    secret: str = Field(default="", exclude=True)
+    label: str = ""
+    data: Any = None
+    _client: list[str] = PrivateAttr(default_factory=list)
+
+    @field_serializer("label")
+    def _upper(self, label: str) -> str:
+        return label.upper()
+
+    def handle(self) -> None:
+        SAW.append((self.secret, self.label, self.data))
+        self._client.append("handle")
+        raise ValueError("gateway down")
+
+    def failed(self, exc: BaseException) -> None:
+        self._client.append("failed")
+
+
+SAW: list[tuple[str, str, Any]] = []
 
 
 class Limited(Job, name="jobrun.limited"):
@@ -199,3 +225,18 @@ def test_an_async_job_inside_a_running_loop_is_refused_with_what_to_do(app: App)
             run_job(Later())
 
     asyncio.run(inside())
+
+
+def test_handle_sees_the_job_a_worker_would_build_with_the_tests_private_state(app: App) -> None:
+    drain_app = memory_app()
+    with drain_app.activate():
+        Shaped(secret="abc", label="a", data=(1, 2)).dispatch()
+        run_until_empty()
+    worker_saw = SAW.pop()
+    job = Shaped(secret="abc", label="a", data=(1, 2))
+    client = job._client
+    result = run_job(job)
+    result.assert_failed(with_="gateway down")
+    assert SAW.pop() == worker_saw == ("", "A", [1, 2])  # excluded, serialized, through JSON: as on a worker
+    assert client == ["handle", "failed"]  # the private fake reached handle() and failed(), the same object
+    assert result.job is not job and result.job.secret == "" and job.attempts == 1

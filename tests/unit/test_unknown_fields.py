@@ -5,6 +5,7 @@ fields, not once per message."""
 from __future__ import annotations
 
 import logging
+import tracemalloc
 import uuid
 from typing import Any, ClassVar
 
@@ -14,6 +15,7 @@ from pydantic import AliasChoices, ConfigDict, Field, computed_field
 from sqsjobs import App, Job, OutgoingMessage, payload_fields
 from sqsjobs.envelope import Envelope
 from sqsjobs.worker import Worker, WorkerOptions
+from tests.helpers import FakeClock
 
 
 class Wrap(Job, name="unknown-fields.wrap"):
@@ -41,6 +43,7 @@ class Open(Job, name="unknown-fields.open"):
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     payload_fields._warned.clear()  # said once per process: each test starts from a fresh worker's memory
+    payload_fields._last_warned.clear()
     Wrap.ran.clear()
     Open.seen.clear()
 
@@ -60,9 +63,7 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-def test_unknown_fields_are_ignored_as_before_and_named_once_per_set(
-    memory_app: App, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unknown_fields_are_ignored_as_before_and_named_once(memory_app: App, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="sqsjobs")
     for n in range(3):
         send(memory_app, "unknown-fields.wrap", {"order_id": n, "coupon": "X1", "gift_wrap": True})
@@ -71,7 +72,7 @@ def test_unknown_fields_are_ignored_as_before_and_named_once_per_set(
 
     assert sorted(Wrap.ran) == [0, 1, 2, 7], "every job ran, with the fields it knows"
     said = warnings(caplog)
-    assert len(said) == 2, said  # one per set of unknown fields, not one per message
+    assert len(said) == 1, said  # not once per message, and another set within the minute waits its turn
     assert "unknown-fields.wrap" in said[0] and "coupon, gift_wrap" in said[0]
     assert "Deploy workers first" in said[0]
     assert memory_app.connection.dead_letters("default") == []
@@ -124,3 +125,36 @@ def test_a_field_with_an_alias_runs_from_our_envelopes_and_from_the_alias() -> N
         Aliased(userId=7).dispatch()
         Aliased.model_validate({"user_id": 8}).dispatch()
     assert Aliased.ran == [7, 8]
+
+
+def test_each_set_is_said_once_and_a_job_at_most_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sqsjobs")
+    clock = FakeClock()
+
+    def seen(payload: dict[str, Any], after: float) -> int:
+        clock.now += after
+        before = len(warnings(caplog))
+        payload_fields.warn_unknown(Wrap, Wrap.job_name, payload, clock)
+        return len(warnings(caplog)) - before
+
+    assert seen({"order_id": 1, "coupon": "X1"}, 0) == 1
+    assert seen({"order_id": 1, "gift_wrap": True}, 1) == 0, "a new set within the minute is held back"
+    assert [seen({f"k{n}": 0}, 1) for n in range(50)] == [0] * 50, "random key sets cannot flood the log"
+    assert seen({"order_id": 1, "gift_wrap": True}, 60) == 1, "and said when it comes again later"
+    assert seen({"coupon": "X1", "order_id": 2}, 120) == 0, "a set already said is not said again"
+    assert "coupon" in warnings(caplog)[0] and "gift_wrap" in warnings(caplog)[1]
+
+
+def test_payloads_full_of_unknown_keys_do_not_grow_the_workers_memory() -> None:
+    logging.getLogger("sqsjobs.runner").disabled = True  # the warning itself is not what is measured
+    try:
+        tracemalloc.start()
+        for m in range(10):
+            payload = {f"k{m}_{i}": 0 for i in range(20_000)}  # ~ 0.3 MB of keys; SQS takes 1 MB
+            payload_fields.warn_unknown(Wrap, f"unknown-fields.job-{m}", payload)
+            del payload
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        logging.getLogger("sqsjobs.runner").disabled = False
+    assert retained < 200_000, f"{retained} bytes kept after 10 messages"

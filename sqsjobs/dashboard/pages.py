@@ -1,0 +1,145 @@
+"""The pages (GET): each reads through `reading.Reader` in the thread pool and renders its template.
+
+Live pages (overview, queues, batches, schedules, a job) refresh their data region every few seconds
+(static/dashboard.js). The failed page does not: reading a DLQ hides its messages while it reads (SQS
+has no peek), and a page doing that every few seconds would keep them from a `sqsjobs failed retry`
+run at the same time; it reads when asked (its refresh button).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..job_log import ENDED
+from .board import Dashboard
+from .reading import FailedFilters, chart_data, hours_of
+
+__all__ = ["FailedFilters", "routes"]
+
+Reads = Callable[[Dashboard, Request], dict[str, Any]]
+
+
+def when(seconds: float | None) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S") if seconds else "-"
+
+
+def ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def at_ms(ms: Any) -> str:
+    return when(float(ms) / 1000) if isinstance(ms, int | float) and ms else "-"
+
+
+def routes(board: Dashboard) -> list[Route]:
+    def page(
+        fn: Callable[[Dashboard, Request], dict[str, Any]], template: str
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            context = await run_in_threadpool(fn, board, request)
+            status = int(context.pop("status", 200))
+            return board.render(request, template, status=status, when=when, ago=ago, at_ms=at_ms, **context)
+
+        return endpoint
+
+    return [
+        Route("/", page(_overview, "overview.html")),
+        Route("/queues", page(_queues, "queues.html")),
+        Route("/jobs", page(_jobs, "jobs.html")),
+        Route("/jobs/{job_id}", page(_job, "job.html")),
+        Route("/failed", page(_failed, "failed.html")),
+        Route("/failed/{job_id}", page(_failed_job, "failed_job.html")),
+        Route("/batches", page(_batches, "batches.html")),
+        Route("/schedules", page(_schedules, "schedules.html")),
+    ]
+
+
+def _overview(board: Dashboard, request: Request) -> dict[str, Any]:
+    hours = hours_of(request.query_params.get("hours"))
+    found, paused = board.reader.workers()
+    charts, totals = chart_data(board.reader, hours)
+    return {
+        "report": board.reader.queue_report(),
+        "workers": found,
+        "paused": paused,
+        "charts": charts,
+        "totals": totals,
+        "hours": hours,
+        "now": board.app.clock(),
+        "snapshots_on": board.app.settings.snapshots,
+        "live": True,
+    }
+
+
+def _queues(board: Dashboard, request: Request) -> dict[str, Any]:
+    found, paused = board.reader.workers()
+    return {"report": board.reader.queue_report(), "paused": paused, "workers": found, "live": True}
+
+
+def _jobs(board: Dashboard, request: Request) -> dict[str, Any]:
+    tag = request.query_params.get("tag", "").strip()[:128]
+    return {
+        "tag": tag,
+        "jobs": board.reader.jobs(tag),
+        "log_on": board.app.settings.job_log,
+        "live": bool(tag),  # without a tag the list is a table scan: read when asked, not on a timer
+    }
+
+
+def _job(board: Dashboard, request: Request) -> dict[str, Any]:
+    job_id = request.path_params["job_id"]
+    found = board.reader.job(job_id)
+    return {
+        "job_id": job_id,
+        "job": found,
+        "ended": ENDED,
+        "log_on": board.app.settings.job_log,
+        "live": found is not None and found.status not in ENDED,
+        "status": 200 if found is not None else 404,
+    }
+
+
+def _failed(board: Dashboard, request: Request) -> dict[str, Any]:
+    filters = FailedFilters.of(request.query_params)
+    view = board.reader.failed(filters)
+    return {
+        "filters": filters,
+        "view": view,
+        "queues": board.reader.queues,
+        "live": False,
+        "status": 400 if view.error else 200,
+    }
+
+
+def _failed_job(board: Dashboard, request: Request) -> dict[str, Any]:
+    job_id = request.path_params["job_id"]
+    found, body, note, incomplete = board.reader.failed_job(job_id)
+    return {
+        "job_id": job_id,
+        "job": found,
+        "body": body,
+        "note": note,
+        "incomplete": incomplete,
+        "live": False,
+        "status": 200 if found is not None else 404,
+    }
+
+
+def _batches(board: Dashboard, request: Request) -> dict[str, Any]:
+    return {"batches": board.reader.batches(), "live": True}
+
+
+def _schedules(board: Dashboard, request: Request) -> dict[str, Any]:
+    return {"schedules": board.reader.schedules(), "live": True}

@@ -1,0 +1,127 @@
+"""Metric snapshots: a poller's per-queue, per-minute counters in the table are exact, written once per
+minute (and when it stops), summed over writers, and off with SQSJOBS_SNAPSHOTS=false."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from sqsjobs import App, Job, PermanentError, metric_snapshots
+from sqsjobs.events import Events, JobEvent
+from sqsjobs.metric_snapshots import DynamoDbWrite, Snapshots, read
+from sqsjobs.provisioning import provision
+from sqsjobs.settings import load_settings
+from sqsjobs.testing.clock import ManualClock
+from sqsjobs.worker import Worker, WorkerOptions
+from tests.helpers import work_for
+
+#: A minute's start, so a test knows which minute its events fall in.
+T0 = 1_800_000_000.0 - 1_800_000_000.0 % 60
+
+
+class Counted(Job, name="snapshots.counted"):
+    queue = "default"
+    tries = 1
+    n: int
+
+    def handle(self) -> None:
+        if self.n == 6:
+            work_for(0.02)  # one run long enough that its runtime is not rounded to 0 ms
+        if self.n % 4 == 0:
+            raise PermanentError("every fourth one fails")
+
+
+@pytest.fixture
+def app(moto: None, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    monkeypatch.setenv("SQSJOBS_QUEUE_PREFIX", prefix)
+    monkeypatch.setenv("SQSJOBS_TABLE", f"{prefix}table")
+    monkeypatch.setenv("SQSJOBS_WORKER_BEAT", "0")
+    application = App(connection="sqs", visibility_timeout=30, queues=["default"])
+    provision(application, ["default"], bucket=False)
+    with application.activate():
+        yield application
+
+
+def event(kind: str, queue: str = "default", runtime: float = 0.25, wait: float = 2.0) -> JobEvent:
+    return JobEvent(kind, "id", "snapshots.counted", queue, 1, "2026-01-01T00:00:00Z", wait_s=wait, runtime_s=runtime)
+
+
+def test_a_workers_counters_are_exact_after_its_jobs(app: App) -> None:
+    Counted.dispatch_many([Counted(n=n) for n in range(1, 13)])
+    Worker(app, WorkerOptions(queues=["default"], sleep=1, stop_when_empty=True)).run(install_signals=False)
+    now = app.clock()
+    minutes = read(app.store, ["default"], now - 600, now)["default"]
+    total = metric_snapshots.Minute("default", 0)
+    for minute in minutes:
+        total.merge(minute)
+    assert (total.processed, total.failed, total.released) == (9, 3, 0)
+    assert total.runs == 12 and total.waits == 12
+    assert 20 <= total.runtime_max_ms <= total.runtime_ms
+
+
+def test_a_minute_is_written_once_when_it_has_ended() -> None:
+    clock = ManualClock(T0 + 5)
+    writes: list[tuple[tuple[str, str], dict[str, int], int]] = []
+    snapshots = Snapshots(lambda key, counts, top, ttl: writes.append((key, counts, top)), clock, shard=2)
+    for kind in ("processed", "processed", "failed", "released", "rejected"):
+        snapshots.listen(event(kind))
+    snapshots.listen(event("processed", queue="high", runtime=1.5))
+    snapshots.listen(event("queued"))  # not a job's end: not counted
+    for _ in range(3):
+        clock.advance(10)
+        assert snapshots.tick() == 0  # the minute has not ended: nothing written, however often asked
+    assert writes == []
+    clock.advance(30)  # into the next minute
+    assert snapshots.tick() == 2  # one write per queue
+    assert snapshots.tick() == 0
+    by_queue = {key[0].split("#")[1]: (key, counts, top) for key, counts, top in writes}
+    key, counts, top = by_queue["default"]
+    assert key == (f"snapshot#default#{int(T0 - T0 % 3600)}#2", str(int(T0)))
+    assert counts == {
+        "processed": 2,
+        "failed": 2,  # one failed run, one rejected message (it never ran: no runtime, no wait)
+        "released": 1,
+        "runs": 4,
+        "runtime_ms": 1000,
+        "waits": 4,
+        "wait_ms": 8000,
+    }
+    assert top == 250 and by_queue["high"][2] == 1500
+
+
+def test_writers_add_into_the_same_minute_and_a_reader_sums_their_shards(app: App) -> None:
+    clock = ManualClock(T0 + 1)
+    write = DynamoDbWrite(app.settings.table, clock)
+    first, second = Snapshots(write, clock, shard=0), Snapshots(write, clock, shard=3)
+    first.listen(event("processed", runtime=0.1))
+    second.listen(event("processed", runtime=0.4))
+    second.listen(event("failed", runtime=0.2))
+    assert first.flush() == second.flush() == 1
+    first.listen(event("processed", runtime=0.3))  # the same minute again (a Lambda invocation's end)
+    assert first.flush() == 1
+    minutes = read(app.store, ["default", "high"], T0 - 3600, T0 + 59)
+    assert minutes["high"] == []
+    [minute] = minutes["default"]
+    assert (minute.at, minute.processed, minute.failed, minute.runs) == (int(T0), 3, 1, 4)
+    assert (minute.runtime_ms, minute.runtime_max_ms) == (1000, 400)
+
+
+def test_a_write_that_fails_is_dropped_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(*args: object) -> None:
+        raise RuntimeError("throttled")
+
+    snapshots = Snapshots(refuse, ManualClock(T0))
+    snapshots.listen(event("processed"))
+    assert snapshots.flush() == 0
+    assert "could not write the dashboard's snapshot" in caplog.text
+
+
+def test_snapshots_are_off_with_the_setting_or_without_the_shared_table() -> None:
+    assert metric_snapshots.attach(Events(), load_settings(snapshots=False)) is None
+    assert metric_snapshots.attach(Events(), load_settings(connection="memory")) is None
+    # App(connection="memory") leaves the settings' connection at "sqs": the App's own one decides.
+    assert metric_snapshots.attach(Events(), load_settings(), connection="memory") is None
+    events = Events()
+    on = metric_snapshots.attach(events, load_settings())
+    assert on is not None and metric_snapshots.attach(events, load_settings()) is on  # one collector per bus
