@@ -146,3 +146,13 @@ def resume(store: Store, queue: str) -> bool:
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
+
+
+def ago(seconds: float) -> str:
+    """How long ago a worker started or was last seen, as `sqsjobs workers` and the dashboard show it."""
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"

@@ -9,7 +9,6 @@ report adds up.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -25,11 +24,8 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.table import Table
 
-import sqsjobs
+from samples.demo_main import demo_main
 from sqsjobs import App, aws
-from sqsjobs.local import LocalAws
-from sqsjobs.logs import configure as configure_logs
-from sqsjobs.provisioning import provision
 from sqsjobs.scheduling import Scheduler
 from sqsjobs.worker import Worker, WorkerOptions
 
@@ -155,22 +151,7 @@ def show(facts: dict[str, Any], console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m samples.nightly_report", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print the facts as JSON on stdout (for tests)")
-    args = parser.parse_args(argv)
-    console = Console(stderr=args.json, width=max(120, Console().width))
-    configure_logs("text", "WARNING")
-    with LocalAws() as local:
-        local.export()
-        console.print(f"[bold]1.[/] local AWS (moto) on {local.endpoint}")
-        app = App(connection="sqs", queue_prefix="nightly-", queues=["default"])
-        provision(app, ["default"], report=lambda line: console.print(f"   {line}"))
-        sqsjobs.use(app)
-        facts = run(app, console)
-    show(facts, console)
-    if args.json:
-        print(json.dumps(facts))
-    return 0 if ok(facts) else 1
+    return demo_main("python -m samples.nightly_report", __doc__, "nightly-", run, show, ok, argv)
 
 
 if __name__ == "__main__":

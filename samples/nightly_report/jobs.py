@@ -18,8 +18,7 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from botocore.exceptions import ClientError
-
+from samples.s3_json import read_json
 from sqsjobs import Job, aws, current_app, schedule
 from sqsjobs.cron import daily
 
@@ -66,15 +65,7 @@ class BuildSalesReport(Job, name="reports.daily-sales"):
 
 
 def report(day: str) -> dict[str, object] | None:
-    try:
-        body = aws.client("s3").get_object(Bucket=BUCKET, Key=f"reports/sales-{day}.json")["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-    found = json.loads(body)
-    assert isinstance(found, dict)
-    return found
+    return read_json(BUCKET, f"reports/sales-{day}.json")
 
 
 schedule(

@@ -7,8 +7,6 @@ prints each order's payments, refunds and log. Exit status 0 when every order en
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import threading
 import time
@@ -18,11 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-import sqsjobs
+from samples.demo_main import demo_main
 from sqsjobs import App, JobEvent
-from sqsjobs.local import LocalAws
-from sqsjobs.logs import configure as configure_logs
-from sqsjobs.provisioning import provision
 from sqsjobs.worker import Worker, WorkerOptions
 
 from . import shop
@@ -143,22 +138,7 @@ def show(facts: dict[str, Any], console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m samples.orders", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print the facts as JSON on stdout (for tests)")
-    args = parser.parse_args(argv)
-    console = Console(stderr=args.json, width=max(120, Console().width))
-    configure_logs("text", "WARNING")
-    with LocalAws() as local:
-        local.export()
-        console.print(f"[bold]1.[/] local AWS (moto) on {local.endpoint}")
-        app = App(connection="sqs", queue_prefix="orders-", queues=["default"])
-        provision(app, ["default"], report=lambda line: console.print(f"   {line}"))
-        sqsjobs.use(app)
-        facts = run(app, console)
-    show(facts, console)
-    if args.json:
-        print(json.dumps(facts))
-    return 0 if ok(facts) else 1
+    return demo_main("python -m samples.orders", __doc__, "orders-", run, show, ok, argv)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,10 @@ idempotency key cannot cover: an answer lost in the middle of the call.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from samples.s3_json import read_json, write_json
 from sqsjobs import aws
 
 BUCKET = "sample-orders"
@@ -23,19 +21,11 @@ def create_bucket() -> None:
 
 
 def read(key: str) -> dict[str, Any] | None:
-    try:
-        body = aws.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-    found = json.loads(body)
-    assert isinstance(found, dict)
-    return found
+    return read_json(BUCKET, key)
 
 
 def write(key: str, value: dict[str, Any]) -> None:
-    aws.client("s3").put_object(Bucket=BUCKET, Key=key, Body=json.dumps(value).encode())
+    write_json(BUCKET, key, value)
 
 
 def keys(prefix: str) -> list[str]:

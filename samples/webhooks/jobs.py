@@ -19,6 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from samples.s3_json import read_json
 from sqsjobs import App, Job, PermanentError, aws
 
 BUCKET = "sample-webhooks"
@@ -41,15 +42,7 @@ def runs(event_id: str) -> int:
 
 
 def invoice(invoice_id: str) -> dict[str, Any] | None:
-    try:
-        body = aws.client("s3").get_object(Bucket=BUCKET, Key=f"invoices/{invoice_id}.json")["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-    found = json.loads(body)
-    assert isinstance(found, dict)
-    return found
+    return read_json(BUCKET, f"invoices/{invoice_id}.json")
 
 
 class ProcessPaymentEvent(Job, name="webhooks.payment-event"):

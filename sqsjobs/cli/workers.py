@@ -48,15 +48,6 @@ def _who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
-
-
 def list_workers(app: AppOption = None, as_json: JsonOption = False) -> None:
     """The pollers alive now (their beat has not expired): host, pid, queues, jobs done, running jobs."""
     application = build_app(app)
@@ -88,8 +79,8 @@ def list_workers(app: AppOption = None, as_json: JsonOption = False) -> None:
                 text(",".join(w.queues)),
                 text(w.status + (f" ({','.join(w.paused)} paused)" if w.paused else "")),
                 text(w.version),
-                text(_ago(now - w.started_at)),
-                text(_ago(now - w.last_seen)),
+                text(workers.ago(now - w.started_at)),
+                text(workers.ago(now - w.last_seen)),
                 text(str(w.jobs_done)),
                 text(", ".join(w.current) or "-"),
             )

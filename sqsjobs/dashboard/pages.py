@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..job_log import ENDED
+from ..workers import ago
 from .board import Dashboard
 from .reading import FailedFilters, chart_data, hours_of
 
@@ -28,15 +29,6 @@ Reads = Callable[[Dashboard, Request], dict[str, Any]]
 
 def when(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S") if seconds else "-"
-
-
-def ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
 
 
 def at_ms(ms: Any) -> str:
