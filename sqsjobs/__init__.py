@@ -28,7 +28,7 @@ from .errors import (
     SqsJobsError,
 )
 from .events import JobEvent
-from .job_class import Job
+from .job_class import Job, dispatched_at
 from .middleware import (
     FailOnException,
     Limit,
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from .cron import Cron
     from .dispatching import dispatch_many
     from .function_jobs import FunctionJob, current_job, job
-    from .schedules import Schedule, schedule
+    from .schedules import Schedule, schedule, scheduled_for
     from .schemas import envelope_schema
 
 #: Exported names whose module is imported when the name is first read.
@@ -70,6 +70,7 @@ _LAZY = {
     "Cron": "cron",
     "Schedule": "schedules",
     "schedule": "schedules",
+    "scheduled_for": "schedules",
     "envelope_schema": "schemas",
 }
 
@@ -131,6 +132,7 @@ __all__ = [
     "current_job",
     "default_registry",
     "dispatch_many",
+    "dispatched_at",
     "envelope_schema",
     "find_batch",
     "hold_dispatches",
@@ -139,5 +141,6 @@ __all__ = [
     "load_settings",
     "rate_limiter",
     "schedule",
+    "scheduled_for",
     "use",
 ]

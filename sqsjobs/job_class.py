@@ -20,7 +20,7 @@ import inspect
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
@@ -30,7 +30,7 @@ from .dispatched import Dispatched
 from .errors import ConfigurationError
 from .registry import default_registry
 from .steps import run_step
-from .timing import BackoffLike, DelayLike, backoff_seconds, clamp_visibility, delay_seconds, seconds
+from .timing import BackoffLike, DelayLike, backoff_seconds, clamp_visibility, delay_seconds, parse_iso, seconds
 
 if TYPE_CHECKING:
     from .envelope import Envelope
@@ -297,3 +297,12 @@ class Job(BaseModel):
 
 #: Names a payload field may not take: each would hide an option or method of Job.
 _JOB_ATTRIBUTES = frozenset(name for name in vars(Job) if not name.startswith("_"))
+
+
+def dispatched_at(job: Job) -> datetime | None:
+    """When the message `job` runs from was dispatched (UTC); None for a job not running from a message
+    (`handle()` called directly). Kept through retries and `failed retry`, so a job that works on "the
+    day before it was sent" does not move its day when it runs late. A function, not a `Job`
+    attribute, so no payload field name is taken from users."""
+    envelope = job._ctx.envelope if job._ctx is not None else None
+    return datetime.fromtimestamp(parse_iso(envelope.dispatched_at), UTC) if envelope is not None else None

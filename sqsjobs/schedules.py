@@ -21,7 +21,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from .cron import Cron, cron
@@ -192,3 +192,13 @@ def schedule(
         raise ConfigurationError(f"schedule {label!r}: the payload of {type(job).job_name} is not JSON: {exc}") from exc
     item = Schedule(label, job, plan, queue, without_overlapping, catch_up, grace_s, expires_s, condition)
     return (registry if registry is not None else default_schedules).add(item)
+
+
+def scheduled_for(job: Job) -> datetime | None:
+    """The tick (UTC) the scheduler dispatched `job`'s message for, kept through retries and redrives;
+    None for a job the scheduler did not send. A nightly report reads its day from this, not from when
+    it runs, so a late run or a retry after midnight builds the night it was meant for."""
+    envelope = job._ctx.envelope if job._ctx is not None else None
+    scheduled = envelope.extra.get("schedule") if envelope is not None else None
+    tick = scheduled.get("tick") if isinstance(scheduled, dict) else None
+    return datetime.fromtimestamp(tick / 1000, UTC) if isinstance(tick, int) else None

@@ -6,9 +6,9 @@ dispatched once however many of them run. `without_overlapping` skips a night wh
 still runs.
 
 Which day a run reports is fixed when its tick fired, not when it runs: a retry after midnight, a
-backlog, or `sqsjobs failed retry` days later still builds the night it was meant for. The scheduler
-stamps each tick's message with the tick (`extra["schedule"]["tick"]`, kept through retries and
-redrives); a message dispatched by hand has its dispatch time. Both come from the app's clock.
+backlog, or `sqsjobs failed retry` days later still builds the night it was meant for. `sqsjobs.scheduled_for(job)`
+is the tick the scheduler sent it for (kept through retries and redrives); `sqsjobs.dispatched_at(job)`
+the dispatch time of a message sent by hand. Both come from the app's clock.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from samples.s3_json import read_json
-from sqsjobs import Job, aws, current_app, schedule
+from sqsjobs import Job, aws, current_app, dispatched_at, schedule, scheduled_for
 from sqsjobs.cron import daily
 
 BUCKET = "sample-nightly-report"
@@ -34,14 +34,8 @@ def yesterday(now: float) -> str:
 def fired_at(job: Job) -> float:
     """When `job`'s message was meant for: its schedule's tick, else when it was dispatched; the app's
     clock for a job that did not come in a message (its `handle()` called directly)."""
-    # sqsjobs has no public accessor for the envelope yet: read it from the run's context.
-    envelope = job._ctx.envelope if job._ctx is not None else None
-    if envelope is None:
-        return current_app().clock()
-    scheduled = envelope.extra.get("schedule")
-    if isinstance(scheduled, dict) and isinstance(scheduled.get("tick"), int):
-        return int(scheduled["tick"]) / 1000
-    return datetime.fromisoformat(envelope.dispatched_at).timestamp()
+    meant = scheduled_for(job) or dispatched_at(job)
+    return meant.timestamp() if meant is not None else current_app().clock()
 
 
 class BuildSalesReport(Job, name="reports.daily-sales"):

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+import sqsjobs
 from sqsjobs import Ack, App, ConfigurationError, Job, Postpone, Release, once
 from sqsjobs.cron import Cron, daily, every_minute, hourly
 from sqsjobs.envelope import decode
@@ -442,3 +443,29 @@ def test_runners_whose_clocks_disagree_within_the_skew_dispatch_each_tick_once(
             dispatched += [o.tick.strftime("%m-%d %H:%M") for o in runner.run_due() if o.what == "dispatched"]
     ticks = ticks_of(app)
     assert sorted(dispatched) == ticks and len(ticks) == len(set(ticks)) == 11, ticks  # 12:01 .. 12:11, each once
+
+
+class Nightly(Job, name="sched.nightly"):
+    seen: ClassVar[list[tuple[datetime | None, datetime | None]]] = []
+
+    def handle(self) -> None:
+        Nightly.seen.append((sqsjobs.scheduled_for(self), sqsjobs.dispatched_at(self)))
+
+
+def test_a_scheduled_job_reads_its_tick_however_late_it_runs(app: App, clock: FakeClock, schedules: Schedules) -> None:
+    Nightly.seen.clear()
+    schedule(Nightly(), daily(at="12:00"), registry=schedules)
+    Scheduler(app).run_due()  # 12:00:30: the 12:00 tick
+    clock.now = at("2026-03-08 03:00:00")  # a backlog: it runs the next night
+    (message,) = app.connection.receive("default", 10, 0)
+    app.runner.process(message)
+    with app.activate():
+        Nightly().dispatch()  # by hand: no tick, its dispatch time
+    (by_hand,) = app.connection.receive("default", 10, 0)
+    app.runner.process(by_hand)
+    Nightly().handle()  # called directly: neither
+    assert Nightly.seen == [
+        (datetime(2026, 3, 7, 12, 0, tzinfo=UTC), datetime(2026, 3, 7, 12, 0, 30, tzinfo=UTC)),
+        (None, datetime(2026, 3, 8, 3, 0, tzinfo=UTC)),
+        (None, None),
+    ]
