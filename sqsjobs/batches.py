@@ -133,10 +133,17 @@ class PendingBatch:
         check_item_size(spec["callbacks"], "its callbacks")
         return spec
 
-    def dispatch(self, app: Services | None = None) -> Batch:
-        """Store the batch record, then send its jobs; returns the record."""
+    def dispatch(self, app: Services | None = None, *, batch_id: str | None = None) -> Batch:
+        """Store the batch record, then send its jobs; returns the record.
+
+        `batch_id` (a UUID, e.g. uuid5 of your own import or order id) makes the dispatch idempotent: a
+        parent job retried after it sent the batch sends the same batch again, its members counted once."""
         app = app or context.current()
-        found = find_batch(flow.create(app, self.spec(app)), app)
+        if batch_id is not None and not _is_uuid(batch_id):
+            raise ConfigurationError(
+                f"batch_id {batch_id!r} is not a UUID; derive one with uuid.uuid5(namespace, your_id)"
+            )
+        found = find_batch(flow.create(app, self.spec(app), batch_id=batch_id), app)
         assert found is not None
         return found
 
@@ -337,3 +344,10 @@ def _record(app: Services, batch_id: str, item: dict[str, Any]) -> Batch:
         queue=item.get("queue"),
         app=app,
     )
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False

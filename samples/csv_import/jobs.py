@@ -20,8 +20,7 @@ import re
 import time
 import uuid
 
-from sqsjobs import Job, batch, current_app
-from sqsjobs.flow import create as create_batch
+from sqsjobs import Job, batch
 
 from . import files
 
@@ -94,10 +93,8 @@ class ImportCsv(Job, name="csv-import.start"):
                 .allow_failures()  # a chunk that fails for good is counted; the others go on
                 .name(f"import {self.key}")
             )
-            # `pending.dispatch()` picks a fresh id; the batch core takes a given one (as a chain's batch
-            # link does), so sending it again after a crash is the same batch, counted once.
-            app = current_app()
-            return create_batch(app, pending.spec(app), batch_id=batch_id_for(import_id))
+            # An id of our own: sending it again after a crash is the same batch, counted once.
+            return pending.dispatch(batch_id=batch_id_for(import_id)).id
 
         batch_id = self.step("fan-out", fan_out)
         files.put_json(f"imports/{import_id}/manifest.json", {"batch_id": batch_id, "chunks": len(chunks)})

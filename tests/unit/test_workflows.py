@@ -17,6 +17,7 @@ import pytest
 
 from sqsjobs import (
     App,
+    ConfigurationError,
     Job,
     PermanentError,
     Postpone,
@@ -203,6 +204,22 @@ def test_a_batch_that_succeeds_runs_then_once_and_callbacks_see_the_batch(app: A
     assert ran("wf.then") == [("ok", created.id)] and len(ran("wf.finally")) == 1
     found = created.fresh()
     assert (found.processed, found.failed, found.finished) == (12, 0, True)
+
+
+def test_a_batch_dispatched_twice_with_one_id_is_one_batch_counted_once(app: App) -> None:
+    import uuid
+
+    given = str(uuid.uuid5(uuid.NAMESPACE_URL, "import-42"))
+    pending = batch([Step(n=i) for i in range(3)]).then(Then(label="once"))
+    first = pending.dispatch(batch_id=given)
+    again = pending.dispatch(batch_id=given)  # a parent retried after it sent the batch
+    process_all(app)
+    assert first.id == again.id == given
+    found = again.fresh()
+    assert (found.total, found.processed, found.finished) == (3, 3, True)
+    assert ran("wf.then") == [("once", given)]
+    with pytest.raises(ConfigurationError, match="is not a UUID"):
+        pending.dispatch(batch_id="import-42")
 
 
 def test_a_failure_cancels_a_batch_unless_failures_are_allowed(app: App) -> None:
