@@ -24,6 +24,18 @@ def invoke(*args: str) -> Result:
     return runner.invoke(cli, list(args), terminal_width=250)
 
 
+@pytest.fixture(autouse=True)
+def only_the_cli_schedules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `schedule` verbs run the schedules of this process's default registry, which holds every
+    `schedule(...)` any module imported in this test process declared (a sample's, say): keep the one
+    the verbs below name, as a CLI process that imports only `--app` would have."""
+    import tests.unit.cli_schedules  # noqa: F401  (declares cli-nightly)
+    from sqsjobs.schedules import default_schedules
+
+    kept = {name: item for name, item in default_schedules._by_name.items() if name == "cli-nightly"}
+    monkeypatch.setattr(default_schedules, "_by_name", kept)
+
+
 @pytest.fixture
 def cli_env(sqs_app: App, monkeypatch: pytest.MonkeyPatch) -> App:
     monkeypatch.setenv("SQSJOBS_QUEUE_PREFIX", sqs_app.settings.queue_prefix)
