@@ -114,8 +114,8 @@ class SqsHandler:
         finally:
             if app.metrics is not None:
                 app.metrics.flush()  # before the invocation ends: a frozen container may never flush
-            if self._snapshots is not None:
-                self._snapshots.flush()
+            if self._snapshots is not None:  # only while time is left: never a reason to overrun
+                self._snapshots.flush(context.get_remaining_time_in_millis() / 1000 if context is not None else None)
 
     def refuse_what_cannot_run(self, context: LambdaContext) -> None:
         """On the first event (the remaining time is then the function's timeout): refuse a default

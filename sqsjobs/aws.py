@@ -56,6 +56,37 @@ def client(service: str) -> Any:
         return found
 
 
+#: `quick_client`'s limits in seconds (connect, read): with one attempt, a call ends within their sum.
+QUICK_TIMEOUTS = (1.0, 1.0)
+
+
+def quick_client(service: str) -> Any:
+    """A client that tries once and gives up within QUICK_TIMEOUTS, for writes worth less than the time
+    they could cost (the dashboard's snapshots at the end of a Lambda invocation); cached like `client`."""
+    key = (f"{service}#quick", region())
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            if key[1] is None:
+                raise ConfigurationError(
+                    "no AWS region configured; set AWS_REGION or AWS_DEFAULT_REGION (e.g. us-east-1)"
+                )
+            config = Config(
+                region_name=key[1],
+                retries={"mode": "standard", "total_max_attempts": 1},
+                connect_timeout=QUICK_TIMEOUTS[0],
+                read_timeout=QUICK_TIMEOUTS[1],
+                parameter_validation=PARAMETER_VALIDATION,
+            )
+            found = boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
+            cache_user_agent(found)
+            _clients[key] = found
+        return found
+
+
 #: botocore checks every call's parameters against the service model before sending it. Ours are
 #: typed (mypy strict with boto3-stubs) and checked where they come from users (sizes, names, attributes),
 #: so the check only spends CPU (2-4% of a call's client time, docs/performance.md). The strict test layer

@@ -154,13 +154,8 @@ def status(store: Store, job_id: str) -> JobStatus | None:
 
 
 def by_tag(store: Store, tag: str, limit: int = 50) -> list[JobStatus]:
-    """The newest `limit` jobs with this tag (live in the log), newest first."""
-    found = store.query(f"jobtag#{tag}")
-    out: list[JobStatus] = []
-    for _, attrs in reversed(found):
-        job = status(store, str(attrs.get("job_id", "")))
-        if job is not None:
-            out.append(job)
-        if len(out) >= limit:
-            break
-    return out
+    """The newest `limit` jobs with this tag (live in the log), newest first: one Query of at most `limit`
+    tag records, then one GetItem per record (a tag on a million jobs costs what one on fifty does)."""
+    found = store.query(f"jobtag#{tag}", limit=limit, newest_first=True)
+    jobs = (status(store, str(attrs.get("job_id", ""))) for _, attrs in found)
+    return [job for job in jobs if job is not None]

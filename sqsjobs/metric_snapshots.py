@@ -12,10 +12,12 @@ Items: pk `snapshot#<queue>#<hour start>#<shard>`, sk `<minute start>` (epoch se
 SNAPSHOT_TTL_S. A writer picks one of SHARDS partition keys for its life, so the writes of many Lambda
 containers in one minute spread over several partitions (docs/scaling.md: a hot key is spread over
 several keys and read back together); a reader queries each hour's shards. Counts are sums, so a reader
-adds the shards up; the maximum runtime is kept as a number set (ADD of one value per flush) whose
-largest member is the minute's maximum.
+adds the shards up; the maximum runtime is kept as a number set (ADD of one value per flush, rounded up
+to a coarse step so the set stays small) whose largest member is the minute's maximum. Hours that have
+settled do not change: a long-lived reader (`History`) reads them once and then only the recent ones.
 
-A failed write is logged and dropped: these counters are for people looking at charts, never a reason
+A failed write is logged and dropped, with the rest of that flush (one attempt, short timeouts: a Lambda
+invocation never waits seconds for them): these counters are for people looking at charts, never a reason
 to change what happens to a job.
 """
 
@@ -41,6 +43,12 @@ log = logging.getLogger("sqsjobs.snapshots")
 SNAPSHOT_TTL_S = 48 * 3600
 #: Partition keys a queue's writers spread over (each writer keeps one for its life).
 SHARDS = 4
+#: Seconds a flush keeps for its last write: one attempt's connect and read timeouts (aws.QUICK_TIMEOUTS),
+#: and a margin. A Lambda invocation with less left writes nothing.
+RESERVE_S = 2.5
+#: An hour's snapshots stop changing this long after it ends (a Lambda invocation, up to 15 minutes long,
+#: flushes the minutes it counted when it ends); until then a reader reads the hour again.
+SETTLED_S = 20 * 60
 #: Counters added per queue and minute.
 COUNTS = ("processed", "failed", "released", "runs", "runtime_ms", "waits", "wait_ms")
 _PK = "snapshot#"
@@ -95,6 +103,8 @@ class Snapshots:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     #: Writes made (one per queue and minute flushed): what a test or a cost estimate counts.
     writes: int = field(default=0, init=False)
+    #: Queue-minutes not written (a failed write, or no time left): each flush that drops logs once.
+    dropped: int = field(default=0, init=False)
 
     def listen(self, event: JobEvent) -> None:
         """The events listener (`app.events.listen(snapshots.listen)`)."""
@@ -120,35 +130,60 @@ class Snapshots:
 
     def tick(self) -> int:
         """Flush the minutes that have ended (call it as often as you like: a minute is written once)."""
-        return self._flush(before=minute_of(self.clock()))
+        return self._flush(before=minute_of(self.clock()), budget_s=None)
 
-    def flush(self) -> int:
+    def flush(self, remaining_s: float | None = None) -> int:
         """Flush everything collected, the current minute too (a poller stopping, a Lambda invocation
-        ending); a later flush of the same minute adds to it."""
-        return self._flush(before=None)
+        ending); a later flush of the same minute adds to it.
 
-    def _flush(self, before: int | None) -> int:
+        `remaining_s`: the time the caller has left (a Lambda invocation's). A write is started only while
+        more than RESERVE_S is left, so the flush never makes the invocation overrun; what is not
+        written then is dropped (logged once), never retried in this invocation."""
+        budget = None if remaining_s is None else remaining_s - RESERVE_S
+        return self._flush(before=None, budget_s=budget)
+
+    def _flush(self, before: int | None, budget_s: float | None) -> int:
         with self._lock:
             due = [key for key in self._minutes if before is None or key[1] < before]
             taken = [self._minutes.pop(key) for key in due]
-        written = 0
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        written, why = 0, ""
         for minute in taken:
+            if deadline is not None and time.monotonic() >= deadline:
+                why = f"less than {RESERVE_S:g}s of the invocation left"
+                break
             key = (partition(minute.queue, minute.at - minute.at % 3600, self.shard), str(minute.at))
             try:
-                self.write(key, minute.counts(), minute.runtime_max_ms, SNAPSHOT_TTL_S)
+                self.write(key, minute.counts(), bucket_ms(minute.runtime_max_ms), SNAPSHOT_TTL_S)
             except Exception as exc:
-                log.warning(
-                    "could not write the dashboard's snapshot of %s at %s (%s: %s); dropped "
-                    "(SQSJOBS_SNAPSHOTS=false turns snapshots off)",
-                    minute.queue,
-                    minute.at,
-                    type(exc).__name__,
-                    exc,
-                )
-                continue
+                # One attempt, then the rest of this flush is dropped: the next write would most likely
+                # meet the same throttling or outage, and each costs time a Lambda invocation pays for.
+                why = f"{type(exc).__name__}: {exc}"
+                break
             written += 1
         self.writes += written
+        if why:
+            lost = len(taken) - written
+            self.dropped += lost
+            log.warning(
+                "could not write the dashboard's snapshots of %d queue-minute(s) (%s); dropped "
+                "(SQSJOBS_SNAPSHOTS=false turns snapshots off)",
+                lost,
+                why,
+            )
         return written
+
+
+def bucket_ms(runtime_ms: int) -> int:
+    """A runtime rounded up to a step of 2^(k/4) ms, to whole ms (250 -> 256, 400 -> 431, 1000 -> 1024).
+
+    The maximum is kept as a number set, which grows by one member per distinct value added: with four
+    steps per doubling a minute's set holds a handful of members however many writers flush into it,
+    so its item (and what each write costs) stays small. The maximum shown is at most 19% (or 1 ms)
+    above the true one."""
+    if runtime_ms <= 0:
+        return 0
+    return math.ceil(2 ** (math.ceil(math.log2(runtime_ms) * 4 - 1e-9) / 4) - 1e-9)
 
 
 # -- writers ---------------------------------------------------------------------------------------
@@ -173,7 +208,9 @@ class DynamoDbWrite:
         values[":expires"] = {"N": str(math.ceil(self._clock() + ttl))}
         from . import aws  # boto3 loads on the first flush, not with the Lambda handler's module
 
-        aws.client("dynamodb").update_item(
+        # Its own client: one attempt with short timeouts. The shared one retries 5 times with backoff
+        # and waits 35 s for a reply, which a throttled write would add to the end of an invocation.
+        aws.quick_client("dynamodb").update_item(
             TableName=self.table,
             Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}},
             UpdateExpression=f"ADD {', '.join(adds)} SET expires_at = if_not_exists(expires_at, :expires)",
@@ -204,18 +241,56 @@ class StoreWrite:
 def read(store: Store, queues: Iterable[str], since: float, until: float) -> dict[str, list[Minute]]:
     """Queue -> its minutes from `since` to `until`, oldest first, summed over the writers' shards; a
     minute nobody wrote is absent (nothing ran then, or no writer had snapshots on)."""
-    out: dict[str, list[Minute]] = {}
-    first, last = minute_of(since), minute_of(until)
-    for queue in queues:
-        minutes: dict[int, Minute] = {}
-        for hour in range(first - first % 3600, last + 1, 3600):
-            for shard in range(SHARDS):
-                for sk, attrs in store.query(partition(queue, hour, shard)):
-                    at = int(sk) if sk.isdigit() else -1
-                    if first <= at <= last:
-                        minutes.setdefault(at, Minute(queue, at)).merge(_minute(queue, at, attrs))
-        out[queue] = [minutes[at] for at in sorted(minutes)]
-    return out
+    return History(store).read(queues, since, until)
+
+
+def _read_hour(store: Store, queue: str, hour: int) -> dict[int, Minute]:
+    """One queue's hour (every shard's Query, eventually consistent: a chart may miss the last second)."""
+    minutes: dict[int, Minute] = {}
+    for shard in range(SHARDS):
+        for sk, attrs in store.query(partition(queue, hour, shard), consistent=False):
+            if sk.isdigit():
+                at = int(sk)
+                minutes.setdefault(at, Minute(queue, at)).merge(_minute(queue, at, attrs))
+    return minutes
+
+
+class History:
+    """Snapshot reads for a reader that asks again and again (the dashboard's overview): an hour that has
+    settled (SETTLED_S after its end) is read once and kept; only the recent hours are read each time.
+    48 hours of one queue cost 196 Queries the first time, then 4 to 8."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._settled: dict[tuple[str, int], dict[int, Minute]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, queues: Iterable[str], since: float, until: float) -> dict[str, list[Minute]]:
+        out: dict[str, list[Minute]] = {}
+        first, last = minute_of(since), minute_of(until)
+        hours = range(first - first % 3600, last + 1, 3600)
+        for queue in queues:
+            found: list[Minute] = []
+            for hour in hours:
+                minutes = self._hour(queue, hour, settled=hour + 3600 + SETTLED_S <= until)
+                found.extend(minutes[at] for at in sorted(minutes) if first <= at <= last)
+            out[queue] = found
+        with self._lock:  # what has expired from the table leaves the cache too
+            for key in [k for k in self._settled if k[1] < until - SNAPSHOT_TTL_S - 3600]:
+                del self._settled[key]
+        return out
+
+    def _hour(self, queue: str, hour: int, *, settled: bool) -> dict[int, Minute]:
+        if settled:
+            with self._lock:
+                kept = self._settled.get((queue, hour))
+            if kept is not None:
+                return kept
+        minutes = _read_hour(self.store, queue, hour)
+        if settled:
+            with self._lock:
+                self._settled[(queue, hour)] = minutes
+        return minutes
 
 
 def _minute(queue: str, at: int, attrs: dict[str, Any]) -> Minute:

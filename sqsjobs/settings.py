@@ -80,6 +80,8 @@ class Settings(BaseSettings):
         dashboard_token: the token `sqsjobs dashboard` asks for (a login form, or `Authorization: Bearer`);
             needed, or basic auth, when it listens on anything but loopback. At least 16 characters.
         dashboard_user, dashboard_password: basic auth for `sqsjobs dashboard` instead (both, or neither).
+        dashboard_allowed_hosts: comma-separated host names `sqsjobs dashboard` answers besides loopback's
+            and the one it listens on (the name browsers use behind a load balancer; `*.example.com`).
     """
 
     model_config = SettingsConfigDict(env_prefix="SQSJOBS_", extra="ignore")
@@ -123,6 +125,7 @@ class Settings(BaseSettings):
     dashboard_token: SecretStr | None = None
     dashboard_user: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[^:]+$")
     dashboard_password: SecretStr | None = Field(default=None, validate_default=True)
+    dashboard_allowed_hosts: str = ""
 
     @field_validator("dashboard_token")
     @classmethod

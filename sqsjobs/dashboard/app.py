@@ -1,31 +1,44 @@
-"""The Starlette application: routes, the gate, CSRF on every POST, security headers, templates.
+"""The Starlette application: routes, the Host and fetch checks, the gate, CSRF on every POST, headers.
 
 Pages are rendered on the server with Jinja2 (autoescape on: every job name, reason, error, payload and
 tag came from a message or a record, and is shown as text). The script (static/dashboard.js) only
 refreshes a page's live region and asks before a destructive button; the CSP allows no inline script.
-Blocking AWS calls run in Starlette's thread pool.
+Blocking AWS calls run in Starlette's thread pool. A button that acts on one job or batch posts its id in
+a hidden field to a fixed path: an id in the path (`x/..`, `.`) could make the browser post elsewhere.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..app import App
 from . import actions, pages
-from .auth import CSRF_COOKIE, PUBLIC, SESSION_COOKIE, SESSION_S, Gate, csrf_refusal, secure
+from .auth import (
+    CSRF_COOKIE,
+    PUBLIC,
+    SESSION_COOKIE,
+    SESSION_S,
+    Gate,
+    Hosts,
+    csrf_refusal,
+    fetched_from_elsewhere,
+    host_name,
+    secure,
+)
 from .board import FLASH_COOKIE, HERE, Dashboard
 from .reading import FailedFilters, Reader
 
@@ -51,11 +64,14 @@ def create_app(
     password: str | None = None,
     host: str = "127.0.0.1",
     refresh: float = 5.0,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> Starlette:
     """The dashboard of `app` as a Starlette application (serve it with uvicorn).
 
     `token`, `user`/`password` default to SQSJOBS_DASHBOARD_TOKEN / _USER / _PASSWORD. `host` is where it
     will listen: anything but loopback without a token or basic auth is refused (ConfigurationError).
+    `allowed_hosts`: the host names it answers besides loopback's and `host` (default:
+    SQSJOBS_DASHBOARD_ALLOWED_HOSTS, comma-separated); any other Host header gets 400.
     `refresh`: seconds between the live pages' refreshes (0: never).
     """
     settings = app.settings
@@ -65,46 +81,38 @@ def create_app(
         password=password or (settings.dashboard_password.get_secret_value() if settings.dashboard_password else None),
     )
     gate.require_for(host)
-    board = Dashboard(app, gate, refresh)
+    names = settings.dashboard_allowed_hosts.split(",") if allowed_hosts is None else allowed_hosts
+    board = Dashboard(app, gate, refresh, Hosts.of(host, names, gate))
     routes = [
         Route("/healthz", _healthz),
         Route("/login", _login_form(board), methods=["GET"]),
         Route("/login", _action(board, _login), methods=["POST"]),
+        Route("/logout", _action(board, _logout), methods=["POST"]),
         *pages.routes(board),
         Route("/queues/{queue}/pause", _action(board, _queue_action(actions.pause, by=True)), methods=["POST"]),
         Route("/queues/{queue}/continue", _action(board, _queue_action(actions.resume)), methods=["POST"]),
         Route("/failed/retry", _action(board, _failed_selected(actions.retry_selected)), methods=["POST"]),
         Route("/failed/forget", _action(board, _failed_selected(actions.forget_selected)), methods=["POST"]),
-        Route("/failed/{job_id}/retry", _action(board, _failed_one(actions.retry)), methods=["POST"]),
-        Route("/failed/{job_id}/forget", _action(board, _failed_one(actions.forget)), methods=["POST"]),
-        Route("/batches/{batch_id}/cancel", _action(board, _batch_cancel), methods=["POST"]),
-        Route("/jobs/{job_id}/cancel", _action(board, _job_cancel), methods=["POST"]),
+        Route("/failed/retry-one", _action(board, _failed_one(actions.retry)), methods=["POST"]),
+        Route("/failed/forget-one", _action(board, _failed_one(actions.forget)), methods=["POST"]),
+        Route("/batches/cancel", _action(board, _batch_cancel), methods=["POST"]),
+        Route("/jobs/cancel", _action(board, _job_cancel), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(_Guard, board=board)])
 
 
 class _Guard(BaseHTTPMiddleware):
-    """The gate before every non-public path, a CSRF cookie for every browser, security headers on all."""
+    """Before every path but /healthz: the Host check, the fetch check, the gate (but on public paths).
+    A CSRF cookie for every browser, security headers on every response."""
 
     def __init__(self, app: Any, board: Dashboard) -> None:
         super().__init__(app)
         self.board = board
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        path = request.url.path
-        public = path in PUBLIC[:2] or path.startswith(PUBLIC[2])
-        gate = self.board.gate
-        if not public and not gate.allows(request):
-            if gate.user and not gate.token:
-                response: Response = PlainTextResponse(
-                    "authentication required", 401, {"WWW-Authenticate": 'Basic realm="sqsjobs", charset="UTF-8"'}
-                )
-            elif request.method == "GET":
-                response = RedirectResponse("/login?" + urlencode({"next": path}), 303)
-            else:
-                response = PlainTextResponse("authentication required", 401)
-        else:
+        response = self.refusal(request)
+        if response is None:
             response = await call_next(request)
         new = getattr(request.state, "new_csrf", None)
         if new is not None:
@@ -112,6 +120,49 @@ class _Guard(BaseHTTPMiddleware):
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
         return response
+
+    def refusal(self, request: Request) -> Response | None:
+        path = request.url.path
+        if path == PUBLIC[0]:  # a load balancer's health check names the target's address: any Host
+            return None
+        host = request.headers.get("host", "")
+        if not self.board.hosts.allows(host):
+            return PlainTextResponse(
+                f"refused: this dashboard does not answer the host name {host_name(host)[:100]!r}; if it is "
+                "yours, add it with --allowed-host or SQSJOBS_DASHBOARD_ALLOWED_HOSTS",
+                400,
+            )
+        if fetched_from_elsewhere(request):
+            if request.method == "GET" and request.headers.get("sec-fetch-mode") == "navigate":
+                return _elsewhere(request)
+            return PlainTextResponse("refused: another site sent this request", 403)
+        gate = self.board.gate
+        if path in PUBLIC[:2] or path.startswith(PUBLIC[2]) or gate.allows(request):
+            return None
+        if gate.user and not gate.token:
+            return PlainTextResponse(
+                "authentication required", 401, {"WWW-Authenticate": 'Basic realm="sqsjobs", charset="UTF-8"'}
+            )
+        if request.method == "GET":
+            return RedirectResponse("/login?" + urlencode({"next": path}), 303)
+        return PlainTextResponse("authentication required", 401)
+
+
+def _elsewhere(request: Request) -> Response:
+    """A link from another site: nothing read, one link to the same address (a click on it is ours)."""
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else quote(request.url.path)
+    target = "/" + path.lstrip("/") + (f"?{request.url.query}" if request.url.query else "")
+    link = html.escape(target, quote=True)
+    return HTMLResponse(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sqsjobs dashboard</title>'
+        '<link rel="stylesheet" href="/static/dashboard.css"></head><body><main>'
+        "<p>This address was opened from another site. The dashboard's pages act on your queues (reading "
+        "the failed jobs hides them while they are read), so they open only from its own pages, a bookmark "
+        f'or the address bar.</p><p><a href="{link}" data-testid="continue-here">Open {link}</a></p>'
+        "</main></body></html>",
+        403,
+    )
 
 
 # -- POST -----------------------------------------------------------------------------------------
@@ -164,16 +215,24 @@ def _queue_action(operation: Callable[..., str], *, by: bool = False) -> Handler
     return handler
 
 
+def _id(form: dict[str, str]) -> str:
+    found = form.get("id", "")
+    if not found:
+        raise actions.Refused("no id in the form (use the page's buttons)")
+    return found
+
+
 def _failed_one(operation: Callable[[Reader, str], str]) -> Handler:
     async def handler(board: Dashboard, request: Request, form: dict[str, str]) -> Response:
-        job_id = request.path_params["job_id"]
-        return await _run(request, form.get("back", "/failed"), lambda: operation(board.reader, job_id))
+        return await _run(request, form.get("back", "/failed"), lambda: operation(board.reader, _id(form)))
 
     return handler
 
 
 def _failed_selected(operation: Callable[[Reader, Any], str]) -> Handler:
     async def handler(board: Dashboard, request: Request, form: dict[str, str]) -> Response:
+        if form.get("bulk") != "1":  # only the page's bulk forms say so: no other form acts on many jobs
+            return PlainTextResponse("refused: not a bulk form of the failed page (it says bulk=1)", 400)
         filters = FailedFilters.of(form)
         back = "/failed" + ("?" + urlencode(filters.query()) if filters.query() else "")
         return await _run(request, back, lambda: operation(board.reader, filters))
@@ -182,13 +241,13 @@ def _failed_selected(operation: Callable[[Reader, Any], str]) -> Handler:
 
 
 async def _batch_cancel(board: Dashboard, request: Request, form: dict[str, str]) -> Response:
-    batch_id = request.path_params["batch_id"]
-    return await _run(request, "/batches", lambda: actions.cancel_batch(board.reader, batch_id))
+    return await _run(request, "/batches", lambda: actions.cancel_batch(board.reader, _id(form)))
 
 
 async def _job_cancel(board: Dashboard, request: Request, form: dict[str, str]) -> Response:
-    job_id = request.path_params["job_id"]
-    return await _run(request, f"/jobs/{job_id}", lambda: actions.cancel_job(board.reader, job_id))
+    job_id = form.get("id", "")
+    back = f"/jobs/{quote(job_id, safe='')}" if job_id else "/jobs"
+    return await _run(request, back, lambda: actions.cancel_job(board.reader, _id(form)))
 
 
 def _who(board: Dashboard, request: Request) -> str:
@@ -227,6 +286,14 @@ async def _login(board: Dashboard, request: Request, form: dict[str, str]) -> Re
         secure=secure(request),
         path="/",
     )
+    return response
+
+
+async def _logout(board: Dashboard, request: Request, form: dict[str, str]) -> Response:
+    """Ends this browser's session (the cookie is cleared; a stolen copy stays valid until it expires:
+    changing the token ends every session)."""
+    response = RedirectResponse("/login" if board.gate.token else "/", 303)
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=secure(request), httponly=True, samesite="strict")
     return response
 
 

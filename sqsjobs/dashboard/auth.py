@@ -6,6 +6,15 @@
   typed once into a login form, which sets a session cookie (HttpOnly, SameSite=Strict, signed with a key
   derived from the token: changing the token ends every session); scripts may send `Authorization:
   Bearer <token>`. Every comparison is constant-time.
+- **Host names.** Every response but /healthz goes only to a Host header it knows: loopback's names
+  (127.0.0.1, localhost, [::1], on any port: a tunnel may forward another one), the address it listens
+  on, and SQSJOBS_DASHBOARD_ALLOWED_HOSTS / `--allowed-host` (the name behind a load balancer). DNS
+  rebinding points an attacker's own name at 127.0.0.1: the browser then treats our pages as the
+  attacker's site (it reads them, CSRF token included, and posts with a matching Origin), but the Host
+  header still carries the attacker's name, and that is refused.
+- **Fetch metadata.** A request whose `Sec-Fetch-Site` says another site (or a sibling one) sent it is
+  refused, GETs too: reading a DLQ hides its messages, and a page elsewhere must not make a browser do it.
+  A link from elsewhere gets a page with one link back in (a person's click is then same-origin).
 - **CSRF.** Each browser gets a random token in a cookie, and every form carries it in a hidden field;
   a POST whose field does not equal its cookie is refused (403), and so is one whose Origin (or, without
   it, Referer) names another host. The pages send `Referrer-Policy: same-origin`, so a browser sends our
@@ -20,8 +29,10 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -36,6 +47,87 @@ CSRF_FIELD = "csrf"
 SESSION_S = 12 * 3600
 #: Paths anyone may reach: the ALB's health check, the login form, the stylesheet and script.
 PUBLIC = ("/healthz", "/login", "/static/")
+
+
+#: What a browser on this machine calls a loopback dashboard (on any port: `ssh -L 9000:127.0.0.1:8484`
+#: brings it to another one, and a port in the Host header is no proof of anything a name is not).
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+#: Sec-Fetch-Site values of our own pages' requests, and of a person's (a typed address, a bookmark).
+OWN_FETCHES = ("same-origin", "none")
+_NAME = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9_-]+(\.[a-z0-9_-]+)*)$")
+_WILDCARDS = ("0.0.0.0", "[::]", "")
+
+
+def host_name(header: str) -> str:
+    """A Host header's name: lowercase, without its port or a trailing dot (`[::1]` keeps its brackets)."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        name = value[: value.find("]") + 1] if "]" in value else value
+    else:
+        name = value.partition(":")[0]
+    return name[:-1] if name.endswith(".") else name
+
+
+def _bracketed(name: str) -> str:
+    """An IPv6 address as a Host header writes it."""
+    if ":" in name and not name.startswith("["):
+        try:
+            return f"[{ipaddress.IPv6Address(name)}]"
+        except ValueError:
+            return name
+    return name
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """The Host names the dashboard answers (see the module's docstring: DNS rebinding)."""
+
+    names: frozenset[str]
+    #: `.example.com` for an allowed `*.example.com`.
+    suffixes: tuple[str, ...] = ()
+    #: `*`: any name (only behind a gate: a gate, not the name, is then what keeps strangers out).
+    any: bool = False
+
+    @classmethod
+    def of(cls, bound: str, allowed: Iterable[str], gate: Gate) -> Hosts:
+        names = set(LOOPBACK_NAMES)
+        listening = _bracketed(bound.strip().lower())
+        if listening not in _WILDCARDS:
+            names.add(listening)
+        suffixes: list[str] = []
+        anything = False
+        for raw in allowed:
+            value = _bracketed(raw.strip().lower())
+            if not value:
+                continue
+            if value == "*":
+                if gate.open:
+                    raise ConfigurationError(
+                        "--allowed-host / SQSJOBS_DASHBOARD_ALLOWED_HOSTS '*' would answer any host name, so a "
+                        "page of any site could reach this dashboard, which has no login, by DNS rebinding: "
+                        "name the hosts, or set SQSJOBS_DASHBOARD_TOKEN"
+                    )
+                anything = True
+            elif value.startswith("*.") and _NAME.match(value[2:]):
+                suffixes.append(value[1:])
+            elif _NAME.match(value):
+                names.add(value)
+            else:
+                raise ConfigurationError(
+                    f"--allowed-host / SQSJOBS_DASHBOARD_ALLOWED_HOSTS: {raw.strip()!r} is not a host name; give "
+                    "the name browsers use, without scheme or port (dashboard.example.com, *.example.com)"
+                )
+        return cls(frozenset(names), tuple(suffixes), anything)
+
+    def allows(self, header: str) -> bool:
+        name = host_name(header)
+        return self.any or name in self.names or any(name.endswith(suffix) for suffix in self.suffixes)
+
+
+def fetched_from_elsewhere(request: Request) -> bool:
+    """A browser says another site (or a sibling) made this request: a form, an <img>, a script, a link."""
+    site = request.headers.get("sec-fetch-site")
+    return site is not None and site.lower() not in OWN_FETCHES
 
 
 def is_loopback(host: str) -> bool:

@@ -6,6 +6,7 @@ import base64
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from starlette.requests import Request
@@ -13,7 +14,7 @@ from starlette.responses import HTMLResponse
 
 from .._version import __version__
 from ..app import App
-from .auth import CSRF_FIELD, Gate, csrf_token
+from .auth import CSRF_FIELD, Gate, Hosts, csrf_token
 from .reading import Reader
 
 HERE = Path(__file__).parent
@@ -28,15 +29,24 @@ def templates() -> jinja2.Environment:
     )
     env.globals["version"] = __version__
     env.globals["csrf_field"] = CSRF_FIELD
+    env.filters["seg"] = segment
     return env
 
 
-class Dashboard:
-    """Everything a request needs: the App's reads, the gate, the templates."""
+def segment(value: Any) -> str:
+    """One path segment from data (an id, a name), with `/`, `?`, `#` and `%` quoted: Jinja's `urlencode`
+    keeps `/`, so an id `x/..` made a link the browser resolved to its parent. An id of `.` or `..` still
+    resolves elsewhere: fine for a link (a GET), and why no button puts an id in its path."""
+    return quote(str(value), safe="")
 
-    def __init__(self, app: App, gate: Gate, refresh: float) -> None:
+
+class Dashboard:
+    """Everything a request needs: the App's reads, the gate, the host names, the templates."""
+
+    def __init__(self, app: App, gate: Gate, refresh: float, hosts: Hosts) -> None:
         self.app = app
         self.gate = gate
+        self.hosts = hosts
         self.reader = Reader(app)
         self.refresh = refresh
         self.env = templates()
@@ -51,6 +61,7 @@ class Dashboard:
             refresh=self.refresh,
             flash=flash,
             gate_open=self.gate.open,
+            logout=bool(self.gate.token),
             **context,
         )
         response = HTMLResponse(html, status_code=status)

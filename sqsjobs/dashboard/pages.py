@@ -20,7 +20,7 @@ from starlette.routing import Route
 from ..job_log import ENDED
 from ..workers import ago
 from .board import Dashboard
-from .reading import FailedFilters, chart_data, hours_of
+from .reading import SCAN_ITEMS, FailedFilters, chart_data, hours_of
 
 __all__ = ["FailedFilters", "routes"]
 
@@ -50,9 +50,9 @@ def routes(board: Dashboard) -> list[Route]:
         Route("/", page(_overview, "overview.html")),
         Route("/queues", page(_queues, "queues.html")),
         Route("/jobs", page(_jobs, "jobs.html")),
-        Route("/jobs/{job_id}", page(_job, "job.html")),
+        Route("/jobs/{job_id:path}", page(_job, "job.html")),  # :path: an id may hold a (quoted) `/`
         Route("/failed", page(_failed, "failed.html")),
-        Route("/failed/{job_id}", page(_failed_job, "failed_job.html")),
+        Route("/failed/{job_id:path}", page(_failed_job, "failed_job.html")),
         Route("/batches", page(_batches, "batches.html")),
         Route("/schedules", page(_schedules, "schedules.html")),
     ]
@@ -82,11 +82,20 @@ def _queues(board: Dashboard, request: Request) -> dict[str, Any]:
 
 def _jobs(board: Dashboard, request: Request) -> dict[str, Any]:
     tag = request.query_params.get("tag", "").strip()[:128]
+    log_on = board.app.settings.job_log
+    if tag:
+        found, whole = board.reader.jobs(tag), True
+    elif log_on:
+        found, whole = board.reader.recent_jobs()
+    else:  # no scan for records this setup does not write: the page says how to turn the log on
+        found, whole = [], True
     return {
         "tag": tag,
-        "jobs": board.reader.jobs(tag),
-        "log_on": board.app.settings.job_log,
-        "live": bool(tag),  # without a tag the list is a table scan: read when asked, not on a timer
+        "jobs": found,
+        "whole": whole,
+        "scan_items": SCAN_ITEMS,
+        "log_on": log_on,
+        "live": bool(tag),  # without a tag the list is a (bounded) scan: read when asked, not on a timer
     }
 
 

@@ -3,11 +3,11 @@
 | page | the CLI's | reads |
 | --- | --- | --- |
 | overview, queues | `monitor`, `workers` | GetQueueAttributes (queue, DLQ), CloudWatch's age once a minute, beats |
-| charts | - | the metric snapshots (sqsjobs.metric_snapshots): one Query per queue, hour and shard |
+| charts | - | the metric snapshots: one Query per queue, hour and shard (a settled hour only once) |
 | failed | `failed list/summary/show` | every DLQ message, held hidden while it is read (never refreshed on a timer) |
 | batches | `batches list` | a table scan of batch records |
 | schedules | `schedule list` | one GetItem per schedule |
-| jobs | `jobs list --tag`, `jobs show` | the job log by tag (or a scan for the newest, without one) |
+| jobs | `jobs list --tag`, `jobs show` | the job log by tag (one Query, <= 50 GetItems), or a scan of <= 2,000 items |
 """
 
 from __future__ import annotations
@@ -37,8 +37,13 @@ MAX_HOURS = 48
 CHART_CACHE_S = 20.0
 #: A failed job's body is shown up to this many characters (`failed show` without --full).
 BODY_CHARS = 4000
-#: Rows the jobs page lists.
+#: Rows the jobs page lists (and GetItems a tag's list costs).
 JOB_ROWS = 50
+#: Items of the table the jobs page reads without a tag, matching or not (a scan has no order: it shows
+#: the newest of what it read). About 50 read units for small items; a tag is the way to search.
+SCAN_ITEMS = 2000
+#: Rows the failed page lists, newest first (its counts by queue, job and reason cover them all).
+FAILED_ROWS = 500
 
 
 @dataclass
@@ -66,7 +71,9 @@ class FailedFilters:
 
 @dataclass
 class FailedView:
+    #: The newest FAILED_ROWS of `total`.
     jobs: list[CollectedFailedJob] = field(default_factory=list)
+    total: int = 0
     groups: list[SummaryRow] = field(default_factory=list)
     #: Jobs left out: they match only on values their DLQ copies do not prove.
     left: int = 0
@@ -84,6 +91,7 @@ class Reader:
         self._monitor = Monitor(app, self.queues, age_every=60)
         self._lock = threading.Lock()
         self._charts: dict[int, tuple[float, dict[str, list[metric_snapshots.Minute]]]] = {}
+        self._history = metric_snapshots.History(app.store)
 
     # -- queues and workers ------------------------------------------------------------------
     def queue_report(self) -> Report:
@@ -100,7 +108,7 @@ class Reader:
         cached = self._charts.get(hours)
         if cached is not None and time.monotonic() - cached[0] < CHART_CACHE_S:
             return cached[1], since, until
-        series = metric_snapshots.read(self.app.store, self.queues, since, until)
+        series = self._history.read(self.queues, since, until)
         self._charts[hours] = (time.monotonic(), series)
         return series, since, until
 
@@ -121,12 +129,14 @@ class Reader:
         store = FailedJobs(self.app, [filters.queue] if filters.queue else None)
         selection = Selection(flt, store.proof)
         jobs = store.list(select=selection)
+        shown = jobs[: -FAILED_ROWS - 1 : -1]  # the newest, newest first
         return FailedView(
-            jobs=list(reversed(jobs)),  # newest first
+            jobs=shown,
+            total=len(jobs),
             groups=summarize(jobs, selection),
             left=selection.left,
             incomplete=store.incomplete,
-            unverified={job.id: selection.unverified(job) for job in jobs},
+            unverified={job.id: selection.unverified(job) for job in shown},
         )
 
     def failed_job(self, job_id: str) -> tuple[CollectedFailedJob | None, str, str, list[str]]:
@@ -155,15 +165,19 @@ class Reader:
         return schedule_states(self.app)
 
     def jobs(self, tag: str) -> list[job_log.JobStatus]:
-        store = self.app.store
-        if tag:
-            return job_log.by_tag(store, tag, JOB_ROWS)
+        """A tag's newest JOB_ROWS: one Query with that limit, one GetItem per row."""
+        return job_log.by_tag(self.app.store, tag, JOB_ROWS)
+
+    def recent_jobs(self) -> tuple[list[job_log.JobStatus], bool]:
+        """The newest JOB_ROWS of the job records among SCAN_ITEMS items of the table, and whether that
+        was the whole table (else newer jobs may be in the part not read)."""
+        records, whole = self.app.store.scan_at_most("job#", "log", SCAN_ITEMS)
         found = [
             job_log.JobStatus.from_attrs(pk[len("job#") :], attrs)
-            for pk, attrs in store.scan("job#", "log")
+            for pk, attrs in records
             if "job" in attrs  # a cancel mark waiting for its message has no job yet
         ]
-        return sorted(found, key=lambda j: j.dispatched_at, reverse=True)[:JOB_ROWS]
+        return sorted(found, key=lambda j: j.dispatched_at, reverse=True)[:JOB_ROWS], whole
 
     def job(self, job_id: str) -> job_log.JobStatus | None:
         return job_log.status(self.app.store, job_id)

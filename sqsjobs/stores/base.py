@@ -69,8 +69,14 @@ class Store(Protocol):
         """
         ...
 
-    def query(self, pk: str) -> list[tuple[str, dict[str, Any]]]:
-        """Every live item of a partition as (sk, attributes), in sk order."""
+    def query(
+        self, pk: str, *, limit: int | None = None, newest_first: bool = False, consistent: bool = True
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Every live item of a partition as (sk, attributes), in sk order (descending with `newest_first`).
+
+        `limit`: read at most that many items (one request; expired ones among them are then left out).
+        `consistent=False` halves a DynamoDB read's cost where a write of the last second may be missed.
+        """
         ...
 
     def scan(self, pk_prefix: str, sk: str) -> list[tuple[str, dict[str, Any]]]:
@@ -78,4 +84,9 @@ class Store(Protocol):
 
         A full-table read on DynamoDB: for admin commands (`sqsjobs batches list`), never a hot path.
         """
+        ...
+
+    def scan_at_most(self, pk_prefix: str, sk: str, items: int) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        """`scan`, reading at most `items` items of the table (matching or not), and whether that was all of
+        it: a bounded look for a page people open (the dashboard), eventually consistent."""
         ...

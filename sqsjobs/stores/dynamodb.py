@@ -228,15 +228,23 @@ class DynamoDbStore:
             raise
         return _attrs(response["Attributes"])
 
-    def query(self, pk: str) -> list[tuple[str, dict[str, Any]]]:
+    def query(
+        self, pk: str, *, limit: int | None = None, newest_first: bool = False, consistent: bool = True
+    ) -> list[tuple[str, dict[str, Any]]]:
         found: list[tuple[str, dict[str, Any]]] = []
-        paginator = self.client.get_paginator("query")
-        pages = paginator.paginate(
-            TableName=self.table,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": pk}},
-            ConsistentRead=True,
-        )
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk}},
+            "ConsistentRead": consistent,
+            "ScanIndexForward": not newest_first,
+        }
+        # With a limit, one request: its Limit is the whole read (a paginator would go on to the next page).
+        if limit is not None:
+            request["Limit"] = limit
+            pages: Any = [self.client.query(**request)]
+        else:
+            pages = self.client.get_paginator("query").paginate(**request)
         now = self._horizon()
         for page in pages:
             found.extend((item["sk"]["S"], _attrs(item)) for item in page.get("Items", []) if _live(item, now))
@@ -255,6 +263,24 @@ class DynamoDbStore:
         for page in pages:
             found.extend((item["pk"]["S"], _attrs(item)) for item in page.get("Items", []) if _live(item, now))
         return found
+
+    def scan_at_most(self, pk_prefix: str, sk: str, items: int) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        found: list[tuple[str, dict[str, Any]]] = []
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "begins_with(pk, :prefix) AND sk = :sk",
+            "ExpressionAttributeValues": {":prefix": {"S": pk_prefix}, ":sk": {"S": sk}},
+        }
+        now, read = self._horizon(), 0
+        while read < items:
+            # Limit counts the items read before the filter: it bounds what the read costs.
+            page = self.client.scan(**request, Limit=min(1000, items - read))
+            read += max(1, int(page.get("ScannedCount", 0)))
+            found.extend((item["pk"]["S"], _attrs(item)) for item in page.get("Items", []) if _live(item, now))
+            if "LastEvaluatedKey" not in page:
+                return found, True
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found, False
 
     def _at_limit(self, key: Key, by: int, limit: int) -> bool:
         live = self.get(key)

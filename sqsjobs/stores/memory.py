@@ -100,13 +100,25 @@ class MemoryStore:
                 live[name] = int(live.get(name, 0)) + by
             return dict(live)
 
-    def query(self, pk: str) -> list[tuple[str, dict[str, Any]]]:
+    def query(
+        self, pk: str, *, limit: int | None = None, newest_first: bool = False, consistent: bool = True
+    ) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:
             self.calls += 1
+            keys = sorted((k for k in self._items if k[0] == pk), key=lambda k: k[1], reverse=newest_first)
+            # As on DynamoDB, the limit counts items read, expired ones included.
+            return [(k[1], dict(live)) for k in keys[:limit] if (live := self._live(k)) is not None]
+
+    def scan_at_most(self, pk_prefix: str, sk: str, items: int) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        with self._lock:
+            self.calls += 1
+            keys = list(self._items)
             found = [
-                (k[1], dict(live)) for k in list(self._items) if k[0] == pk and (live := self._live(k)) is not None
+                (k[0], dict(live))
+                for k in keys[:items]
+                if k[0].startswith(pk_prefix) and k[1] == sk and (live := self._live(k)) is not None
             ]
-        return sorted(found, key=lambda item: item[0])
+            return found, len(keys) <= items
 
     def scan(self, pk_prefix: str, sk: str) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from starlette.testclient import TestClient
@@ -18,6 +18,8 @@ from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import dlq_url
 
 TOKEN = "dashboard-test-token-0123456789"
+#: Where a browser on this machine reaches the default dashboard.
+LOCAL = "http://127.0.0.1:8484"
 
 
 class Flaky(Job, name="dashboard.flaky"):
@@ -59,6 +61,11 @@ def app(moto: None, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ap
         yield application
 
 
+def web(application: App, **options: Any) -> TestClient:
+    """The dashboard as a browser on this machine reaches it (its Host header is 127.0.0.1:8484)."""
+    return TestClient(create_app(application, **options), base_url=LOCAL)
+
+
 def work(app: App) -> None:
     Worker(app, WorkerOptions(queues=["default"], sleep=1, stop_when_empty=True)).run(install_signals=False)
 
@@ -89,7 +96,7 @@ def test_the_pages_show_queues_failed_jobs_batches_and_the_job_log(app: App) -> 
     failed_id = failed_once(app, 7)
     done = batch([Member(n=1), Member(n=2)]).name("two").dispatch()
     work(app)
-    client = TestClient(create_app(app))
+    client = web(app)
 
     overview = client.get("/")
     assert overview.status_code == 200
@@ -133,14 +140,14 @@ def test_what_a_message_says_is_shown_as_text_never_markup(app: App) -> None:
             "sqsjobs.job": {"DataType": "String", "StringValue": "<svg/onload=alert(3)>"},
         },
     )
-    page = TestClient(create_app(app)).get("/failed").text
+    page = web(app).get("/failed").text
     assert "<script>alert(3)</script>" not in page and "&lt;script&gt;alert(3)&lt;/script&gt;" in page
     assert "<svg/onload" not in page and "&lt;svg/onload=alert(3)&gt;" in page
     assert "<b onmouseover" not in page and "&lt;b onmouseover=alert(2)&gt;" in page
 
 
 def test_every_response_carries_the_security_headers(app: App) -> None:
-    response = TestClient(create_app(app)).get("/")
+    response = web(app).get("/")
     assert "script-src 'self'" in response.headers["content-security-policy"]
     assert "unsafe-inline" not in response.headers["content-security-policy"]
     assert response.headers["x-frame-options"] == "DENY"
@@ -159,7 +166,7 @@ def test_it_refuses_to_listen_beyond_loopback_without_a_token(app: App) -> None:
 
 
 def test_a_token_login_sets_a_strict_httponly_session(app: App) -> None:
-    client = TestClient(create_app(app, token=TOKEN, host="0.0.0.0"))
+    client = web(app, token=TOKEN, host="0.0.0.0")
     first = client.get("/queues", follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"].startswith("/login")
     login = client.get("/login")
@@ -173,13 +180,13 @@ def test_a_token_login_sets_a_strict_httponly_session(app: App) -> None:
     assert "sqsjobs_session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
     assert client.get("/queues").status_code == 200
     assert client.get("/healthz").status_code == 200
-    stranger = TestClient(create_app(app, token=TOKEN, host="0.0.0.0"))
+    stranger = web(app, token=TOKEN, host="0.0.0.0")
     assert stranger.get("/queues", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert stranger.get("/queues", headers={"Authorization": "Bearer nope"}, follow_redirects=False).status_code == 303
 
 
 def test_basic_auth_asks_for_credentials(app: App) -> None:
-    client = TestClient(create_app(app, user="ops", password="a-long-password", host="0.0.0.0"))
+    client = web(app, user="ops", password="a-long-password", host="0.0.0.0")
     refused = client.get("/")
     assert refused.status_code == 401 and "Basic" in refused.headers["www-authenticate"]
     assert client.get("/", auth=("ops", "a-long-password")).status_code == 200
@@ -187,7 +194,7 @@ def test_basic_auth_asks_for_credentials(app: App) -> None:
 
 
 def test_a_post_without_the_csrf_token_or_from_another_origin_is_refused(app: App) -> None:
-    client = TestClient(create_app(app))
+    client = web(app)
     token = csrf(client.get("/queues").text)
     assert client.post("/queues/default/pause", data={}).status_code == 403
     assert client.post("/queues/default/pause", data={"csrf": "x" * 43}).status_code == 403
@@ -195,7 +202,7 @@ def test_a_post_without_the_csrf_token_or_from_another_origin_is_refused(app: Ap
     assert other.status_code == 403
     assert client.post("/queues/default/pause", data={"csrf": token}, headers={"Origin": "null"}).status_code == 403
     assert workers.paused_queues(app.store) == {}
-    fresh = TestClient(create_app(app))  # a browser without the cookie, replaying someone's token
+    fresh = web(app)  # a browser without the cookie, replaying someone's token
     assert fresh.post("/queues/default/pause", data={"csrf": token}).status_code == 403
 
 
@@ -206,10 +213,10 @@ def default_row(page: str) -> str:
 
 
 def test_pause_and_continue_flip_the_queue(app: App) -> None:
-    client = TestClient(create_app(app))
+    client = web(app)
     page = client.get("/queues").text
     assert 'data-testid="pause"' in default_row(page) and 'data-testid="continue"' not in default_row(page)
-    done = client.post("/queues/default/pause", data={"csrf": csrf(page)}, headers={"Origin": "http://testserver"})
+    done = client.post("/queues/default/pause", data={"csrf": csrf(page)}, headers={"Origin": LOCAL})
     assert done.status_code == 200 and "Paused default" in done.text
     assert set(workers.paused_queues(app.store)) == {"default"}
     page = client.get("/queues").text
@@ -221,10 +228,10 @@ def test_pause_and_continue_flip_the_queue(app: App) -> None:
 
 def test_retry_from_the_page_requeues_the_failed_job_and_a_worker_runs_it(app: App) -> None:
     job_id = failed_once(app, 5)
-    client = TestClient(create_app(app))
+    client = web(app)
     page = client.get("/failed").text
     Flaky.healed = True
-    done = client.post(f"/failed/{job_id}/retry", data={"csrf": csrf(page)})
+    done = client.post("/failed/retry-one", data={"csrf": csrf(page), "id": job_id})
     assert "Retried 1 job(s)." in done.text
     assert dlq_depth(app) == 0
     work(app)
@@ -234,16 +241,16 @@ def test_retry_from_the_page_requeues_the_failed_job_and_a_worker_runs_it(app: A
 
 def test_retry_of_the_filter_acts_only_on_what_it_selects(app: App) -> None:
     failed_once(app, 1)
-    client = TestClient(create_app(app))
+    client = web(app)
     page = client.get("/failed", params={"reason": "timeout"}).text
     assert "No failed jobs match." in page
     token = csrf(client.get("/queues").text)
-    done = client.post("/failed/retry", data={"csrf": token, "reason": "timeout"})
+    done = client.post("/failed/retry", data={"csrf": token, "reason": "timeout", "bulk": "1"})
     assert "Retried 0 job(s)." in done.text and dlq_depth(app) == 1
     bad = client.get("/failed", params={"since": "yesterday-ish"})
     assert bad.status_code == 400
     Flaky.healed = True
-    done = client.post("/failed/retry", data={"csrf": token, "reason": "permanent", "queue": "default"})
+    done = client.post("/failed/retry", data={"csrf": token, "reason": "permanent", "queue": "default", "bulk": "1"})
     assert "Retried 1 job(s)." in done.text
     work(app)
     assert Flaky.ran == [1]
@@ -251,9 +258,9 @@ def test_retry_of_the_filter_acts_only_on_what_it_selects(app: App) -> None:
 
 def test_forget_removes_the_failed_job(app: App) -> None:
     job_id = failed_once(app, 9)
-    client = TestClient(create_app(app))
+    client = web(app)
     page = client.get("/failed").text
-    done = client.post(f"/failed/{job_id}/forget", data={"csrf": csrf(page)})
+    done = client.post("/failed/forget-one", data={"csrf": csrf(page), "id": job_id})
     assert f"Forgot {job_id}." in done.text
     assert dlq_depth(app) == 0
     assert "No failed jobs." in client.get("/failed").text
@@ -261,10 +268,10 @@ def test_forget_removes_the_failed_job(app: App) -> None:
 
 def test_cancel_a_batch_from_its_row(app: App) -> None:
     pending = batch([Member(n=1), Member(n=2)]).dispatch()
-    client = TestClient(create_app(app))
+    client = web(app)
     page = client.get("/batches").text
     assert 'data-testid="cancel-batch"' in page and 'aria-valuenow="0"' in page
-    done = client.post(f"/batches/{pending.id}/cancel", data={"csrf": csrf(page)})
+    done = client.post("/batches/cancel", data={"csrf": csrf(page), "id": pending.id})
     assert "Cancelled batch" in done.text
     found = find_batch(pending.id, app)
     assert found is not None and found.cancelled

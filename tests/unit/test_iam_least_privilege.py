@@ -48,7 +48,7 @@ OPERATOR_CODE = (
 #: test_iam_operator.py checks this against the clients its reading sees handed on.
 HANDED_CLIENTS = {"sqsjobs/metrics.py": ("cloudwatch",)}
 #: Store methods only admin commands reach (`sqsjobs batches list|prune`, through these functions).
-ADMIN_STORE_METHODS = {"scan": {"list_batches"}}
+ADMIN_STORE_METHODS = {"scan": {"list_batches"}, "scan_at_most": set()}  # the latter: the dashboard only
 ADMIN_FUNCTIONS = {"list_batches", "prune_batches"}
 
 #: Operations whose IAM action has another name (the batch forms are authorised as the single ones).
@@ -151,8 +151,8 @@ def aws_calls(runtime: bool) -> dict[str, set[str]]:
             continue
         services = _services_named(tree) | set(HANDED_CLIENTS.get(module, ()))
         for method, function in calls(tree):
-            if method in ADMIN_STORE_METHODS and function == method:
-                continue  # inside the store's own admin method (its paginator is named like it)
+            if function in ADMIN_STORE_METHODS and module == "sqsjobs/stores/dynamodb.py":
+                continue  # inside the store's own admin methods (they scan)
             for service in services:
                 if method in ops[service]:
                     found.setdefault(f"{service}:{ops[service][method]}", set()).add(module)

@@ -3,16 +3,19 @@ minute (and when it stops), summed over writers, and off with SQSJOBS_SNAPSHOTS=
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from sqsjobs import App, Job, PermanentError, metric_snapshots
 from sqsjobs.events import Events, JobEvent
-from sqsjobs.metric_snapshots import DynamoDbWrite, Snapshots, read
+from sqsjobs.metric_snapshots import DynamoDbWrite, Snapshots, StoreWrite, read
 from sqsjobs.provisioning import provision
 from sqsjobs.settings import load_settings
+from sqsjobs.stores.memory import MemoryStore
 from sqsjobs.testing.clock import ManualClock
+from sqsjobs.testing.faults import FaultPlan
 from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import work_for
 
@@ -57,7 +60,7 @@ def test_a_workers_counters_are_exact_after_its_jobs(app: App) -> None:
         total.merge(minute)
     assert (total.processed, total.failed, total.released) == (9, 3, 0)
     assert total.runs == 12 and total.waits == 12
-    assert 20 <= total.runtime_max_ms <= total.runtime_ms
+    assert 20 <= total.runtime_max_ms <= total.runtime_ms * 1.19 + 1  # the maximum, rounded up to a step
 
 
 def test_a_minute_is_written_once_when_it_has_ended() -> None:
@@ -87,7 +90,7 @@ def test_a_minute_is_written_once_when_it_has_ended() -> None:
         "waits": 4,
         "wait_ms": 8000,
     }
-    assert top == 250 and by_queue["high"][2] == 1500
+    assert top == 256 and by_queue["high"][2] == 1723  # 250 and 1500 ms, rounded up to their steps
 
 
 def test_writers_add_into_the_same_minute_and_a_reader_sums_their_shards(app: App) -> None:
@@ -104,7 +107,7 @@ def test_writers_add_into_the_same_minute_and_a_reader_sums_their_shards(app: Ap
     assert minutes["high"] == []
     [minute] = minutes["default"]
     assert (minute.at, minute.processed, minute.failed, minute.runs) == (int(T0), 3, 1, 4)
-    assert (minute.runtime_ms, minute.runtime_max_ms) == (1000, 400)
+    assert (minute.runtime_ms, minute.runtime_max_ms) == (1000, metric_snapshots.bucket_ms(400))
 
 
 def test_a_write_that_fails_is_dropped_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
@@ -114,7 +117,7 @@ def test_a_write_that_fails_is_dropped_and_never_raises(caplog: pytest.LogCaptur
     snapshots = Snapshots(refuse, ManualClock(T0))
     snapshots.listen(event("processed"))
     assert snapshots.flush() == 0
-    assert "could not write the dashboard's snapshot" in caplog.text
+    assert "could not write the dashboard's snapshots" in caplog.text
 
 
 def test_snapshots_are_off_with_the_setting_or_without_the_shared_table() -> None:
@@ -125,3 +128,94 @@ def test_snapshots_are_off_with_the_setting_or_without_the_shared_table() -> Non
     events = Events()
     on = metric_snapshots.attach(events, load_settings())
     assert on is not None and metric_snapshots.attach(events, load_settings()) is on  # one collector per bus
+
+
+def test_a_throttled_write_is_tried_once_and_the_rest_of_the_flush_dropped(
+    app: App, faults: FaultPlan, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shared client would try 5 times with backoff (seconds at the end of a Lambda invocation)."""
+    snapshots = Snapshots(DynamoDbWrite(app.settings.table), ManualClock(T0))
+    for queue in ("default", "high", "low"):
+        snapshots.listen(event("processed", queue=queue))
+    faults.add(service="dynamodb", operation="UpdateItem", kind="throttle", rate=1.0)
+    started = time.monotonic()
+    assert snapshots.flush() == 0
+    assert time.monotonic() - started < 1.0
+    assert faults.count(operation="UpdateItem") == 1  # one attempt, then the other two queues are not tried
+    assert snapshots.dropped == 3
+    assert caplog.text.count("could not write the dashboard's snapshots of 3 queue-minute(s)") == 1
+    faults.clear()
+    assert snapshots.flush() == 0  # dropped, never written later
+    assert read(app.store, ["default", "high", "low"], T0 - 60, T0 + 60) == {"default": [], "high": [], "low": []}
+
+
+def test_a_lambda_invocation_with_little_time_left_writes_no_snapshot(
+    app: App, faults: FaultPlan, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lambda_handlers.sqs import SqsHandler
+    from tests.lambda_events import FakeContext, deliver, receive_event
+
+    context = FakeContext(300)
+
+    class Slow(Job, name="snapshots.slow"):
+        queue = "default"
+
+        def handle(self) -> None:
+            context.remaining_s = metric_snapshots.RESERVE_S - 1  # it used the invocation's time up
+
+    faults.add(service="dynamodb", operation="UpdateItem", kind="throttle", rate=1.0)  # counts any attempt
+    Slow().dispatch()
+    response = deliver(SqsHandler(app), app, "default", receive_event(app, "default"), context)
+    assert response["batchItemFailures"] == []
+    assert faults.count(operation="UpdateItem") == 0  # not attempted: it could outlast the invocation
+    assert "of the invocation left" in caplog.text
+    now = app.clock()
+    assert read(app.store, ["default"], now - 120, now)["default"] == []
+
+
+def test_the_runtime_maximum_stays_a_small_set_however_many_writers_flush() -> None:
+    """Each Lambda flush ADDs its maximum to a number set: rounded to coarse steps, the set stays small."""
+    store = MemoryStore()
+    seen: list[set[int]] = []
+
+    def write(key: tuple[str, str], counts: dict[str, int], top: int, ttl: float) -> None:
+        seen.append(top)  # type: ignore[arg-type]
+        StoreWrite(store)(key, counts, top, ttl)
+
+    clock = ManualClock(T0)
+    for runtime_ms in range(200, 900, 7):  # 100 invocations in one minute, each with its own maximum
+        snapshots = Snapshots(write, clock, shard=0)
+        snapshots.listen(event("processed", runtime=runtime_ms / 1000))
+        snapshots.flush()
+    assert len(set(seen)) <= 10  # members the DynamoDB number set would hold, not 100
+    [minute] = read(store, ["default"], T0, T0 + 59)["default"]
+    assert 893 <= minute.runtime_max_ms <= 893 * 1.19
+    assert [metric_snapshots.bucket_ms(ms) for ms in (0, 1, 250, 400, 1000, 1024)] == [0, 1, 256, 431, 1024, 1024]
+
+
+def test_a_settled_hour_is_read_once_and_the_current_one_each_time() -> None:
+    """The overview over 48 hours read 196 Queries per queue on every refresh; settled hours never change."""
+    clock = ManualClock(T0 + 30)
+    store = MemoryStore(clock)
+    write = StoreWrite(store)
+    old = Snapshots(write, ManualClock(T0 - 5 * 3600), shard=1)
+    old.listen(event("processed"))
+    old.flush()
+    history = metric_snapshots.History(store)
+
+    def count() -> int:
+        before = store.calls
+        series = history.read(["default"], clock() - 48 * 3600, clock())
+        assert sum(m.processed for m in series["default"]) == total[0]
+        return store.calls - before
+
+    total = [1]
+    assert count() == 49 * metric_snapshots.SHARDS  # the first read: every hour's shards
+    now = Snapshots(write, clock, shard=2)
+    now.listen(event("processed"))
+    now.flush()
+    total[0] = 2
+    # Then only the hours that may still change: this one and the last (within SETTLED_S of its end).
+    assert count() <= 2 * metric_snapshots.SHARDS
+    clock.advance(3600)  # an hour on: the window's new first hour too
+    assert count() <= 3 * metric_snapshots.SHARDS
