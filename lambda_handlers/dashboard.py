@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import unquote
 
 from sqsjobs.app import App
+from sqsjobs.errors import ConfigurationError
 
 __all__ = ["DashboardHandler", "handler"]
+
+log = logging.getLogger("sqsjobs.dashboard")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,14 +52,28 @@ class DashboardHandler:
             if app is None:
                 app = App(connection="sqs")
                 app.load_jobs()
-            extra = [h for h in app.settings.dashboard_allowed_hosts.split(",") if h.strip()]
-            # Not loopback: create_app refuses to build without a token or basic auth.
+            settings = app.settings
+            if not settings.dashboard_token and not (settings.dashboard_user and settings.dashboard_password):
+                # Whatever the request says its host is: a function URL is public.
+                raise ConfigurationError(
+                    "the dashboard function needs SQSJOBS_DASHBOARD_TOKEN (or SQSJOBS_DASHBOARD_USER and "
+                    "SQSJOBS_DASHBOARD_PASSWORD): a function URL is reachable from the internet"
+                )
+            extra = [h for h in settings.dashboard_allowed_hosts.split(",") if h.strip()]
             self._asgi = create_app(app, host=domain, allowed_hosts=[domain, *extra], refresh=0)
         return self._asgi
 
     def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-        domain = str(event.get("requestContext", {}).get("domainName") or "localhost")
-        return asyncio.run(_request(self.asgi(domain), event, domain))
+        domain = event.get("requestContext", {}).get("domainName")
+        if not isinstance(domain, str) or not domain:
+            raise ConfigurationError("not a function URL event (no requestContext.domainName)")
+        asgi = self.asgi(domain)
+        try:
+            return asyncio.run(_request(asgi, event, domain))
+        except Exception:
+            # The dashboard's own 500, not Lambda's generic 502; the traceback stays in the function's log.
+            log.exception("the dashboard failed on %s", event.get("rawPath"))
+            return {"statusCode": 500, "headers": {"content-type": "text/plain"}, "body": "internal error"}
 
 
 async def _request(asgi: Asgi, event: dict[str, Any], domain: str) -> dict[str, Any]:
@@ -62,17 +81,19 @@ async def _request(asgi: Asgi, event: dict[str, Any], domain: str) -> dict[str, 
     raw = event.get("body") or ""
     body = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode()
     headers = [
-        (str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in event.get("headers", {}).items()
+        # latin-1 by HTTP's tradition, but a client may send anything: UTF-8 never fails to encode.
+        (str(k).lower().encode("utf-8"), str(v).encode("utf-8"))
+        for k, v in event.get("headers", {}).items()
     ]
     if event.get("cookies"):  # format 2.0 takes the Cookie header apart; put it back for the app
-        headers.append((b"cookie", "; ".join(event["cookies"]).encode("latin-1")))
+        headers.append((b"cookie", "; ".join(event["cookies"]).encode("utf-8")))
     scope: Scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": str(http.get("method", "GET")).upper(),
         "scheme": "https",
-        "path": event.get("rawPath") or "/",
+        "path": unquote(event.get("rawPath") or "/"),  # ASGI's path is decoded; raw_path as sent
         "raw_path": (event.get("rawPath") or "/").encode(),
         "query_string": (event.get("rawQueryString") or "").encode(),
         "root_path": "",

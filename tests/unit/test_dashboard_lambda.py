@@ -103,3 +103,24 @@ def test_another_host_is_refused_and_no_gate_refuses_to_start(app: App, monkeypa
     monkeypatch.delenv("SQSJOBS_DASHBOARD_TOKEN")
     with pytest.raises(ConfigurationError):
         DashboardHandler(App(connection="sqs", queues=["default"]))(event("GET", "/healthz"))
+
+
+def test_odd_requests_get_the_dashboards_answers_not_lambda_errors(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = DashboardHandler(app)
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    # A percent-encoded path (a job id with a slash and a space, as the pages link it) reaches its page.
+    page = handler(event("GET", "/jobs/a%2Fb%20c", headers=bearer))
+    assert "<title>Job a/b c" in page["body"]  # its own page (no such job here: a 404 that names it)
+    # A header outside latin-1 is not a crash in the adapter.
+    assert handler(event("GET", "/queues", headers={**bearer, "x-note": "\u2603"}))["statusCode"] == 200
+    # An error inside the app is the dashboard's 500, its traceback only in the log.
+    from sqsjobs.dashboard import reading
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the table went away")
+
+    monkeypatch.setattr(reading.Reader, "workers", broken)
+    failed = handler(event("GET", "/", headers=bearer))
+    assert failed["statusCode"] == 500 and "table went away" not in failed["body"]
+    with pytest.raises(ConfigurationError, match="domainName"):
+        handler({"rawPath": "/queues", "headers": bearer, "requestContext": {"http": {"method": "GET"}}})
