@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -28,32 +29,21 @@ def region() -> str | None:
 
 def client(service: str) -> Any:
     """A shared, thread-safe client for `service` (boto3 clients may be used across threads)."""
-    key = (service, region())
-    found = _clients.get(key)
-    if found is not None:
-        return found
-    with _lock:
-        found = _clients.get(key)
-        if found is None:
-            if key[1] is None:
-                raise ConfigurationError(
-                    "no AWS region configured; set AWS_REGION or AWS_DEFAULT_REGION (e.g. us-east-1)"
-                )
-            # `total_max_attempts` counts the first call too, as AWS_MAX_ATTEMPTS does (botocore's
-            # `max_attempts` would count only retries: one attempt more than asked for).
-            retries: Any = {"mode": retry_mode(), "total_max_attempts": max_attempts()}
-            config = Config(
-                region_name=key[1],
-                retries=retries,
-                read_timeout=35,
-                connect_timeout=5,
-                max_pool_connections=64,
-                parameter_validation=PARAMETER_VALIDATION,
-            )
-            found = boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
-            cache_user_agent(found)
-            _clients[key] = found
-        return found
+    return _cached(service, "", _config)
+
+
+def _config(region_name: str) -> Config:
+    # `total_max_attempts` counts the first call too, as AWS_MAX_ATTEMPTS does (botocore's
+    # `max_attempts` would count only retries: one attempt more than asked for).
+    retries: Any = {"mode": retry_mode(), "total_max_attempts": max_attempts()}
+    return Config(
+        region_name=region_name,
+        retries=retries,
+        read_timeout=35,
+        connect_timeout=5,
+        max_pool_connections=64,
+        parameter_validation=PARAMETER_VALIDATION,
+    )
 
 
 #: `quick_client`'s limits in seconds (connect, read): with one attempt, a call ends within their sum.
@@ -63,7 +53,22 @@ QUICK_TIMEOUTS = (1.0, 1.0)
 def quick_client(service: str) -> Any:
     """A client that tries once and gives up within QUICK_TIMEOUTS, for writes worth less than the time
     they could cost (the dashboard's snapshots at the end of a Lambda invocation); cached like `client`."""
-    key = (f"{service}#quick", region())
+    return _cached(service, "#quick", _quick_config)
+
+
+def _quick_config(region_name: str) -> Config:
+    return Config(
+        region_name=region_name,
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=QUICK_TIMEOUTS[0],
+        read_timeout=QUICK_TIMEOUTS[1],
+        parameter_validation=PARAMETER_VALIDATION,
+    )
+
+
+def _cached(service: str, flavour: str, config: Callable[[str], Config]) -> Any:
+    """One client per service, flavour and region, made once under the lock."""
+    key = (service + flavour, region())
     found = _clients.get(key)
     if found is not None:
         return found
@@ -74,14 +79,7 @@ def quick_client(service: str) -> Any:
                 raise ConfigurationError(
                     "no AWS region configured; set AWS_REGION or AWS_DEFAULT_REGION (e.g. us-east-1)"
                 )
-            config = Config(
-                region_name=key[1],
-                retries={"mode": "standard", "total_max_attempts": 1},
-                connect_timeout=QUICK_TIMEOUTS[0],
-                read_timeout=QUICK_TIMEOUTS[1],
-                parameter_validation=PARAMETER_VALIDATION,
-            )
-            found = boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
+            found = boto3.session.Session().client(service, config=config(key[1]))  # type: ignore[call-overload]
             cache_user_agent(found)
             _clients[key] = found
         return found

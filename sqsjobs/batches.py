@@ -306,6 +306,14 @@ def list_batches(app: Services | None = None) -> list[Batch]:
     return sorted(found, key=lambda b: b.created_at, reverse=True)
 
 
+def list_batches_at_most(app: Services, items: int) -> tuple[list[Batch], bool]:
+    """The batches among at most `items` items of the table, newest first, and whether that was all of it:
+    `list_batches` for a page people open (a bounded, eventually consistent scan)."""
+    records, whole = app.store.scan_at_most("batch#", "meta", items)
+    found = [_record(app, pk[len("batch#") :], item) for pk, item in records]
+    return sorted(found, key=lambda b: b.created_at, reverse=True), whole
+
+
 def prune_batches(
     app: Services | None = None, *, finished_hours: float = 24, unfinished_hours: float | None = None
 ) -> int:

@@ -3,21 +3,26 @@
 | button | the CLI's | calls |
 | --- | --- | --- |
 | pause / continue | `pause QUEUE` / `continue QUEUE` | `pausing.pause` / `pausing.resume` |
-| retry (a row) | `failed retry ID` | `FailedJobs.retry([id])`: a verified queue, no re-signing unvouched |
+| retry (a row) | `failed retry ID` | `FailedJobs([q]).retry`, its copies (`One`): a verified queue, no re-signing |
 | retry (the filter) | `failed retry [--queue Q] FILTERS` / `--all` | `FailedJobs.retry(None, hooks=Selection)` |
-| forget (a row) | `failed forget ID` | `FailedJobs.forget(id)` |
+| forget (a row) | `failed forget ID` | `FailedJobs([q]).flush`, its copies (`One`) |
 | forget (the filter) | `failed flush [--queue Q] [FILTERS] --yes` | `FailedJobs.flush(hooks=Selection)`, asked first |
 | cancel a batch | `Batch.cancel()` | the batch's `cancelled_at` |
 | cancel a job | `jobs cancel ID` | `job_log.cancel` |
 
 `--accept-unverified` has no button: a copy whose signature did not check out is retried by a person who
 looked at it, with the CLI. Each returns the line to show (what was done, and what was not, with why).
+
+A row's buttons post its job id, the queue whose DLQ it was read from and its best copy's message id, and
+act only on the job (its copies) holding that message in that DLQ: a message anyone sent to one DLQ,
+claiming the id of a real failed job elsewhere, can only ever take itself with it.
 """
 
 from __future__ import annotations
 
 from .. import job_log, pausing
 from ..app import App
+from ..failed_copies import CollectedFailedJob, Copy
 from ..failed_filters import parse_filter
 from ..failed_jobs import FailedJobs
 from ..failed_review import Hooks, Selection
@@ -77,12 +82,45 @@ def _report(store: FailedJobs, done: str, selection: Selection | None = None, ve
     return " ".join(parts)
 
 
-def retry(reader: Reader, job_id: str) -> str:
-    store = FailedJobs(reader.app)
-    done = store.retry([job_id])
-    if not done and job_id not in store.refused:
-        return _report(store, f"No failed job {job_id}.")
-    return _report(store, f"Retried {len(done)} job(s).")
+class One:
+    """The job a row showed: `select` keeps only the copies of `job_id` that hold the row's message."""
+
+    def __init__(self, job_id: str, queue: str, message: str) -> None:
+        if not job_id or not message:
+            raise Refused("no id or message in the form (use the page's buttons)")
+        self.job_id, self.queue, self.message = job_id, queue, message
+        self.chosen: list[CollectedFailedJob] = []
+
+    def select(self, group: list[Copy]) -> bool:
+        return group[0][1].id == self.job_id and any(job.message.message_id == self.message for _, job in group)
+
+    def confirm(self, jobs: list[CollectedFailedJob]) -> bool:
+        self.chosen = jobs
+        return True
+
+    def hooks(self) -> Hooks:
+        return Hooks(select=self.select, confirm=self.confirm)
+
+    def gone(self) -> str:
+        return (
+            f"No failed job {self.job_id} in {self.queue}'s DLQ with the copy the page showed (retried, forgotten "
+            "or expired since): read the DLQs again."
+        )
+
+    def copies(self) -> str:
+        count = sum(job.copies for job in self.chosen)
+        return f"{count} DLQ cop{'y' if count == 1 else 'ies'}"
+
+
+def retry(reader: Reader, job_id: str, queue: str, message: str) -> str:
+    one = One(job_id, _known(reader, queue), message)
+    store = FailedJobs(reader.app, [queue])
+    done = store.retry(None, queue=queue, hooks=one.hooks())
+    if not done and not store.refused:
+        return _report(store, one.gone())
+    if not done:
+        return _report(store, f"Retried nothing from {queue}'s DLQ.")
+    return _report(store, f"Retried {job_id} from {queue}'s DLQ ({one.copies()} deleted).")
 
 
 def retry_selected(reader: Reader, filters: FailedFilters) -> str:
@@ -93,11 +131,12 @@ def retry_selected(reader: Reader, filters: FailedFilters) -> str:
     return _report(store, f"Retried {len(done)} job(s).", selection)
 
 
-def forget(reader: Reader, job_id: str) -> str:
-    store = FailedJobs(reader.app)
-    if not store.forget(job_id):
-        return _report(store, f"No failed job {job_id}.")
-    return _report(store, f"Forgot {job_id}.")
+def forget(reader: Reader, job_id: str, queue: str, message: str) -> str:
+    one = One(job_id, _known(reader, queue), message)
+    store = FailedJobs(reader.app, [queue])
+    if not store.flush(queue, hooks=one.hooks()):
+        return _report(store, one.gone())
+    return _report(store, f"Forgot {job_id} from {queue}'s DLQ ({one.copies()} deleted).")
 
 
 def forget_selected(reader: Reader, filters: FailedFilters) -> str:

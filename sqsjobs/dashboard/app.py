@@ -127,8 +127,15 @@ class _Guard(BaseHTTPMiddleware):
             return None
         host = request.headers.get("host", "")
         if not self.board.hosts.allows(host):
+            name = host_name(host)
+            if name is None:
+                return PlainTextResponse(
+                    f"refused: the Host header {host[:100]!r} is not a host name (or [IPv6 address]) with an "
+                    "optional :port",
+                    400,
+                )
             return PlainTextResponse(
-                f"refused: this dashboard does not answer the host name {host_name(host)[:100]!r}; if it is "
+                f"refused: this dashboard does not answer the host name {name[:100]!r}; if it is "
                 "yours, add it with --allowed-host or SQSJOBS_DASHBOARD_ALLOWED_HOSTS",
                 400,
             )
@@ -222,9 +229,15 @@ def _id(form: dict[str, str]) -> str:
     return found
 
 
-def _failed_one(operation: Callable[[Reader, str], str]) -> Handler:
+def _failed_one(operation: Callable[[Reader, str, str, str], str]) -> Handler:
+    """A row's button: its job id, the queue whose DLQ it was read from, its copy's message id."""
+
     async def handler(board: Dashboard, request: Request, form: dict[str, str]) -> Response:
-        return await _run(request, form.get("back", "/failed"), lambda: operation(board.reader, _id(form)))
+        return await _run(
+            request,
+            form.get("back", "/failed"),
+            lambda: operation(board.reader, _id(form), form.get("queue", ""), form.get("message", "")),
+        )
 
     return handler
 

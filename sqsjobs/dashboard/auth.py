@@ -11,7 +11,8 @@
   on, and SQSJOBS_DASHBOARD_ALLOWED_HOSTS / `--allowed-host` (the name behind a load balancer). DNS
   rebinding points an attacker's own name at 127.0.0.1: the browser then treats our pages as the
   attacker's site (it reads them, CSRF token included, and posts with a matching Origin), but the Host
-  header still carries the attacker's name, and that is refused.
+  header still carries the attacker's name, and that is refused. So is a header that is not exactly a
+  name (letters, digits, `-`, `_`, dots) or a bracketed IPv6 address, then an optional `:port`.
 - **Fetch metadata.** A request whose `Sec-Fetch-Site` says another site (or a sibling one) sent it is
   refused, GETs too: reading a DLQ hides its messages, and a page elsewhere must not make a browser do it.
   A link from elsewhere gets a page with one link back in (a person's click is then same-origin).
@@ -55,17 +56,18 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 #: Sec-Fetch-Site values of our own pages' requests, and of a person's (a typed address, a bookmark).
 OWN_FETCHES = ("same-origin", "none")
 _NAME = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9_-]+(\.[a-z0-9_-]+)*)$")
+#: A whole Host header: a name (or a bracketed IPv6 address), an optional trailing dot, an optional port.
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_-]+(?:\.[a-z0-9_-]+)*)\.?(?::[0-9]{1,5})?")
 _WILDCARDS = ("0.0.0.0", "[::]", "")
 
 
-def host_name(header: str) -> str:
-    """A Host header's name: lowercase, without its port or a trailing dot (`[::1]` keeps its brackets)."""
-    value = header.strip().lower()
-    if value.startswith("["):
-        name = value[: value.find("]") + 1] if "]" in value else value
-    else:
-        name = value.partition(":")[0]
-    return name[:-1] if name.endswith(".") else name
+def host_name(header: str) -> str | None:
+    """A Host header's name: lowercase, without its port or a trailing dot (`[::1]` keeps its brackets).
+
+    None for anything else: a header parsed loosely (`[::1]evil.example`, `localhost:8484@evil`) passes as
+    one name here while a proxy, a log or a browser reads another in it."""
+    found = _HOST.fullmatch(header.strip(" \t").lower())
+    return found.group(1) if found else None
 
 
 def _bracketed(name: str) -> str:
@@ -121,6 +123,8 @@ class Hosts:
 
     def allows(self, header: str) -> bool:
         name = host_name(header)
+        if name is None:
+            return False
         return self.any or name in self.names or any(name.endswith(suffix) for suffix in self.suffixes)
 
 

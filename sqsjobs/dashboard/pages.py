@@ -1,9 +1,10 @@
 """The pages (GET): each reads through `reading.Reader` in the thread pool and renders its template.
 
-Live pages (overview, queues, batches, schedules, a job) refresh their data region every few seconds
+Live pages (overview, queues, schedules, a job, a tag's jobs) refresh their data region every few seconds
 (static/dashboard.js). The failed page does not: reading a DLQ hides its messages while it reads (SQS
 has no peek), and a page doing that every few seconds would keep them from a `sqsjobs failed retry`
-run at the same time; it reads when asked (its refresh button).
+run at the same time; it reads when asked (its refresh button). Nor do the pages that scan the table
+(batches, jobs without a tag): a bounded scan costs read units each time, so it runs when asked.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ..job_log import ENDED
 from ..workers import ago
-from .board import Dashboard
-from .reading import SCAN_ITEMS, FailedFilters, chart_data, hours_of
+from . import reading
+from .board import Dashboard, segment
+from .reading import JOB_ROWS, FailedFilters, chart_data, hours_of
 
 __all__ = ["FailedFilters", "routes"]
 
@@ -41,8 +43,11 @@ def routes(board: Dashboard) -> list[Route]:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             context = await run_in_threadpool(fn, board, request)
+            if "redirect" in context:
+                return RedirectResponse(context["redirect"], 303)
             status = int(context.pop("status", 200))
-            return board.render(request, template, status=status, when=when, ago=ago, at_ms=at_ms, **context)
+            name = context.pop("template", template)
+            return board.render(request, name, status=status, when=when, ago=ago, at_ms=at_ms, **context)
 
         return endpoint
 
@@ -81,6 +86,11 @@ def _queues(board: Dashboard, request: Request) -> dict[str, Any]:
 
 
 def _jobs(board: Dashboard, request: Request) -> dict[str, Any]:
+    wanted = request.query_params.get("id", "").strip()[:512]
+    if wanted:  # the "find a job by id" box: a GET form cannot put the id in the path itself
+        if segment(wanted) not in (".", ".."):
+            return {"redirect": f"/jobs/{segment(wanted)}"}
+        return {**_job_context(board, wanted), "template": "job.html"}  # a browser would resolve /jobs/..
     tag = request.query_params.get("tag", "").strip()[:128]
     log_on = board.app.settings.job_log
     if tag:
@@ -93,14 +103,19 @@ def _jobs(board: Dashboard, request: Request) -> dict[str, Any]:
         "tag": tag,
         "jobs": found,
         "whole": whole,
-        "scan_items": SCAN_ITEMS,
+        "scan_items": reading.SCAN_ITEMS,
+        "capped": bool(tag) and len(found) >= JOB_ROWS,
+        "job_rows": JOB_ROWS,
         "log_on": log_on,
         "live": bool(tag),  # without a tag the list is a (bounded) scan: read when asked, not on a timer
     }
 
 
 def _job(board: Dashboard, request: Request) -> dict[str, Any]:
-    job_id = request.path_params["job_id"]
+    return _job_context(board, request.path_params["job_id"])
+
+
+def _job_context(board: Dashboard, job_id: str) -> dict[str, Any]:
     found = board.reader.job(job_id)
     return {
         "job_id": job_id,
@@ -139,7 +154,14 @@ def _failed_job(board: Dashboard, request: Request) -> dict[str, Any]:
 
 
 def _batches(board: Dashboard, request: Request) -> dict[str, Any]:
-    return {"batches": board.reader.batches(), "live": True}
+    found, whole = board.reader.batches()
+    return {
+        "batches": found,
+        "whole": whole,
+        "scan_items": reading.SCAN_ITEMS,
+        "batch_rows": reading.BATCH_ROWS,
+        "live": False,  # a (bounded) scan of the table: read when asked, not on a timer
+    }
 
 
 def _schedules(board: Dashboard, request: Request) -> dict[str, Any]:

@@ -5,9 +5,9 @@
 | overview, queues | `monitor`, `workers` | GetQueueAttributes (queue, DLQ), CloudWatch's age once a minute, beats |
 | charts | - | the metric snapshots: one Query per queue, hour and shard (a settled hour only once) |
 | failed | `failed list/summary/show` | every DLQ message, held hidden while it is read (never refreshed on a timer) |
-| batches | `batches list` | a table scan of batch records |
+| batches | `batches list` | a scan of <= 2,000 items of the table for batch records (<= 50 shown, each one's shards) |
 | schedules | `schedule list` | one GetItem per schedule |
-| jobs | `jobs list --tag`, `jobs show` | the job log by tag (one Query, <= 50 GetItems), or a scan of <= 2,000 items |
+| jobs | `jobs list --tag`, `show` | by tag (a Query, <= 50 GetItems), by id (a GetItem), a scan of <= 2,000 items |
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import job_log, metric_snapshots, workers
 from ..app import App
-from ..batches import Batch, find_batch, list_batches
+from ..batches import Batch, find_batch, list_batches_at_most
 from ..failed_copies import CollectedFailedJob
 from ..failed_filters import parse_filter
 from ..failed_jobs import FailedJobs, RetryRefused
@@ -39,9 +39,11 @@ CHART_CACHE_S = 20.0
 BODY_CHARS = 4000
 #: Rows the jobs page lists (and GetItems a tag's list costs).
 JOB_ROWS = 50
-#: Items of the table the jobs page reads without a tag, matching or not (a scan has no order: it shows
-#: the newest of what it read). About 50 read units for small items; a tag is the way to search.
+#: Items of the table the jobs page (without a tag) and the batches page read, matching or not (a scan has
+#: no order: they show the newest of what they read). About 50 read units for small items.
 SCAN_ITEMS = 2000
+#: Batches the batches page shows, newest of those it read (each one costs a read of its counter shards).
+BATCH_ROWS = 50
 #: Rows the failed page lists, newest first (its counts by queue, job and reason cover them all).
 FAILED_ROWS = 500
 
@@ -155,8 +157,11 @@ class Reader:
         return found, _pretty(body), note, store.incomplete
 
     # -- batches, schedules, the job log -----------------------------------------------------
-    def batches(self) -> list[Batch]:
-        return list_batches(self.app)
+    def batches(self) -> tuple[list[Batch], bool]:
+        """The newest BATCH_ROWS batches among SCAN_ITEMS items of the table, and whether that was the whole
+        table (else newer batches may be in the part not read): never the whole table for a page."""
+        found, whole = list_batches_at_most(self.app, SCAN_ITEMS)
+        return found[:BATCH_ROWS], whole
 
     def batch(self, batch_id: str) -> Batch | None:
         return find_batch(batch_id, self.app)

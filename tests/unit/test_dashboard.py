@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from html import unescape
 from typing import Any, ClassVar
 
 import pytest
@@ -74,6 +75,17 @@ def csrf(page: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page)
     assert found, "the page has no form with a CSRF token"
     return found.group(1)
+
+
+def row(page: str, job_id: str) -> dict[str, str]:
+    """What a failed row's buttons post: its id, the queue whose DLQ it came from, its copy's message id."""
+    found = re.search(
+        rf'name="id" value="{re.escape(job_id)}"><input type="hidden" name="queue" value="([^"]+)">'
+        r'<input type="hidden" name="message" value="([^"]+)">',
+        page,
+    )
+    assert found, f"no row for {job_id}"
+    return {"csrf": csrf(page), "id": job_id, "queue": found.group(1), "message": found.group(2)}
 
 
 def dlq_depth(app: App) -> int:
@@ -231,8 +243,8 @@ def test_retry_from_the_page_requeues_the_failed_job_and_a_worker_runs_it(app: A
     client = web(app)
     page = client.get("/failed").text
     Flaky.healed = True
-    done = client.post("/failed/retry-one", data={"csrf": csrf(page), "id": job_id})
-    assert "Retried 1 job(s)." in done.text
+    done = client.post("/failed/retry-one", data=row(page, job_id))
+    assert f"Retried {job_id} from default's DLQ (1 DLQ copy deleted)." in unescape(done.text)
     assert dlq_depth(app) == 0
     work(app)
     assert Flaky.ran == [5]
@@ -260,8 +272,8 @@ def test_forget_removes_the_failed_job(app: App) -> None:
     job_id = failed_once(app, 9)
     client = web(app)
     page = client.get("/failed").text
-    done = client.post("/failed/forget-one", data={"csrf": csrf(page), "id": job_id})
-    assert f"Forgot {job_id}." in done.text
+    done = client.post("/failed/forget-one", data=row(page, job_id))
+    assert f"Forgot {job_id} from default's DLQ (1 DLQ copy deleted)." in unescape(done.text)
     assert dlq_depth(app) == 0
     assert "No failed jobs." in client.get("/failed").text
 
