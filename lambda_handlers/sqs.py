@@ -114,8 +114,11 @@ class SqsHandler:
         finally:
             if app.metrics is not None:
                 app.metrics.flush()  # before the invocation ends: a frozen container may never flush
-            if self._snapshots is not None:  # only while time is left: never a reason to overrun
-                self._snapshots.flush(context.get_remaining_time_in_millis() / 1000 if context is not None else None)
+            if self._snapshots is not None:
+                # Only minutes that have ended, and only while time is left: at most one write per queue
+                # and minute per container, not one per invocation (a DynamoDB call would cost more CPU
+                # than the records it counts); the current minute waits for a later invocation.
+                self._snapshots.tick(context.get_remaining_time_in_millis() / 1000 if context is not None else None)
 
     def refuse_what_cannot_run(self, context: LambdaContext) -> None:
         """On the first event (the remaining time is then the function's timeout): refuse a default

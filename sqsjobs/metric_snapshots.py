@@ -128,9 +128,11 @@ class Snapshots:
                 tally.waits += 1
                 tally.wait_ms += max(0, round(event.wait_s * 1000))
 
-    def tick(self) -> int:
-        """Flush the minutes that have ended (call it as often as you like: a minute is written once)."""
-        return self._flush(before=minute_of(self.clock()), budget_s=None)
+    def tick(self, remaining_s: float | None = None) -> int:
+        """Flush the minutes that have ended (call it as often as you like: a minute is written once).
+        `remaining_s` as for `flush`."""
+        budget = None if remaining_s is None else remaining_s - RESERVE_S
+        return self._flush(before=minute_of(self.clock()), budget_s=budget)
 
     def flush(self, remaining_s: float | None = None) -> int:
         """Flush everything collected, the current minute too (a poller stopping, a Lambda invocation

@@ -149,28 +149,47 @@ def test_a_throttled_write_is_tried_once_and_the_rest_of_the_flush_dropped(
     assert read(app.store, ["default", "high", "low"], T0 - 60, T0 + 60) == {"default": [], "high": [], "low": []}
 
 
-def test_a_lambda_invocation_with_little_time_left_writes_no_snapshot(
+class Quick(Job, name="snapshots.quick"):
+    queue = "default"
+
+    def handle(self) -> None:
+        pass
+
+
+def test_a_lambda_container_writes_a_minute_once_it_ended_and_only_with_time_left(
     app: App, faults: FaultPlan, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Not a DynamoDB write per invocation (it would cost more than the records it counts): a container
+    writes each ended minute once, at a later invocation, and never when that could overrun it."""
     from lambda_handlers.sqs import SqsHandler
     from tests.lambda_events import FakeContext, deliver, receive_event
 
-    context = FakeContext(300)
+    clock = ManualClock(T0 + 5)
+    lam = App(connection="sqs", visibility_timeout=30, queues=["default"], clock=clock)
+    handler, context = SqsHandler(lam), FakeContext(300)
 
-    class Slow(Job, name="snapshots.slow"):
-        queue = "default"
+    def invoke(jobs: int) -> None:
+        with lam.activate():
+            for _ in range(jobs):
+                Quick().dispatch()
+        assert deliver(handler, lam, "default", receive_event(lam, "default"), context)["batchItemFailures"] == []
 
-        def handle(self) -> None:
-            context.remaining_s = metric_snapshots.RESERVE_S - 1  # it used the invocation's time up
+    def minutes() -> list[tuple[int, int]]:
+        return [(m.at, m.processed) for m in read(lam.store, ["default"], T0 - 60, T0 + 240)["default"]]
 
+    invoke(2)
+    invoke(1)
+    assert minutes() == []  # the current minute waits in the container
+    clock.advance(60)
+    invoke(1)
+    assert minutes() == [(int(T0), 3)]  # the ended minute, written once, by the next invocation
+    clock.advance(60)
+    context.remaining_s = metric_snapshots.RESERVE_S - 1  # this invocation used its time up
     faults.add(service="dynamodb", operation="UpdateItem", kind="throttle", rate=1.0)  # counts any attempt
-    Slow().dispatch()
-    response = deliver(SqsHandler(app), app, "default", receive_event(app, "default"), context)
-    assert response["batchItemFailures"] == []
+    invoke(1)
     assert faults.count(operation="UpdateItem") == 0  # not attempted: it could outlast the invocation
     assert "of the invocation left" in caplog.text
-    now = app.clock()
-    assert read(app.store, ["default"], now - 120, now)["default"] == []
+    assert minutes() == [(int(T0), 3)]
 
 
 def test_the_runtime_maximum_stays_a_small_set_however_many_writers_flush() -> None:
