@@ -48,8 +48,8 @@ OPERATOR_CODE = (
 #: test_iam_operator.py checks this against the clients its reading sees handed on.
 HANDED_CLIENTS = {"sqsjobs/metrics.py": ("cloudwatch",)}
 #: Store methods only admin commands reach (`sqsjobs batches list|prune`, through these functions).
-ADMIN_STORE_METHODS = {"scan": {"list_batches"}, "scan_at_most": set()}  # the latter: the dashboard only
-ADMIN_FUNCTIONS = {"list_batches", "prune_batches"}
+ADMIN_STORE_METHODS = {"scan": {"list_batches"}, "scan_at_most": {"list_batches_at_most"}}  # dashboard: the latter
+ADMIN_FUNCTIONS = {"list_batches", "list_batches_at_most", "prune_batches"}
 
 #: Operations whose IAM action has another name (the batch forms are authorised as the single ones).
 IAM_ACTIONS = {
