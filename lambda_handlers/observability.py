@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqsjobs.app import App
 from sqsjobs.events import JobEvent
-from sqsjobs.logs import escape, log_event
+from sqsjobs.logs import LOGGED_KINDS, escape, log_event
 from sqsjobs.registry import Registry, default_registry
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def install(app: App) -> JobMetrics | None:
     if os.environ.get("POWERTOOLS_SERVICE_NAME"):
         # Powertools' lines replace the plain job log, rather than doubling it.
         app.events.forget(log_event)
-        app.events.listen(_powertools_log_listener(app.registry))
+        app.events.listen(_powertools_log_listener(app.registry), kinds=LOGGED_KINDS)
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE")
     if namespace:
         mode = app.settings.metrics if app.settings.metrics != "off" else "emf"

@@ -19,7 +19,7 @@ from .connections.base import Connection
 from .dispatched import Dispatched
 from .errors import ConfigurationError
 from .events import Events
-from .logs import log_event
+from .logs import LOGGED_KINDS, log_event
 from .registry import Registry, default_registry
 from .settings import Settings, load_settings
 from .signing import SigningKeys, signing_keys
@@ -72,7 +72,7 @@ class App:
         self.triage: list[Rule] = list(triage)
         self._schedules = schedules
         self.events = Events()
-        self.events.listen(log_event)
+        self.events.listen(log_event, kinds=LOGGED_KINDS)
         self._connection_arg = connection or settings.connection
         self._connection: Connection | None = None
         self._runner: Runner | None = None
@@ -159,7 +159,7 @@ class App:
                 mode = mode or self.settings.metrics
                 if mode == "off":
                     return None
-                from .metrics import JobMetrics, PutMetricData, print_emf
+                from .metrics import COUNTED_KINDS, JobMetrics, PutMetricData, print_emf
 
                 if mode == "cloudwatch":
                     from . import aws
@@ -170,7 +170,7 @@ class App:
                 self._metrics = JobMetrics(
                     self.registry, namespace or self.settings.metrics_namespace, write, clock=self.clock
                 )
-                self.events.listen(self._metrics.listen)
+                self.events.listen(self._metrics.listen, kinds=COUNTED_KINDS)
             return self._metrics
 
     @property

@@ -310,6 +310,8 @@ def announce(app: Services, queue: str, envelopes: Iterable[Envelope]) -> None:
     """`queued`, for each job SQS took, to the app's event listeners (and the job log, when on)."""
     events = app.events
     log_on = app.settings.job_log
+    if not log_on and not events.wants("queued"):
+        return  # nobody listens: a dispatch_many of thousands builds no events
     for env in envelopes:
         if log_on:
             # SQS has the job: a log write that fails must not make the dispatch look failed (a caller
@@ -320,4 +322,5 @@ def announce(app: Services, queue: str, envelopes: Iterable[Envelope]) -> None:
                 )
             except Exception:
                 log.exception("job %s is queued, but the job log could not record it", env.id)
-        events.emit(JobEvent("queued", env.id, env.job, queue, 0, dispatched_at=env.dispatched_at))
+        if events.wants("queued"):
+            events.emit(JobEvent("queued", env.id, env.job, queue, 0, dispatched_at=env.dispatched_at))

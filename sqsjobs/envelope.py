@@ -208,6 +208,8 @@ class _Wire(BaseModel):
 
 _Link.model_rebuild()
 _Member.model_rebuild()
+#: Validates a body's fields without building a `_Wire` (only whether they fit matters).
+_WIRE = _Wire.__pydantic_validator__.validate_python
 
 
 def involved(envelope: Envelope | None) -> bool:
@@ -261,7 +263,7 @@ def decode(
     if version != VERSION or type(version) is not int:
         raise BadMessageError("malformed", f"unsupported envelope version {_short(version)}; expected {VERSION}")
     try:
-        _Wire.model_validate(data)
+        _WIRE(data)
     except ValidationError as exc:
         raise BadMessageError("malformed", f"not a valid sqsjobs envelope: {_problems(exc)}") from None
     except RecursionError:
@@ -275,10 +277,11 @@ def decode(
         queue=data.pop("queue"),
         dispatched_at=data.pop("dispatched_at"),
     )
-    for name in _OPTIONAL:
-        if name in data:
-            setattr(env, name, data.pop(name))
-    env.extra = data
+    if data:
+        for name in _OPTIONAL:
+            if name in data:
+                setattr(env, name, data.pop(name))
+        env.extra = data
     if keys is not None:
         if object_key is not None:
             keys.check_object(env.id, object_key)

@@ -22,7 +22,7 @@ keep it short, or hand the event to a queue of your own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -81,15 +81,27 @@ F = TypeVar("F", bound=AnyListener)
 
 
 class Events:
-    """Listeners by kind; a failing listener is logged and never breaks a job or a worker."""
+    """Listeners by kind; a failing listener is logged and never breaks a job or a worker.
+
+    Every job's run emits two or more events, so the runner asks `wants(kind)` before it builds one:
+    an event no listener takes costs nothing."""
 
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        self._listeners: list[tuple[Listener, frozenset[str]]] = []
         self._by_kind: dict[str, list[AnyListener]] = {}
+        self._job_by_kind: dict[str, tuple[Listener, ...]] = {}
+        self._wanted: frozenset[str] = frozenset()
 
-    def listen(self, listener: Listener) -> Listener:
-        """Receive every JobEvent."""
-        self._listeners.append(listener)
+    def listen(self, listener: Listener, kinds: Iterable[str] | None = None) -> Listener:
+        """Receive every JobEvent, or only those of `kinds` (job kinds)."""
+        wanted = frozenset(JOB_KINDS if kinds is None else kinds)
+        if not wanted or not wanted <= set(JOB_KINDS):
+            raise ValueError(
+                f"unknown job event kind(s) {sorted(wanted - set(JOB_KINDS)) or '(none given)'}; "
+                f"known: {', '.join(JOB_KINDS)}"
+            )
+        self._listeners.append((listener, wanted))
+        self._index()
         return listener
 
     def on(self, *kinds: str) -> Callable[[F], F]:
@@ -107,24 +119,38 @@ class Events:
         def register(listener: F) -> F:
             for kind in kinds:
                 self._by_kind.setdefault(kind, []).append(listener)
+            self._index()
             return listener
 
         return register
 
     def forget(self, listener: AnyListener) -> None:
         """Remove a listener wherever it was registered (no error when it was not)."""
-        if listener in self._listeners:
-            self._listeners.remove(listener)
+        self._listeners = [(known, kinds) for known, kinds in self._listeners if known != listener]
         for listeners in self._by_kind.values():
             while listener in listeners:
                 listeners.remove(listener)
+        self._index()
+
+    def wants(self, kind: str) -> bool:
+        """Whether any listener takes events of `kind` (else there is no need to build one)."""
+        return kind in self._wanted
 
     def emit(self, event: JobEvent | QueueEvent) -> None:
         if isinstance(event, JobEvent):
-            for listener in self._listeners:
+            for listener in self._job_by_kind.get(event.kind, ()):
                 self._call(listener, event)
         for by_kind in self._by_kind.get(event.kind, ()):
             self._call(by_kind, event)
+
+    def _index(self) -> None:
+        self._job_by_kind = {
+            kind: tuple(listener for listener, kinds in self._listeners if kind in kinds) for kind in JOB_KINDS
+        }
+        self._wanted = frozenset(
+            [kind for kind, listeners in self._job_by_kind.items() if listeners]
+            + [kind for kind, listeners in self._by_kind.items() if listeners]
+        )
 
     @staticmethod
     def _call(listener: AnyListener, event: JobEvent | QueueEvent) -> None:

@@ -17,12 +17,16 @@ import sys
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
-from .events import JobEvent
+from .events import JOB_KINDS, JobEvent
 from .registry import Registry, default_registry
 
 job_log = logging.getLogger("sqsjobs.jobs")
 
 _FIELDS = ("job_id", "job", "queue", "attempt", "dispatched_at", "wait_ms", "runtime_ms", "outcome", "error")
+
+
+#: The job events the job log writes a line for (`processing` only at DEBUG); a dispatch is the producer's.
+LOGGED_KINDS = tuple(kind for kind in JOB_KINDS if kind != "queued")
 
 
 def log_event(event: JobEvent) -> None:
@@ -50,7 +54,7 @@ def _log_event(event: JobEvent, registry: Registry) -> None:
         return  # the producer's business: a dispatch is not a line in the job log
     if event.kind == "processing":
         if job_log.isEnabledFor(logging.DEBUG):
-            job_log.debug("job started", extra={"sqsjobs": _fields(event, registry)})
+            _write(logging.DEBUG, "job started", _fields(event, registry))
         return
     if not job_log.isEnabledFor(logging.INFO):
         return
@@ -62,7 +66,14 @@ def _log_event(event: JobEvent, registry: Registry) -> None:
     if event.error:
         fields["error"] = f"{event.error_type}: {event.error}"
     level = logging.WARNING if event.kind in ("failed", "rejected") else logging.INFO
-    job_log.log(level, "job " + event.kind, extra={"sqsjobs": fields})
+    _write(level, "job " + event.kind, fields)
+
+
+def _write(level: int, message: str, fields: dict[str, Any]) -> None:
+    """The record built directly: `Logger.log` would walk the stack for the caller's file and line on
+    every job (a few microseconds), and a job log line's place in our code tells nobody anything."""
+    record = job_log.makeRecord(job_log.name, level, __file__, 0, message, (), None, extra={"sqsjobs": fields})
+    job_log.handle(record)
 
 
 def _fields(event: JobEvent, registry: Registry) -> dict[str, Any]:
@@ -99,8 +110,14 @@ class TextFormatter(logging.Formatter):
     `  | `, so no line of it can pass for a record of its own.
     """
 
+    _stamp = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {escape(record.getMessage())}"
+        second, clock = self._stamp
+        if int(record.created) != second:  # one time string per second, not per line
+            clock = self.formatTime(record, "%H:%M:%S")
+            self._stamp = (int(record.created), clock)
+        base = f"{clock} {record.levelname:<7} {escape(record.getMessage())}"
         fields = getattr(record, "sqsjobs", None)
         if isinstance(fields, dict) and fields:
             base += " " + " ".join(f"{k}={value(fields[k])}" for k in (*_FIELDS, "delay_s") if k in fields)
@@ -113,7 +130,8 @@ class TextFormatter(logging.Formatter):
 #: C0 and C1 control characters, DEL, and the Unicode line and paragraph separators.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_BARE = re.compile(r"[^\s\"'=\\]+")
+#: One plain word: no space, quote, `=` or backslash, and nothing `_UNSAFE` matches.
+_PLAIN = re.compile(r"[^\s\"'=\\\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 def _escape_one(match: re.Match[str]) -> str:
@@ -128,8 +146,11 @@ def escape(text: str) -> str:
 
 def value(raw: object) -> str:
     """A field's value for a text line: bare when it is one plain word, else quoted and escaped."""
+    kind = type(raw)
+    if kind is int or kind is float:
+        return str(raw)  # digits, a sign, a dot, `e`, `inf` or `nan`: always one plain word
     text = raw if isinstance(raw, str) else str(raw)
-    if _BARE.fullmatch(text) and _UNSAFE.search(text) is None:
+    if _PLAIN.fullmatch(text):
         return text
     return '"' + escape(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
@@ -152,8 +173,33 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
     def stream(self, value: Any) -> None:
         pass  # StreamHandler.__init__ and setStream assign it; the current stderr always wins
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """Written, not flushed: the listener flushes once the records waiting are written (one
+        system call per burst of job lines, not one per line)."""
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
-_listener: QueueListener | None = None
+
+class _Listener(QueueListener):
+    def handle(self, record: logging.LogRecord) -> None:
+        super().handle(record)
+        if self.queue.empty():  # type: ignore[attr-defined]
+            self._flush()
+
+    def stop(self) -> None:
+        super().stop()
+        self._flush()
+
+    def _flush(self) -> None:
+        for handler in self.handlers:
+            handler.flush()
+
+
+_listener: _Listener | None = None
 
 
 @atexit.register
@@ -181,7 +227,7 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     global _listener
     if _listener is not None:
         _listener.stop()
-    _listener = QueueListener(records, handler)
+    _listener = _Listener(records, handler)
     _listener.start()
     root = logging.getLogger("sqsjobs")
     root.handlers[:] = [_Enqueue(records)]

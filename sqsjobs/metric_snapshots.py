@@ -92,6 +92,10 @@ class Minute:
 Write = Callable[[tuple[str, str], dict[str, int], int, float], None]
 
 
+#: The job events a snapshot counts.
+COUNTED_KINDS = ("processed", "failed", "released", "rejected")
+
+
 @dataclass
 class Snapshots:
     """Adds job events up by queue and minute; `tick()` flushes the minutes that ended, `flush()` all."""
@@ -109,7 +113,7 @@ class Snapshots:
     def listen(self, event: JobEvent) -> None:
         """The events listener (`app.events.listen(snapshots.listen)`)."""
         kind = event.kind
-        if kind not in ("processed", "failed", "released", "rejected"):
+        if kind not in COUNTED_KINDS:
             return
         at = minute_of(self.clock())
         with self._lock:
@@ -335,6 +339,6 @@ def attach(
         if isinstance(found, Snapshots):
             return found
         snapshots = Snapshots(DynamoDbWrite(settings.table, clock), clock)
-        events.listen(snapshots.listen)
+        events.listen(snapshots.listen, kinds=COUNTED_KINDS)
         events._sqsjobs_snapshots = snapshots  # type: ignore[attr-defined]
         return snapshots

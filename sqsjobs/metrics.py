@@ -37,6 +37,8 @@ from .registry import Registry
 
 #: Job events counted, and the metric each becomes (a rejected message failed without running).
 _COUNTED = {"processed": "processed", "failed": "failed", "rejected": "failed", "released": "released"}
+#: The job events the metrics count.
+COUNTED_KINDS = tuple(_COUNTED)
 #: Counts a flush always writes for a queue and job it saw, so a rate over them has no gaps.
 COUNTS = ("processed", "failed", "released")
 #: Values of `runtime` and of `wait` kept per queue and job between flushes. Powertools' EMF

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -54,6 +55,10 @@ def _tracing() -> Any:
     no-op that still costs several microseconds a job (the API is often installed by another library),
     so its absence is looked for again at most once a second, not per job."""
     global _sdk_checked
+    if _api is None and "opentelemetry.trace" not in sys.modules:
+        # Nobody has imported OpenTelemetry, so nobody has set a tracer provider: not worth an import
+        # (milliseconds of a Lambda cold start). Looked for again on the next run.
+        return None
     api = _otel()
     if api is None:
         return None
@@ -77,13 +82,22 @@ def outgoing() -> str | None:
     return parent if parent and len(parent) <= 128 else None
 
 
-@contextlib.contextmanager
-def run_span(job_name: str, queue: str, job_id: str, attempt: int, parent: str | None) -> Iterator[None]:
-    """The span of one run, current inside; a no-op without OpenTelemetry and a configured SDK."""
+_UNTRACED = contextlib.nullcontext()
+
+
+def run_span(
+    job_name: str, queue: str, job_id: str, attempt: int, parent: str | None
+) -> contextlib.AbstractContextManager[None]:
+    """The span of one run, current inside; a no-op without OpenTelemetry and a configured SDK (one
+    shared null context: an untraced run builds nothing, not even a generator)."""
     api = _tracing()
     if api is None:
-        yield
-        return
+        return _UNTRACED
+    return _span(api, job_name, queue, job_id, attempt, parent)
+
+
+@contextlib.contextmanager
+def _span(api: Any, job_name: str, queue: str, job_id: str, attempt: int, parent: str | None) -> Iterator[None]:
     propagate, trace = api
     context = propagate.extract({"traceparent": parent}) if parent else None
     tracer = trace.get_tracer("sqsjobs")

@@ -68,6 +68,13 @@ class Runner:
     def __init__(self, app: Services, hooks: Sequence[Hook] = (), skips: SkipLedger | None = None) -> None:
         self.app = app
         self.hooks = tuple(hooks)
+        # Each point calls only the hooks that implement it: most jobs use no feature, and a call of
+        # the base class's no-op per hook and point is a good part of what a plain job costs.
+        self._on_received = _implementing(self.hooks, "on_received")
+        self._before_run = _implementing(self.hooks, "before_run")
+        self._on_start = _implementing(self.hooks, "on_start")
+        self._before_dlq = _implementing(self.hooks, "before_dlq")
+        self._on_decided = _implementing(self.hooks, "on_decided")
         self.skips = skips or SkipLedger(lambda: app.store)
         self._decoded = DecodeCache(lambda message: decode_received(message, app))
 
@@ -91,35 +98,22 @@ class Runner:
         started = time.perf_counter()
         try:
             with guard(step.job) if guard is not None else contextlib.nullcontext():
-                self.run_handle(step.job, call)
+                self.run_handle(step.job, call, context=step.delivery.context)
         except Exception as exc:
             return self.finish(step, exc, time.perf_counter() - started)
         return self.finish(step, None, time.perf_counter() - started)
 
     @staticmethod
-    def run_handle(job: Job, call: Call | None = None, traced: bool = True) -> None:
+    def run_handle(job: Job, call: Call | None = None, traced: bool = True, context: JobContext | None = None) -> None:
         """`handle()` through the job's middleware, inside the run's span (sqsjobs.tracing); an
-        `async def handle` runs on a private loop. `traced=False`: the caller holds the span itself."""
-        ctx = job._ctx
+        `async def handle` runs on a private loop. `traced=False`: the caller holds the span itself.
+        `context`: the job's context when the caller has it (reading `job._ctx` goes through pydantic)."""
+        ctx = context if context is not None else job._ctx
         if traced and ctx is not None:
             with run_span(ctx, type(job).job_name):
-                Runner.run_handle(job, call, traced=False)
-            return
-
-        def innermost() -> None:
-            if ctx is not None:
-                ctx.handled = True
-            result = job.handle() if call is None else call(job)
-            if result is not None and inspect.isawaitable(result):
-                import asyncio  # only async jobs pay for it (Lambda cold starts)
-
-                asyncio.run(_await(result))
-
-        middleware = job.middleware()
-        if middleware:
-            run_through(middleware, job, innermost)
+                _handle(job, ctx, call)
         else:
-            innermost()
+            _handle(job, ctx, call)
 
     def timeout_for(self, message: ReceivedMessage) -> float:
         """Seconds the message's job may run (0 for one that will not run); the decode is kept for `process`."""
@@ -181,7 +175,7 @@ class Runner:
             return opened if isinstance(opened, Release) else self._reject(d, opened)
         d.envelope = decoded = opened
         d.timeout = policy.timeout(cls.timeout, None, self.app.settings.timeout)
-        for hook in self.hooks:
+        for hook in self._on_received:
             if (decided := hook.on_received(d)) is not None:
                 return decided
 
@@ -196,7 +190,7 @@ class Runner:
         d.job = job
         d.attempts = policy.attempt(message.receive_count, message.attributes, self.skips.count(message))
         job._ctx = ctx = d.context = JobContext(decoded.id, d.attempts, message.queue, decoded, app=self.app)
-        for hook in self.hooks:
+        for hook in self._before_run:
             if (decided := hook.before_run(d)) is not None:
                 return decided
 
@@ -210,7 +204,7 @@ class Runner:
         if decoded.retry_until is not None and parse_iso(decoded.retry_until) < now:
             expired = RetryUntilPassedError(f"{cls.job_name} passed its retry_until ({decoded.retry_until})")
             return self._fail(d, expired, "retry_until", 0.0)
-        for hook in self.hooks:
+        for hook in self._on_start:
             if (decided := hook.on_start(d)) is not None:
                 return decided
         ctx.wait_s = max(0.0, now - _ts(decoded.available_at or decoded.dispatched_at, now))
@@ -295,7 +289,7 @@ class Runner:
         return Fail(after_triage(self.app, d, rule, exc.kind, exc), type(exc).__name__, exc)
 
     def _write_dlq(self, d: Delivery, exc: BaseException, kind: str) -> Release | None:
-        for hook in self.hooks:
+        for hook in self._before_dlq:
             if (held := hook.before_dlq(d, kind, exc)) is not None:
                 return held
         if not d.write_dlq(kind, exc, self.app.clock(), self.app.signing_key):
@@ -361,7 +355,7 @@ class Runner:
                 )
                 decision = self._fail(d, held_back, "held_back", 0.0)
         final = decision
-        for hook in self.hooks:
+        for hook in self._on_decided:
             try:
                 held = hook.on_decided(d, decision, error)
             except Exception as exc:
@@ -384,7 +378,34 @@ class Runner:
         d.notes["event"] = (kind, fields)
 
     def _emit(self, kind: str, d: Delivery, **fields: Any) -> None:
-        self.app.events.emit(d.event(kind, **fields))
+        events = self.app.events
+        if events.wants(kind):  # an event nobody takes is never built
+            events.emit(d.event(kind, **fields))
+
+
+def _handle(job: Job, ctx: JobContext | None, call: Call | None) -> None:
+    middleware = job.middleware()
+    if middleware:
+        run_through(middleware, job, lambda: _enter(job, ctx, call))
+    else:
+        _enter(job, ctx, call)
+
+
+def _enter(job: Job, ctx: JobContext | None, call: Call | None) -> None:
+    """The innermost step: from here on the job counts as run."""
+    if ctx is not None:
+        ctx.handled = True
+    result = job.handle() if call is None else call(job)
+    if result is not None and inspect.isawaitable(result):
+        import asyncio  # only async jobs pay for it (Lambda cold starts)
+
+        asyncio.run(_await(result))
+
+
+def _implementing(hooks: Sequence[Hook], point: str) -> tuple[Hook, ...]:
+    """The hooks whose `point` is their own (a method or an attribute), not the base class's no-op."""
+    base = getattr(Hook, point)
+    return tuple(hook for hook in hooks if getattr(getattr(hook, point), "__func__", None) is not base)
 
 
 async def _await(awaitable: object) -> None:

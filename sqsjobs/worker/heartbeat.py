@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from botocore.config import Config
 
 from .. import aws
@@ -159,6 +158,4 @@ def _quick_client() -> Any:
         max_pool_connections=4,
         parameter_validation=aws.PARAMETER_VALIDATION,
     )
-    client = boto3.session.Session().client("sqs", config=config)
-    aws.cache_user_agent(client)
-    return client
+    return aws.new_client("sqs", config)

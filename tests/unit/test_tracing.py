@@ -145,12 +145,15 @@ def test_inside_lambda_a_dispatch_carries_the_xray_trace_header(sqs_app: App, mo
 
 
 def test_a_broken_opentelemetry_setup_leaves_jobs_untraced_not_failed() -> None:
-    """OTEL_PROPAGATORS naming a propagator that is not installed makes OpenTelemetry raise at import."""
+    """OTEL_PROPAGATORS naming a propagator that is not installed makes OpenTelemetry raise at import
+    (of its propagators, which sqsjobs imports once the application has imported the trace API)."""
     import os
     import subprocess
     import sys
 
-    code = "from sqsjobs import tracing; print(tracing.outgoing()); print(tracing.outgoing())"
+    code = (
+        "import opentelemetry.trace\nfrom sqsjobs import tracing; print(tracing.outgoing()); print(tracing.outgoing())"
+    )
     env = {**os.environ, "OTEL_PROPAGATORS": "xray"}
     done = subprocess.run(
         [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=60
@@ -178,3 +181,20 @@ def test_without_an_sdk_no_span_machinery_runs() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["None"]
     assert os.environ.get("OTEL_PYTHON_TRACER_PROVIDER") is None  # the subprocess had no provider configured
+
+
+def test_without_opentelemetry_imported_by_the_application_sqsjobs_never_imports_it() -> None:
+    """Nobody can have set a tracer provider without importing the trace API: a run does not import it
+    (an import is milliseconds of every Lambda cold start), and dispatch sends no trace."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from sqsjobs import tracing\n"
+        "with tracing.run_span('j', 'q', 'i', 1, None): pass\n"
+        "print(tracing.outgoing(), 'opentelemetry' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "False"]
