@@ -20,6 +20,8 @@ includes interpreter start-up and imports.
   call a no-op, delete_message_batch; until N messages are deleted.
 - boto3-pool: the same, but each received batch runs on a ThreadPoolExecutor of
   `concurrency` threads (the worker's threading model, minus everything else).
+- boto3-checked: the boto3 loop doing per job what sqsjobs' standards require of any consumer
+  (decode the envelope as untrusted, validate the payload, one log line): the floor.
 - dramatiq, celery, sqs-workers: see benchmarks.peers (`--queue` is then the prefix).
 """
 
@@ -146,7 +148,9 @@ def run_peer(peer: str, prefix: str, jobs: int, profile: str | None = None) -> d
     return measured.result(done, 0 if done >= jobs else 1)
 
 
-def run_boto3(queue: str, jobs: int, concurrency: int, pool: bool, profile: str | None = None) -> dict[str, Any]:
+def run_boto3(
+    queue: str, jobs: int, concurrency: int, pool: bool, profile: str | None = None, checked: bool = False
+) -> dict[str, Any]:
     import boto3
 
     client = boto3.client("sqs")
@@ -154,6 +158,9 @@ def run_boto3(queue: str, jobs: int, concurrency: int, pool: bool, profile: str 
 
     def handle(message: dict[str, Any]) -> None:
         _noop(**json.loads(message["Body"])["payload"])
+
+    if checked:
+        handle = _checked_handler(queue)
 
     done = 0
     deadline = time.monotonic() + 600
@@ -177,6 +184,28 @@ def run_boto3(queue: str, jobs: int, concurrency: int, pool: bool, profile: str 
     if executor is not None:
         executor.shutdown()
     return measured.result(done, 0 if done >= jobs else 1)
+
+
+def _checked_handler(queue: str) -> Callable[[dict[str, Any]], None]:
+    """What sqsjobs' standards make every job cost, whatever runs it: the body read as an untrusted
+    envelope (`envelope.decode`), the payload validated by its job class, one log line per job
+    through the worker's own logging. The loop around it is the raw one: no runner, events, hooks,
+    threads, heartbeat or batched deleter. sqsjobs' ratio to this floor is the framework's own cost."""
+    from sqsjobs import logs
+    from sqsjobs.envelope import decode
+    from sqsjobs.events import JobEvent
+    from sqsjobs.payload_fields import load
+
+    from .jobs import Noop
+
+    logs.configure("text", "INFO")
+
+    def handle(message: dict[str, Any]) -> None:
+        envelope = decode(message["Body"])
+        load(Noop, envelope.payload).handle()
+        logs.log_event(JobEvent("processed", envelope.id, envelope.job, queue, 1, envelope.dispatched_at))
+
+    return handle
 
 
 def _profile_threads(path: str) -> Callable[[], None]:
@@ -221,7 +250,9 @@ def _profile_threads(path: str) -> Callable[[], None]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A benchmark consumer (run by benchmarks.run).")
-    parser.add_argument("kind", choices=["sqsjobs", "boto3", "boto3-pool", "dramatiq", "celery", "sqs-workers"])
+    parser.add_argument(
+        "kind", choices=["sqsjobs", "boto3", "boto3-pool", "boto3-checked", "dramatiq", "celery", "sqs-workers"]
+    )
     parser.add_argument(
         "--queue", required=True, help="logical queue (sqsjobs), SQS queue name (boto3) or queue prefix (peers)"
     )
@@ -234,8 +265,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.kind == "sqsjobs":
         result = run_sqsjobs(args.queue, args.jobs, args.worker_args, args.profile)
-    elif args.kind in ("boto3", "boto3-pool"):
-        result = run_boto3(args.queue, args.jobs, args.concurrency, args.kind == "boto3-pool", args.profile)
+    elif args.kind in ("boto3", "boto3-pool", "boto3-checked"):
+        pool, checked = args.kind == "boto3-pool", args.kind == "boto3-checked"
+        result = run_boto3(args.queue, args.jobs, args.concurrency, pool, args.profile, checked)
     else:
         result = run_peer(args.kind, args.queue, args.jobs, args.profile)
     result["peak_rss_mb"] = _peak_rss_mb()

@@ -118,18 +118,42 @@ def floor_handler() -> Any:
     return handler
 
 
+def checked_floor_handler() -> Any:
+    """The floor plus what sqsjobs' standards require of any handler per record: the body read as an
+    untrusted envelope and the payload validated by its job class (benchmarks.consumers' `checked`)."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    from sqsjobs.envelope import decode
+    from sqsjobs.payload_fields import load
+
+    from .jobs import Noop
+
+    processor = BatchProcessor(event_type=EventType.SQS)
+
+    def record_handler(record: Any) -> None:
+        load(Noop, decode(record.body).payload).handle()
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+
+    return handler
+
+
 def per_record(events: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
     from lambda_handlers.sqs import handler as ours
 
     floor = floor_handler()
+    checked = checked_floor_handler()
     context = Context()
     # One event each first: the App, the registry and the logging are built once per container.
-    for handler in (ours, floor):
+    for handler in (ours, floor, checked):
         _check(handler(events[0], context))
     records = sum(len(e["Records"]) for e in events)
-    cpu: dict[str, list[float]] = {"ours": [], "floor": []}
+    cpu: dict[str, list[float]] = {"ours": [], "floor": [], "checked": []}
     for index in range(rounds):
-        sides = [("ours", ours), ("floor", floor)]
+        sides = [("ours", ours), ("floor", floor), ("checked", checked)]
         for name, handler in sides if index % 2 == 0 else reversed(sides):
             start = time.process_time()
             for event in events:
@@ -139,9 +163,32 @@ def per_record(events: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
         "records": records,
         "ours_cpu_s": min(cpu["ours"]),
         "floor_cpu_s": min(cpu["floor"]),
+        "checked_cpu_s": min(cpu["checked"]),
         "ours_runs": cpu["ours"],
         "floor_runs": cpu["floor"],
     }
+
+
+def _pydantic_floor_handler() -> Any:
+    """The cold-start floor of any handler that validates its records with pydantic (as sqsjobs'
+    standards require): the floor's imports plus pydantic and one model, built and used."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+    from pydantic import BaseModel
+
+    class Payload(BaseModel):
+        n: int
+
+    processor = BatchProcessor(event_type=EventType.SQS)
+
+    def record_handler(record: Any) -> None:
+        Payload.model_validate(json.loads(record.body)["payload"])
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+
+    return handler
 
 
 def _check(response: dict[str, Any]) -> None:
@@ -159,6 +206,10 @@ def cold(side: str, events_path: str) -> None:
         import lambda_handlers.sqs
 
         response = lambda_handlers.sqs.handler(event, context)
+    elif side == "pydantic":
+        import boto3
+
+        response = _pydantic_floor_handler()(event, context)
     else:
         import boto3  # noqa: F401  (what any Powertools SQS function imports)
 
@@ -173,7 +224,7 @@ def cold(side: str, events_path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Lambda handler benchmarks (run by benchmarks.run).")
     parser.add_argument("command", choices=["events", "per-record", "cold"])
-    parser.add_argument("side", nargs="?", choices=["ours", "floor"])
+    parser.add_argument("side", nargs="?", choices=["ours", "floor", "pydantic"])
     parser.add_argument("--queue", help="events: the queue URL to receive from")
     parser.add_argument("--events", help="events: how many to build; otherwise the events file")
     parser.add_argument("--rounds", type=int, default=5)

@@ -138,21 +138,34 @@ def _markdown(
     lines += [
         "",
         "SQS calls/job counts the producer's and the consumer's calls (start-up lookups included); the floor is "
-        "0.30 (SendMessageBatch, ReceiveMessage, DeleteMessageBatch, 10 messages each).",
+        "0.30 (SendMessageBatch, ReceiveMessage, DeleteMessageBatch, 10 messages each). The checked loop is the "
+        "raw loop doing what sqsjobs' standards require of any consumer per job: the body decoded as an untrusted "
+        "envelope, the payload validated by its job class, one log line"
+        + (
+            f"; `sqsjobs work` defaults cost {_num(out.get('cpu_ratio_vs_checked_floor_defaults'))}x of it."
+            if out.get("cpu_ratio_vs_checked_floor_defaults") is not None
+            else "."
+        ),
         "",
         "## Lambda handler",
         "",
-        "| measure | lambda_handlers.sqs | floor | ratio |",
-        "| --- | ---: | ---: | ---: |",
+        "| measure | lambda_handlers.sqs | floor | ratio | floor with sqsjobs' checks | ratio to it |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
         f"| CPU per record (µs) | {_num(out.get('lambda_cpu_us_per_record'))} | "
-        f"{_num(out.get('lambda_cpu_us_per_record_floor'))} | {_num(out.get('lambda_cpu_ratio_per_record'))} |",
+        f"{_num(out.get('lambda_cpu_us_per_record_floor'))} | {_num(out.get('lambda_cpu_ratio_per_record'))} | "
+        f"{_num(out.get('lambda_cpu_us_per_record_checked_floor'))} | "
+        f"{_num(out.get('lambda_cpu_ratio_vs_checked_floor'))} |",
         f"| cold start: import + first 10-record event (ms) | {_ms(out.get('lambda_cold_start_s'))} | "
-        f"{_ms(out.get('lambda_cold_start_floor_s'))} | {_num(out.get('lambda_cold_start_ratio'))} |",
+        f"{_ms(out.get('lambda_cold_start_floor_s'))} | {_num(out.get('lambda_cold_start_ratio'))} | "
+        f"{_ms(out.get('lambda_cold_start_pydantic_floor_s'))} | "
+        f"{_num(out.get('lambda_cold_start_ratio_vs_pydantic_floor'))} |",
         f"| imports alone (ms) | {_ms(out.get('lambda_import_s'))} | {_ms(out.get('lambda_import_baseline_s'))} | "
-        f"{_num(out.get('lambda_import_ratio'))} |",
+        f"{_num(out.get('lambda_import_ratio'))} | | |",
         "",
         "The floor: Powertools' `BatchProcessor` + `process_partial_response` with a record handler that "
-        "`json.loads` the body (and `import boto3` for the cold start).",
+        "`json.loads` the body (and `import boto3` for the cold start). With sqsjobs' checks: per record, the "
+        "body decoded as an untrusted envelope and the payload validated by its job class; for the cold start, "
+        "pydantic imported and one payload model built and used.",
         "",
         "## Dispatch CPU by payload size",
         "",

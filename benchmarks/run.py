@@ -83,6 +83,8 @@ class System:
         """(dispatch key, consumer key): who signs the producer's and the consumer's calls."""
         if self.kind == "sqsjobs":
             return SQSJOBS_DISPATCH_KEY, SQSJOBS_WORKER_KEY
+        if self.kind == "boto3-checked":
+            return SQSJOBS_DISPATCH_KEY, BOTO3_CONSUMER_KEY  # its jobs are real envelopes, sent by sqsjobs
         if self.kind.startswith("boto3"):
             return BOTO3_DISPATCH_KEY, BOTO3_CONSUMER_KEY
         tag = self.kind.replace("-", "").upper()
@@ -96,6 +98,8 @@ SQSJOBS_SYSTEMS = [
     for name, (args, job) in SQSJOBS_SETTINGS.items()
 ]
 BOTO3 = System("boto3", "boto3", "raw boto3 loop")
+#: The raw loop plus what sqsjobs' standards require of any consumer per job (benchmarks.consumers).
+CHECKED = System("boto3_checked", "boto3-checked", "boto3 loop + envelope, payload check, log line")
 PEER_SYSTEMS = [System(peer.replace("-", "_"), peer, peer) for peer in peers.PEERS]
 
 
@@ -344,6 +348,11 @@ class Bench:
             )
             dispatch = self.sqsjobs_dispatcher(system.job, queue_prefix=prefix)
             args = ["--queue", "default", "--worker-args", system.worker_args]
+        elif system.kind == "boto3-checked":
+            url = self.provision(prefix)
+            env = child_env(self.endpoint, consumer_key)
+            dispatch = self.sqsjobs_dispatcher(system.job, queue_prefix=prefix)  # real envelopes to check
+            args = ["--queue", f"{prefix}default"]
         elif system.kind.startswith("boto3"):
             url = self.provision(prefix)
             env = child_env(self.endpoint, consumer_key)
@@ -434,6 +443,9 @@ class Bench:
             "lambda_cpu_us_per_record": result["ours_cpu_s"] / records * 1e6,
             "lambda_cpu_us_per_record_floor": result["floor_cpu_s"] / records * 1e6,
             "lambda_cpu_ratio_per_record": result["ours_cpu_s"] / result["floor_cpu_s"],
+            "lambda_cpu_us_per_record_checked_floor": result["checked_cpu_s"] / records * 1e6,
+            "lambda_cpu_ratio_vs_checked_floor": result["ours_cpu_s"] / result["checked_cpu_s"],
+            "lambda_checked_floor_ratio": result["checked_cpu_s"] / result["floor_cpu_s"],
             "lambda_aws_calls_per_record": sum(
                 calls.calls((LAMBDA_KEY,), service) for service in calls.services((LAMBDA_KEY,))
             )
@@ -525,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     outcome = Outcome()
-    systems = [BOTO3, *SQSJOBS_SYSTEMS]
+    systems = [BOTO3, CHECKED, *SQSJOBS_SYSTEMS]
     for peer in PEER_SYSTEMS:
         system = dataclasses.replace(peer, max_jobs=args.celery_jobs) if peer.kind == "celery" else peer
         if args.no_peers:
@@ -698,10 +710,16 @@ def _results(
     summaries = {name: _summary(phases) for name, phases in runs.items()}
     b3 = summaries["boto3"]
     # -- the targets: `sqsjobs work` at each setting, consumer CPU against the raw boto3 loop
+    checked = summaries.get(CHECKED.name)
+    if checked is not None:
+        out["cpu_ratio_checked_floor_vs_boto3"] = checked["worker_cpu_us"] / b3["worker_cpu_us"]
+        out[f"sqs_calls_per_job_{CHECKED.name}"] = checked["calls_per_job"]
     for name in SQSJOBS_SETTINGS:
         s = summaries[f"sqsjobs_{name}"]
         out[f"cpu_ratio_vs_boto3_{name}"] = s["worker_cpu_us"] / b3["worker_cpu_us"]
         out[f"sqs_calls_per_job_{name}"] = s["calls_per_job"]
+        if checked is not None:
+            out[f"cpu_ratio_vs_checked_floor_{name}"] = s["worker_cpu_us"] / checked["worker_cpu_us"]
     for system in PEER_SYSTEMS:
         if system.name in summaries:
             s = summaries[system.name]
@@ -803,14 +821,18 @@ def _results(
 def _table_rows(out: dict[str, Any], outcome: Outcome) -> list[report.Row]:
     """One row per consumer for the Markdown table and the chart, boto3 first."""
     rows = []
-    for system in [BOTO3, *SQSJOBS_SYSTEMS, *PEER_SYSTEMS]:
+    for system in [BOTO3, CHECKED, *SQSJOBS_SYSTEMS, *PEER_SYSTEMS]:
         name = system.name
+        if name == CHECKED.name and name not in outcome.runs:
+            continue
         if name in outcome.skipped:
             rows.append(report.Row(system.label, None, None, None, None, None, outcome.skipped[name]))
             continue
         ratio = 1.0 if name == "boto3" else None
         if name.startswith("sqsjobs_"):
             ratio = out[f"cpu_ratio_vs_boto3_{name.removeprefix('sqsjobs_')}"]
+        elif name == CHECKED.name:
+            ratio = out["cpu_ratio_checked_floor_vs_boto3"]
         elif name != "boto3":
             ratio = out[f"cpu_ratio_{name}_vs_boto3"]
         calls = out["boto3_sqs_calls_per_job"] if name == "boto3" else out.get(f"sqs_calls_per_job_{name}")

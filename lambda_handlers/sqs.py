@@ -109,8 +109,12 @@ class SqsHandler:
             processor = FifoProcessor(batch, skip_group=app.settings.lambda_fifo_skip_group)
         else:
             processor = StandardProcessor(batch)
+
+        def record_handler(record: SQSRecord) -> None:
+            batch(record)  # a function, not the Batch: Powertools inspects its signature every invocation
+
         try:
-            return dict(process_partial_response(event, batch, processor, context))  # type: ignore[arg-type]
+            return dict(process_partial_response(event, record_handler, processor, context))  # type: ignore[arg-type]
         finally:
             if app.metrics is not None:
                 app.metrics.flush()  # before the invocation ends: a frozen container may never flush

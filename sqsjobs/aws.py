@@ -23,7 +23,7 @@ from .errors import ConfigurationError
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str | None], Any] = {}
-_loader: Any = None
+_loaders: dict[str | None, Any] = {}
 
 
 def session() -> boto3.session.Session:
@@ -35,12 +35,14 @@ def session() -> boto3.session.Session:
     first event. Only that read-only data is shared; each session still resolves its own credentials
     and registers botocore's handlers as they are when it is made.
     """
-    global _loader
     with _loader_lock:
-        if _loader is None:
-            _loader = create_loader()
-        loader = _loader
         core = botocore.session.get_session()
+        # botocore builds each session's loader from `data_path` (AWS_DATA_PATH or the config file):
+        # one shared loader per value, so models a user adds there still reach our clients.
+        data_path = core.get_config_variable("data_path")
+        loader = _loaders.get(data_path)
+        if loader is None:
+            loader = _loaders[data_path] = create_loader(data_path)
         core.register_component("data_loader", loader)
         made = boto3.session.Session(botocore_session=core)
         # Each boto3 session appends boto3's own data folder to the loader's search path: keep it once.

@@ -208,7 +208,8 @@ class _Wire(BaseModel):
 
 _Link.model_rebuild()
 _Member.model_rebuild()
-#: Validates a body's fields without building a `_Wire` (only whether they fit matters).
+#: Validates a body's fields (only whether they fit matters: the `_Wire` it returns is dropped), without
+#: `model_validate`'s own call on every message.
 _WIRE = _Wire.__pydantic_validator__.validate_python
 
 

@@ -22,6 +22,7 @@ keep it short, or hand the event to a queue of your own.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ JOB_KINDS = (
 )
 #: The kinds of QueueEvent.
 QUEUE_KINDS = ("worker_starting", "worker_stopping", "queue_busy", "circuit_opened", "schedule_missed")
+_KNOWN = frozenset(JOB_KINDS + QUEUE_KINDS)
 
 
 @dataclass(slots=True)
@@ -87,21 +89,26 @@ class Events:
     an event no listener takes costs nothing."""
 
     def __init__(self) -> None:
-        self._listeners: list[tuple[Listener, frozenset[str]]] = []
-        self._by_kind: dict[str, list[AnyListener]] = {}
+        #: JobEvent listeners and the kinds each takes (None: every JobEvent, kinds of its own included).
+        self._listeners: list[tuple[Listener, frozenset[str] | None]] = []
+        self._by_kind: dict[str, tuple[AnyListener, ...]] = {}
         self._job_by_kind: dict[str, tuple[Listener, ...]] = {}
+        self._every: tuple[Listener, ...] = ()
         self._wanted: frozenset[str] = frozenset()
+        # Registering rebuilds the indexes emit reads; two registrations at once must not lose one.
+        self._changing = threading.Lock()
 
     def listen(self, listener: Listener, kinds: Iterable[str] | None = None) -> Listener:
         """Receive every JobEvent, or only those of `kinds` (job kinds)."""
-        wanted = frozenset(JOB_KINDS if kinds is None else kinds)
-        if not wanted or not wanted <= set(JOB_KINDS):
+        wanted = None if kinds is None else frozenset(kinds)
+        if wanted is not None and (not wanted or not wanted <= set(JOB_KINDS)):
             raise ValueError(
                 f"unknown job event kind(s) {sorted(wanted - set(JOB_KINDS)) or '(none given)'}; "
                 f"known: {', '.join(JOB_KINDS)}"
             )
-        self._listeners.append((listener, wanted))
-        self._index()
+        with self._changing:
+            self._listeners.append((listener, wanted))
+            self._index()
         return listener
 
     def on(self, *kinds: str) -> Callable[[F], F]:
@@ -117,35 +124,40 @@ class Events:
             )
 
         def register(listener: F) -> F:
-            for kind in kinds:
-                self._by_kind.setdefault(kind, []).append(listener)
-            self._index()
+            with self._changing:
+                for kind in kinds:
+                    self._by_kind[kind] = (*self._by_kind.get(kind, ()), listener)
+                self._index()
             return listener
 
         return register
 
     def forget(self, listener: AnyListener) -> None:
         """Remove a listener wherever it was registered (no error when it was not)."""
-        self._listeners = [(known, kinds) for known, kinds in self._listeners if known != listener]
-        for listeners in self._by_kind.values():
-            while listener in listeners:
-                listeners.remove(listener)
-        self._index()
+        with self._changing:
+            self._listeners = [(known, kinds) for known, kinds in self._listeners if known != listener]
+            self._by_kind = {
+                kind: tuple(known for known in listeners if known != listener)
+                for kind, listeners in self._by_kind.items()
+            }
+            self._index()
 
     def wants(self, kind: str) -> bool:
         """Whether any listener takes events of `kind` (else there is no need to build one)."""
-        return kind in self._wanted
+        return kind in self._wanted or (kind not in _KNOWN and bool(self._every))
 
     def emit(self, event: JobEvent | QueueEvent) -> None:
         if isinstance(event, JobEvent):
-            for listener in self._job_by_kind.get(event.kind, ()):
+            for listener in self._job_by_kind.get(event.kind, self._every):
                 self._call(listener, event)
         for by_kind in self._by_kind.get(event.kind, ()):
             self._call(by_kind, event)
 
     def _index(self) -> None:
+        self._every = tuple(listener for listener, kinds in self._listeners if kinds is None)
         self._job_by_kind = {
-            kind: tuple(listener for listener, kinds in self._listeners if kind in kinds) for kind in JOB_KINDS
+            kind: tuple(listener for listener, kinds in self._listeners if kinds is None or kind in kinds)
+            for kind in JOB_KINDS
         }
         self._wanted = frozenset(
             [kind for kind, listeners in self._job_by_kind.items() if listeners]

@@ -56,7 +56,8 @@ def _log_event(event: JobEvent, registry: Registry) -> None:
         if job_log.isEnabledFor(logging.DEBUG):
             _write(logging.DEBUG, "job started", _fields(event, registry))
         return
-    if not job_log.isEnabledFor(logging.INFO):
+    level = logging.WARNING if event.kind in ("failed", "rejected") else logging.INFO
+    if not job_log.isEnabledFor(level):  # at WARNING, failures are still said
         return
     fields = _fields(event, registry)
     fields["outcome"] = event.kind
@@ -65,7 +66,6 @@ def _log_event(event: JobEvent, registry: Registry) -> None:
         fields["delay_s"] = event.delay
     if event.error:
         fields["error"] = f"{event.error_type}: {event.error}"
-    level = logging.WARNING if event.kind in ("failed", "rejected") else logging.INFO
     _write(level, "job " + event.kind, fields)
 
 

@@ -62,7 +62,7 @@ def partition(queue: str, hour: int, shard: int) -> str:
     return f"{_PK}{queue}#{hour}#{shard}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Minute:
     """One queue's counters for one minute (from one writer, or summed over all of them)."""
 

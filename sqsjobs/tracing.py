@@ -48,6 +48,8 @@ def _otel() -> Any:
 
 
 _sdk_checked = -1.0
+#: OpenTelemetry loads the provider this names on first use, without the application importing it.
+_PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"
 
 
 def _tracing() -> Any:
@@ -55,9 +57,9 @@ def _tracing() -> Any:
     no-op that still costs several microseconds a job (the API is often installed by another library),
     so its absence is looked for again at most once a second, not per job."""
     global _sdk_checked
-    if _api is None and "opentelemetry.trace" not in sys.modules:
-        # Nobody has imported OpenTelemetry, so nobody has set a tracer provider: not worth an import
-        # (milliseconds of a Lambda cold start). Looked for again on the next run.
+    if _api is None and "opentelemetry.trace" not in sys.modules and not os.environ.get(_PROVIDER_VARIABLE):
+        # Nobody has imported OpenTelemetry or named a provider for it to load, so there is no tracer
+        # provider: not worth an import (milliseconds of a Lambda cold start). Looked for again next run.
         return None
     api = _otel()
     if api is None:

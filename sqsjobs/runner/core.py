@@ -9,7 +9,6 @@ and "did this run at all" are decided here and nowhere else; features plug in as
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 import time
@@ -32,21 +31,19 @@ from ..errors import (
 )
 from ..events import JobEvent
 from ..job_class import Job, JobContext
-from ..middleware import run_through
 from ..payloads import carried
 from ..settling import SkipLedger
 from ..timing import parse_iso
+from . import entering
 from .decoding import DecodeCache, build_job, decode_received, open_sealed
+from .entering import Call
 from .hook import Delivery, Hook
-from .tracing_span import run_span
 from .triaging import after_triage, triage_rule
 
 log = logging.getLogger("sqsjobs.runner")
 
 #: Wraps one run of `handle()`; the poller uses it to enforce `timeout`.
 Guard = Callable[[Job], contextlib.AbstractContextManager[None]]
-#: Calls `handle()` where an executor wants it (a child process); by default, here.
-Call = Callable[[Job], object]
 
 #: How long to wait before trying again when a store, S3 or SQS error kept a message from starting or settling.
 RETRY_DELAY_S = 30
@@ -108,12 +105,7 @@ class Runner:
         """`handle()` through the job's middleware, inside the run's span (sqsjobs.tracing); an
         `async def handle` runs on a private loop. `traced=False`: the caller holds the span itself.
         `context`: the job's context when the caller has it (reading `job._ctx` goes through pydantic)."""
-        ctx = context if context is not None else job._ctx
-        if traced and ctx is not None:
-            with run_span(ctx, type(job).job_name):
-                _handle(job, ctx, call)
-        else:
-            _handle(job, ctx, call)
+        entering.run_handle(job, call, traced, context)
 
     def timeout_for(self, message: ReceivedMessage) -> float:
         """Seconds the message's job may run (0 for one that will not run); the decode is kept for `process`."""
@@ -383,33 +375,10 @@ class Runner:
             events.emit(d.event(kind, **fields))
 
 
-def _handle(job: Job, ctx: JobContext | None, call: Call | None) -> None:
-    middleware = job.middleware()
-    if middleware:
-        run_through(middleware, job, lambda: _enter(job, ctx, call))
-    else:
-        _enter(job, ctx, call)
-
-
-def _enter(job: Job, ctx: JobContext | None, call: Call | None) -> None:
-    """The innermost step: from here on the job counts as run."""
-    if ctx is not None:
-        ctx.handled = True
-    result = job.handle() if call is None else call(job)
-    if result is not None and inspect.isawaitable(result):
-        import asyncio  # only async jobs pay for it (Lambda cold starts)
-
-        asyncio.run(_await(result))
-
-
 def _implementing(hooks: Sequence[Hook], point: str) -> tuple[Hook, ...]:
     """The hooks whose `point` is their own (a method or an attribute), not the base class's no-op."""
     base = getattr(Hook, point)
     return tuple(hook for hook in hooks if getattr(getattr(hook, point), "__func__", None) is not base)
-
-
-async def _await(awaitable: object) -> None:
-    await awaitable  # type: ignore[misc]
 
 
 def _ts(text: str, default: float) -> float:

@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import failures
 from ..connections.base import Connection, ReceivedMessage
 from ..decisions import Decision, Release
 from ..envelope import Envelope
@@ -71,6 +70,8 @@ class Delivery:
     def write_dlq(self, kind: str, error: BaseException, now: float, keys: SigningKeys | None) -> bool:
         """Write this message's DLQ copy with its reason (tagged with `keys`, when signing is on);
         False (logged) when SQS refused it."""
+        from .. import failures  # a job that succeeds never needs it (Lambda cold starts)
+
         envelope, message = self.envelope, self.message
         letter = failures.dead_letter(
             message,
