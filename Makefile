@@ -37,7 +37,7 @@ $(addprefix sample-,$(SAMPLES)): sample-%: $(STAMP)
 	$(BIN)/python -m samples.$*
 
 test: lint typecheck docs $(CHROMIUM)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check sqsjobs lambda_handlers tests samples benchmarks

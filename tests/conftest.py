@@ -12,6 +12,7 @@ import sqsjobs
 from sqsjobs import App, aws
 from sqsjobs.provisioning import provision
 from sqsjobs.testing import aws_rules, faults
+from tests import moto_polls
 
 # The strict-AWS-rules layer reaches every botocore/aiobotocore client created from here on, in-process
 # moto and moto-server tests alike (see docs/testing.md). Installed at import, before any test makes a client.
@@ -19,6 +20,20 @@ aws_rules.install()
 # Fault injection is installed at once too (inert until a test adds a rule through the `faults` fixture),
 # so clients created before the fixture runs -- e.g. by `sqs_app`'s provisioning -- are reached as well.
 faults.install()
+# moto's long polls end when SQS's would (a message that becomes visible, a queue left with nothing):
+# tests/moto_polls.py. Without it, every worker a test runs until its queue is empty waits out two
+# idle polls of at least a second each.
+moto_polls.install()
+
+#: Files that run first: the soak slice is one test of one to three minutes; with `make test`'s
+#: `--dist loadfile --no-loadscope-reorder` the file a worker starts last decides when the run ends.
+_FIRST = ("tests/e2e/test_soak.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest single test first, so the other worker does the rest of the suite meanwhile."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in _FIRST)
+
 
 _AWS_VARS = (
     "AWS_ENDPOINT_URL",
@@ -66,9 +81,31 @@ def moto() -> Iterator[None]:
     aws.reset_clients()
 
 
+#: botocore's retry waits under `quick_retries`: a fiftieth of its own (at most 0.3 s over five attempts).
+RETRY_WAIT_SCALE = 0.02
+
+
 @pytest.fixture
-def faults_plan() -> Iterator[faults.FaultPlan]:
-    """Alias of `faults` for modules that import the `faults` module under that name."""
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore retries as it would, after a fiftieth of its waits (random, up to 1 + 2 + 4 + 8 s otherwise).
+
+    For tests whose calls fail on every attempt: what they check is how many attempts there were and
+    what became of the call, never how long botocore slept in between.
+    """
+    from botocore.retries.standard import ExponentialBackoff
+
+    delay_amount = ExponentialBackoff.delay_amount
+    monkeypatch.setattr(
+        ExponentialBackoff, "delay_amount", lambda self, context: delay_amount(self, context) * RETRY_WAIT_SCALE
+    )
+
+
+@pytest.fixture
+def faults_plan(quick_retries: None) -> Iterator[faults.FaultPlan]:
+    """Alias of `faults` for modules that import the `faults` module under that name.
+
+    With `quick_retries`: an injected fault is retried as a real one is, without the wait.
+    """
     plan = faults.install()
     plan.clear()
     yield plan

@@ -48,12 +48,16 @@ def _answers(endpoint: str) -> bool:
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's HTTP server as a subprocess on loopback, one per pytest (xdist) process."""
+    """moto's HTTP server as a subprocess on loopback, one per pytest (xdist) process.
+
+    Started through tests/moto_polls.py: its long polls end when SQS's would, as in-process moto's do.
+    """
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "tests.moto_polls", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=Path(__file__).resolve().parents[2],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
