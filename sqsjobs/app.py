@@ -21,7 +21,7 @@ from .errors import ConfigurationError
 from .events import Events
 from .logs import LOGGED_KINDS, log_event
 from .registry import Registry, default_registry
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, settings_with
 from .signing import SigningKeys, signing_keys
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class App:
         if settings is None:
             settings = load_settings(**overrides)
         elif overrides:
-            settings = settings.model_copy(update=overrides)
+            settings = settings_with(settings, **overrides)
         self.settings = settings
         self.registry = registry or default_registry
         self.clock = clock

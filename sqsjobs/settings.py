@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -97,9 +98,7 @@ class Settings(BaseModel):
         every Lambda cold start ~35 ms: each variable is handed to the field as the text it is, and the
         field's own type and validators parse it (`3`, `true`, `0.5`, `a,b` or a JSON object for queues).
         """
-        fields = type(self).model_fields
-        given = {key if key in fields else key.lower(): value for key, value in values.items()}  # any case, as env
-        super().__init__(**{**_from_environment(type(self)), **given})
+        super().__init__(**{**_from_environment(type(self)), **_by_field(type(self), values)})
 
     app: str | None = None
     connection: ConnectionName = "sqs"
@@ -184,12 +183,15 @@ class Settings(BaseModel):
     @field_validator("queues", mode="before")
     @classmethod
     def _parse_queues(cls, value: Any) -> Any:
-        """Accept `high,default`, a JSON object, a list, or a dict."""
+        """Accept `high,default`, a JSON object or list, a list, or a dict."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("{"):
                 return json.loads(text)
-            value = [part.strip() for part in text.split(",") if part.strip()]
+            if text.startswith("["):
+                value = json.loads(text)
+            else:
+                value = [part.strip() for part in text.split(",") if part.strip()]
         if isinstance(value, list | tuple):
             return {str(name): str(name) for name in value}
         return value
@@ -226,6 +228,12 @@ class Settings(BaseModel):
         return physical_name + self.dlq_suffix
 
 
+def _by_field(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """Values given in code, keyed by field name whatever their case (as the variables are)."""
+    fields = model.model_fields
+    return {key if key in fields else key.lower(): value for key, value in values.items()}
+
+
 def _from_environment(model: type[BaseModel]) -> dict[str, str]:
     """`SQSJOBS_<FIELD>` for each field, matched without regard to case (as AWS's own variables are not,
     but as this project always read its own)."""
@@ -240,8 +248,19 @@ def _from_environment(model: type[BaseModel]) -> dict[str, str]:
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment, turning validation errors into a named ConfigurationError."""
+    return _named_errors(lambda: Settings(**overrides))
+
+
+def settings_with(settings: Settings, **overrides: Any) -> Settings:
+    """`settings` with some values replaced, validated as the environment's are (not re-read)."""
+    model = type(settings)
+    merged = {**settings.model_dump(), **_by_field(model, overrides)}
+    return _named_errors(lambda: model.model_validate(merged))
+
+
+def _named_errors(build: Callable[[], Settings]) -> Settings:
     try:
-        return Settings(**overrides)
+        return build()
     except ValidationError as exc:
         # loc[0] is the field; deeper parts name union branches, which mean nothing to a reader.
         problems = "; ".join(
@@ -249,4 +268,6 @@ def load_settings(**overrides: Any) -> Settings:
         )
         raise ConfigurationError(f"invalid sqsjobs settings — {problems}") from exc
     except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"SQSJOBS_QUEUES is not valid JSON ({exc}); use `a,b` or a JSON object") from exc
+        raise ConfigurationError(
+            f"SQSJOBS_QUEUES is not valid JSON ({exc}); use `a,b`, a JSON object or a JSON list"
+        ) from exc

@@ -177,3 +177,19 @@ def test_at_warning_a_failed_job_is_still_a_line(capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert "job failed" in err and "id-2" in err and "RuntimeError: boom" in err
     assert "id-1" not in err
+
+
+def test_values_given_next_to_a_settings_object_are_validated_and_taken_in_any_case() -> None:
+    from sqsjobs import App, ConfigurationError, Settings
+
+    app = App(connection="memory", settings=Settings(), Queue_Prefix="p-", tries=2)
+    assert (app.settings.queue_prefix, app.settings.tries) == ("p-", 2)
+    with pytest.raises(ConfigurationError, match="SQSJOBS_TRIES"):
+        App(connection="memory", settings=Settings(), tries=0)
+
+
+def test_queues_may_be_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqsjobs import Settings
+
+    monkeypatch.setenv("SQSJOBS_QUEUES", '["high", "default"]')
+    assert Settings().queues == {"high": "high", "default": "default"}
