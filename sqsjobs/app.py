@@ -20,6 +20,7 @@ from .dispatched import Dispatched
 from .errors import ConfigurationError
 from .events import Events
 from .logs import LOGGED_KINDS, log_event
+from .logs import takes as log_takes
 from .registry import Registry, default_registry
 from .settings import Settings, load_settings, settings_with
 from .signing import SigningKeys, signing_keys
@@ -72,7 +73,7 @@ class App:
         self.triage: list[Rule] = list(triage)
         self._schedules = schedules
         self.events = Events()
-        self.events.listen(log_event, kinds=LOGGED_KINDS)
+        self.events.listen(log_event, kinds=LOGGED_KINDS, when=log_takes)
         self._connection_arg = connection or settings.connection
         self._connection: Connection | None = None
         self._runner: Runner | None = None

@@ -78,6 +78,8 @@ class QueueEvent:
 
 
 Listener = Callable[[JobEvent], None]
+#: A listener's "would you take an event of this kind now?" (see `Events.listen`).
+Wants = Callable[[str], bool]
 AnyListener = Callable[[Any], None]
 F = TypeVar("F", bound=AnyListener)
 
@@ -90,16 +92,22 @@ class Events:
 
     def __init__(self) -> None:
         #: JobEvent listeners and the kinds each takes (None: every JobEvent, kinds of its own included).
-        self._listeners: list[tuple[Listener, frozenset[str] | None]] = []
+        self._listeners: list[tuple[Listener, frozenset[str] | None, Wants | None]] = []
         self._by_kind: dict[str, tuple[AnyListener, ...]] = {}
         self._job_by_kind: dict[str, tuple[Listener, ...]] = {}
         self._every: tuple[Listener, ...] = ()
+        #: Kinds some listener always takes, and for the others the listeners' `when` to ask.
         self._wanted: frozenset[str] = frozenset()
+        self._maybe: dict[str, tuple[Wants, ...]] = {}
         # Registering rebuilds the indexes emit reads; two registrations at once must not lose one.
         self._changing = threading.Lock()
 
-    def listen(self, listener: Listener, kinds: Iterable[str] | None = None) -> Listener:
-        """Receive every JobEvent, or only those of `kinds` (job kinds)."""
+    def listen(self, listener: Listener, kinds: Iterable[str] | None = None, when: Wants | None = None) -> Listener:
+        """Receive every JobEvent, or only those of `kinds` (job kinds).
+
+        `when(kind)`, if given, is asked before an event is built for this listener alone: False means it
+        would drop the event anyway (a log line below its logger's level), so none is built for it. It
+        still receives every event of its kinds that another listener had built."""
         wanted = None if kinds is None else frozenset(kinds)
         if wanted is not None and (not wanted or not wanted <= set(JOB_KINDS)):
             raise ValueError(
@@ -107,7 +115,7 @@ class Events:
                 f"known: {', '.join(JOB_KINDS)}"
             )
         with self._changing:
-            self._listeners.append((listener, wanted))
+            self._listeners.append((listener, wanted, when))
             self._index()
         return listener
 
@@ -135,7 +143,7 @@ class Events:
     def forget(self, listener: AnyListener) -> None:
         """Remove a listener wherever it was registered (no error when it was not)."""
         with self._changing:
-            self._listeners = [(known, kinds) for known, kinds in self._listeners if known != listener]
+            self._listeners = [entry for entry in self._listeners if entry[0] != listener]
             self._by_kind = {
                 kind: tuple(known for known in listeners if known != listener)
                 for kind, listeners in self._by_kind.items()
@@ -143,8 +151,13 @@ class Events:
             self._index()
 
     def wants(self, kind: str) -> bool:
-        """Whether any listener takes events of `kind` (else there is no need to build one)."""
-        return kind in self._wanted or (kind not in _KNOWN and bool(self._every))
+        """Whether any listener takes events of `kind` now (else there is no need to build one)."""
+        if kind in self._wanted:
+            return True
+        maybe = self._maybe.get(kind)
+        if maybe is not None:
+            return any(when(kind) for when in maybe)
+        return kind not in _KNOWN and bool(self._every)
 
     def emit(self, event: JobEvent | QueueEvent) -> None:
         if isinstance(event, JobEvent):
@@ -154,15 +167,19 @@ class Events:
             self._call(by_kind, event)
 
     def _index(self) -> None:
-        self._every = tuple(listener for listener, kinds in self._listeners if kinds is None)
-        self._job_by_kind = {
-            kind: tuple(listener for listener, kinds in self._listeners if kinds is None or kind in kinds)
+        self._every = tuple(listener for listener, kinds, _ in self._listeners if kinds is None)
+        taking = {
+            kind: [(listener, when) for listener, kinds, when in self._listeners if kinds is None or kind in kinds]
             for kind in JOB_KINDS
         }
-        self._wanted = frozenset(
-            [kind for kind, listeners in self._job_by_kind.items() if listeners]
-            + [kind for kind, listeners in self._by_kind.items() if listeners]
-        )
+        self._job_by_kind = {kind: tuple(listener for listener, _ in entries) for kind, entries in taking.items()}
+        always = [kind for kind, entries in taking.items() if any(when is None for _, when in entries)]
+        self._wanted = frozenset(always + [kind for kind, listeners in self._by_kind.items() if listeners])
+        self._maybe = {
+            kind: tuple(when for _, when in entries if when is not None)
+            for kind, entries in taking.items()
+            if entries and kind not in self._wanted
+        }
 
     @staticmethod
     def _call(listener: AnyListener, event: JobEvent | QueueEvent) -> None:

@@ -29,6 +29,16 @@ _FIELDS = ("job_id", "job", "queue", "attempt", "dispatched_at", "wait_ms", "run
 LOGGED_KINDS = tuple(kind for kind in JOB_KINDS if kind != "queued")
 
 
+#: The level of each kind's job log line (the rest: INFO).
+_LEVELS = {"processing": logging.DEBUG, "failed": logging.WARNING, "rejected": logging.WARNING}
+
+
+def takes(kind: str) -> bool:
+    """Whether a job log line of this kind would be written now (`Events.listen(..., when=takes)`): a
+    `processing` line at DEBUG, a failure at WARNING, the rest at INFO."""
+    return job_log.isEnabledFor(_LEVELS.get(kind, logging.INFO))
+
+
 def log_event(event: JobEvent) -> None:
     """The events listener that writes the job log: one line per job outcome at INFO.
 
@@ -56,7 +66,7 @@ def _log_event(event: JobEvent, registry: Registry) -> None:
         if job_log.isEnabledFor(logging.DEBUG):
             _write(logging.DEBUG, "job started", _fields(event, registry))
         return
-    level = logging.WARNING if event.kind in ("failed", "rejected") else logging.INFO
+    level = _LEVELS.get(event.kind, logging.INFO)
     if not job_log.isEnabledFor(level):  # at WARNING, failures are still said
         return
     fields = _fields(event, registry)

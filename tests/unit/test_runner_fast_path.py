@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from sqsjobs import App, Job
+from sqsjobs import logs as sqsjobs_logs
 from sqsjobs.decisions import Decision
 from sqsjobs.events import JOB_KINDS, Events, JobEvent
 from sqsjobs.runner import Delivery, Hook, Runner
@@ -76,7 +77,7 @@ def test_an_event_nobody_takes_is_never_built(memory_app: App, monkeypatch: pyte
         return real(self, kind, **fields)
 
     monkeypatch.setattr(Delivery, "event", counting)
-    for listener, _ in list(memory_app.events._listeners):
+    for listener, *_ in list(memory_app.events._listeners):
         memory_app.events.forget(listener)
     Plain().dispatch()
     drain(memory_app)
@@ -115,3 +116,44 @@ def test_a_hook_is_called_at_each_point_it_implements_and_no_other(memory_app: A
     runner.process(message)
     assert hook.calls == ["before_run", "on_decided"]
     assert runner._on_start == tuple(h for h in memory_app.runner.hooks if type(h).on_start is not Hook.on_start)
+
+
+def test_a_listener_that_would_drop_an_event_does_not_make_it_built(
+    memory_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job log lines take `processing` only at DEBUG: at INFO no `processing` event is built for them,
+    at DEBUG it is, and another listener of the kind still gets it built at any level."""
+    import logging
+
+    built: list[str] = []
+    real = Delivery.event
+
+    def counting(self: Delivery, kind: str, **fields: Any) -> JobEvent:
+        built.append(kind)
+        return real(self, kind, **fields)
+
+    monkeypatch.setattr(Delivery, "event", counting)
+    for listener, *_ in list(memory_app.events._listeners):
+        if listener is not sqsjobs_logs.log_event:
+            memory_app.events.forget(listener)
+    jobs = logging.getLogger("sqsjobs.jobs")
+    before = jobs.level
+    try:
+        jobs.setLevel(logging.INFO)
+        Plain().dispatch()
+        drain(memory_app)
+        assert built == ["processed"]
+        built.clear()
+        jobs.setLevel(logging.DEBUG)
+        Plain(n=1).dispatch()
+        drain(memory_app)
+        assert built == ["processing", "processed"]
+        built.clear()
+        jobs.setLevel(logging.WARNING)
+        starts: list[str] = []
+        memory_app.events.listen(lambda event: starts.append(event.kind), kinds=["processing"])
+        Plain(n=2).dispatch()
+        drain(memory_app)
+        assert built == ["processing"] and starts == ["processing"]  # `processed` is below WARNING: not built
+    finally:
+        jobs.setLevel(before)
