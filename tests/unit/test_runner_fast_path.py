@@ -68,15 +68,21 @@ def test_wants_follows_listeners_as_they_come_and_go() -> None:
     assert not events.wants("processed") and not events.wants("queue_busy")
 
 
-def test_an_event_nobody_takes_is_never_built(memory_app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    built: list[str] = []
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The kinds of the job events the runner builds, in order."""
+    kinds: list[str] = []
     real = Delivery.event
 
     def counting(self: Delivery, kind: str, **fields: Any) -> JobEvent:
-        built.append(kind)
+        kinds.append(kind)
         return real(self, kind, **fields)
 
     monkeypatch.setattr(Delivery, "event", counting)
+    return kinds
+
+
+def test_an_event_nobody_takes_is_never_built(memory_app: App, built: list[str]) -> None:
     for listener, *_ in list(memory_app.events._listeners):
         memory_app.events.forget(listener)
     Plain().dispatch()
@@ -118,21 +124,11 @@ def test_a_hook_is_called_at_each_point_it_implements_and_no_other(memory_app: A
     assert runner._on_start == tuple(h for h in memory_app.runner.hooks if type(h).on_start is not Hook.on_start)
 
 
-def test_a_listener_that_would_drop_an_event_does_not_make_it_built(
-    memory_app: App, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_listener_that_would_drop_an_event_does_not_make_it_built(memory_app: App, built: list[str]) -> None:
     """The job log lines take `processing` only at DEBUG: at INFO no `processing` event is built for them,
     at DEBUG it is, and another listener of the kind still gets it built at any level."""
     import logging
 
-    built: list[str] = []
-    real = Delivery.event
-
-    def counting(self: Delivery, kind: str, **fields: Any) -> JobEvent:
-        built.append(kind)
-        return real(self, kind, **fields)
-
-    monkeypatch.setattr(Delivery, "event", counting)
     for listener, *_ in list(memory_app.events._listeners):
         if listener is not sqsjobs_logs.log_event:
             memory_app.events.forget(listener)
