@@ -74,7 +74,11 @@ class Checker:
                 self.by_id[r["id"]].append(r)
             if r.get("key"):
                 self.by_key[r["key"]].append(r)
-        self.killed: dict[int, float] = {k["pid"]: k["at"] for k in data.kills}
+        # Every kill of each pid: the kernel reuses pids, and a soak kills and restarts a hundred workers
+        # (a later worker's kill must not hide an earlier one's, which explains its rerun).
+        self.killed: dict[int, list[float]] = collections.defaultdict(list)
+        for kill in data.kills:
+            self.killed[kill["pid"]].append(kill["at"])
         self.allowed: collections.Counter[str] = collections.Counter()
         self.multi_copy: list[dict[str, Any]] = []
         self.extra_ids: dict[str, list[str]] = {}
@@ -100,8 +104,7 @@ class Checker:
         return [r for r in self.by_id.get(job_id, []) if r["ev"] == "outcome" and r["kind"] in ("processed", "failed")]
 
     def killed_soon_after(self, record: dict[str, Any]) -> bool:
-        at = self.killed.get(record["pid"])
-        return at is not None and record["t"] <= at <= record["t"] + KILL_WINDOW_S
+        return any(record["t"] <= at <= record["t"] + KILL_WINDOW_S for at in self.killed.get(record["pid"], ()))
 
     def rerun_explained(self, ends: list[dict[str, Any]], job_id: str | None) -> bool:
         """Every end but the last was followed by its worker's SIGKILL, before any decided outcome."""
@@ -122,7 +125,7 @@ class Checker:
             "copies": [getattr(r, "copies", 1) for r in rows],
             "attempts": [r.attempts for r in rows],
             "markers": [json.dumps(r, separators=(",", ":")) for r in markers[:12]],
-            "kills": {str(r["pid"]): self.killed[r["pid"]] for r in markers if r["pid"] in self.killed},
+            "kills": {str(r["pid"]): self.killed[r["pid"]] for r in markers if self.killed.get(r["pid"])},
         }
 
     def done_duplicate(self, row: Any) -> bool:
@@ -461,7 +464,7 @@ class Checker:
                 "markers": [json.dumps(r, separators=(",", ":")) for r in markers[:20]],
                 "worker_log": [line for i in v["ids"] for line in log_lines.get(i, [])][:12],
                 "kills_of_these_pids": {
-                    str(r["pid"]): self.killed[r["pid"]] for r in markers if r.get("pid") in self.killed
+                    str(r["pid"]): self.killed[r["pid"]] for r in markers if self.killed.get(r.get("pid", -1))
                 },
             }
 
