@@ -7,6 +7,7 @@ worker forever instead of letting it exit 1. Daemon threads are simply left behi
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -16,15 +17,19 @@ from typing import Any, ParamSpec, TypeVar
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_Item = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+log = logging.getLogger("sqsjobs.worker")
+
+#: A call and where its outcome goes: a Future (`submit`), or nowhere (`call`: errors are logged).
+_Item = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class DaemonPool(Executor):
     """Grows to `max_workers` threads as calls wait; `shutdown` never waits for a thread."""
 
-    def __init__(self, max_workers: int, name: str) -> None:
+    def __init__(self, max_workers: int, name: str, initializer: Callable[[], object] = lambda: None) -> None:
         self._max = max(1, max_workers)
         self._name = name
+        self._initializer = initializer
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -34,18 +39,26 @@ class DaemonPool(Executor):
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         future: Future[T] = Future()
+        self._put((future, fn, args, kwargs))
+        return future
+
+    def call(self, fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> None:
+        """`submit` for a call whose outcome nobody waits for (an error is logged): no Future to build."""
+        self._put((None, fn, args, kwargs))
+
+    def _put(self, item: _Item) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new calls after shutdown")
-            self._queue.put((future, fn, args, kwargs))
+            self._queue.put(item)
             self._waiting += 1
             if self._idle < self._waiting and len(self._threads) < self._max:
                 thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
                 self._threads.append(thread)
                 thread.start()
-        return future
 
     def _work(self) -> None:
+        self._initializer()
         while True:
             with self._lock:
                 self._idle += 1
@@ -57,6 +70,12 @@ class DaemonPool(Executor):
             if item is None:
                 return
             future, fn, args, kwargs = item
+            if future is None:
+                try:
+                    fn(*args, **kwargs)
+                except BaseException:
+                    log.exception("a call in %s failed", self._name)
+                continue
             if not future.set_running_or_notify_cancel():
                 continue
             try:

@@ -2,31 +2,37 @@
 
 Receiving, FIFO lanes, heartbeats, batched deletes, limits and shutdown are the same parts the
 thread worker uses; only *running* differs. The runner core still decides everything: `begin()`
-and `finish()` run in a pool beside the loop (they may write to the DLQ), and only `handle()` is
-awaited here. An `async def handle` past its timeout is cancelled for real; a plain `def handle`
-runs in the pool under the same interrupt the thread worker uses, so a sync job stuck past its
-timeout is noticed by the same watchdog, and the worker exits 1 instead of hanging. The watchdog
-(its own thread) watches coroutine jobs too: one that blocks the loop (`time.sleep` inside
-`async def`) or swallows its cancellation is still running past its timeout and the grace, and the
-worker exits 1 the same way, without waiting for a loop that no longer turns.
+and `finish()` run in a pool beside the loop (they may call DynamoDB, S3 or the DLQ), and only
+`handle()` is awaited here. Each crossing between the loop and the pool wakes a thread, and a
+crossing awaited as a future costs as much again in asyncio's own bookkeeping, so a job crosses
+twice and never waits for an answer: a pool thread takes and begins the message and hands the
+coroutine to the loop; the loop awaits it and hands the outcome back; a pool thread finishes and
+settles it, then takes and begins the next message its lane allows in the same go.
+
+An `async def handle` past its timeout is cancelled for real: the watchdog asks the loop to cancel
+its task (one timer for every job, not one per job). A plain `def handle` runs in the pool under
+the same interrupt the thread worker uses, so a sync job stuck past its timeout is noticed by the
+same watchdog, and the worker exits 1 instead of hanging. The watchdog (its own thread) watches
+coroutine jobs too: one that blocks the loop (`time.sleep` inside `async def`) or swallows its
+cancellation is still running past its timeout and the grace, and the worker exits 1 the same
+way, without waiting for a loop that no longer turns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
+import functools
 import inspect
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
 from .. import context
 from ..connections.base import Connection, ReceivedMessage
 from ..errors import JobTimeoutError
-from ..job_class import Job
+from ..job_class import Job, JobContext
 from ..runner import Run, Runner
 from ..runner.tracing_span import run_span
 from .apply import Applier
@@ -36,13 +42,13 @@ from .timeouts import TimeoutEnforcer
 
 log = logging.getLogger("sqsjobs.worker")
 
-T = TypeVar("T")
-
-#: Pool threads besides the `concurrency` sync jobs: taking the next message, begin/finish, settling.
+#: Pool threads besides the `concurrency` sync jobs: the one waiting for messages, begin/finish, settling.
 _SPARE_THREADS = 4
 #: How often the loop says it is turning, and how long without a word means it no longer does.
 _BEAT_S = 0.1
 _STALLED_S = 1.0
+#: How often a stopping loop looks whether the jobs it waits for have been settled.
+_DRAIN_POLL_S = 0.05
 
 
 class AsyncJobs:
@@ -63,12 +69,24 @@ class AsyncJobs:
         self._lanes = lanes
         self._applier = applier
         self._enforcer = enforcer
-        self._concurrency = concurrency
         self._stuck = stuck
         self._thread = threading.Thread(target=self._main, name="sqsjobs-loop", daemon=True)
-        self._pool = DaemonPool(concurrency + _SPARE_THREADS, "sqsjobs-pool")
+        # The worker's app is current in the pool's threads as on the loop: a job that dispatches
+        # another sends it with the app that runs it (a thread starts with no context).
+        self._pool = DaemonPool(
+            concurrency + _SPARE_THREADS, "sqsjobs-pool", initializer=lambda: context.activate(runner.app)
+        )
         #: When the loop last turned (set on the loop while it serves; see `join`).
         self._beat = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._context = contextvars.Context()
+        #: Coroutine jobs on the loop (asyncio keeps only weak references to tasks).
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Messages taken from the lanes and not yet settled, wherever they are: the loop stops only
+        #: once none is left but stuck ones. `_taking` counts takes under way, so none slips between.
+        self._lock = threading.Lock()
+        self._busy: dict[int, ReceivedMessage] = {}
+        self._taking = 0
 
     def start(self) -> None:
         self._beat = time.monotonic()
@@ -88,16 +106,11 @@ class AsyncJobs:
             self._thread.join(0.2)
 
     def _main(self) -> None:
-        # The worker's app is current on the loop, and so in the pool calls that copy its context.
         context.activate(self._runner.app)
         try:
             asyncio.run(self._serve())
         finally:
             self._pool.shutdown()
-
-    async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
-        copied = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, copied.run, fn, *args)
 
     async def _serve(self) -> None:
         beat = asyncio.create_task(self._beating())
@@ -112,55 +125,61 @@ class AsyncJobs:
             await asyncio.sleep(_BEAT_S)
 
     async def _serve_messages(self) -> None:
-        running: dict[asyncio.Task[None], ReceivedMessage] = {}
-        while (message := await self._next()) is not None:
-            task = asyncio.create_task(self._run(message))
-            running[task] = message
-            task.add_done_callback(running.pop)
+        self._loop = loop = asyncio.get_running_loop()
+        self._context = contextvars.copy_context()
+        fed: asyncio.Future[None] = loop.create_future()
+        self._pool.call(self._feed, fed)
+        await fed
         # Stopping: running jobs finish, except those stuck past their timeout (their messages
         # return after the visibility timeout; asyncio.run cancels their tasks on the way out).
-        while live := [task for task, message in running.items() if not self._stuck(message)]:
-            await asyncio.wait(live, timeout=0.2)
+        while self._draining():
+            await asyncio.sleep(_DRAIN_POLL_S)
 
-    async def _next(self) -> ReceivedMessage | None:
-        """The next message that may start: taken on the loop when one is held (a lock, no wait), else
-        waited for in the pool (a blocking wait must not hold the loop)."""
-        message = self._lanes.take(block=False)
-        if message is not None:
-            return message
-        return await self._in_pool(self._lanes.take)
+    def _draining(self) -> bool:
+        with self._lock:
+            return self._taking > 0 or any(not self._stuck(message) for message in self._busy.values())
 
-    async def _run(self, message: ReceivedMessage) -> None:
-        """One job, with as few hops to the pool as it needs: a plain `def handle` job is begun, run,
-        finished and settled in one; an `async def handle` one is begun there, awaited here, then
-        finished and settled in a second."""
-        step = await self._in_pool(self._begin, message)
-        if step is None:
-            return
-        timeout = self._enforcer.timeout_of(step.job)
-        started = time.perf_counter()
-        error: Exception | None = None
+    # -- in the pool ------------------------------------------------------------------------
+    def _feed(self, fed: asyncio.Future[None]) -> None:
+        """The one pool thread that waits for messages: received ones, for the slots no job holds (a
+        finished job's thread takes the next message for its own slot); each is begun on another."""
+        assert self._loop is not None
         try:
-            # Watched, not interrupted: the loop cancels it at its timeout, the watchdog reports it if
-            # it is still running `timeout_grace` later (it blocks the loop, or ignores the cancellation).
-            with (
-                self._enforcer.watch(type(step.job).job_name, timeout, message),
-                run_span(step.delivery.context, type(step.job).job_name)
-                if step.delivery.context is not None
-                else contextlib.nullcontext(),
-            ):
-                await asyncio.wait_for(_entered(step.job), timeout)
-        except asyncio.CancelledError:
-            return  # only a stuck job's task is cancelled, when the loop closes
-        except TimeoutError:
-            error = JobTimeoutError(f"{type(step.job).job_name} ran longer than its timeout of {timeout:g}s")
-        except Exception as exc:
-            error = exc
-        await self._in_pool(self._finish, message, step, error, time.perf_counter() - started)
+            while (message := self._take(block=True)) is not None:
+                self._pool.call(self._start, message)
+        finally:
+            self._loop.call_soon_threadsafe(_resolve, fed)
+
+    def _take(self, block: bool) -> ReceivedMessage | None:
+        with self._lock:
+            self._taking += 1
+        message = None
+        try:
+            message = self._lanes.take(block=block)
+        finally:
+            with self._lock:
+                self._taking -= 1
+                if message is not None:
+                    self._busy[id(message)] = message
+        return message
+
+    def _start(self, message: ReceivedMessage | None) -> None:
+        """Begin `message`: a coroutine job goes to the loop, and this thread is done; any other runs,
+        finishes and is settled here, and then the next message its slot allows is begun in turn."""
+        while message is not None:
+            step = self._begin(message)
+            if step is not None:
+                try:
+                    assert self._loop is not None
+                    # In the loop's own context, not this thread's: each task starts from a copy of it.
+                    self._loop.call_soon_threadsafe(self._launch, message, step, context=self._context)
+                except Exception:  # the loop is gone: only when it was never meant to wait for this message
+                    self._crashed(message)
+                return
+            message = self._take(block=False)
 
     def _begin(self, message: ReceivedMessage) -> Run | None:
-        """In the pool: begin; a job that is not a coroutine job runs and is settled right here. The
-        coroutine job's step is returned, for the loop to await."""
+        """A coroutine job's step, for the loop to await; any other outcome is settled right here."""
         try:
             step = self._runner.begin(message, self._connection)
             if isinstance(step, Run) and _on_loop(step.job):
@@ -173,21 +192,41 @@ class AsyncJobs:
                 except Exception as exc:
                     error = exc
                 step = self._runner.finish(step, error, time.perf_counter() - started)
-        except Exception:
-            log.exception("runner crashed on message %s; it will be redelivered", message.message_id)
-            self._applier.crashed(message)
+        except BaseException:
+            # Our bug, or a job's `sys.exit()`: as on the thread worker, the message returns after its
+            # visibility timeout, and this thread goes on (nothing it took may be left unsettled).
+            self._crashed(message)
             return None
         self._applier.done(message, step)
+        self._settled(message)
         return None
 
     def _finish(self, message: ReceivedMessage, step: Run, error: Exception | None, runtime_s: float) -> None:
         try:
             decision = self._runner.finish(step, error, runtime_s)
-        except Exception:
+            self._applier.done(message, decision)
+        except BaseException:
+            self._crashed(message)
+        else:
+            self._settled(message)
+        self._start(self._take(block=False))
+
+    def _crashed(self, message: ReceivedMessage, logged: bool = False) -> None:
+        if not logged:
             log.exception("runner crashed on message %s; it will be redelivered", message.message_id)
+        try:
             self._applier.crashed(message)
-            return
-        self._applier.done(message, decision)
+        finally:
+            self._settled(message)
+
+    def _crashed_on_loop(self, message: ReceivedMessage) -> None:
+        """A coroutine job raised what is not an Exception (`sys.exit()`): settled as a crash, in the pool."""
+        self._crashed(message, logged=True)
+        self._start(self._take(block=False))
+
+    def _settled(self, message: ReceivedMessage) -> None:
+        with self._lock:
+            self._busy.pop(id(message), None)
 
     def _run_sync(self, job: Job, message: ReceivedMessage) -> None:
         # Middleware is synchronous, so a job with middleware runs it here, in the pool
@@ -195,17 +234,80 @@ class AsyncJobs:
         with self._enforcer.guard_for(message)(job):
             self._runner.run_handle(job)
 
+    # -- on the loop ------------------------------------------------------------------------
+    def _launch(self, message: ReceivedMessage, step: Run) -> None:
+        task = asyncio.get_running_loop().create_task(self._await(message, step))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _await(self, message: ReceivedMessage, step: Run) -> None:
+        """Await one coroutine job; its outcome goes back to the pool, unawaited. Its timeout is the
+        watchdog's (no timer of its own): at the deadline it asks this loop to cancel the task."""
+        job_name = type(step.job).job_name
+        timeout = self._enforcer.timeout_of(step.job)
+        task = asyncio.current_task()
+        assert task is not None and self._loop is not None
+        running = self._enforcer.watching(
+            job_name, timeout, message, functools.partial(self._loop.call_soon_threadsafe, task.cancel)
+        )
+        started = time.perf_counter()
+        error: Exception | None = None
+        try:
+            context = step.delivery.context
+            if context is None:
+                await _entered(step.job, context)
+            else:
+                with run_span(context, job_name):
+                    await _entered(step.job, context)
+        except asyncio.CancelledError:
+            if running.interrupted_at is not None and task.uncancel() == 0:
+                error = JobTimeoutError(f"{job_name} ran longer than its timeout of {timeout:g}s")
+            elif task.cancelling() > 0:
+                return  # asyncio.run cancels a stuck job's task as it closes; its message returns by itself
+            else:  # nobody cancelled this task: a cancellation from inside the job escaped `handle()`
+                error = StrayCancellationError(f"{job_name} raised CancelledError without being cancelled")
+        except Exception as exc:
+            error = exc
+        except BaseException:
+            log.exception(
+                "%s raised out of its task on message %s; it will be redelivered", job_name, message.message_id
+            )
+            self._pool.call(self._crashed_on_loop, message)
+            return
+        finally:
+            self._enforcer.unwatch(running)
+        self._pool.call(self._finish, message, step, error, time.perf_counter() - started)
+
+
+class StrayCancellationError(RuntimeError):
+    """`handle()` let out a CancelledError nobody asked for (an inner task's, re-raised): judged as the
+    job's error, retried like any other, instead of being mistaken for the worker's own cancellation."""
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
 
 def _on_loop(job: Job) -> bool:
     """An `async def handle` without middleware is awaited on the loop; anything else runs in the pool
     (middleware is synchronous: an `async def handle` inside it gets a private loop there)."""
-    return inspect.iscoroutinefunction(job.handle) and not job.middleware()
+    cls = type(job)
+    coroutine = _COROUTINE_HANDLES.get(cls)
+    if coroutine is None:
+        coroutine = _COROUTINE_HANDLES[cls] = inspect.iscoroutinefunction(cls.handle)
+    return coroutine and not job.middleware()
 
 
-def _entered(job: Job) -> Awaitable[object]:
+#: Job class -> whether its `handle` is `async def` (asked once per class, not per job).
+_COROUTINE_HANDLES: dict[type[Job], bool] = {}
+
+
+def _entered(job: Job, ctx: JobContext | None) -> Awaitable[object]:
     """`job.handle()` entered as `Runner.run_handle` enters it — marked as run, so a `self.release()`
     inside it spends a try (a release before `handle()` means "held back before it ran", no try) —
     but not run: its coroutine is awaited on this loop. Only for jobs without middleware."""
     entered: list[Awaitable[object]] = []
-    Runner.run_handle(job, lambda job: entered.append(job.handle()), traced=False)  # the loop holds the span
+    # The loop holds the span; the context is passed, as reading `job._ctx` goes through pydantic.
+    Runner.run_handle(job, lambda job: entered.append(job.handle()), traced=False, context=ctx)
     return entered[0]

@@ -23,8 +23,18 @@ from .control import Control
 class Lanes:
     """Held and running messages; thread-safe. Receivers call `room`/`add`, job loops `take`/`finish`."""
 
-    def __init__(self, control: Control, concurrency: int, prefetch: int, max_starts: int | None = None) -> None:
+    def __init__(
+        self,
+        control: Control,
+        concurrency: int,
+        prefetch: int,
+        max_starts: int | None = None,
+        wake_on_finish: bool = True,
+    ) -> None:
+        """`wake_on_finish=False`: whoever finishes a message takes the next one itself (the asyncio
+        worker), so a finish wakes no waiting taker; a finish frees one slot, for at most one message."""
         self._control = control
+        self._wake_on_finish = wake_on_finish
         self._concurrency = concurrency
         self._capacity = concurrency + prefetch
         self._max_starts = max_starts
@@ -126,7 +136,7 @@ class Lanes:
                     for held in rest:
                         self._held.remove(held)
             self._room.notify()
-            if self._held:
+            if self._held and self._wake_on_finish:
                 self._work.notify()
             return rest
 

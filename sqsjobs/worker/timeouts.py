@@ -8,8 +8,9 @@ the same trade Laravel makes when it kills its worker.
 
 The watchdog has a thread of its own: it must keep looking while every other part of the
 worker (the receiver in a long poll, the heartbeat in a slow call, the `--async` event loop
-blocked by a coroutine job) is busy. Coroutine jobs are cancelled by their own loop at their
-timeout, so the watchdog only *watches* them (`TimeoutEnforcer.watch`): one still running
+blocked by a coroutine job) is busy. A coroutine job is never interrupted (raising inside the
+loop's thread would break every other job on it): at its deadline the watchdog asks its loop to
+cancel it (`TimeoutEnforcer.watching`), the one timer all its jobs share; one still running
 `grace` seconds later — it blocked the loop, or swallowed the cancellation — is wedged as well.
 """
 
@@ -39,8 +40,8 @@ _TICK_S = 0.1
 class RunningJob:
     """A job being run on `thread_id`, with the deadline the watchdog enforces.
 
-    `interruptible` is False for a coroutine job: its loop cancels it at the deadline, and raising
-    inside the loop's thread would break every other job on it; it is only reported once wedged.
+    `interruptible` is False for a coroutine job: `cancel` asks its loop to cancel it at the deadline
+    (raising inside the loop's thread would break every other job on it); once wedged it is reported.
     """
 
     thread_id: int
@@ -52,6 +53,7 @@ class RunningJob:
     done: bool = False
     interruptible: bool = True
     reported: bool = False
+    cancel: Callable[[], object] | None = None
 
 
 def job_timeout(job: Job, worker_timeout: float | None, default: float) -> float:
@@ -101,21 +103,28 @@ class TimeoutEnforcer:
                     # cannot fire in the worker's own code after the job returned.
                     _set_async_exc(running.thread_id, None)
 
-    @contextmanager
-    def watch(self, job_name: str, timeout: float, message: ReceivedMessage | None = None) -> Iterator[None]:
-        """Watch a coroutine job on the calling (event loop) thread: never interrupted here (its loop
-        cancels it at `timeout`), only handed to the watchdog once past its deadline."""
+    def watching(
+        self, job_name: str, timeout: float, message: ReceivedMessage | None, cancel: Callable[[], object]
+    ) -> RunningJob:
+        """A coroutine job on the calling (event loop) thread, `cancel`led at its deadline and reported
+        once wedged; `unwatch` it when it ends. Not a context manager: this is paid once per job."""
         running = RunningJob(
-            threading.get_ident(), job_name, timeout, time.monotonic() + timeout, message, interruptible=False
+            threading.get_ident(),
+            job_name,
+            timeout,
+            time.monotonic() + timeout,
+            message,
+            interruptible=False,
+            cancel=cancel,
         )
         with self._lock:
             self._running[id(running)] = running
-        try:
-            yield
-        finally:
-            with self._lock:
-                running.done = True
-                self._running.pop(id(running), None)
+        return running
+
+    def unwatch(self, running: RunningJob) -> None:
+        with self._lock:
+            running.done = True
+            self._running.pop(id(running), None)
 
     def running_names(self) -> list[str]:
         """The jobs running now (`sqsjobs workers` shows them)."""
@@ -133,6 +142,8 @@ class TimeoutEnforcer:
                     running.interrupted_at = now
                     if running.interruptible:
                         _set_async_exc(running.thread_id, JobTimeoutError)
+                    elif running.cancel is not None:
+                        _cancel(running)
                 else:
                     interrupted.append(running)
         return interrupted
@@ -188,6 +199,14 @@ class Watchdog:
                 self.check()
             except Exception:
                 log.exception("the timeout watchdog failed; trying again")
+
+
+def _cancel(running: RunningJob) -> None:
+    assert running.cancel is not None
+    try:
+        running.cancel()
+    except RuntimeError:  # its loop has closed: nothing left there to cancel
+        log.debug("the loop of %s has closed; nothing to cancel", running.job_name)
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:

@@ -1,0 +1,208 @@
+"""`--async` after its hand-offs were cut to two per job: pool threads begin and finish, the loop only awaits.
+
+A pool thread begins a message and hands the coroutine to the loop without waiting; the loop hands
+the outcome back without waiting; the thread that finishes a job begins the next one for its slot;
+and a coroutine job's timeout is the watchdog's, which asks the loop to cancel it (no timer per job).
+These check what a user sees of that: every job runs once with the right outcome, whichever side it
+ran on; a timeout still cancels and fails the job and the loop goes on; a job's own `asyncio.timeout`
+is its own; `--max-jobs` starts exactly that many; and the worker stops without losing a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from typing import ClassVar
+
+from sqsjobs import App, PermanentError
+from sqsjobs.job_class import Job
+from sqsjobs.worker import Worker, WorkerOptions
+from tests.helpers import dead_letters, drain, queue_url
+
+_lock = threading.Lock()
+_ran: list[str] = []
+
+
+def _record(what: str) -> None:
+    with _lock:
+        _ran.append(what)
+
+
+class AwaitsSomething(Job, name="handoffs.awaits"):
+    n: int
+
+    async def handle(self) -> None:
+        await asyncio.sleep(0.01)
+        _record(f"async-{self.n}")
+
+
+class PlainJob(Job, name="handoffs.plain"):
+    n: int
+
+    def handle(self) -> None:
+        _record(f"sync-{self.n}")
+
+
+class AsyncRefuses(Job, name="handoffs.async-refuses"):
+    async def handle(self) -> None:
+        await asyncio.sleep(0)
+        raise PermanentError("async refuses")
+
+
+class PlainRefuses(Job, name="handoffs.plain-refuses"):
+    def handle(self) -> None:
+        raise PermanentError("plain refuses")
+
+
+class OverstaysAwaiting(Job, name="handoffs.overstays"):
+    timeout = 1
+    tries = 1
+    cancelled: ClassVar[threading.Event] = threading.Event()
+
+    async def handle(self) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            OverstaysAwaiting.cancelled.set()
+            raise
+
+
+class OwnTimeout(Job, name="handoffs.own-timeout"):
+    async def handle(self) -> None:
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            _record("own-timeout-caught")
+
+
+def _work(app: App, **options: object) -> int:
+    opts = WorkerOptions(sleep=1, event_loop=True, stop_when_empty=True, max_time=30, **options)  # type: ignore[arg-type]
+    return Worker(app, opts).run(install_signals=False)
+
+
+def test_every_job_runs_once_with_its_outcome_on_either_side_of_the_loop(sqs_app: App) -> None:
+    _ran.clear()
+    sqs_app.dispatch_many(
+        [AwaitsSomething(n=n) for n in range(8)] + [PlainJob(n=n) for n in range(4)] + [AsyncRefuses(), PlainRefuses()]
+    )
+    assert _work(sqs_app, concurrency=4) == 0
+    assert sorted(_ran) == sorted([f"async-{n}" for n in range(8)] + [f"sync-{n}" for n in range(4)])
+    letters = dead_letters(sqs_app)
+    assert sorted(letter["attrs"]["sqsjobs.error"] for letter in letters) == ["async refuses", "plain refuses"]
+    assert {letter["attrs"]["sqsjobs.reason"] for letter in letters} == {"permanent"}
+    assert drain(queue_url(sqs_app, "default")) == []
+
+
+def test_a_coroutine_past_its_timeout_is_cancelled_by_the_watchdog_and_the_loop_goes_on(sqs_app: App) -> None:
+    _ran.clear()
+    OverstaysAwaiting.cancelled.clear()
+    OverstaysAwaiting().dispatch()
+    sqs_app.dispatch_many([AwaitsSomething(n=n) for n in range(3)])
+    started = time.monotonic()
+    assert _work(sqs_app, concurrency=2) == 0
+    assert time.monotonic() - started < 15, "the job was awaited for its 30 s instead of cancelled at 1 s"
+    assert OverstaysAwaiting.cancelled.is_set(), "the cancellation reached the job's own await"
+    (letter,) = dead_letters(sqs_app)
+    assert letter["attrs"]["sqsjobs.error_type"] == "JobTimeoutError"
+    assert "ran longer than its timeout of 1s" in letter["attrs"]["sqsjobs.error"]
+    assert sorted(_ran) == ["async-0", "async-1", "async-2"]
+
+
+def test_a_jobs_own_asyncio_timeout_is_its_own(sqs_app: App) -> None:
+    _ran.clear()
+    OwnTimeout().dispatch()
+    assert _work(sqs_app) == 0
+    assert _ran == ["own-timeout-caught"]
+    assert dead_letters(sqs_app) == []
+    assert drain(queue_url(sqs_app, "default")) == []
+
+
+def test_max_jobs_starts_exactly_that_many_and_leaves_the_rest_in_the_queue(sqs_app: App) -> None:
+    _ran.clear()
+    sqs_app.dispatch_many([AwaitsSomething(n=n) for n in range(7)])
+    options = WorkerOptions(sleep=1, event_loop=True, concurrency=3, max_jobs=4, max_time=30)
+    assert Worker(sqs_app, options).run(install_signals=False) == 0
+    assert len(_ran) == 4
+    left = drain(queue_url(sqs_app, "default"))
+    assert len(left) == 3
+    assert dead_letters(sqs_app) == []
+
+
+class RaisesItsOwnTimeout(Job, name="handoffs.own-timeout-error"):
+    tries = 1
+    fail_on_timeout = True
+
+    async def handle(self) -> None:
+        raise TimeoutError("the partner API did not answer")
+
+
+class RaisesCancelled(Job, name="handoffs.stray-cancel"):
+    tries = 1
+
+    async def handle(self) -> None:
+        raise asyncio.CancelledError()  # as a cancelled inner task's result re-raised would
+
+
+def test_errors_a_job_raises_itself_are_its_own_not_the_workers_timeout_or_cancel(sqs_app: App) -> None:
+    """A TimeoutError from the job's own client is not "ran past its timeout" (the thread worker never said
+    it was), and a CancelledError nobody asked for is judged as the job's error, not left unsettled."""
+    RaisesItsOwnTimeout().dispatch()
+    RaisesCancelled().dispatch()
+    started = time.monotonic()
+    assert _work(sqs_app) == 0
+    assert time.monotonic() - started < 15, "the worker waited for a job that had ended"
+    letters = {letter["attrs"]["sqsjobs.job"]: letter["attrs"] for letter in dead_letters(sqs_app)}
+    assert letters["handoffs.own-timeout-error"]["sqsjobs.error_type"] == "TimeoutError"
+    assert letters["handoffs.own-timeout-error"]["sqsjobs.reason"] == "tries_exhausted"
+    assert letters["handoffs.stray-cancel"]["sqsjobs.error_type"] == "StrayCancellationError"
+
+
+class ExitsAsync(Job, name="handoffs.exits-async"):
+    async def handle(self) -> None:
+        raise SystemExit(3)
+
+
+class ExitsSync(Job, name="handoffs.exits-sync"):
+    def handle(self) -> None:
+        raise SystemExit(3)
+
+
+def test_sys_exit_inside_a_job_is_a_crash_the_worker_outlives(sqs_app: App) -> None:
+    """As on the thread worker: the message returns after its visibility timeout (not to the DLQ), and the
+    worker neither dies nor waits for ever for a message nobody will settle."""
+    _ran.clear()
+    ExitsAsync().dispatch()
+    ExitsSync().dispatch()
+    sqs_app.dispatch_many([AwaitsSomething(n=n) for n in range(3)])
+    started = time.monotonic()
+    options = WorkerOptions(sleep=1, event_loop=True, concurrency=2, max_jobs=5, max_time=30)
+    assert Worker(sqs_app, options).run(install_signals=False) == 0
+    assert time.monotonic() - started < 15, "the worker waited for messages nobody would settle"
+    assert sorted(_ran) == ["async-0", "async-1", "async-2"]
+    assert dead_letters(sqs_app) == []
+    counts = sqs_app.connection.counts("default")
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == 2, "both wait out their visibility timeout"
+
+
+_seen: contextvars.ContextVar[str] = contextvars.ContextVar("handoffs_seen", default="clean")
+_saw: list[str] = []
+
+
+class SetsAVariable(Job, name="handoffs.sets-variable"):
+    def handle(self) -> None:
+        _seen.set("left by the plain job before")
+
+
+class ReadsTheVariable(Job, name="handoffs.reads-variable"):
+    async def handle(self) -> None:
+        _saw.append(_seen.get())
+
+
+def test_a_coroutine_job_starts_from_the_loops_context_not_a_pool_threads(sqs_app: App) -> None:
+    _saw.clear()
+    sqs_app.dispatch_many([SetsAVariable(), ReadsTheVariable()])
+    assert _work(sqs_app, concurrency=1) == 0
+    assert _saw == ["clean"]
