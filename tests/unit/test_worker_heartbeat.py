@@ -107,11 +107,13 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(sqs_app: App) -> Non
 
 def test_slow_deletes_do_not_starve_the_heartbeat(sqs_app: App, faults: FaultPlan) -> None:
     """Deletes and heartbeats shared one thread: a delete slower than half the visibility timeout made
-    a long job's message reappear while it ran, and the job ran twice."""
-    set_visibility(sqs_app, 2)
-    faults.add(service="sqs", operation="DeleteMessageBatch", kind="slow", times=1, delay=3.5)
+    a long job's message reappear while it ran, and the job ran twice. (A visibility of 4 s, not 2: the
+    heartbeat extends with half of it left, and on a loaded CI machine 1 s was not always enough.)"""
+    set_visibility(sqs_app, 4)
+    # Longer than the whole visibility: a heartbeat stuck behind this delete would come too late.
+    faults.add(service="sqs", operation="DeleteMessageBatch", kind="slow", times=1, delay=4.5)
     Quick().dispatch()
-    Slow(seconds=4).dispatch()
+    Slow(seconds=6).dispatch()
     assert Worker(sqs_app, WorkerOptions(sleep=1, concurrency=2, stop_when_empty=True)).run(False) == 0
     assert faults.count(operation="DeleteMessageBatch", kind="slow") == 1
     assert Quick.done.is_set()
