@@ -22,6 +22,11 @@ includes interpreter start-up and imports.
   `concurrency` threads (the worker's threading model, minus everything else).
 - boto3-checked: the boto3 loop doing per job what sqsjobs' standards require of any consumer
   (decode the envelope as untrusted, validate the payload, one log line): the floor.
+- boto3-asyncio: the boto3 loop with an `async def` handler, each message's coroutine run as a
+  task on an event loop in another thread (`run_coroutine_threadsafe`), the batch awaited before
+  its delete: the least any worker pays that polls with boto3 and runs jobs on a loop.
+- aiobotocore: the loop written for asyncio by hand: aiobotocore's receive, the batch's
+  coroutines gathered as tasks, aiobotocore's delete; what a team using asyncio would write.
 - dramatiq, celery, sqs-workers: see benchmarks.peers (`--queue` is then the prefix).
 """
 
@@ -186,6 +191,74 @@ def run_boto3(
     return measured.result(done, 0 if done >= jobs else 1)
 
 
+async def _async_noop(n: int) -> None:
+    return None
+
+
+def run_boto3_asyncio(queue: str, jobs: int, profile: str | None = None) -> dict[str, Any]:
+    import asyncio
+
+    import boto3
+
+    client = boto3.client("sqs")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def handle(message: dict[str, Any]) -> None:
+        await _async_noop(**json.loads(message["Body"])["payload"])
+
+    done = 0
+    deadline = time.monotonic() + 600
+    with Measured(profile) as measured:
+        url = client.get_queue_url(QueueName=queue)["QueueUrl"]
+        while done < jobs and time.monotonic() < deadline:
+            response = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=10)
+            messages = response.get("Messages", [])
+            if not messages:
+                continue
+            for future in [asyncio.run_coroutine_threadsafe(handle(m), loop) for m in messages]:
+                future.result()
+            client.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
+            done += len(messages)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    return measured.result(done, 0 if done >= jobs else 1)
+
+
+def run_aiobotocore(queue: str, jobs: int, profile: str | None = None) -> dict[str, Any]:
+    import asyncio
+
+    from aiobotocore.session import get_session
+
+    async def handle(message: dict[str, Any]) -> None:
+        await _async_noop(**json.loads(message["Body"])["payload"])
+
+    async def consume() -> dict[str, Any]:
+        async with get_session().create_client("sqs") as client:
+            url = (await client.get_queue_url(QueueName=queue))["QueueUrl"]  # start-up, as boto3's client
+            done = 0
+            deadline = time.monotonic() + 600
+            with Measured(profile) as measured:
+                while done < jobs and time.monotonic() < deadline:
+                    response = await client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=10)
+                    messages = response.get("Messages", [])
+                    if not messages:
+                        continue
+                    await asyncio.gather(*(handle(m) for m in messages))
+                    await client.delete_message_batch(
+                        QueueUrl=url,
+                        Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+                    )
+                    done += len(messages)
+            return measured.result(done, 0 if done >= jobs else 1)
+
+    return asyncio.run(consume())
+
+
 def _checked_handler(queue: str) -> Callable[[dict[str, Any]], None]:
     """What sqsjobs' standards make every job cost, whatever runs it: the body read as an untrusted
     envelope (`envelope.decode`), the payload validated by its job class, one log line per job
@@ -251,7 +324,18 @@ def _profile_threads(path: str) -> Callable[[], None]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A benchmark consumer (run by benchmarks.run).")
     parser.add_argument(
-        "kind", choices=["sqsjobs", "boto3", "boto3-pool", "boto3-checked", "dramatiq", "celery", "sqs-workers"]
+        "kind",
+        choices=[
+            "sqsjobs",
+            "boto3",
+            "boto3-pool",
+            "boto3-checked",
+            "boto3-asyncio",
+            "aiobotocore",
+            "dramatiq",
+            "celery",
+            "sqs-workers",
+        ],
     )
     parser.add_argument(
         "--queue", required=True, help="logical queue (sqsjobs), SQS queue name (boto3) or queue prefix (peers)"
@@ -268,6 +352,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.kind in ("boto3", "boto3-pool", "boto3-checked"):
         pool, checked = args.kind == "boto3-pool", args.kind == "boto3-checked"
         result = run_boto3(args.queue, args.jobs, args.concurrency, pool, args.profile, checked)
+    elif args.kind == "boto3-asyncio":
+        result = run_boto3_asyncio(args.queue, args.jobs, args.profile)
+    elif args.kind == "aiobotocore":
+        result = run_aiobotocore(args.queue, args.jobs, args.profile)
     else:
         result = run_peer(args.kind, args.queue, args.jobs, args.profile)
     result["peak_rss_mb"] = _peak_rss_mb()

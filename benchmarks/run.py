@@ -79,13 +79,18 @@ class System:
     max_jobs: int | None = None
 
     @property
+    def raw(self) -> bool:
+        """A hand-written loop (benchmarks.consumers), fed plain JSON by the raw boto3 producer."""
+        return self.kind.startswith("boto3") or self.kind == "aiobotocore"
+
+    @property
     def keys(self) -> tuple[str, str]:
         """(dispatch key, consumer key): who signs the producer's and the consumer's calls."""
         if self.kind == "sqsjobs":
             return SQSJOBS_DISPATCH_KEY, SQSJOBS_WORKER_KEY
         if self.kind == "boto3-checked":
             return SQSJOBS_DISPATCH_KEY, BOTO3_CONSUMER_KEY  # its jobs are real envelopes, sent by sqsjobs
-        if self.kind.startswith("boto3"):
+        if self.raw:
             return BOTO3_DISPATCH_KEY, BOTO3_CONSUMER_KEY
         tag = self.kind.replace("-", "").upper()
         return f"BENCH{tag}DISPATCH", f"BENCH{tag}WORKER"
@@ -101,6 +106,12 @@ BOTO3 = System("boto3", "boto3", "raw boto3 loop")
 #: The raw loop plus what sqsjobs' standards require of any consumer per job (benchmarks.consumers).
 CHECKED = System("boto3_checked", "boto3-checked", "boto3 loop + envelope, payload check, log line")
 PEER_SYSTEMS = [System(peer.replace("-", "_"), peer, peer) for peer in peers.PEERS]
+#: What running each job as an asyncio task costs any consumer, for `sqsjobs work --async` to be read against:
+#: the raw loop handing each message's coroutine to a loop thread, and a loop written for asyncio by hand.
+ASYNC_FLOORS = [
+    System("boto3_asyncio", "boto3-asyncio", "boto3 loop + a task per job on a loop thread"),
+    System("aiobotocore", "aiobotocore", "aiobotocore loop, a task per job"),
+]
 
 
 @dataclass
@@ -353,7 +364,7 @@ class Bench:
             env = child_env(self.endpoint, consumer_key)
             dispatch = self.sqsjobs_dispatcher(system.job, queue_prefix=prefix)  # real envelopes to check
             args = ["--queue", f"{prefix}default"]
-        elif system.kind.startswith("boto3"):
+        elif system.raw:
             url = self.provision(prefix)
             env = child_env(self.endpoint, consumer_key)
             dispatch = self.boto3_dispatcher(queue_name=f"{prefix}default")
@@ -537,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     outcome = Outcome()
-    systems = [BOTO3, CHECKED, *SQSJOBS_SYSTEMS]
+    systems = [BOTO3, CHECKED, *SQSJOBS_SYSTEMS, *ASYNC_FLOORS]
     for peer in PEER_SYSTEMS:
         system = dataclasses.replace(peer, max_jobs=args.celery_jobs) if peer.kind == "celery" else peer
         if args.no_peers:
@@ -720,6 +731,13 @@ def _results(
         out[f"sqs_calls_per_job_{name}"] = s["calls_per_job"]
         if checked is not None:
             out[f"cpu_ratio_vs_checked_floor_{name}"] = s["worker_cpu_us"] / checked["worker_cpu_us"]
+    for system in ASYNC_FLOORS:
+        if system.name in summaries:
+            out[f"cpu_ratio_{system.name}_vs_boto3"] = summaries[system.name]["worker_cpu_us"] / b3["worker_cpu_us"]
+            out[f"sqs_calls_per_job_{system.name}"] = summaries[system.name]["calls_per_job"]
+    async4 = summaries.get("sqsjobs_async4")
+    if async4 is not None and "boto3_asyncio" in summaries:
+        out["cpu_ratio_async4_vs_asyncio_floor"] = async4["worker_cpu_us"] / summaries["boto3_asyncio"]["worker_cpu_us"]
     for system in PEER_SYSTEMS:
         if system.name in summaries:
             s = summaries[system.name]
@@ -745,7 +763,7 @@ def _results(
             f"{k}={options[k]}" for k in ("concurrency", "prefetch", "sleep", "event_loop") if k in options
         )
     if repeat > 1:
-        for name in [f"sqsjobs_{s}" for s in SQSJOBS_SETTINGS] + [p.name for p in PEER_SYSTEMS]:
+        for name in [f"sqsjobs_{s}" for s in SQSJOBS_SETTINGS] + [p.name for p in [*ASYNC_FLOORS, *PEER_SYSTEMS]]:
             if name in runs and len(runs[name]) == len(runs["boto3"]):
                 out[f"cpu_ratio_vs_boto3_per_run_{name}"] = ",".join(
                     _fmt((a.child.cpu_s / a.jobs) / (b.child.cpu_s / b.jobs))
@@ -821,9 +839,9 @@ def _results(
 def _table_rows(out: dict[str, Any], outcome: Outcome) -> list[report.Row]:
     """One row per consumer for the Markdown table and the chart, boto3 first."""
     rows = []
-    for system in [BOTO3, CHECKED, *SQSJOBS_SYSTEMS, *PEER_SYSTEMS]:
+    for system in [BOTO3, CHECKED, *SQSJOBS_SYSTEMS, *ASYNC_FLOORS, *PEER_SYSTEMS]:
         name = system.name
-        if name == CHECKED.name and name not in outcome.runs:
+        if name in (CHECKED.name, *(floor.name for floor in ASYNC_FLOORS)) and name not in outcome.runs:
             continue
         if name in outcome.skipped:
             rows.append(report.Row(system.label, None, None, None, None, None, outcome.skipped[name]))

@@ -60,6 +60,13 @@ def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+def parse_iso_or(text: str, default: float) -> float:
+    try:
+        return parse_iso(text)
+    except ValueError:
+        return default
+
+
 def seconds(value: float | timedelta) -> float:
     """A duration option (a number of seconds or a timedelta) in seconds."""
     return value.total_seconds() if isinstance(value, timedelta) else float(value)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from .. import idempotency, runs
 from ..decisions import Ack, Decision, Postpone
+from ..job_class import Job
 from ..runner import Delivery, Hook
 from ..stores.base import Store
 from ..timing import seconds
@@ -24,6 +25,11 @@ class IdempotencyKeys(Hook):
     def __init__(self, store: Callable[[], Store], clock: Callable[[], float]) -> None:
         self._store = store
         self._clock = clock
+
+    def quiet(self, delivery: Delivery) -> bool:
+        # A class that does not override `idempotency_key` never has one; one that does may (per job).
+        cls = delivery.job_cls
+        return cls is not None and cls.idempotency_key is Job.idempotency_key
 
     def on_start(self, delivery: Delivery) -> Decision | None:
         job, envelope, cls = delivery.job, delivery.envelope, delivery.job_cls

@@ -24,6 +24,9 @@ class JobLog(Hook):
     def __init__(self, app: Services) -> None:
         self.app = app
 
+    def quiet(self, delivery: Delivery) -> bool:
+        return not self.app.settings.job_log
+
     def on_start(self, delivery: Delivery) -> Decision | None:
         settings = self.app.settings
         envelope = delivery.envelope

@@ -37,6 +37,9 @@ class ScheduledRuns(Hook):
         self._clock = clock
         self._schedules = schedules
 
+    def quiet(self, delivery: Delivery) -> bool:
+        return self._schedule_of(delivery) is None
+
     def on_start(self, delivery: Delivery) -> Decision | None:
         name = self._schedule_of(delivery)
         if name is not None:

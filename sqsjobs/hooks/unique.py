@@ -20,6 +20,9 @@ class UniqueLocks(Hook):
     def __init__(self, store: Callable[[], Store]) -> None:
         self._store = store
 
+    def quiet(self, delivery: Delivery) -> bool:
+        return delivery.envelope is None or not delivery.envelope.unique_key
+
     def on_start(self, delivery: Delivery) -> Decision | None:
         envelope = delivery.envelope
         if (

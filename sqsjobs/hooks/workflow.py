@@ -40,6 +40,9 @@ class Workflows(Hook):
     def __init__(self, app: Services) -> None:
         self.app = app
 
+    def quiet(self, delivery: Delivery) -> bool:
+        return not involved(delivery.envelope)
+
     def on_received(self, delivery: Delivery) -> Decision | None:
         envelope = delivery.envelope
         if not involved(envelope):

@@ -33,11 +33,12 @@ from ..events import JobEvent
 from ..job_class import Job, JobContext
 from ..payloads import carried
 from ..settling import SkipLedger
-from ..timing import parse_iso
+from ..timing import parse_iso, parse_iso_or
 from . import entering
 from .decoding import DecodeCache, build_job, decode_received, open_sealed
 from .entering import Call
-from .hook import Delivery, Hook
+from .hook import Delivery, Hook, acting, implementing
+from .quiet import Loud, quiet_about, refuse_if_quiet
 from .triaging import after_triage, triage_rule
 
 log = logging.getLogger("sqsjobs.runner")
@@ -65,13 +66,13 @@ class Runner:
     def __init__(self, app: Services, hooks: Sequence[Hook] = (), skips: SkipLedger | None = None) -> None:
         self.app = app
         self.hooks = tuple(hooks)
-        # Each point calls only the hooks that implement it: most jobs use no feature, and a call of
-        # the base class's no-op per hook and point is a good part of what a plain job costs.
-        self._on_received = _implementing(self.hooks, "on_received")
-        self._before_run = _implementing(self.hooks, "before_run")
-        self._on_start = _implementing(self.hooks, "on_start")
-        self._before_dlq = _implementing(self.hooks, "before_dlq")
-        self._on_decided = _implementing(self.hooks, "on_decided")
+        # Each point calls only the hooks that implement it: a base no-op per hook and point costs.
+        self._on_received = implementing(self.hooks, "on_received")
+        self._before_run = implementing(self.hooks, "before_run")
+        self._on_start = implementing(self.hooks, "on_start")
+        self._before_dlq = implementing(self.hooks, "before_dlq")
+        self._on_decided = implementing(self.hooks, "on_decided")
+        self._acting = acting(self.hooks)
         self.skips = skips or SkipLedger(lambda: app.store)
         self._decoded = DecodeCache(lambda message: decode_received(message, app))
 
@@ -133,6 +134,27 @@ class Runner:
             return step
         return self._decided(delivery, step, None)
 
+    def begin_quiet(self, message: ReceivedMessage, via: Connection | None = None) -> Run | None:
+        """`begin` for a job to run now whose way there calls nothing (runner.quiet); None when it would:
+        nothing was done, and `begin` does it all. The asyncio worker begins jobs on its loop with this."""
+        if message.payload_error:
+            return None
+        delivery = Delivery(message, via or self.app.connection, quiet=True)
+        try:
+            step = self._begin(delivery)
+        except Exception:  # `Loud`, or an error `begin` will meet again and report
+            return None
+        finally:
+            delivery.quiet = False
+        return step if isinstance(step, Run) else None
+
+    def finish_quiet(self, run: Run, runtime: float) -> Decision | None:
+        """`finish` for a quiet job that returned without releasing or failing itself: its Ack, decided
+        without a call. None otherwise: nothing was done, and `finish` does it."""
+        ctx = run.delivery.context
+        ran_clean = ctx is not None and not ctx.released and ctx.fail_reason is None
+        return self.finish(run, None, runtime) if ran_clean and quiet_about(run.delivery, self._acting) else None
+
     def finish(self, run: Run, error: Exception | None, runtime: float) -> Decision:
         """Everything after `handle()` returned (error None) or raised `error`. Never raises."""
         try:
@@ -162,6 +184,8 @@ class Runner:
         except BadMessageError as exc:
             return self._reject(d, exc)
         d.job_cls = cls
+        if d.quiet and not quiet_about(d, self._acting):
+            raise Loud
         opened = open_sealed(decoded, message, self.app)  # an encrypted job's payload and links, in clear
         if isinstance(opened, Release | BadMessageError):
             return opened if isinstance(opened, Release) else self._reject(d, opened)
@@ -199,7 +223,7 @@ class Runner:
         for hook in self._on_start:
             if (decided := hook.on_start(d)) is not None:
                 return decided
-        ctx.wait_s = max(0.0, now - _ts(decoded.available_at or decoded.dispatched_at, now))
+        ctx.wait_s = max(0.0, now - parse_iso_or(decoded.available_at or decoded.dispatched_at, now))
         self._emit("processing", d)
         return Run(job, message, d.connection, d)
 
@@ -253,6 +277,7 @@ class Runner:
     def _fail(self, d: Delivery, exc: BaseException, kind: str, runtime: float, raised: bool = False) -> Decision:
         """To the DLQ with its reason (unless triage discards it); `failed()` runs once the copy is written.
         `raised`: the job's code raised `exc` (triage rules match it by type, not only by reason)."""
+        refuse_if_quiet(d)
         rule = triage_rule(self.app, d, kind, exc, raised)
         if (rule is None or rule.action != "discard") and (held := self._write_dlq(d, exc, kind)) is not None:
             return held
@@ -263,6 +288,7 @@ class Runner:
     def _reject(self, d: Delivery, exc: BadMessageError) -> Decision:
         """A message that cannot become a job: to the DLQ with its reason, never run, never retried
         (unless a triage rule discards that reason)."""
+        refuse_if_quiet(d)
         rule = triage_rule(self.app, d, exc.kind, exc)
         if (rule is None or rule.action != "discard") and (held := self._write_dlq(d, exc, exc.kind)) is not None:
             return held
@@ -290,6 +316,7 @@ class Runner:
 
     def _defer(self, d: Delivery, remaining: float) -> Decision:
         """The next hop of a long delay: re-send the same body, then the source is deleted."""
+        refuse_if_quiet(d)
         message, envelope = d.message, d.envelope
         assert envelope is not None
         hop = min(math.ceil(remaining), self.app.settings.max_delay_hop)
@@ -373,16 +400,3 @@ class Runner:
         events = self.app.events
         if events.wants(kind):  # an event nobody takes is never built
             events.emit(d.event(kind, **fields))
-
-
-def _implementing(hooks: Sequence[Hook], point: str) -> tuple[Hook, ...]:
-    """The hooks whose `point` is their own (a method or an attribute), not the base class's no-op."""
-    base = getattr(Hook, point)
-    return tuple(hook for hook in hooks if getattr(getattr(hook, point), "__func__", None) is not base)
-
-
-def _ts(text: str, default: float) -> float:
-    try:
-        return parse_iso(text)
-    except ValueError:
-        return default

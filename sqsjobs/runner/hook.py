@@ -10,6 +10,7 @@ work that must survive a crash is written.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,8 @@ class Delivery:
     ran: bool = False
     #: Per-hook state (a claimed key, a taken claim), keyed by the hook's name.
     notes: dict[str, Any] = field(default_factory=dict)
+    #: Being begun by `Runner.begin_quiet`: any call to AWS or the store is refused, not made.
+    quiet: bool = False
 
     def event(
         self, kind: str, *, runtime_s: float = 0.0, error: BaseException | None = None, delay: int = 0
@@ -107,6 +110,13 @@ class Hook:
 
     name = "hook"
 
+    def quiet(self, delivery: Delivery) -> bool:
+        """Whether this hook leaves `delivery` alone at every point — no store, SQS, S3 or KMS call —
+        whatever it is decided. Asked once its envelope and class are known, before `on_received` (the
+        job is not built yet). The asyncio worker begins and finishes a delivery every hook is quiet
+        about on its loop, without a hand-off to a thread; a hook unsure says False (the default)."""
+        return False
+
     def on_received(self, delivery: Delivery) -> Decision | None:
         """The envelope is decoded and its class known; nothing is validated or counted yet."""
         return None
@@ -128,3 +138,18 @@ class Hook:
         """The delivery is decided (the DLQ copy, if any, is written): free or record what this hook
         took, before the message is deleted. Return a Release to keep the message instead."""
         return None
+
+
+#: The points a hook may act at; `quiet` is not one (it only says whether a hook would act).
+POINTS = ("on_received", "before_run", "on_start", "before_dlq", "on_decided")
+
+
+def implementing(hooks: Sequence[Hook], point: str) -> tuple[Hook, ...]:
+    """The hooks whose `point` is their own (a method or an attribute), not the base class's no-op."""
+    base = getattr(Hook, point)
+    return tuple(hook for hook in hooks if getattr(getattr(hook, point), "__func__", None) is not base)
+
+
+def acting(hooks: Sequence[Hook]) -> tuple[Hook, ...]:
+    """The hooks that implement any point: the ones asked whether they are quiet about a delivery."""
+    return tuple(hook for hook in hooks if any(hook in implementing([hook], point) for point in POINTS))

@@ -56,6 +56,14 @@ class Applier:
                 left_queue = True
         self._finish(message, left_queue)
 
+    def done_now(self, message: ReceivedMessage, decision: Decision) -> bool:
+        """`done` without waiting (the asyncio loop must not): False, and nothing applied, while a
+        heartbeat call carrying `message` is under way; the message is no longer extended meanwhile."""
+        if not self._heartbeat.untrack([message], wait=False):
+            return False
+        self.done(message, decision)
+        return True
+
     def crashed(self, message: ReceivedMessage) -> None:
         """The runner raised (our bug, or an interpreter exit): the message returns after its visibility
         timeout, and the rest of its lane must not overtake it."""

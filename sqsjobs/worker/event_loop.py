@@ -1,13 +1,14 @@
 """`sqsjobs work --async`: jobs as tasks on one event loop, everything else as in the thread worker.
 
 Receiving, FIFO lanes, heartbeats, batched deletes, limits and shutdown are the same parts the
-thread worker uses; only *running* differs. The runner core still decides everything: `begin()`
-and `finish()` run in a pool beside the loop (they may call DynamoDB, S3 or the DLQ), and only
-`handle()` is awaited here. Each crossing between the loop and the pool wakes a thread, and a
-crossing awaited as a future costs as much again in asyncio's own bookkeeping, so a job crosses
-twice and never waits for an answer: a pool thread takes and begins the message and hands the
-coroutine to the loop; the loop awaits it and hands the outcome back; a pool thread finishes and
-settles it, then takes and begins the next message its lane allows in the same go.
+thread worker uses; only *running* differs. The runner core still decides everything, and the loop
+never waits on AWS or the store: every crossing between it and the pool wakes a thread, so a job
+that needs no call is begun, awaited, finished and settled on the loop alone
+(`Runner.begin_quiet`/`finish_quiet`), and its slot's next message is begun there too. Anything
+else crosses without waiting for an answer: a job a hook acts on (a lock, a key, a chain), a
+message that cannot become a job, a plain `def handle`, a job that failed or released itself, or
+a heartbeat call still carrying its message. Messages handed to the loop before it turns share
+one wake-up.
 
 An `async def handle` past its timeout is cancelled for real: the watchdog asks the loop to cancel
 its task (one timer for every job, not one per job). A plain `def handle` runs in the pool under
@@ -31,6 +32,7 @@ from collections.abc import Awaitable, Callable
 
 from .. import context
 from ..connections.base import Connection, ReceivedMessage
+from ..decisions import Decision
 from ..errors import JobTimeoutError
 from ..job_class import Job, JobContext
 from ..runner import Run, Runner
@@ -87,6 +89,10 @@ class AsyncJobs:
         self._lock = threading.Lock()
         self._busy: dict[int, ReceivedMessage] = {}
         self._taking = 0
+        #: Messages (and begun coroutine jobs) handed to the loop before it turned: one wake-up for all.
+        self._handoff = threading.Lock()
+        self._launches: list[tuple[ReceivedMessage, Run | None]] = []
+        self._launch_signalled = False
 
     def start(self) -> None:
         self._beat = time.monotonic()
@@ -142,11 +148,11 @@ class AsyncJobs:
     # -- in the pool ------------------------------------------------------------------------
     def _feed(self, fed: asyncio.Future[None]) -> None:
         """The one pool thread that waits for messages: received ones, for the slots no job holds (a
-        finished job's thread takes the next message for its own slot); each is begun on another."""
+        finished job takes the next message for its own slot); each goes to the loop to be begun."""
         assert self._loop is not None
         try:
             while (message := self._take(block=True)) is not None:
-                self._pool.call(self._start, message)
+                self._to_loop(message, None)
         finally:
             self._loop.call_soon_threadsafe(_resolve, fed)
 
@@ -169,14 +175,27 @@ class AsyncJobs:
         while message is not None:
             step = self._begin(message)
             if step is not None:
-                try:
-                    assert self._loop is not None
-                    # In the loop's own context, not this thread's: each task starts from a copy of it.
-                    self._loop.call_soon_threadsafe(self._launch, message, step, context=self._context)
-                except Exception:  # the loop is gone: only when it was never meant to wait for this message
-                    self._crashed(message)
+                self._to_loop(message, step)
                 return
             message = self._take(block=False)
+
+    def _to_loop(self, message: ReceivedMessage, step: Run | None) -> None:
+        """Hand a message to the loop, begun (a coroutine job's step) or not yet (None: the loop begins it
+        if that is quiet): one wake-up for every message handed over before the loop turns."""
+        with self._handoff:
+            self._launches.append((message, step))
+            if self._launch_signalled:
+                return
+            self._launch_signalled = True
+        try:
+            assert self._loop is not None
+            # In the loop's own context, not this thread's: each task starts from a copy of it.
+            self._loop.call_soon_threadsafe(self._launch, context=self._context)
+        except Exception:  # the loop is gone: only when it was never meant to wait for these messages
+            with self._handoff:
+                stranded, self._launches, self._launch_signalled = self._launches, [], False
+            for stranded_message, _ in stranded:
+                self._crashed(stranded_message)
 
     def _begin(self, message: ReceivedMessage) -> Run | None:
         """A coroutine job's step, for the loop to await; any other outcome is settled right here."""
@@ -184,22 +203,47 @@ class AsyncJobs:
             step = self._runner.begin(message, self._connection)
             if isinstance(step, Run) and _on_loop(step.job):
                 return step
-            if isinstance(step, Run):
-                started = time.perf_counter()
-                error: Exception | None = None
-                try:
-                    self._run_sync(step.job, message)
-                except Exception as exc:
-                    error = exc
-                step = self._runner.finish(step, error, time.perf_counter() - started)
+            decision = self._decide_here(message, step)
         except BaseException:
             # Our bug, or a job's `sys.exit()`: as on the thread worker, the message returns after its
             # visibility timeout, and this thread goes on (nothing it took may be left unsettled).
             self._crashed(message)
             return None
-        self._applier.done(message, step)
+        self._applier.done(message, decision)
         self._settled(message)
         return None
+
+    def _run_begun(self, message: ReceivedMessage, step: Run) -> None:
+        """A job the loop began that runs here (a plain `def handle`, or middleware), then the slot's next."""
+        try:
+            decision = self._decide_here(message, step)
+        except BaseException:
+            self._crashed(message)
+        else:
+            self._applier.done(message, decision)
+            self._settled(message)
+        self._start(self._take(block=False))
+
+    def _decide_here(self, message: ReceivedMessage, step: Run | Decision) -> Decision:  # runs a Run here
+        if not isinstance(step, Run):
+            return step
+        started = time.perf_counter()
+        error: Exception | None = None
+        try:
+            self._run_sync(step.job, message)
+        except Exception as exc:
+            error = exc
+        return self._runner.finish(step, error, time.perf_counter() - started)
+
+    def _apply(self, message: ReceivedMessage, decision: Decision) -> None:
+        """A decision the loop made, applied here (a heartbeat call carries its message), then the slot's next."""
+        try:
+            self._applier.done(message, decision)
+        except BaseException:
+            self._crashed(message)
+        else:
+            self._settled(message)
+        self._start(self._take(block=False))
 
     def _finish(self, message: ReceivedMessage, step: Run, error: Exception | None, runtime_s: float) -> None:
         try:
@@ -220,7 +264,7 @@ class AsyncJobs:
             self._settled(message)
 
     def _crashed_on_loop(self, message: ReceivedMessage) -> None:
-        """A coroutine job raised what is not an Exception (`sys.exit()`): settled as a crash, in the pool."""
+        """A coroutine job (or a begin on the loop) raised what is not an Exception: a crash, settled here."""
         self._crashed(message, logged=True)
         self._start(self._take(block=False))
 
@@ -235,10 +279,50 @@ class AsyncJobs:
             self._runner.run_handle(job)
 
     # -- on the loop ------------------------------------------------------------------------
-    def _launch(self, message: ReceivedMessage, step: Run) -> None:
-        task = asyncio.get_running_loop().create_task(self._await(message, step))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _launch(self) -> None:
+        with self._handoff:
+            launches, self._launches, self._launch_signalled = self._launches, [], False
+        for message, step in launches:
+            if step is None:
+                self._begin_here(message)
+            else:
+                self._tasks.add(asyncio.get_running_loop().create_task(self._await(message, step)))
+
+    def _begin_here(self, message: ReceivedMessage) -> None:
+        """Begin a message on the loop when that calls nothing (`Runner.begin_quiet`): a coroutine job
+        then starts at once. Anything else goes to the pool: a job that runs there, or a message whose
+        beginning calls AWS or the store (begun again there, from the start)."""
+        try:
+            step = self._runner.begin_quiet(message, self._connection)
+        except BaseException:  # our bug, or a listener's `sys.exit()`: as for a job's, in the pool
+            log.exception("could not begin message %s; it will be redelivered", message.message_id)
+            self._pool.call(self._crashed_on_loop, message)
+            return
+        if step is None:
+            self._pool.call(self._start, message)
+        elif _on_loop(step.job):
+            self._tasks.add(asyncio.get_running_loop().create_task(self._await(message, step)))
+        else:
+            self._pool.call(self._run_begun, message, step)
+
+    def _settle_here(self, message: ReceivedMessage, step: Run, runtime_s: float) -> bool:
+        """Decide, apply and follow with the slot's next message, on the loop, a quiet job that returned
+        cleanly (`Runner.finish_quiet`); False for any other (the pool finishes it)."""
+        try:
+            decision = self._runner.finish_quiet(step, runtime_s)
+            if decision is None:
+                return False
+            if not self._applier.done_now(message, decision):  # a heartbeat call carries it: never wait here
+                self._pool.call(self._apply, message, decision)
+                return True
+        except BaseException:
+            log.exception("could not settle message %s; it will be redelivered", message.message_id)
+            self._pool.call(self._crashed_on_loop, message)
+            return True
+        self._settled(message)
+        if (following := self._take(block=False)) is not None:
+            self._begin_here(following)
+        return True
 
     async def _await(self, message: ReceivedMessage, step: Run) -> None:
         """Await one coroutine job; its outcome goes back to the pool, unawaited. Its timeout is the
@@ -276,7 +360,11 @@ class AsyncJobs:
             return
         finally:
             self._enforcer.unwatch(running)
-        self._pool.call(self._finish, message, step, error, time.perf_counter() - started)
+            self._tasks.discard(task)  # here rather than in a done callback: one scheduled call less per job
+        runtime_s = time.perf_counter() - started
+        if error is None and self._settle_here(message, step, runtime_s):
+            return
+        self._pool.call(self._finish, message, step, error, runtime_s)
 
 
 class StrayCancellationError(RuntimeError):
@@ -299,8 +387,7 @@ def _on_loop(job: Job) -> bool:
     return coroutine and not job.middleware()
 
 
-#: Job class -> whether its `handle` is `async def` (asked once per class, not per job).
-_COROUTINE_HANDLES: dict[type[Job], bool] = {}
+_COROUTINE_HANDLES: dict[type[Job], bool] = {}  # whether a class's `handle` is `async def`, asked once
 
 
 def _entered(job: Job, ctx: JobContext | None) -> Awaitable[object]:

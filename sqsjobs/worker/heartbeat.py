@@ -80,14 +80,18 @@ class Heartbeat:
                 elapsed = max(0.0, wall - message.received_at) if message.received_at else 0.0
                 self._tracked[message.receipt_handle] = _Tracked(message, visibility, now + visibility - elapsed)
 
-    def untrack(self, messages: list[ReceivedMessage]) -> None:
-        """Stop extending `messages`; returns once no heartbeat call for them is still under way."""
+    def untrack(self, messages: list[ReceivedMessage], wait: bool = True) -> bool:
+        """Stop extending `messages`; returns once no heartbeat call for them is still under way. Without
+        `wait`, returns at once: False while such a call is under way (untrack again, waiting, later)."""
         handles = {m.receipt_handle for m in messages}
         with self._cond:
             for handle in handles:
                 self._tracked.pop(handle, None)
             while self._calling & handles:
+                if not wait:
+                    return False
                 self._cond.wait()
+            return True
 
     def _run(self) -> None:
         while not self._halt.wait(_TICK_S):

@@ -206,3 +206,76 @@ def test_a_coroutine_job_starts_from_the_loops_context_not_a_pool_threads(sqs_ap
     sqs_app.dispatch_many([SetsAVariable(), ReadsTheVariable()])
     assert _work(sqs_app, concurrency=1) == 0
     assert _saw == ["clean"]
+
+
+class HoldsTheLoop(Job, name="handoffs.holds-loop"):
+    async def handle(self) -> None:
+        time.sleep(0.5)  # blocks the loop (what a job must not do): the pool goes on beginning jobs meanwhile
+        _record("held")
+
+
+class SetsAVariableAsync(Job, name="handoffs.sets-variable-async"):
+    n: int
+
+    async def handle(self) -> None:
+        _seen.set(f"left by async job {self.n}")
+        await asyncio.sleep(0)
+
+
+def test_jobs_handed_over_while_the_loop_is_busy_start_together_each_once_in_a_context_of_its_own(
+    sqs_app: App,
+) -> None:
+    """Pool threads that begin coroutine jobs while the loop has not turned add to one wake-up; the loop
+    then starts them all, each once, each in its own copy of the loop's context."""
+    _ran.clear()
+    _saw.clear()
+    HoldsTheLoop().dispatch()
+    sqs_app.dispatch_many(
+        [AwaitsSomething(n=n) for n in range(6)]
+        + [SetsAVariableAsync(n=n) for n in range(3)]
+        + [ReadsTheVariable() for _ in range(3)]
+    )
+    assert _work(sqs_app, concurrency=8) == 0
+    assert sorted(_ran) == sorted(["held", *(f"async-{n}" for n in range(6))])
+    assert _saw == ["clean"] * 3
+    assert dead_letters(sqs_app) == []
+    assert drain(queue_url(sqs_app, "default")) == []
+
+
+class AsyncUnique(Job, name="handoffs.async-unique"):
+    unique_for = 600
+
+    async def handle(self) -> None:
+        await asyncio.sleep(0)
+        _record("unique")
+
+
+class AsyncKeyed(Job, name="handoffs.async-keyed"):
+    order: int
+
+    def idempotency_key(self) -> str | None:
+        return f"order-{self.order}"
+
+    async def handle(self) -> None:
+        await asyncio.sleep(0)
+        _record(f"keyed-{self.order}")
+
+
+def test_jobs_whose_features_call_the_store_are_begun_and_finished_in_the_pool_each_once(memory_app: App) -> None:
+    """Unique locks, idempotency keys and chains call the store or SQS on the way in and out, which the loop
+    must never wait for: such jobs take the pool's way and keep every promise of their feature."""
+    from sqsjobs.chains import chain
+
+    _ran.clear()
+    assert AsyncUnique().dispatch().queued
+    assert not AsyncUnique().dispatch().queued, "the lock refuses a copy while the first is queued"
+    AsyncKeyed(order=1).dispatch()
+    chain([AwaitsSomething(n=1), AwaitsSomething(n=2), PlainJob(n=3)]).dispatch()
+    assert _work(memory_app, concurrency=4) == 0
+    assert sorted(_ran) == sorted(["unique", "keyed-1", "async-1", "async-2", "sync-3"])
+    assert _ran.index("async-1") < _ran.index("async-2") < _ran.index("sync-3"), "a chain runs in its order"
+    assert AsyncUnique().dispatch().queued, "the lock was released when the job ran"
+    AsyncKeyed(order=1).dispatch()
+    assert _work(memory_app, concurrency=4) == 0
+    assert sorted(_ran).count("keyed-1") == 1, "a completed key is not run again"
+    assert sorted(_ran).count("unique") == 2

@@ -6,8 +6,10 @@ the calls of every SQS client, not only the shared one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -49,6 +51,29 @@ class FailsDuringHeartbeat(Job, name="heartbeat.fails-during-heartbeat"):
         plan = fault_injection.plan()
         wait_for(lambda: plan.count(operation="ChangeMessageVisibilityBatch", kind="slow") >= 1, what="a heartbeat")
         raise RuntimeError("fails while its heartbeat is in flight")
+
+
+class AsyncEndsDuringHeartbeat(Job, name="heartbeat.async-ends-during-heartbeat"):
+    """An `async def` job that returns while a heartbeat call for its own message is on the wire."""
+
+    async def handle(self) -> None:
+        plan = fault_injection.plan()
+        while plan.count(operation="ChangeMessageVisibilityBatch", kind="slow") < 1:
+            await asyncio.sleep(0.02)
+
+
+class Ticks(Job, name="heartbeat.ticks"):
+    """Another coroutine job on the same loop, noting how long each of its short sleeps really took."""
+
+    gaps: ClassVar[list[float]] = []
+
+    async def handle(self) -> None:
+        last = time.monotonic()
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            now = time.monotonic()
+            Ticks.gaps.append(now - last)
+            last = now
 
 
 @pytest.fixture(autouse=True)
@@ -152,3 +177,24 @@ def test_receives_ask_for_the_visibility_the_worker_read_at_start(sqs_app: App) 
         worker.stop("test")
         thread.join(15)
     assert Slow.runs == [1]
+
+
+def test_an_async_job_ending_while_its_heartbeat_is_on_the_wire_is_settled_and_the_loop_never_waits(
+    sqs_app: App, faults: FaultPlan
+) -> None:
+    """The asyncio worker settles a plain coroutine job on its loop; its message must first leave the
+    heartbeat, and a heartbeat call carrying it (slowed to 2 s here) must land before the delete. The loop
+    leaves that wait to a pool thread: the other job on it keeps running, and the message is deleted once."""
+    set_visibility(sqs_app, 2)
+    faults.add(service="sqs", operation="ChangeMessageVisibilityBatch", kind="slow", times=1, delay=2.0)
+    Ticks.gaps.clear()
+    AsyncEndsDuringHeartbeat().dispatch()
+    Ticks().dispatch()
+    options = WorkerOptions(sleep=1, event_loop=True, concurrency=2, prefetch=0, max_jobs=2)
+    assert Worker(sqs_app, options).run(install_signals=False) == 0
+    assert faults.count(operation="ChangeMessageVisibilityBatch", kind="slow") == 1
+    assert len(Ticks.gaps) == 200
+    assert max(Ticks.gaps) < 1.0, f"the loop stood still for {max(Ticks.gaps):.2f} s"
+    assert dead_letters(sqs_app) == []
+    counts = sqs_app.connection.counts("default")
+    assert counts["ApproximateNumberOfMessages"] + counts["ApproximateNumberOfMessagesNotVisible"] == 0
