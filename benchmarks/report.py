@@ -145,6 +145,12 @@ def _markdown(
             f"; `sqsjobs work` defaults cost {_num(out.get('cpu_ratio_vs_checked_floor_defaults'))}x of it."
             if out.get("cpu_ratio_vs_checked_floor_defaults") is not None
             else "."
+        )
+        + (
+            " The two asyncio loops are what running each job as an asyncio task costs any consumer (no checks);"
+            f" `--async --concurrency 4` costs {_num(out['cpu_ratio_async4_vs_asyncio_floor'])}x of the first."
+            if out.get("cpu_ratio_async4_vs_asyncio_floor") is not None
+            else ""
         ),
         "",
         "## Lambda handler",

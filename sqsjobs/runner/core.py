@@ -38,7 +38,7 @@ from . import entering
 from .decoding import DecodeCache, build_job, decode_received, open_sealed
 from .entering import Call
 from .hook import Delivery, Hook, acting, implementing
-from .quiet import Loud, quiet_about, refuse_if_quiet
+from .quiet import Loud, ended_quietly, quiet_about, refuse_if_quiet
 from .triaging import after_triage, triage_rule
 
 log = logging.getLogger("sqsjobs.runner")
@@ -151,9 +151,7 @@ class Runner:
     def finish_quiet(self, run: Run, runtime: float) -> Decision | None:
         """`finish` for a quiet job that returned without releasing or failing itself: its Ack, decided
         without a call. None otherwise: nothing was done, and `finish` does it."""
-        ctx = run.delivery.context
-        ran_clean = ctx is not None and not ctx.released and ctx.fail_reason is None
-        return self.finish(run, None, runtime) if ran_clean and quiet_about(run.delivery, self._acting) else None
+        return self.finish(run, None, runtime) if ended_quietly(run.delivery, self._acting) else None
 
     def finish(self, run: Run, error: Exception | None, runtime: float) -> Decision:
         """Everything after `handle()` returned (error None) or raised `error`. Never raises."""

@@ -33,3 +33,13 @@ def quiet_about(d: Delivery, acting: Sequence[Hook]) -> bool:
         and (message.group_id is None or message.receive_count <= 1)  # else SkipLedger reads the store
         and all(hook.quiet(d) for hook in acting)
     )
+
+
+def ended_quietly(d: Delivery, acting: Sequence[Hook]) -> bool:
+    """A quiet delivery whose job returned without releasing or failing itself: its Ack calls nothing.
+    Never raises (a hook's `quiet` that does means "not quiet": `finish` then does it all)."""
+    ctx = d.context
+    try:
+        return ctx is not None and not ctx.released and ctx.fail_reason is None and quiet_about(d, acting)
+    except Exception:
+        return False

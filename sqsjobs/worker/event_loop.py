@@ -24,20 +24,20 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from .. import context
 from ..connections.base import Connection, ReceivedMessage
 from ..decisions import Decision
 from ..errors import JobTimeoutError
-from ..job_class import Job, JobContext
+from ..job_class import Job
 from ..runner import Run, Runner
 from ..runner.tracing_span import run_span
 from .apply import Applier
+from .coroutine_jobs import awaited_on_loop, entered
 from .daemon_pool import DaemonPool
 from .lanes import Lanes
 from .timeouts import TimeoutEnforcer
@@ -91,7 +91,7 @@ class AsyncJobs:
         self._taking = 0
         #: Messages (and begun coroutine jobs) handed to the loop before it turned: one wake-up for all.
         self._handoff = threading.Lock()
-        self._launches: list[tuple[ReceivedMessage, Run | None]] = []
+        self._launches: list[tuple[ReceivedMessage, Run]] = []
         self._launch_signalled = False
 
     def start(self) -> None:
@@ -148,11 +148,11 @@ class AsyncJobs:
     # -- in the pool ------------------------------------------------------------------------
     def _feed(self, fed: asyncio.Future[None]) -> None:
         """The one pool thread that waits for messages: received ones, for the slots no job holds (a
-        finished job takes the next message for its own slot); each goes to the loop to be begun."""
+        finished job takes the next message for its own slot), each begun here if that calls nothing."""
         assert self._loop is not None
         try:
             while (message := self._take(block=True)) is not None:
-                self._to_loop(message, None)
+                self._begin_quietly(message, self._to_loop)
         finally:
             self._loop.call_soon_threadsafe(_resolve, fed)
 
@@ -179,9 +179,27 @@ class AsyncJobs:
                 return
             message = self._take(block=False)
 
-    def _to_loop(self, message: ReceivedMessage, step: Run | None) -> None:
-        """Hand a message to the loop, begun (a coroutine job's step) or not yet (None: the loop begins it
-        if that is quiet): one wake-up for every message handed over before the loop turns."""
+    def _begin_quietly(self, message: ReceivedMessage, launch: Callable[[ReceivedMessage, Run], None]) -> None:
+        """Begin `message` where this runs (the feed, or the loop) if that calls nothing (`begin_quiet`): a
+        coroutine job is `launch`ed on the loop, a plain one runs in the pool, and one whose beginning would
+        call AWS or the store is begun there from the start. In a copy of the loop's context: nothing set
+        on the way (by a listener, a validator) reaches another job."""
+        try:
+            step = self._context.copy().run(self._runner.begin_quiet, message, self._connection)
+            on_loop = step is not None and awaited_on_loop(step.job)
+        except BaseException:  # our bug, or a listener's or `middleware()`'s: a crash, and the slot goes on
+            log.exception("could not begin message %s; it will be redelivered", message.message_id)
+            self._pool.call(self._crashed_on_loop, message)
+            return
+        if step is None:
+            self._pool.call(self._start, message)
+        elif on_loop:
+            launch(message, step)
+        else:
+            self._pool.call(self._run_begun, message, step)
+
+    def _to_loop(self, message: ReceivedMessage, step: Run) -> None:
+        """Hand a begun coroutine job to the loop: one wake-up for every job handed over before it turns."""
         with self._handoff:
             self._launches.append((message, step))
             if self._launch_signalled:
@@ -201,7 +219,7 @@ class AsyncJobs:
         """A coroutine job's step, for the loop to await; any other outcome is settled right here."""
         try:
             step = self._runner.begin(message, self._connection)
-            if isinstance(step, Run) and _on_loop(step.job):
+            if isinstance(step, Run) and awaited_on_loop(step.job):
                 return step
             decision = self._decide_here(message, step)
         except BaseException:
@@ -283,27 +301,16 @@ class AsyncJobs:
         with self._handoff:
             launches, self._launches, self._launch_signalled = self._launches, [], False
         for message, step in launches:
-            if step is None:
-                self._begin_here(message)
-            else:
-                self._tasks.add(asyncio.get_running_loop().create_task(self._await(message, step)))
+            try:
+                self._create_task(message, step)
+            except BaseException:  # never lose the rest of the batch
+                log.exception("could not start message %s; it will be redelivered", message.message_id)
+                self._pool.call(self._crashed_on_loop, message)
 
-    def _begin_here(self, message: ReceivedMessage) -> None:
-        """Begin a message on the loop when that calls nothing (`Runner.begin_quiet`): a coroutine job
-        then starts at once. Anything else goes to the pool: a job that runs there, or a message whose
-        beginning calls AWS or the store (begun again there, from the start)."""
-        try:
-            step = self._runner.begin_quiet(message, self._connection)
-        except BaseException:  # our bug, or a listener's `sys.exit()`: as for a job's, in the pool
-            log.exception("could not begin message %s; it will be redelivered", message.message_id)
-            self._pool.call(self._crashed_on_loop, message)
-            return
-        if step is None:
-            self._pool.call(self._start, message)
-        elif _on_loop(step.job):
-            self._tasks.add(asyncio.get_running_loop().create_task(self._await(message, step)))
-        else:
-            self._pool.call(self._run_begun, message, step)
+    def _create_task(self, message: ReceivedMessage, step: Run) -> None:
+        # Each task starts from its own copy of the loop's context, wherever it was begun.
+        task = asyncio.get_running_loop().create_task(self._await(message, step), context=self._context.copy())
+        self._tasks.add(task)
 
     def _settle_here(self, message: ReceivedMessage, step: Run, runtime_s: float) -> bool:
         """Decide, apply and follow with the slot's next message, on the loop, a quiet job that returned
@@ -321,7 +328,7 @@ class AsyncJobs:
             return True
         self._settled(message)
         if (following := self._take(block=False)) is not None:
-            self._begin_here(following)
+            self._begin_quietly(following, self._create_task)
         return True
 
     async def _await(self, message: ReceivedMessage, step: Run) -> None:
@@ -339,10 +346,10 @@ class AsyncJobs:
         try:
             context = step.delivery.context
             if context is None:
-                await _entered(step.job, context)
+                await entered(step.job, context)
             else:
                 with run_span(context, job_name):
-                    await _entered(step.job, context)
+                    await entered(step.job, context)
         except asyncio.CancelledError:
             if running.interrupted_at is not None and task.uncancel() == 0:
                 error = JobTimeoutError(f"{job_name} ran longer than its timeout of {timeout:g}s")
@@ -375,26 +382,3 @@ class StrayCancellationError(RuntimeError):
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _on_loop(job: Job) -> bool:
-    """An `async def handle` without middleware is awaited on the loop; anything else runs in the pool
-    (middleware is synchronous: an `async def handle` inside it gets a private loop there)."""
-    cls = type(job)
-    coroutine = _COROUTINE_HANDLES.get(cls)
-    if coroutine is None:
-        coroutine = _COROUTINE_HANDLES[cls] = inspect.iscoroutinefunction(cls.handle)
-    return coroutine and not job.middleware()
-
-
-_COROUTINE_HANDLES: dict[type[Job], bool] = {}  # whether a class's `handle` is `async def`, asked once
-
-
-def _entered(job: Job, ctx: JobContext | None) -> Awaitable[object]:
-    """`job.handle()` entered as `Runner.run_handle` enters it — marked as run, so a `self.release()`
-    inside it spends a try (a release before `handle()` means "held back before it ran", no try) —
-    but not run: its coroutine is awaited on this loop. Only for jobs without middleware."""
-    entered: list[Awaitable[object]] = []
-    # The loop holds the span; the context is passed, as reading `job._ctx` goes through pydantic.
-    Runner.run_handle(job, lambda job: entered.append(job.handle()), traced=False, context=ctx)
-    return entered[0]

@@ -279,3 +279,49 @@ def test_jobs_whose_features_call_the_store_are_begun_and_finished_in_the_pool_e
     assert _work(memory_app, concurrency=4) == 0
     assert sorted(_ran).count("keyed-1") == 1, "a completed key is not run again"
     assert sorted(_ran).count("unique") == 2
+
+
+def test_a_job_begun_by_the_loop_after_another_does_not_inherit_its_context(memory_app: App) -> None:
+    """One slot: the loop settles a job and begins the next in the same turn; the next still starts from
+    a clean copy of the loop's context, not the one the job before left behind."""
+    _saw.clear()
+    memory_app.dispatch_many([SetsAVariableAsync(n=1), ReadsTheVariable(), SetsAVariableAsync(n=2), ReadsTheVariable()])
+    assert _work(memory_app, concurrency=1, prefetch=3) == 0
+    assert _saw == ["clean", "clean"]
+
+
+class BrokenMiddleware(Job, name="handoffs.broken-middleware"):
+    async def handle(self) -> None:
+        _record("broken")
+
+    def middleware(self) -> list[object]:
+        raise RuntimeError("middleware() is broken")
+
+
+def test_a_job_whose_middleware_cannot_be_listed_is_a_crash_and_the_rest_run(memory_app: App) -> None:
+    """Whether a job runs on the loop asks its `middleware()`; one that raises is settled as a crash (its
+    message returns after the visibility timeout), never lost with the messages handed over beside it."""
+    _ran.clear()
+    memory_app.dispatch_many([BrokenMiddleware(), AwaitsSomething(n=1), AwaitsSomething(n=2), PlainJob(n=3)])
+    options = WorkerOptions(sleep=1, event_loop=True, concurrency=1, prefetch=4, max_jobs=4, max_time=30)
+    started = time.monotonic()
+    assert Worker(memory_app, options).run(install_signals=False) == 0
+    assert time.monotonic() - started < 15, "the worker waited for a message nobody would settle"
+    assert sorted(_ran) == ["async-1", "async-2", "sync-3"]
+
+
+def test_plain_coroutine_jobs_are_decided_on_the_loop_and_featured_ones_in_the_pool(memory_app: App) -> None:
+    """Where each job was decided (the thread its `processed` event was heard on): a plain coroutine job
+    on the loop, a job whose unique lock must be released in the pool, each exactly once."""
+    heard: list[tuple[str, str]] = []
+    memory_app.events.listen(lambda e: heard.append((e.job_name, threading.current_thread().name)), kinds=["processed"])
+    _ran.clear()
+    AsyncUnique().dispatch()
+    memory_app.dispatch_many([AwaitsSomething(n=n) for n in range(4)])
+    assert _work(memory_app, concurrency=2) == 0
+    where = {
+        name: [thread for job, thread in heard if job == name] for name in ("handoffs.awaits", "handoffs.async-unique")
+    }
+    assert len(where["handoffs.awaits"]) == 4 and set(where["handoffs.awaits"]) == {"sqsjobs-loop"}
+    (unique_thread,) = where["handoffs.async-unique"]
+    assert unique_thread.startswith("sqsjobs-pool")

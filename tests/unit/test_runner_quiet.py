@@ -8,16 +8,22 @@ delivery can need a call, and that the ordinary `begin` then decides exactly as 
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
+from botocore import handlers as botocore_handlers
 
-from sqsjobs import Ack, App, Defer, Fail, Job, OutgoingMessage, ReceivedMessage, Release
+from sqsjobs import Ack, App, Defer, Fail, Job, OutgoingMessage, ReceivedMessage, Release, aws
+from sqsjobs.batches import batch
 from sqsjobs.chains import chain
 from sqsjobs.connections.memory import MemoryConnection
+from sqsjobs.cron import every_minute
 from sqsjobs.events import JobEvent
 from sqsjobs.runner import Run
+from sqsjobs.schedules import Schedules, schedule
+from sqsjobs.scheduling import Scheduler
 from tests.helpers import FakeClock
 
 
@@ -207,3 +213,86 @@ def test_a_job_that_releases_or_fails_itself_is_finished_by_finish(app: App, see
     decision = app.runner.finish(step, None, 0.01)
     assert isinstance(decision, Release if job is Releases else Fail)
     assert len(dead(app)) == (0 if job is Releases else 1)
+
+
+class Deadline(Job, name="quiet.deadline"):
+    retry_until = timedelta(seconds=10)
+
+    def handle(self) -> None:
+        Plain.runs.append(-4)
+
+
+def test_a_job_past_its_retry_until_is_failed_only_by_begin(app: App, clock: FakeClock, seen: list[str]) -> None:
+    with app.activate():
+        Deadline().dispatch()
+    clock.now += 60
+    message = receive(app)
+    assert app.runner.begin_quiet(message) is None
+    _nothing_done(app, seen)
+    decision = app.runner.begin(message)
+    assert isinstance(decision, Fail) and decision.reason == "retry_until"
+
+
+def test_an_invalid_payload_writes_no_dlq_copy_quietly(app: App, seen: list[str]) -> None:
+    with app.activate():
+        Plain().dispatch()
+    body = json.loads(receive(app).body)
+    body["payload"] = {"n": "not a number"}
+    app.connection.send("default", OutgoingMessage(body=json.dumps(body)))
+    message = next(m for m in app.connection.receive("default", 10, 0))
+    assert app.runner.begin_quiet(message) is None
+    _nothing_done(app, seen)
+    decision = app.runner.begin(message)
+    assert isinstance(decision, Fail) and decision.reason == "invalid_payload"
+
+
+def test_a_batch_member_is_begun_in_the_pool(app: App, seen: list[str]) -> None:
+    with app.activate():
+        batch([Plain(n=1), Plain(n=2)]).dispatch()
+    messages = app.connection.receive("default", 10, 0)
+    assert len(messages) == 2
+    assert [app.runner.begin_quiet(message) for message in messages] == [None, None]
+    _nothing_done(app, seen)
+
+
+def test_a_scheduled_run_is_begun_in_the_pool(clock: FakeClock, seen: list[str]) -> None:
+    schedules = Schedules()
+    app = _app(clock, seen, schedules=schedules, store="memory")
+    schedule(Plain(n=9), every_minute(), name="quiet-every-minute", registry=schedules)
+    Scheduler(app).run_due()
+    assert app.runner.begin_quiet(receive(app)) is None
+    _nothing_done(app, seen)
+
+
+def test_an_encrypted_job_is_opened_only_by_begin(moto: None, seen: list[str]) -> None:
+    """Opening a sealed payload may call KMS: never on the loop."""
+    key = str(aws.client("kms").create_key(Description="quiet")["KeyMetadata"]["KeyId"])
+    app = App(connection="memory", kms_key=key)
+    app.events.listen(lambda e: seen.append(e.kind) if isinstance(e, JobEvent) and e.kind != "queued" else None)
+    kms_calls: list[str] = []
+
+    def called(model: Any, **_: Any) -> None:
+        kms_calls.append(model.name)
+
+    with app.activate():
+        Sealed(card="4242").dispatch()
+        message = receive(app)
+        spec = ("before-call.kms", called)
+        botocore_handlers.BUILTIN_HANDLERS.append(spec)
+        aws.client("kms").meta.events.register(*spec)
+        try:
+            assert app.runner.begin_quiet(message) is None
+            assert kms_calls == [] and seen == []
+        finally:
+            botocore_handlers.BUILTIN_HANDLERS.remove(spec)
+            aws.client("kms").meta.events.unregister(*spec)
+        step = app.runner.begin(message)
+        assert isinstance(step, Run) and step.job.card == "4242"  # type: ignore[attr-defined]
+
+
+class Sealed(Job, name="quiet.sealed"):
+    encrypted = True
+    card: str
+
+    def handle(self) -> None:
+        Plain.runs.append(-5)
