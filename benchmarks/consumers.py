@@ -154,15 +154,30 @@ def run_peer(peer: str, prefix: str, jobs: int, profile: str | None = None) -> d
 
 
 def run_boto3(
-    queue: str, jobs: int, concurrency: int, pool: bool, profile: str | None = None, checked: bool = False
+    queue: str,
+    jobs: int,
+    concurrency: int,
+    pool: bool,
+    profile: str | None = None,
+    checked: bool = False,
+    on_loop: bool = False,
 ) -> dict[str, Any]:
+    """The raw loop; `pool`: each batch on a thread pool; `on_loop`: each message as a task on a loop thread."""
+    import asyncio
+
     import boto3
 
     client = boto3.client("sqs")
     executor = ThreadPoolExecutor(concurrency) if pool else None
+    loop = asyncio.new_event_loop() if on_loop else None
+    if loop is not None:
+        threading.Thread(target=loop.run_forever, daemon=True).start()
 
     def handle(message: dict[str, Any]) -> None:
         _noop(**json.loads(message["Body"])["payload"])
+
+    async def handle_async(message: dict[str, Any]) -> None:
+        await _async_noop(**json.loads(message["Body"])["payload"])
 
     if checked:
         handle = _checked_handler(queue)
@@ -178,6 +193,9 @@ def run_boto3(
                 continue
             if executor is not None:
                 list(executor.map(handle, messages))
+            elif loop is not None:
+                for future in [asyncio.run_coroutine_threadsafe(handle_async(m), loop) for m in messages]:
+                    future.result()
             else:
                 for message in messages:
                     handle(message)
@@ -188,45 +206,13 @@ def run_boto3(
             done += len(messages)
     if executor is not None:
         executor.shutdown()
+    if loop is not None:
+        loop.call_soon_threadsafe(loop.stop)
     return measured.result(done, 0 if done >= jobs else 1)
 
 
 async def _async_noop(n: int) -> None:
     return None
-
-
-def run_boto3_asyncio(queue: str, jobs: int, profile: str | None = None) -> dict[str, Any]:
-    import asyncio
-
-    import boto3
-
-    client = boto3.client("sqs")
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def handle(message: dict[str, Any]) -> None:
-        await _async_noop(**json.loads(message["Body"])["payload"])
-
-    done = 0
-    deadline = time.monotonic() + 600
-    with Measured(profile) as measured:
-        url = client.get_queue_url(QueueName=queue)["QueueUrl"]
-        while done < jobs and time.monotonic() < deadline:
-            response = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=10)
-            messages = response.get("Messages", [])
-            if not messages:
-                continue
-            for future in [asyncio.run_coroutine_threadsafe(handle(m), loop) for m in messages]:
-                future.result()
-            client.delete_message_batch(
-                QueueUrl=url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
-            )
-            done += len(messages)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    return measured.result(done, 0 if done >= jobs else 1)
 
 
 def run_aiobotocore(queue: str, jobs: int, profile: str | None = None) -> dict[str, Any]:
@@ -349,11 +335,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.kind == "sqsjobs":
         result = run_sqsjobs(args.queue, args.jobs, args.worker_args, args.profile)
-    elif args.kind in ("boto3", "boto3-pool", "boto3-checked"):
-        pool, checked = args.kind == "boto3-pool", args.kind == "boto3-checked"
-        result = run_boto3(args.queue, args.jobs, args.concurrency, pool, args.profile, checked)
-    elif args.kind == "boto3-asyncio":
-        result = run_boto3_asyncio(args.queue, args.jobs, args.profile)
+    elif args.kind in ("boto3", "boto3-pool", "boto3-checked", "boto3-asyncio"):
+        pool, checked, on_loop = (args.kind == kind for kind in ("boto3-pool", "boto3-checked", "boto3-asyncio"))
+        result = run_boto3(args.queue, args.jobs, args.concurrency, pool, args.profile, checked, on_loop)
     elif args.kind == "aiobotocore":
         result = run_aiobotocore(args.queue, args.jobs, args.profile)
     else:

@@ -196,7 +196,7 @@ class AsyncJobs:
         elif on_loop:
             launch(message, step)
         else:
-            self._pool.call(self._run_begun, message, step)
+            self._pool.call(self._settle_then_next, message, functools.partial(self._decide_here, message, step))
 
     def _to_loop(self, message: ReceivedMessage, step: Run) -> None:
         """Hand a begun coroutine job to the loop: one wake-up for every job handed over before it turns."""
@@ -231,17 +231,6 @@ class AsyncJobs:
         self._settled(message)
         return None
 
-    def _run_begun(self, message: ReceivedMessage, step: Run) -> None:
-        """A job the loop began that runs here (a plain `def handle`, or middleware), then the slot's next."""
-        try:
-            decision = self._decide_here(message, step)
-        except BaseException:
-            self._crashed(message)
-        else:
-            self._applier.done(message, decision)
-            self._settled(message)
-        self._start(self._take(block=False))
-
     def _decide_here(self, message: ReceivedMessage, step: Run | Decision) -> Decision:  # runs a Run here
         if not isinstance(step, Run):
             return step
@@ -253,19 +242,11 @@ class AsyncJobs:
             error = exc
         return self._runner.finish(step, error, time.perf_counter() - started)
 
-    def _apply(self, message: ReceivedMessage, decision: Decision) -> None:
-        """A decision the loop made, applied here (a heartbeat call carries its message), then the slot's next."""
+    def _settle_then_next(self, message: ReceivedMessage, decide: Callable[[], Decision]) -> None:
+        """Decide `message` here (finish it, run a job the loop began, or take what the loop decided),
+        apply the decision, then begin the next message its slot allows."""
         try:
-            self._applier.done(message, decision)
-        except BaseException:
-            self._crashed(message)
-        else:
-            self._settled(message)
-        self._start(self._take(block=False))
-
-    def _finish(self, message: ReceivedMessage, step: Run, error: Exception | None, runtime_s: float) -> None:
-        try:
-            decision = self._runner.finish(step, error, runtime_s)
+            decision = decide()
             self._applier.done(message, decision)
         except BaseException:
             self._crashed(message)
@@ -320,7 +301,7 @@ class AsyncJobs:
             if decision is None:
                 return False
             if not self._applier.done_now(message, decision):  # a heartbeat call carries it: never wait here
-                self._pool.call(self._apply, message, decision)
+                self._pool.call(self._settle_then_next, message, lambda: decision)
                 return True
         except BaseException:
             log.exception("could not settle message %s; it will be redelivered", message.message_id)
@@ -371,7 +352,7 @@ class AsyncJobs:
         runtime_s = time.perf_counter() - started
         if error is None and self._settle_here(message, step, runtime_s):
             return
-        self._pool.call(self._finish, message, step, error, runtime_s)
+        self._pool.call(self._settle_then_next, message, functools.partial(self._runner.finish, step, error, runtime_s))
 
 
 class StrayCancellationError(RuntimeError):

@@ -124,6 +124,15 @@ def _nothing_done(app: App, seen: list[str]) -> None:
     assert Plain.runs == [] and seen == [] and dead(app) == []
 
 
+def _refused_then_failed(app: App, seen: list[str], message: ReceivedMessage, reason: str) -> None:
+    """`begin_quiet` does nothing; `begin` then fails the message to the DLQ with `reason`, as always."""
+    assert app.runner.begin_quiet(message) is None
+    _nothing_done(app, seen)
+    decision = app.runner.begin(message)
+    assert isinstance(decision, Fail) and decision.reason == reason
+    assert [letter.attributes["sqsjobs.reason"] for letter in dead(app)] == [reason]
+
+
 @pytest.mark.parametrize(
     "dispatch",
     [
@@ -160,12 +169,7 @@ def test_a_message_that_cannot_become_a_job_writes_no_dlq_copy_quietly(
         "default", OutgoingMessage(body="not json" if job_name is None else body.replace("quiet.plain", job_name))
     )
     message = next(m for m in app.connection.receive("default", 10, 0) if "quiet.plain" not in m.body)
-    assert app.runner.begin_quiet(message) is None
-    _nothing_done(app, seen)
-    decision = app.runner.begin(message)
-    assert isinstance(decision, Fail) and decision.reason == reason
-    (letter,) = dead(app)
-    assert letter.attributes["sqsjobs.reason"] == reason
+    _refused_then_failed(app, seen, message, reason)
 
 
 def test_a_delivery_past_its_tries_is_failed_only_by_begin(app: App, seen: list[str]) -> None:
@@ -174,12 +178,9 @@ def test_a_delivery_past_its_tries_is_failed_only_by_begin(app: App, seen: list[
     message = receive(app)
     message.receive_count = 3
     assert app.runner.begin_quiet(message) is None
-    _nothing_done(app, seen)
     assert Exhausted.failures == []
-    decision = app.runner.begin(message)
-    assert isinstance(decision, Fail) and decision.reason == "tries_exhausted"
+    _refused_then_failed(app, seen, message, "tries_exhausted")
     assert Exhausted.failures == ["MaxAttemptsExceededError"]
-    assert len(dead(app)) == 1
 
 
 def test_a_long_delay_is_hopped_only_by_begin(app: App, clock: FakeClock, seen: list[str]) -> None:
@@ -226,11 +227,7 @@ def test_a_job_past_its_retry_until_is_failed_only_by_begin(app: App, clock: Fak
     with app.activate():
         Deadline().dispatch()
     clock.now += 60
-    message = receive(app)
-    assert app.runner.begin_quiet(message) is None
-    _nothing_done(app, seen)
-    decision = app.runner.begin(message)
-    assert isinstance(decision, Fail) and decision.reason == "retry_until"
+    _refused_then_failed(app, seen, receive(app), "retry_until")
 
 
 def test_an_invalid_payload_writes_no_dlq_copy_quietly(app: App, seen: list[str]) -> None:
@@ -239,11 +236,8 @@ def test_an_invalid_payload_writes_no_dlq_copy_quietly(app: App, seen: list[str]
     body = json.loads(receive(app).body)
     body["payload"] = {"n": "not a number"}
     app.connection.send("default", OutgoingMessage(body=json.dumps(body)))
-    message = next(m for m in app.connection.receive("default", 10, 0))
-    assert app.runner.begin_quiet(message) is None
-    _nothing_done(app, seen)
-    decision = app.runner.begin(message)
-    assert isinstance(decision, Fail) and decision.reason == "invalid_payload"
+    (message,) = app.connection.receive("default", 10, 0)
+    _refused_then_failed(app, seen, message, "invalid_payload")
 
 
 def test_a_batch_member_is_begun_in_the_pool(app: App, seen: list[str]) -> None:
