@@ -74,7 +74,10 @@ class Applier:
         rest = self._lanes.finish(message, left_queue)
         if rest:
             self.give_back(rest, "an earlier message of their FIFO group comes back first")
-        self._after_job()
+        try:
+            self._after_job()
+        except Exception:  # the message is settled: a caller must never settle it again as a crash
+            log.exception("the worker's check after a job failed")
 
     def give_back(self, messages: list[ReceivedMessage], reason: str) -> None:
         """Messages that never started: back to their queue at once, without spending a try."""

@@ -91,7 +91,7 @@ class AsyncJobs:
         self._taking = 0
         #: Messages (and begun coroutine jobs) handed to the loop before it turned: one wake-up for all.
         self._handoff = threading.Lock()
-        self._launches: list[tuple[ReceivedMessage, Run]] = []
+        self._launches: list[tuple[ReceivedMessage, Run, contextvars.Context | None]] = []
         self._launch_signalled = False
 
     def start(self) -> None:
@@ -173,35 +173,38 @@ class AsyncJobs:
         """Begin `message`: a coroutine job goes to the loop, and this thread is done; any other runs,
         finishes and is settled here, and then the next message its slot allows is begun in turn."""
         while message is not None:
-            step = self._begin(message)
+            ctx = self._context.copy()  # the job's own, as in `_begin_quietly`
+            step = ctx.run(self._begin, message)
             if step is not None:
-                self._to_loop(message, step)
+                self._to_loop(message, step, ctx)
                 return
             message = self._take(block=False)
 
-    def _begin_quietly(self, message: ReceivedMessage, launch: Callable[[ReceivedMessage, Run], None]) -> None:
+    def _begin_quietly(self, message: ReceivedMessage, launch: _Launch) -> None:
         """Begin `message` where this runs (the feed, or the loop) if that calls nothing (`begin_quiet`): a
         coroutine job is `launch`ed on the loop, a plain one runs in the pool, and one whose beginning would
-        call AWS or the store is begun there from the start. In a copy of the loop's context: nothing set
-        on the way (by a listener, a validator) reaches another job."""
+        call AWS or the store is begun there from the start. The job's own copy of the loop's context holds
+        its begin and its run (what a `processing` listener sets reaches its `handle()`, as on the thread
+        worker) and no other job's. Only copies are ever entered off the loop; `self._context` itself is
+        entered only by the loop's callbacks, which set nothing in it."""
+        ctx = self._context.copy()
         try:
-            step = self._context.copy().run(self._runner.begin_quiet, message, self._connection)
-            on_loop = step is not None and awaited_on_loop(step.job)
+            step = ctx.run(self._runner.begin_quiet, message, self._connection)
+            if step is None:
+                self._pool.call(self._start, message)
+            elif awaited_on_loop(step.job):
+                launch(message, step, ctx)
+            else:
+                decide = functools.partial(ctx.run, self._decide_here, message, step)
+                self._pool.call(self._settle_then_next, message, decide)
         except BaseException:  # our bug, or a listener's or `middleware()`'s: a crash, and the slot goes on
             log.exception("could not begin message %s; it will be redelivered", message.message_id)
             self._pool.call(self._crashed_on_loop, message)
-            return
-        if step is None:
-            self._pool.call(self._start, message)
-        elif on_loop:
-            launch(message, step)
-        else:
-            self._pool.call(self._settle_then_next, message, functools.partial(self._decide_here, message, step))
 
-    def _to_loop(self, message: ReceivedMessage, step: Run) -> None:
+    def _to_loop(self, message: ReceivedMessage, step: Run, ctx: contextvars.Context | None = None) -> None:
         """Hand a begun coroutine job to the loop: one wake-up for every job handed over before it turns."""
         with self._handoff:
-            self._launches.append((message, step))
+            self._launches.append((message, step, ctx))
             if self._launch_signalled:
                 return
             self._launch_signalled = True
@@ -212,7 +215,7 @@ class AsyncJobs:
         except Exception:  # the loop is gone: only when it was never meant to wait for these messages
             with self._handoff:
                 stranded, self._launches, self._launch_signalled = self._launches, [], False
-            for stranded_message, _ in stranded:
+            for stranded_message, _, _ in stranded:
                 self._crashed(stranded_message)
 
     def _begin(self, message: ReceivedMessage) -> Run | None:
@@ -221,13 +224,12 @@ class AsyncJobs:
             step = self._runner.begin(message, self._connection)
             if isinstance(step, Run) and awaited_on_loop(step.job):
                 return step
-            decision = self._decide_here(message, step)
+            self._applier.done(message, self._decide_here(message, step))
         except BaseException:
             # Our bug, or a job's `sys.exit()`: as on the thread worker, the message returns after its
             # visibility timeout, and this thread goes on (nothing it took may be left unsettled).
             self._crashed(message)
             return None
-        self._applier.done(message, decision)
         self._settled(message)
         return None
 
@@ -281,16 +283,17 @@ class AsyncJobs:
     def _launch(self) -> None:
         with self._handoff:
             launches, self._launches, self._launch_signalled = self._launches, [], False
-        for message, step in launches:
+        for message, step, ctx in launches:
             try:
-                self._create_task(message, step)
+                self._create_task(message, step, ctx)
             except BaseException:  # never lose the rest of the batch
                 log.exception("could not start message %s; it will be redelivered", message.message_id)
                 self._pool.call(self._crashed_on_loop, message)
 
-    def _create_task(self, message: ReceivedMessage, step: Run) -> None:
-        # Each task starts from its own copy of the loop's context, wherever it was begun.
-        task = asyncio.get_running_loop().create_task(self._await(message, step), context=self._context.copy())
+    def _create_task(self, message: ReceivedMessage, step: Run, ctx: contextvars.Context | None = None) -> None:
+        # Each task runs in its own copy of the loop's context: the one it was begun in, or a fresh one.
+        context = ctx if ctx is not None else self._context.copy()
+        task = asyncio.get_running_loop().create_task(self._await(message, step), context=context)
         self._tasks.add(task)
 
     def _settle_here(self, message: ReceivedMessage, step: Run, runtime_s: float) -> bool:
@@ -353,6 +356,10 @@ class AsyncJobs:
         if error is None and self._settle_here(message, step, runtime_s):
             return
         self._pool.call(self._settle_then_next, message, functools.partial(self._runner.finish, step, error, runtime_s))
+
+
+#: Hands a coroutine job begun in `ctx` to the loop (from the feed) or starts it there (on the loop).
+_Launch = Callable[[ReceivedMessage, Run, contextvars.Context], None]
 
 
 class StrayCancellationError(RuntimeError):

@@ -325,3 +325,31 @@ def test_plain_coroutine_jobs_are_decided_on_the_loop_and_featured_ones_in_the_p
     assert len(where["handoffs.awaits"]) == 4 and set(where["handoffs.awaits"]) == {"sqsjobs-loop"}
     (unique_thread,) = where["handoffs.async-unique"]
     assert unique_thread.startswith("sqsjobs-pool")
+
+
+_bound: contextvars.ContextVar[str] = contextvars.ContextVar("handoffs_bound", default="unbound")
+
+
+class ReadsWhatWasBound(Job, name="handoffs.reads-bound"):
+    n: int
+
+    def handle(self) -> None:
+        _saw.append(f"sync-{self.n}:{_bound.get()}")
+
+
+class ReadsWhatWasBoundAsync(Job, name="handoffs.reads-bound-async"):
+    n: int
+
+    async def handle(self) -> None:
+        _saw.append(f"async-{self.n}:{_bound.get()}")
+
+
+def test_what_a_processing_listener_binds_reaches_that_jobs_handle_and_no_other(memory_app: App) -> None:
+    """A listener that binds a request id for a job's log lines (structlog's `bind_contextvars`), as on the
+    thread worker: each job sees its own, plain or coroutine, wherever it was begun."""
+    _saw.clear()
+    memory_app.events.listen(lambda e: _bound.set(f"bound-{e.job_id}"), kinds=["processing"])
+    jobs = [ReadsWhatWasBound(n=n) for n in range(3)] + [ReadsWhatWasBoundAsync(n=n) for n in range(3)]
+    dispatched = {f"{'async' if 'async' in type(j).job_name else 'sync'}-{j.n}": j.dispatch().job_id for j in jobs}
+    assert _work(memory_app, concurrency=2) == 0
+    assert sorted(_saw) == sorted(f"{name}:bound-{job_id}" for name, job_id in dispatched.items())
