@@ -152,4 +152,4 @@ def implementing(hooks: Sequence[Hook], point: str) -> tuple[Hook, ...]:
 
 def acting(hooks: Sequence[Hook]) -> tuple[Hook, ...]:
     """The hooks that implement any point: the ones asked whether they are quiet about a delivery."""
-    return tuple(hook for hook in hooks if any(hook in implementing([hook], point) for point in POINTS))
+    return tuple(hook for hook in hooks if any(implementing([hook], point) for point in POINTS))

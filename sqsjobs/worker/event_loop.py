@@ -7,8 +7,8 @@ that needs no call is begun, awaited, finished and settled on the loop alone
 (`Runner.begin_quiet`/`finish_quiet`), and its slot's next message is begun there too. Anything
 else crosses without waiting for an answer: a job a hook acts on (a lock, a key, a chain), a
 message that cannot become a job, a plain `def handle`, a job that failed or released itself, or
-a heartbeat call still carrying its message. Messages handed to the loop before it turns share
-one wake-up.
+a heartbeat call still carrying its message. Jobs handed to the loop before it turns share one
+wake-up. Each job runs in its own copy of the loop's context, wherever it is begun and decided.
 
 An `async def handle` past its timeout is cancelled for real: the watchdog asks the loop to cancel
 its task (one timer for every job, not one per job). A plain `def handle` runs in the pool under
@@ -89,9 +89,9 @@ class AsyncJobs:
         self._lock = threading.Lock()
         self._busy: dict[int, ReceivedMessage] = {}
         self._taking = 0
-        #: Messages (and begun coroutine jobs) handed to the loop before it turned: one wake-up for all.
+        #: Coroutine jobs begun off the loop (each with its context), handed over before it turned: one wake-up.
         self._handoff = threading.Lock()
-        self._launches: list[tuple[ReceivedMessage, Run, contextvars.Context | None]] = []
+        self._launches: list[tuple[ReceivedMessage, Run, contextvars.Context]] = []
         self._launch_signalled = False
 
     def start(self) -> None:
@@ -201,7 +201,7 @@ class AsyncJobs:
             log.exception("could not begin message %s; it will be redelivered", message.message_id)
             self._pool.call(self._crashed_on_loop, message)
 
-    def _to_loop(self, message: ReceivedMessage, step: Run, ctx: contextvars.Context | None = None) -> None:
+    def _to_loop(self, message: ReceivedMessage, step: Run, ctx: contextvars.Context) -> None:
         """Hand a begun coroutine job to the loop: one wake-up for every job handed over before it turns."""
         with self._handoff:
             self._launches.append((message, step, ctx))
@@ -210,7 +210,7 @@ class AsyncJobs:
             self._launch_signalled = True
         try:
             assert self._loop is not None
-            # In the loop's own context, not this thread's: each task starts from a copy of it.
+            # `_launch` runs in the loop's own context (and sets nothing in it); each task runs in its job's.
             self._loop.call_soon_threadsafe(self._launch, context=self._context)
         except Exception:  # the loop is gone: only when it was never meant to wait for these messages
             with self._handoff:
@@ -290,10 +290,9 @@ class AsyncJobs:
                 log.exception("could not start message %s; it will be redelivered", message.message_id)
                 self._pool.call(self._crashed_on_loop, message)
 
-    def _create_task(self, message: ReceivedMessage, step: Run, ctx: contextvars.Context | None = None) -> None:
-        # Each task runs in its own copy of the loop's context: the one it was begun in, or a fresh one.
-        context = ctx if ctx is not None else self._context.copy()
-        task = asyncio.get_running_loop().create_task(self._await(message, step), context=context)
+    def _create_task(self, message: ReceivedMessage, step: Run, ctx: contextvars.Context) -> None:
+        # In the job's own copy of the loop's context, the one it was begun in.
+        task = asyncio.get_running_loop().create_task(self._await(message, step), context=ctx)
         self._tasks.add(task)
 
     def _settle_here(self, message: ReceivedMessage, step: Run, runtime_s: float) -> bool:
