@@ -31,7 +31,7 @@ _FIRST = ("tests/e2e/test_soak.py",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest single test first, so the other worker does the rest of the suite meanwhile."""
+    """The longest single test first, so the other workers do the rest of the suite meanwhile."""
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in _FIRST)
 
 
