@@ -91,3 +91,24 @@ def test_a_record_written_after_stderr_was_swapped_and_closed_goes_to_the_curren
     logging.getLogger("sqsjobs.worker").info("worker stopped")  # a thread of that call, still logging
     logs.flush()
     assert "worker stopped" in later.getvalue() and "Logging error" not in later.getvalue()
+
+
+def test_a_text_line_renders_each_value_the_same_however_often_the_formatter_has_seen_it() -> None:
+    """The formatter keeps the rendering of repeating fields (job, queue, outcome); a kept value must
+    still be quoted and escaped as the first time, and a flood of new names must not change a line."""
+
+    def line(formatter: TextFormatter, fields: dict[str, object]) -> str:
+        record = logging.LogRecord("sqsjobs.jobs", logging.INFO, __file__, 0, "job processed", (), None)
+        record.sqsjobs = fields
+        return formatter.format(record)[len("12:00:00 INFO    ") :]  # after the time and the level
+
+    hostile = {"job_id": "a b", "job": 'x"y\n', "queue": "q=1", "attempt": 2, "outcome": "done\x1b[2J", "wait_ms": 3}
+    expected = " ".join(
+        f"{key}={logs.value(hostile[key])}" for key in ("job_id", "job", "queue", "attempt", "wait_ms", "outcome")
+    )
+    formatter = TextFormatter()
+    assert line(formatter, hostile) == line(formatter, hostile) == "job processed " + expected
+    assert 'job="x\\"y\\n"' in expected and 'outcome="done\\x1b[2J"' in expected
+    for index in range(600):  # more names than it keeps: it starts again, and every line is still right
+        assert line(formatter, {"job": f"job.{index}", "queue": "q 1"}) == f'job processed job=job.{index} queue="q 1"'
+    assert line(formatter, hostile) == "job processed " + expected
