@@ -29,6 +29,7 @@ _SHOWN = (*_FIELDS, "delay_s")
 #: kept, so most lines check only the job id and the time against `_PLAIN`.
 _REPEATING = frozenset({"job", "queue", "outcome"})
 _KEPT_MAX = 256
+_KEPT_LONGEST = 200
 
 
 #: The job events the job log writes a line for (`processing` only at DEBUG); a dispatch is the producer's.
@@ -128,8 +129,8 @@ class TextFormatter(logging.Formatter):
 
     _stamp = (-1, "")
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # as logging.Formatter: dictConfig and fileConfig pass its arguments
         #: `value()` of the repeating fields' values seen so far (emptied when it reaches _KEPT_MAX).
         self._kept: dict[str, str] = {}
 
@@ -148,8 +149,9 @@ class TextFormatter(logging.Formatter):
         return base
 
     def _fields(self, fields: dict[str, Any]) -> str:
-        """`key=value ...` of the fields a line shows. Half of a job line's formatting was `value()` on
-        the same few strings; a line now costs about a third of what it did (docs/performance.md)."""
+        """`key=value ...` of the fields a line shows, as `value()` renders each. Most of a job line's
+        formatting was `value()` on the same few names; keeping them made the fields ~25% cheaper to
+        format and the whole line ~8% (docs/performance.md, "Counted, not timed")."""
         kept = self._kept
         parts = []
         for key in _SHOWN:
@@ -159,7 +161,7 @@ class TextFormatter(logging.Formatter):
             kind = type(raw)
             if kind is int or kind is float:
                 text = str(raw)  # as `value()` would, without the call
-            elif kind is str and key in _REPEATING:
+            elif kind is str and key in _REPEATING and len(raw) <= _KEPT_LONGEST:
                 text = kept.get(raw)  # type: ignore[assignment]
                 if text is None:
                     if len(kept) >= _KEPT_MAX:
@@ -195,7 +197,11 @@ def value(raw: object) -> str:
     kind = type(raw)
     if kind is int or kind is float:
         return str(raw)  # digits, a sign, a dot, `e`, `inf` or `nan`: always one plain word
-    text = raw if isinstance(raw, str) else str(raw)
+    # The text itself, as an exact str: a str subclass's own `__str__` or `__format__` (an Enum member's)
+    # must never decide what reaches a line after the check below.
+    text = str.__str__(raw) if isinstance(raw, str) else str(raw)
+    if type(text) is not str:
+        text = str.__str__(text)
     if _PLAIN.fullmatch(text):
         return text
     return '"' + escape(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'

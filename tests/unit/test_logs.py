@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import enum
 import io
 import json
 import logging
+import logging.config
 import sys
 import time
 
 import pytest
 import typer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sqsjobs import App, Job, logs
 from sqsjobs.cli.common import reported
@@ -93,22 +97,89 @@ def test_a_record_written_after_stderr_was_swapped_and_closed_goes_to_the_curren
     assert "worker stopped" in later.getvalue() and "Logging error" not in later.getvalue()
 
 
+def _line(formatter: TextFormatter, fields: dict[str, object]) -> str:
+    record = logging.LogRecord("sqsjobs.jobs", logging.INFO, __file__, 0, "job processed", (), None)
+    record.sqsjobs = fields
+    return formatter.format(record)[len("12:00:00 INFO    ") :]  # after the time and the level
+
+
+def _as_before(fields: dict[str, object]) -> str:
+    """What a line said before the formatter kept anything: each shown field through `value()`."""
+    shown = " ".join(f"{key}={logs.value(fields[key])}" for key in logs._SHOWN if key in fields)
+    return "job processed " + shown if fields else "job processed"
+
+
+_VALUES = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["default", "a b", 'x"y', "q=1", "\\n", "\u2028", "done\x1b[2J", "é", ""]),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from([*logs._SHOWN, "message_id"]), _VALUES, max_size=11), max_size=6))
+def test_a_text_line_says_what_it_said_before_the_formatter_kept_values(lines: list[dict[str, object]]) -> None:
+    """One formatter, many lines: a value it kept from an earlier line renders as `value()` renders it."""
+    formatter = TextFormatter()
+    for fields in [*lines, *lines]:
+        assert _line(formatter, fields) == _as_before(fields)
+    assert len(formatter._kept) <= logs._KEPT_MAX
+
+
 def test_a_text_line_renders_each_value_the_same_however_often_the_formatter_has_seen_it() -> None:
     """The formatter keeps the rendering of repeating fields (job, queue, outcome); a kept value must
     still be quoted and escaped as the first time, and a flood of new names must not change a line."""
-
-    def line(formatter: TextFormatter, fields: dict[str, object]) -> str:
-        record = logging.LogRecord("sqsjobs.jobs", logging.INFO, __file__, 0, "job processed", (), None)
-        record.sqsjobs = fields
-        return formatter.format(record)[len("12:00:00 INFO    ") :]  # after the time and the level
 
     hostile = {"job_id": "a b", "job": 'x"y\n', "queue": "q=1", "attempt": 2, "outcome": "done\x1b[2J", "wait_ms": 3}
     expected = " ".join(
         f"{key}={logs.value(hostile[key])}" for key in ("job_id", "job", "queue", "attempt", "wait_ms", "outcome")
     )
     formatter = TextFormatter()
-    assert line(formatter, hostile) == line(formatter, hostile) == "job processed " + expected
+    assert _line(formatter, hostile) == _line(formatter, hostile) == "job processed " + expected
     assert 'job="x\\"y\\n"' in expected and 'outcome="done\\x1b[2J"' in expected
     for index in range(600):  # more names than it keeps: it starts again, and every line is still right
-        assert line(formatter, {"job": f"job.{index}", "queue": "q 1"}) == f'job processed job=job.{index} queue="q 1"'
-    assert line(formatter, hostile) == "job processed " + expected
+        assert _line(formatter, {"job": f"job.{index}", "queue": "q 1"}) == f'job processed job=job.{index} queue="q 1"'
+    assert _line(formatter, hostile) == "job processed " + expected
+    assert len(formatter._kept) <= logs._KEPT_MAX
+
+
+class _Queue(str, enum.Enum):  # noqa: UP042 (such a member formats as Queue.HIGH; a StrEnum would not)
+    HIGH = "high"
+
+
+class _Forging(str):
+    def __str__(self) -> str:
+        return "x\n00:00:00 INFO    job processed job=forged"
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
+
+
+def test_a_str_subclass_is_written_as_its_text_never_as_its_own_str() -> None:
+    """A user's field may be an Enum member or another str subclass: its text goes through the
+    quoting, so its own `__str__` cannot name itself or start a line."""
+    line = _line(TextFormatter(), {"job_id": _Forging("abc"), "queue": _Queue.HIGH, "job": _Forging("a b")})
+    assert line == 'job processed job_id=abc job="a b" queue=high' and "\n" not in line
+    assert logs.value(_Forging("abc")) == "abc" and type(logs.value(_Forging("abc"))) is str
+
+
+def test_text_formatter_takes_the_arguments_of_logging_formatter() -> None:
+    """dictConfig and fileConfig build formatters with logging.Formatter's arguments."""
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"text": {"()": "sqsjobs.logs.TextFormatter", "fmt": "%(message)s"}},
+            "handlers": {"h": {"class": "logging.NullHandler", "formatter": "text"}},
+            "loggers": {"logs.test.dictconfig": {"handlers": ["h"]}},
+        }
+    )
+    formatter = logging.getLogger("logs.test.dictconfig").handlers[0].formatter
+    assert isinstance(formatter, TextFormatter)
+    assert (
+        _line(formatter, {"job": "j", "runtime_ms": 12.5, "delay_s": 3})
+        == "job processed job=j runtime_ms=12.5 delay_s=3"
+    )
