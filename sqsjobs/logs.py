@@ -9,12 +9,12 @@ quotes, so one record is always one line. JSON lines are escaped by the encoder.
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import logging
-import queue
 import re
 import sys
-from logging.handlers import QueueHandler, QueueListener
+import threading
 from typing import Any
 
 from .events import JOB_KINDS, JobEvent
@@ -207,14 +207,9 @@ def value(raw: object) -> str:
     return '"' + escape(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
-class _Enqueue(QueueHandler):
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record  # the listener's handler formats it; our records carry no live objects
-
-
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to `sys.stderr` as it is at each write, not as it was at `configure()`: a record
-    written late (by the listener thread) must not go to a stream that was swapped out and closed
+    written late (by the writer thread) must not go to a stream that was swapped out and closed
     since (a test runner's capture of one CLI call)."""
 
     @property
@@ -226,7 +221,7 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # StreamHandler.__init__ and setStream assign it; the current stderr always wins
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Written, not flushed: the listener flushes once the records waiting are written (one
+        """Written, not flushed: the writer flushes once the records waiting are written (one
         system call per burst of job lines, not one per line)."""
         try:
             self.stream.write(self.format(record) + self.terminator)
@@ -236,52 +231,100 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
 
-class _Listener(QueueListener):
-    def handle(self, record: logging.LogRecord) -> None:
-        super().handle(record)
-        if self.queue.empty():  # type: ignore[attr-defined]
-            self._flush()
+#: How long the writer lets records gather before it writes them, once one is waiting.
+_GATHER_S = 0.05
+
+
+class _Writer(logging.Handler):
+    """Job threads only append records; one thread formats and writes them, so ten job threads never
+    queue up on the stream's lock, and a slow stderr never holds a job.
+
+    Unlike logging's QueueListener, the writer is not woken for every record: the first record after
+    a quiet spell wakes it, and it then lets records gather for `_GATHER_S` before writing them all.
+    A wake-up per job line cost more CPU than formatting it (two thread switches on every job)."""
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__()
+        self._target = target
+        self._records: collections.deque[logging.LogRecord] = collections.deque()
+        self._waiting = threading.Event()
+        self._halt = threading.Event()
+        #: One writer at a time (the thread, or `drain` from a CLI verb), so lines keep their order.
+        self._writing = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._records.append(record)
+        self._waiting.set()  # no system call unless the writer is asleep on it
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Handler.handle takes the handler's lock around emit; appending to a deque needs none.
+        if self.filter(record):
+            self.emit(record)
+        return True
+
+    def start(self) -> None:
+        self._halt.clear()
+        self._thread = threading.Thread(target=self._run, name="sqsjobs-log", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
-        super().stop()
-        self._flush()
+        """Write every record waiting, and stop the thread."""
+        self._halt.set()
+        self._waiting.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        self._thread = None
+        self.drain()
 
-    def _flush(self) -> None:
-        for handler in self.handlers:
-            handler.flush()
+    def _run(self) -> None:
+        while not self._halt.is_set():
+            self._waiting.wait()
+            self._halt.wait(_GATHER_S)
+            self._waiting.clear()  # before the drain: a record appended during it sets it again
+            self.drain()
+
+    def drain(self) -> None:
+        with self._writing:
+            wrote = False
+            while True:
+                try:
+                    record = self._records.popleft()
+                except IndexError:
+                    break
+                self._target.handle(record)
+                wrote = True
+            if wrote:
+                self._target.flush()
 
 
-_listener: _Listener | None = None
+_writer: _Writer | None = None
 
 
 @atexit.register
 def _drain() -> None:
-    if _listener is not None:
-        _listener.stop()
+    if _writer is not None:
+        _writer.stop()
 
 
 def flush() -> None:
     """Write every record logged so far. A CLI verb calls it before it returns or prints its error
     line, so its log lines land in its own output, in order, and none is written after its stream
     (a test runner's capture) is gone."""
-    if _listener is not None:
-        _listener.stop()  # drains the queue
-        _listener.start()
+    if _writer is not None:
+        _writer.drain()
 
 
 def configure(log_format: str = "text", level: str = "INFO") -> None:
     """Set up the `sqsjobs` loggers for a process we own (worker, CLI); libraries leave this alone."""
     handler = _Stderr()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    # Job threads only enqueue records; one listener thread formats and writes them, so
-    # ten job threads never queue up on the stream handler's lock.
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-    _listener = _Listener(records, handler)
-    _listener.start()
+    global _writer
+    if _writer is not None:
+        _writer.stop()
+    _writer = _Writer(handler)
+    _writer.start()
     root = logging.getLogger("sqsjobs")
-    root.handlers[:] = [_Enqueue(records)]
+    root.handlers[:] = [_writer]
     root.setLevel(level.upper())
     root.propagate = False

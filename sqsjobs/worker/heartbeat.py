@@ -6,11 +6,16 @@ become visible again, and a long job runs twice.
 
 A decided message leaves the heartbeat *before* its decision is applied, and `untrack` waits for
 a heartbeat call already carrying it, so a late extension can never overwrite a release.
+
+The thread sleeps until the next message is due (half of its visibility passed), not on a tick:
+an idle or busy worker pays one wake-up per extension, not ten a second. An extension that fails
+is tried again `_RETRY_S` later, while the message is still hidden.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +32,11 @@ from ..timing import MAX_VISIBILITY_SECONDS
 
 log = logging.getLogger("sqsjobs.worker")
 
-_TICK_S = 0.1
+#: Longest the thread sleeps with nothing due (a guard; `track` wakes it for a sooner message).
+_IDLE_S = 1.0
+#: A failed extension is tried again this much later: half a visibility timeout of 30 s or more
+#: leaves room for several tries.
+_RETRY_S = 1.0
 #: Room left before SQS's 12 hours from the receive, for the call itself.
 _MARGIN_S = 5
 #: Short enough that one hung call cannot outlast half a visibility timeout of 30 s or more.
@@ -40,7 +49,8 @@ _ATTEMPTS = 2
 class _Tracked:
     message: ReceivedMessage
     visibility: int
-    visible_until: float
+    #: When to extend it next (monotonic): once half of its visibility has passed, or a retry.
+    due_at: float
     warned_12h: bool = False
 
 
@@ -55,6 +65,8 @@ class Heartbeat:
         self._tracked: dict[str, _Tracked] = {}
         #: Receipt handles in the heartbeat call under way; `untrack` waits for them.
         self._calling: set[str] = set()
+        #: When the sleeping thread wakes by itself (None: it is awake); `track` wakes it sooner.
+        self._sleeping_until: float | None = None
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqsjobs-heartbeat", daemon=True)
 
@@ -64,6 +76,8 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._halt.set()
+        with self._cond:
+            self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(_READ_TIMEOUT_S * _ATTEMPTS + 1)
 
@@ -76,9 +90,14 @@ class Heartbeat:
         now = time.monotonic()
         wall = self._clock()
         with self._cond:
+            soonest = math.inf
             for message in messages:
                 elapsed = max(0.0, wall - message.received_at) if message.received_at else 0.0
-                self._tracked[message.receipt_handle] = _Tracked(message, visibility, now + visibility - elapsed)
+                due_at = now + visibility / 2 - elapsed
+                soonest = min(soonest, due_at)
+                self._tracked[message.receipt_handle] = _Tracked(message, visibility, due_at)
+            if self._sleeping_until is not None and soonest < self._sleeping_until:
+                self._cond.notify_all()
 
     def untrack(self, messages: list[ReceivedMessage], wait: bool = True) -> bool:
         """Stop extending `messages`; returns once no heartbeat call for them is still under way. Without
@@ -94,11 +113,21 @@ class Heartbeat:
             return True
 
     def _run(self) -> None:
-        while not self._halt.wait(_TICK_S):
+        while not self._halt.is_set():
+            with self._cond:
+                now = time.monotonic()
+                soonest = min((t.due_at for t in self._tracked.values()), default=math.inf)
+                self._sleeping_until = min(soonest, now + _IDLE_S)
+                if self._sleeping_until > now and not self._halt.is_set():
+                    self._cond.wait(self._sleeping_until - now)
+                self._sleeping_until = None
+            if self._halt.is_set():
+                return
             try:
                 self.beat()
             except Exception:
                 log.exception("heartbeat failed; trying again")
+                self._halt.wait(0.1)  # not a busy loop while it keeps failing
 
     def beat(self) -> None:
         """Extend every message due for it (one batched call per queue)."""
@@ -110,11 +139,20 @@ class Heartbeat:
                 try:
                     self._connection.change_visibility(queue, items)
                 except Exception:
-                    log.exception("heartbeat for %d message(s) on %s failed", len(items), queue)
+                    log.exception("heartbeat for %d message(s) on %s failed; trying again", len(items), queue)
+                    self._retry(items)
         finally:
             with self._cond:
                 self._calling.clear()
                 self._cond.notify_all()
+
+    def _retry(self, items: list[tuple[ReceivedMessage, int]]) -> None:
+        retry_at = time.monotonic() + _RETRY_S
+        with self._cond:
+            for message, _ in items:
+                tracked = self._tracked.get(message.receipt_handle)
+                if tracked is not None:
+                    tracked.due_at = retry_at
 
     def _due(self) -> dict[str, list[tuple[ReceivedMessage, int]]]:
         now = time.monotonic()
@@ -122,12 +160,13 @@ class Heartbeat:
         due: dict[str, list[tuple[ReceivedMessage, int]]] = {}
         with self._cond:
             for tracked in self._tracked.values():
-                if tracked.visible_until - now > tracked.visibility / 2:
+                if tracked.due_at > now:
                     continue
                 # SQS counts the 12-hour visibility cap from receipt; past it we cannot hold on.
                 left = MAX_VISIBILITY_SECONDS - _MARGIN_S - (wall - tracked.message.received_at)
                 extend = int(min(tracked.visibility, left))
                 if extend <= 0:
+                    tracked.due_at = math.inf  # nothing more can be done for it
                     if not tracked.warned_12h:
                         tracked.warned_12h = True
                         log.error(
@@ -136,7 +175,7 @@ class Heartbeat:
                             tracked.message.message_id,
                         )
                     continue
-                tracked.visible_until = now + extend
+                tracked.due_at = now + extend / 2  # half of what it was given (less near the 12 hours)
                 due.setdefault(tracked.message.queue, []).append((tracked.message, extend))
                 self._calling.add(tracked.message.receipt_handle)
         return due

@@ -47,6 +47,10 @@ class Lanes:
         self._held: collections.deque[ReceivedMessage] = collections.deque()
         self._running: set[str] = set()
         self._running_groups: set[str] = set()
+        #: How many wanted messages wake the waiting receiver (None: it is not waiting). A finish
+        #: that frees less room wakes nobody: one needless thread switch per job is most of a short
+        #: job's overhead besides its SQS calls.
+        self._need: int | None = None
         self._closed = False
         self.started = 0
         self.finished = 0
@@ -61,17 +65,21 @@ class Lanes:
         more slots so short jobs fill one receive instead of two half-empty ones.
         """
         with self._room:
-            while not self._halted() and (wanted := self._wanted()) == 0:
-                self._room.wait(0.5)
-            full = min(10, self._capacity)
-            until = time.monotonic() + linger_s
-            while not self._halted() and wanted < full and (self._running or self._held):
-                left = until - time.monotonic()
-                if left <= 0:
-                    break
-                self._room.wait(left)
-                wanted = max(wanted, self._wanted())
-            return 0 if self._halted() else wanted
+            try:
+                self._need = 1
+                while not self._halted() and (wanted := self._wanted()) == 0:
+                    self._room.wait(0.5)
+                full = self._need = min(10, self._capacity)
+                until = time.monotonic() + linger_s
+                while not self._halted() and wanted < full and (self._running or self._held):
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._room.wait(left)
+                    wanted = max(wanted, self._wanted())
+                return 0 if self._halted() else wanted
+            finally:
+                self._need = None
 
     def _wanted(self) -> int:
         free = self._capacity - len(self._running) - len(self._held)
@@ -135,7 +143,8 @@ class Lanes:
                     rest = [m for m in self._held if m.group_id is not None and _lane(m) == lane]
                     for held in rest:
                         self._held.remove(held)
-            self._room.notify()
+            if self._need is not None and (self._wanted() >= self._need or not (self._running or self._held)):
+                self._room.notify()
             if self._held and self._wake_on_finish:
                 self._work.notify()
             return rest

@@ -12,6 +12,9 @@ blocked by a coroutine job) is busy. A coroutine job is never interrupted (raisi
 loop's thread would break every other job on it): at its deadline the watchdog asks its loop to
 cancel it (`TimeoutEnforcer.watching`), the one timer all its jobs share; one still running
 `grace` seconds later — it blocked the loop, or swallowed the cancellation — is wedged as well.
+The watchdog sleeps until the next deadline (or the end of a grace period); a job registered with a
+sooner deadline wakes it. It never ticks: a thread waking ten times a second for nothing costs an
+idle worker more CPU than its long polls.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from ..runner import Guard
 
 log = logging.getLogger("sqsjobs.worker")
 
-_TICK_S = 0.1
+#: Longest the watchdog sleeps with no deadline ahead (a guard; a sooner deadline wakes it).
+_IDLE_S = 1.0
 
 
 @dataclass(slots=True, eq=False)
@@ -70,6 +74,9 @@ class TimeoutEnforcer:
         self._lock = threading.Lock()
         #: Keyed by the RunningJob's id: one per job thread, any number on the event loop's thread.
         self._running: dict[int, RunningJob] = {}
+        #: When the watchdog wakes by itself; a job registered with an earlier deadline sets `sooner`.
+        self._wake_at = 0.0
+        self.sooner = threading.Event()
 
     def timeout_of(self, job: Job) -> float:
         return job_timeout(job, self._worker_timeout, self._default)
@@ -88,8 +95,7 @@ class TimeoutEnforcer:
         self, job_name: str, timeout: float, now: float, message: ReceivedMessage | None = None
     ) -> Iterator[None]:
         running = RunningJob(threading.get_ident(), job_name, timeout, now + timeout, message)
-        with self._lock:
-            self._running[id(running)] = running
+        self._register(running)
         try:
             yield
         except JobTimeoutError:
@@ -117,9 +123,29 @@ class TimeoutEnforcer:
             interruptible=False,
             cancel=cancel,
         )
+        self._register(running)
+        return running
+
+    def _register(self, running: RunningJob) -> None:
         with self._lock:
             self._running[id(running)] = running
-        return running
+            sooner = running.deadline < self._wake_at
+        if sooner:
+            self.sooner.set()
+
+    def next_check(self, grace: float, now: float) -> float:
+        """When the watchdog must look next (a deadline, or a grace period ending), at most `_IDLE_S`
+        from `now`; jobs registered later with an earlier deadline set `sooner`."""
+        with self._lock:
+            wake_at = now + _IDLE_S
+            for running in self._running.values():
+                if running.done or running.reported:
+                    continue
+                due = running.deadline if running.interrupted_at is None else running.interrupted_at + grace
+                wake_at = min(wake_at, due)
+            self._wake_at = wake_at
+            self.sooner.clear()
+            return wake_at
 
     def unwatch(self, running: RunningJob) -> None:
         with self._lock:
@@ -165,10 +191,6 @@ class Watchdog:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        self._halt.set()
-        self._thread.join(5)
-
     def holds_thread(self, thread: threading.Thread) -> bool:
         """Whether `thread` is stuck in a job that ignored its interrupt (never wait for it); for the
         event loop's thread, whether a coroutine job on it ignored its cancellation."""
@@ -193,12 +215,24 @@ class Watchdog:
                     self._wedged_messages.add(running.message.receipt_handle)
             self._on_wedged(running)
 
+    def stop(self) -> None:
+        self._halt.set()
+        self._enforcer.sooner.set()
+        self._thread.join(5)
+
     def _run(self) -> None:
-        while not self._halt.wait(_TICK_S):
+        while not self._halt.is_set():
+            now = time.monotonic()
+            wake_at = self._enforcer.next_check(self._grace, now)
+            if wake_at > now:
+                self._enforcer.sooner.wait(wake_at - now)
+            if self._halt.is_set():
+                return
             try:
                 self.check()
             except Exception:
                 log.exception("the timeout watchdog failed; trying again")
+                self._halt.wait(0.1)  # not a busy loop while it keeps failing
 
 
 def _cancel(running: RunningJob) -> None:

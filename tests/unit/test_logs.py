@@ -6,6 +6,7 @@ import json
 import logging
 import logging.config
 import sys
+import threading
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from sqsjobs import App, Job, logs
 from sqsjobs.cli.common import reported
 from sqsjobs.errors import ConfigurationError
 from sqsjobs.logs import JsonFormatter, TextFormatter
+from tests.helpers import wait_for
 
 
 class Logged(Job, name="logs.logged"):
@@ -95,6 +97,33 @@ def test_a_record_written_after_stderr_was_swapped_and_closed_goes_to_the_curren
     logging.getLogger("sqsjobs.worker").info("worker stopped")  # a thread of that call, still logging
     logs.flush()
     assert "worker stopped" in later.getvalue() and "Logging error" not in later.getvalue()
+
+
+def test_lines_from_many_threads_all_land_in_each_threads_order_without_a_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer thread is no longer woken per record: it gathers them. None may be lost or reordered
+    on the way, and nobody has to flush for them to appear."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    logs.configure("text", "INFO")
+    log = logging.getLogger("sqsjobs.worker")
+
+    def write(thread: int) -> None:
+        for index in range(300):
+            log.info("line %d-%d", thread, index)
+
+    threads = [threading.Thread(target=write, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wait_for(lambda: stream.getvalue().count("\n") >= 1200, timeout=10, what="all 1,200 lines written")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1200
+    for number in range(4):
+        mine = [line.rsplit(" ", 1)[1] for line in lines if f" line {number}-" in line]
+        assert mine == [f"{number}-{index}" for index in range(300)]
 
 
 def _line(formatter: TextFormatter, fields: dict[str, object]) -> str:

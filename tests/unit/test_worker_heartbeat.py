@@ -145,6 +145,21 @@ def test_slow_deletes_do_not_starve_the_heartbeat(sqs_app: App, faults: FaultPla
     assert Slow.runs == [1]
 
 
+def test_a_failed_extension_is_tried_again_before_the_message_reappears(sqs_app: App, faults: FaultPlan) -> None:
+    """Both tries of the first extension fail (HTTP 500). The heartbeat used to wait another half a
+    visibility timeout after that, by which time the message was visible again and the long job ran
+    a second time; it now tries again a second later."""
+    set_visibility(sqs_app, 4)
+    faults.add(service="sqs", operation="ChangeMessageVisibilityBatch", kind="500", times=2)
+    Slow(seconds=6).dispatch()
+    with visibility_changes() as changes:
+        assert Worker(sqs_app, WorkerOptions(sleep=1, concurrency=2, stop_when_empty=True)).run(False) == 0
+    assert faults.count(operation="ChangeMessageVisibilityBatch", kind="500") == 2
+    assert Slow.runs == [1]
+    assert changes, "no extension ever landed"
+    assert dead_letters(sqs_app) == []
+
+
 def test_a_heartbeat_under_way_never_overwrites_a_release(sqs_app: App, faults: FaultPlan) -> None:
     """The job is released (backoff 40 s) while a heartbeat call for its message is on the wire; the
     release must be what SQS holds at the end, not the heartbeat's 2 s."""
