@@ -12,6 +12,7 @@ import atexit
 import collections
 import json
 import logging
+import queue
 import re
 import sys
 import threading
@@ -240,14 +241,21 @@ class _Writer(logging.Handler):
     queue up on the stream's lock, and a slow stderr never holds a job.
 
     Unlike logging's QueueListener, the writer is not woken for every record: the first record after
-    a quiet spell wakes it, and it then lets records gather for `_GATHER_S` before writing them all.
-    A wake-up per job line cost more CPU than formatting it (two thread switches on every job)."""
+    a quiet spell rings the bell, and the writer then lets records gather for `_GATHER_S` before writing
+    them all. A wake-up per job line cost more CPU than formatting it (two thread switches on every job).
+
+    `emit` takes no lock: a signal handler logs on the main thread between any two bytecodes, also in
+    the middle of another `emit` (the worker's SIGTERM handler does), and a lock held there would never
+    be released. A deque append is atomic, and `SimpleQueue.put` is safe to re-enter from a handler."""
 
     def __init__(self, target: logging.Handler) -> None:
         super().__init__()
         self._target = target
         self._records: collections.deque[logging.LogRecord] = collections.deque()
-        self._waiting = threading.Event()
+        #: The doorbell: one item wakes the writer. `_rung` (no lock: a race rings twice, never not
+        #: at all) keeps a burst of records from ringing once each.
+        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._rung = False
         self._halt = threading.Event()
         #: One writer at a time (the thread, or `drain` from a CLI verb), so lines keep their order.
         self._writing = threading.Lock()
@@ -255,13 +263,18 @@ class _Writer(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self._records.append(record)
-        self._waiting.set()  # no system call unless the writer is asleep on it
+        if not self._rung:
+            self._rung = True
+            self._bell.put(None)
 
     def handle(self, record: logging.LogRecord) -> bool:
         # Handler.handle takes the handler's lock around emit; appending to a deque needs none.
         if self.filter(record):
             self.emit(record)
         return True
+
+    def flush(self) -> None:
+        self.drain()  # logging.shutdown() and anyone holding the handler get what they expect
 
     def start(self) -> None:
         self._halt.clear()
@@ -271,7 +284,7 @@ class _Writer(logging.Handler):
     def stop(self) -> None:
         """Write every record waiting, and stop the thread."""
         self._halt.set()
-        self._waiting.set()
+        self._bell.put(None)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
         self._thread = None
@@ -279,10 +292,14 @@ class _Writer(logging.Handler):
 
     def _run(self) -> None:
         while not self._halt.is_set():
-            self._waiting.wait()
+            self._bell.get()
             self._halt.wait(_GATHER_S)
-            self._waiting.clear()  # before the drain: a record appended during it sets it again
-            self.drain()
+            # Before the drain: a record appended from here on rings again; one appended before is drained.
+            self._rung = False
+            try:
+                self.drain()
+            except Exception:  # the stream failed outside `emit` (its flush): say so, and the thread goes on
+                self.handleError(logging.makeLogRecord({"msg": "sqsjobs could not write its log lines"}))
 
     def drain(self) -> None:
         with self._writing:
@@ -320,11 +337,11 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     handler = _Stderr()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     global _writer
-    if _writer is not None:
-        _writer.stop()
-    _writer = _Writer(handler)
+    previous, _writer = _writer, _Writer(handler)
     _writer.start()
     root = logging.getLogger("sqsjobs")
     root.handlers[:] = [_writer]
+    if previous is not None:
+        previous.stop()  # after the swap: a record logged meanwhile went to one writer or the other
     root.setLevel(level.upper())
     root.propagate = False

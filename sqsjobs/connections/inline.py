@@ -57,8 +57,8 @@ class NullConnection:
     def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
         return []
 
-    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
-        return None
+    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> list[ReceivedMessage]:
+        return []
 
     def queue_info(self, queue: str) -> QueueInfo:
         return QueueInfo(queue, f"null://{queue}", 0, queue.endswith(".fifo"), None, None)

@@ -148,7 +148,7 @@ class MemoryConnection:
             q.messages = [m for m in q.messages if m.receipt not in handles]
         return []
 
-    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
+    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> list[ReceivedMessage]:
         now = self._clock()
         wanted = {m.receipt_handle: vt for m, vt in items}
         with self._cond:
@@ -156,6 +156,7 @@ class MemoryConnection:
                 if stored.receipt in wanted:
                     stored.visible_at = now + wanted[stored.receipt]
             self._cond.notify_all()
+        return []
 
     # -- inspection ---------------------------------------------------------------------
     def queue_info(self, queue: str) -> QueueInfo:

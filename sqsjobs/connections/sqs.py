@@ -181,8 +181,9 @@ class SqsConnection:
             kept.extend(_log_failed("delete", queue, chunk, response))
         return kept
 
-    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
+    def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> list[ReceivedMessage]:
         url = self.url(queue)
+        retry: list[ReceivedMessage] = []
         for start in range(0, len(items), 10):
             chunk = items[start : start + 10]
             response = self.client.change_message_visibility_batch(
@@ -193,6 +194,9 @@ class SqsConnection:
                 ],
             )
             _log_failed("change visibility of", queue, [m for m, _ in chunk], response)
+            # SenderFault false: SQS's own failure for that entry, not the message's (ChangeMessageVisibilityBatch)
+            retry.extend(chunk[int(f["Id"])][0] for f in response.get("Failed", []) if not f.get("SenderFault"))
+        return retry
 
     def counts(self, queue: str) -> dict[str, int]:
         """Approximate visible / in-flight / delayed counts (used by --stop-when-empty and monitor)."""

@@ -16,7 +16,10 @@ Kinds:
     or `EndpointConnectionError` when it could not connect); the request did not take effect;
   - `after`: the request reaches the service and takes effect, then the answer is lost (the caller sees
     a 500 `InternalError`/`InternalFailure`); botocore may retry it, producing a real duplicate;
-  - `slow`: the call waits `delay` seconds (default 0.2), then proceeds.
+  - `slow`: the call waits `delay` seconds (default 0.2), then proceeds;
+  - `entries`: an SQS batch call (`...Batch`) is answered 200 with every entry in `Failed`, SenderFault
+    false, code `InternalError`: the service's own failure per entry, and nothing took effect. Other
+    calls go through untouched.
 
 All but `after` are answered from a `before-send` handler registered first (before moto's own
 stubber), so botocore's normal retry logic sees them exactly as it would see the real ones. `after`
@@ -52,7 +55,7 @@ from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 
 __all__ = ["KINDS", "SERVICES", "FaultPlan", "FaultRule", "install", "install_from_env", "plan", "uninstall"]
 
-KINDS = ("throttle", "500", "reset", "after", "slow")
+KINDS = ("throttle", "500", "reset", "after", "slow", "entries")
 SERVICES = ("sqs", "dynamodb", "s3")
 ENV_VAR = "SQSJOBS_TEST_FAULTS"
 _NEUTRAL_URL = "http://fault-injected.sqsjobs.invalid/"
@@ -134,6 +137,25 @@ def _error_answer(service: str, kind: str, rng: random.Random, url: str) -> AWSR
     body = json.dumps({"__type": f"com.amazonaws.sqs#{code}", "message": message})
     headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-query-error": f"{code};{fault}"}
     return _respond(url, status, headers, body.encode())
+
+
+def _entries_failed(request: AWSPreparedRequest, service: str, operation: str) -> AWSResponse | None:
+    """An SQS batch call's 200 answer with every entry failed on the service's side; None for other calls."""
+    if service != "sqs" or not operation.endswith("Batch"):
+        return None
+    body = request.body
+    if not isinstance(body, str | bytes | bytearray):  # a streamed body: no batch call sends one
+        return None
+    try:
+        entries = json.loads(body or b"{}").get("Entries", [])
+    except (ValueError, AttributeError):
+        return None
+    failed = [
+        {"Id": entry["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected fault: entries"}
+        for entry in entries
+    ]
+    answer = json.dumps({"Successful": [], "Failed": failed})
+    return _respond(str(request.url), 200, {"Content-Type": "application/x-amz-json-1.0"}, answer.encode())
 
 
 _pending_after: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
@@ -242,6 +264,12 @@ class FaultPlan:
         if kind == "after":
             _pending_after.set((service, operation))
             return None
+        if kind == "entries":
+            answer = _entries_failed(request, service, operation)
+            if answer is not None:
+                self._record(service, operation, kind)
+                _neutralise_in_process_moto(request)
+            return answer
         self._record(service, operation, kind)
         url = str(request.url)
         _neutralise_in_process_moto(request)

@@ -32,7 +32,9 @@ class Deleter:
         self._pending: dict[str, list[ReceivedMessage]] = {}
         #: Receipt handles whose S3 payload goes once their message is deleted.
         self._drops: set[str] = set()
-        self._oldest = 0.0
+        #: When each queue's oldest pending delete was added: a busy queue's full batches must never
+        #: hold back another queue's lone delete (its message is no longer extended by the heartbeat).
+        self._oldest: dict[str, float] = {}
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqsjobs-deleter", daemon=True)
@@ -51,10 +53,11 @@ class Deleter:
     def add(self, message: ReceivedMessage, drop_payload: bool = False) -> None:
         """Delete `message` with the next batch; with `drop_payload`, its S3 payload after that."""
         with self._lock:
-            first = not self._pending
-            if first:
-                self._oldest = time.monotonic()
-            batch = self._pending.setdefault(message.queue, [])
+            batch = self._pending.get(message.queue)
+            first = batch is None
+            if batch is None:
+                batch = self._pending[message.queue] = []
+                self._oldest[message.queue] = time.monotonic()
             batch.append(message)
             if drop_payload and message.pointer is not None:
                 self._drops.add(message.receipt_handle)
@@ -72,9 +75,9 @@ class Deleter:
 
     def _until_due(self) -> float:
         with self._lock:
-            if not self._pending:
+            if not self._oldest:
                 return _IDLE_S
-            return max(0.0, self._oldest + self._flush_s - time.monotonic())
+            return max(0.0, min(self._oldest.values()) + self._flush_s - time.monotonic())
 
     def flush(self, force: bool = False) -> None:
         """Send the batches that are due (all of them with `force`)."""
@@ -89,26 +92,22 @@ class Deleter:
             self._drop_payloads(messages, kept)
 
     def _due(self, force: bool) -> dict[str, list[ReceivedMessage]]:
+        now = time.monotonic()
+        batches: dict[str, list[ReceivedMessage]] = {}
         with self._lock:
-            if not self._pending:
-                return {}
-            timed_out = force or time.monotonic() - self._oldest >= self._flush_s
-            if timed_out:
-                batches, self._pending = self._pending, {}
-                return batches
-            # Only whole batches of 10 go now; a remainder waits for more or for its time.
-            batches = {}
             for queue, pending in list(self._pending.items()):
-                whole = len(pending) // 10 * 10
-                if whole:
-                    batches[queue] = pending[:whole]
-                    if pending[whole:]:
-                        self._pending[queue] = pending[whole:]
-                    else:
-                        del self._pending[queue]
-            if batches and self._pending:
-                self._oldest = time.monotonic()
-            return batches
+                # A queue whose oldest waited long enough goes whole; else only whole batches of 10 go,
+                # and the remainder (newer than those) waits for more or for its time, from now.
+                whole = len(pending) if force or now - self._oldest[queue] >= self._flush_s else len(pending) // 10 * 10
+                if not whole:
+                    continue
+                batches[queue] = pending[:whole]
+                if pending[whole:]:
+                    self._pending[queue] = pending[whole:]
+                    self._oldest[queue] = now
+                else:
+                    del self._pending[queue], self._oldest[queue]
+        return batches
 
     def _drop_payloads(self, deleted: list[ReceivedMessage], kept: list[ReceivedMessage]) -> None:
         """S3 payloads of finished jobs go after their message: a redelivery still finds its body."""

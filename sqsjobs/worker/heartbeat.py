@@ -34,9 +34,12 @@ log = logging.getLogger("sqsjobs.worker")
 
 #: Longest the thread sleeps with nothing due (a guard; `track` wakes it for a sooner message).
 _IDLE_S = 1.0
-#: A failed extension is tried again this much later: half a visibility timeout of 30 s or more
-#: leaves room for several tries.
+#: A failed extension is tried again this much later (a quarter of the visibility, if that is less),
+#: while the message still has the rest of the half it had left when it was due.
 _RETRY_S = 1.0
+#: Messages due this soon (at most a tenth of their visibility) go along with those due now: one call
+#: for the messages of neighbouring receives instead of one each.
+_SLACK_S = 1.0
 #: Room left before SQS's 12 hours from the receive, for the call itself.
 _MARGIN_S = 5
 #: Short enough that one hung call cannot outlast half a visibility timeout of 30 s or more.
@@ -68,6 +71,8 @@ class Heartbeat:
         #: When the sleeping thread wakes by itself (None: it is awake); `track` wakes it sooner.
         self._sleeping_until: float | None = None
         self._halt = threading.Event()
+        #: Failed calls in a row: the first is logged with its traceback, the rest in one line each.
+        self._failures = 0
         self._thread = threading.Thread(target=self._run, name="sqsjobs-heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -137,22 +142,35 @@ class Heartbeat:
         try:
             for queue, items in due.items():
                 try:
-                    self._connection.change_visibility(queue, items)
-                except Exception:
-                    log.exception("heartbeat for %d message(s) on %s failed; trying again", len(items), queue)
-                    self._retry(items)
+                    failed = self._connection.change_visibility(queue, items)
+                except Exception as exc:
+                    self._failures += 1
+                    log.warning(
+                        "heartbeat for %d message(s) on %s failed (%d in a row); trying again: %s",
+                        len(items),
+                        queue,
+                        self._failures,
+                        exc,
+                        exc_info=self._failures == 1,
+                    )
+                    self._retry([message for message, _ in items])
+                else:
+                    self._failures = 0
+                    self._retry(failed)
         finally:
             with self._cond:
                 self._calling.clear()
                 self._cond.notify_all()
 
-    def _retry(self, items: list[tuple[ReceivedMessage, int]]) -> None:
-        retry_at = time.monotonic() + _RETRY_S
+    def _retry(self, messages: list[ReceivedMessage]) -> None:
+        if not messages:
+            return
+        now = time.monotonic()
         with self._cond:
-            for message, _ in items:
+            for message in messages:
                 tracked = self._tracked.get(message.receipt_handle)
                 if tracked is not None:
-                    tracked.due_at = retry_at
+                    tracked.due_at = now + min(_RETRY_S, tracked.visibility / 4)
 
     def _due(self) -> dict[str, list[tuple[ReceivedMessage, int]]]:
         now = time.monotonic()
@@ -160,7 +178,7 @@ class Heartbeat:
         due: dict[str, list[tuple[ReceivedMessage, int]]] = {}
         with self._cond:
             for tracked in self._tracked.values():
-                if tracked.due_at > now:
+                if tracked.due_at > now + min(_SLACK_S, tracked.visibility / 10):
                     continue
                 # SQS counts the 12-hour visibility cap from receipt; past it we cannot hold on.
                 left = MAX_VISIBILITY_SECONDS - _MARGIN_S - (wall - tracked.message.received_at)
@@ -184,8 +202,8 @@ class Heartbeat:
 def quick_connection(connection: Connection, settings: Settings) -> Connection:
     """The connection heartbeats go through: on SQS, its own client with short timeouts and few retries.
 
-    A heartbeat that fails fast is tried again on the next tick, well inside half a visibility
-    timeout; one that waits out the default 35 s read timeout and its retries is too late.
+    A heartbeat that fails fast is tried again a second later, well inside the half of its visibility
+    the message still has; one that waits out the default 35 s read timeout and its retries is too late.
     """
     if type(connection) is not SqsConnection:
         return connection

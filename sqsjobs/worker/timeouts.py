@@ -13,8 +13,8 @@ loop's thread would break every other job on it): at its deadline the watchdog a
 cancel it (`TimeoutEnforcer.watching`), the one timer all its jobs share; one still running
 `grace` seconds later — it blocked the loop, or swallowed the cancellation — is wedged as well.
 The watchdog sleeps until the next deadline (or the end of a grace period); a job registered with a
-sooner deadline wakes it. It never ticks: a thread waking ten times a second for nothing costs an
-idle worker more CPU than its long polls.
+sooner deadline wakes it, and with nothing ahead it looks once a second: a thread waking ten times
+a second for nothing costs an idle worker more CPU than its long polls.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ class Watchdog:
         while not self._halt.is_set():
             now = time.monotonic()
             wake_at = self._enforcer.next_check(self._grace, now)
-            if wake_at > now:
+            if wake_at > now and not self._halt.is_set():  # `stop` may have rung while next_check cleared
                 self._enforcer.sooner.wait(wake_at - now)
             if self._halt.is_set():
                 return

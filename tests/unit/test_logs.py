@@ -5,9 +5,12 @@ import io
 import json
 import logging
 import logging.config
+import os
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import typer
@@ -118,12 +121,56 @@ def test_lines_from_many_threads_all_land_in_each_threads_order_without_a_flush(
         thread.start()
     for thread in threads:
         thread.join()
-    wait_for(lambda: stream.getvalue().count("\n") >= 1200, timeout=10, what="all 1,200 lines written")
-    lines = stream.getvalue().splitlines()
+
+    def written() -> list[str]:  # only this test's lines: a thread another test left may log too
+        return [line for line in stream.getvalue().splitlines() if " line " in line]
+
+    wait_for(lambda: len(written()) >= 1200, timeout=10, what="all 1,200 lines written")
+    lines = written()
     assert len(lines) == 1200
     for number in range(4):
         mine = [line.rsplit(" ", 1)[1] for line in lines if f" line {number}-" in line]
         assert mine == [f"{number}-{index}" for index in range(300)]
+
+
+_LOGS_FROM_A_SIGNAL_HANDLER = """
+import io, logging, signal, sys, time
+from sqsjobs import logs
+sys.stderr = written = io.StringIO()
+logs.configure("text", "INFO")
+log = logging.getLogger("sqsjobs.worker")
+signals = 0
+def on_signal(signum, frame):
+    global signals
+    signals += 1
+    log.info("signal %d", signals)  # as the worker's SIGTERM handler logs, between any two bytecodes
+signal.signal(signal.SIGALRM, on_signal)
+signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+lines, start = 0, time.monotonic()
+while time.monotonic() - start < 2:
+    log.info("main %d", lines)
+    lines += 1
+signal.setitimer(signal.ITIMER_REAL, 0)
+logs.flush()
+print(lines + signals, written.getvalue().count("\\n"), signals)
+"""
+
+
+def test_a_signal_handler_that_logs_in_the_middle_of_a_log_call_neither_hangs_nor_loses_a_line() -> None:
+    """The writer's first doorbell was a threading.Event: `set()` holds a plain lock, and a SIGTERM
+    arriving inside it ran the worker's handler, whose log line waited on that lock for ever."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOGS_FROM_A_SIGNAL_HANDLER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    logged, written, signals = (int(x) for x in done.stdout.split())
+    assert signals > 100, "the timer should have interrupted the log calls many times"
+    assert written == logged
 
 
 def _line(formatter: TextFormatter, fields: dict[str, object]) -> str:

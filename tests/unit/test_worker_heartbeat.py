@@ -160,6 +160,21 @@ def test_a_failed_extension_is_tried_again_before_the_message_reappears(sqs_app:
     assert dead_letters(sqs_app) == []
 
 
+def test_an_extension_sqs_failed_for_the_entry_itself_is_tried_again(sqs_app: App, faults: FaultPlan) -> None:
+    """The batch call succeeds but SQS fails the entry on its side (SenderFault false): nothing was
+    extended, and the message must not be left to reappear while its job runs."""
+    set_visibility(sqs_app, 6)
+    # Twice: a second failure half a visibility after the first (where the next try used to be) left the
+    # message visible; tried again a second later, the third call lands in time.
+    faults.add(service="sqs", operation="ChangeMessageVisibilityBatch", kind="entries", times=2)
+    Slow(seconds=8).dispatch()
+    with visibility_changes() as changes:
+        assert Worker(sqs_app, WorkerOptions(sleep=1, concurrency=2, stop_when_empty=True)).run(False) == 0
+    assert faults.count(operation="ChangeMessageVisibilityBatch", kind="entries") == 2
+    assert Slow.runs == [1]
+    assert changes, "no extension ever landed"
+
+
 def test_a_heartbeat_under_way_never_overwrites_a_release(sqs_app: App, faults: FaultPlan) -> None:
     """The job is released (backoff 40 s) while a heartbeat call for its message is on the wire; the
     release must be what SQS holds at the end, not the heartbeat's 2 s."""

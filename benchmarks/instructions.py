@@ -1,0 +1,155 @@
+"""Instructions per job of each consumer, counted by valgrind's callgrind: the same number run after run.
+
+    python -m benchmarks.instructions                 # every consumer below, 100 and 300 jobs each
+    python -m benchmarks.instructions sqsjobs boto3   # only these
+
+CPU time on a shared 2-core machine moves by ±15-50% from one run to the next, which hides a 5% change;
+an instruction count does not move by 1%. Each consumer runs as `make bench` runs it (benchmarks.consumers,
+in its own process, against the counting moto server), but on a queue filled beforehand and under
+`valgrind --tool=callgrind`; the count per job is the difference between a run of 300 jobs and one of 100,
+divided by 200, so start-up cancels out. It counts work, not what threads cost on top of it (switches,
+caches): read it next to `make bench`'s CPU ratios (docs/performance.md, "Counted by instructions").
+Needs `valgrind` on PATH; each run takes 15-60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from .harness import (
+    BOTO3_CONSUMER_KEY,
+    REGION,
+    ROOT,
+    SECRET,
+    SETUP_KEY,
+    SQSJOBS_DISPATCH_KEY,
+    SQSJOBS_WORKER_KEY,
+    CountingServer,
+    child_env,
+    sqs_client,
+)
+
+#: name: (consumer kind, `sqsjobs work` options)
+CONSUMERS = {
+    "boto3": ("boto3", ""),
+    "boto3-checked": ("boto3-checked", ""),
+    "sqsjobs": ("sqsjobs", ""),
+    "sqsjobs-c4": ("sqsjobs", "--concurrency 4"),
+    "sqsjobs-async": ("sqsjobs", "--async --concurrency 4"),
+    "sqs-workers": ("sqs-workers", ""),
+}
+SMALL, LARGE = 100, 300
+
+
+def count(server: CountingServer, name: str, jobs: int) -> int:
+    """Instructions of one consumer process that runs `jobs` jobs from a queue filled beforehand."""
+    kind, options = CONSUMERS[name]
+    endpoint = server.endpoint
+    prefix = f"i{uuid.uuid4().hex[:6]}-"
+    if kind == "boto3":  # the raw loop reads what a raw producer sends
+        setup = sqs_client(endpoint, SETUP_KEY)
+        url = setup.create_queue(QueueName=f"{prefix}default")["QueueUrl"]
+        for start in range(0, jobs, 10):
+            entries = [
+                {"Id": str(n), "MessageBody": json.dumps({"job": "noop", "payload": {"n": n}})}
+                for n in range(start, min(jobs, start + 10))
+            ]
+            setup.send_message_batch(QueueUrl=url, Entries=entries)
+        env = child_env(endpoint, BOTO3_CONSUMER_KEY)
+        args = [kind, "--queue", f"{prefix}default"]
+    elif kind == "sqs-workers":
+        from . import peers
+
+        send = peers.producer_sqs_workers(prefix)
+        for start in range(0, jobs, 100):
+            send(range(start, min(jobs, start + 100)))
+        env = child_env(endpoint, BOTO3_CONSUMER_KEY)
+        args = [kind, "--queue", prefix]
+    else:
+        from sqsjobs import App
+        from sqsjobs.provisioning import provision
+
+        from . import jobs as bench_jobs
+
+        app = App(connection="sqs", queue_prefix=prefix, queues=["default"])
+        provision(app, ["default"])
+        job = bench_jobs.AsyncNoop if "--async" in options else bench_jobs.Noop
+        with app.activate():
+            for start in range(0, jobs, 100):
+                job.dispatch_many([job(n=n) for n in range(start, min(jobs, start + 100))])
+        env = child_env(
+            endpoint,
+            SQSJOBS_WORKER_KEY,
+            SQSJOBS_QUEUE_PREFIX=prefix,
+            SQSJOBS_APP="benchmarks.jobs",
+            SQSJOBS_LOG_LEVEL="INFO",
+        )
+        if kind == "sqsjobs":
+            args = ["sqsjobs", "--queue", "default", f"--worker-args={options}"]
+        else:  # the checked loop reads and validates the envelopes sqsjobs sent
+            args = [kind, "--queue", f"{prefix}default"]
+    with tempfile.TemporaryDirectory() as workdir:
+        out, calls = Path(workdir) / "out.json", Path(workdir) / "callgrind.out"
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={calls}", sys.executable]
+        command += ["-m", "benchmarks.consumers", *args, "--jobs", str(jobs), "--out", str(out)]
+        done = subprocess.run(command, check=False, env=env, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode or json.loads(out.read_text()).get("jobs") != jobs:
+            raise SystemExit(f"{name} ({jobs} jobs) failed:\n{done.stderr[-2000:]}")
+        return max(
+            int(line.split()[1]) for line in calls.read_text().splitlines() if line.startswith(("totals:", "summary:"))
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Instructions per job of each consumer (callgrind).")
+    parser.add_argument("names", nargs="*", help=f"consumers (default: all of {', '.join(CONSUMERS)})")
+    args = parser.parse_args(argv)
+    if unknown := set(args.names) - set(CONSUMERS):
+        parser.error(f"unknown consumer(s) {', '.join(sorted(unknown))}; choose from {', '.join(CONSUMERS)}")
+    if shutil.which("valgrind") is None:
+        print("valgrind is not on PATH (Debian: apt install valgrind)", file=sys.stderr)
+        return 2
+    names = args.names or list(CONSUMERS)
+    if "sqs-workers" in names:
+        from . import peers
+
+        if (why := peers.available("sqs-workers")) is not None:
+            print(f"# sqs-workers skipped: {why}")
+            names.remove("sqs-workers")
+    # This process provisions and dispatches as the bench's producer does; its own SQSJOBS_* would leak in.
+    for key in [k for k in os.environ if k.startswith(("SQSJOBS_", "AWS_ENDPOINT_URL_"))]:
+        del os.environ[key]
+    with tempfile.TemporaryDirectory() as workdir:
+        server = CountingServer(Path(workdir))
+        os.environ.update(
+            AWS_ENDPOINT_URL=server.endpoint,
+            AWS_ACCESS_KEY_ID=SQSJOBS_DISPATCH_KEY,
+            AWS_SECRET_ACCESS_KEY=SECRET,
+            AWS_DEFAULT_REGION=REGION,
+        )
+        try:
+            server.wait_ready()
+            per_job: dict[str, float] = {}
+            for name in names:
+                small, large = count(server, name, SMALL), count(server, name, LARGE)
+                per_job[name] = (large - small) / (LARGE - SMALL)
+                print(f"# {name}: {per_job[name]:,.0f} instructions per job", flush=True)
+        finally:
+            server.stop()
+    base = per_job.get("boto3")
+    print("\n| consumer | instructions per job | x raw boto3 |\n| --- | ---: | ---: |")
+    for name, value in per_job.items():
+        print(f"| {name} | {value:,.0f} | {value / base:.2f} |" if base else f"| {name} | {value:,.0f} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
