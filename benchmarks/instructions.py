@@ -40,6 +40,7 @@ from .harness import (
 #: name: (consumer kind, `sqsjobs work` options)
 CONSUMERS = {
     "boto3": ("boto3", ""),
+    "boto3-pool": ("boto3-pool", "--concurrency 4"),
     "boto3-checked": ("boto3-checked", ""),
     "sqsjobs": ("sqsjobs", ""),
     "sqsjobs-c4": ("sqsjobs", "--concurrency 4"),
@@ -54,7 +55,7 @@ def count(server: CountingServer, name: str, jobs: int) -> int:
     kind, options = CONSUMERS[name]
     endpoint = server.endpoint
     prefix = f"i{uuid.uuid4().hex[:6]}-"
-    if kind == "boto3":  # the raw loop reads what a raw producer sends
+    if kind in ("boto3", "boto3-pool"):  # the raw loops read what a raw producer sends
         setup = sqs_client(endpoint, SETUP_KEY)
         url = setup.create_queue(QueueName=f"{prefix}default")["QueueUrl"]
         for start in range(0, jobs, 10):
@@ -64,7 +65,7 @@ def count(server: CountingServer, name: str, jobs: int) -> int:
             ]
             setup.send_message_batch(QueueUrl=url, Entries=entries)
         env = child_env(endpoint, BOTO3_CONSUMER_KEY)
-        args = [kind, "--queue", f"{prefix}default"]
+        args = [kind, "--queue", f"{prefix}default", *options.split()]
     elif kind == "sqs-workers":
         from . import peers
 
@@ -101,7 +102,7 @@ def count(server: CountingServer, name: str, jobs: int) -> int:
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={calls}", sys.executable]
         command += ["-m", "benchmarks.consumers", *args, "--jobs", str(jobs), "--out", str(out)]
         done = subprocess.run(command, check=False, env=env, cwd=ROOT, capture_output=True, text=True)
-        if done.returncode or json.loads(out.read_text()).get("jobs") != jobs:
+        if done.returncode or not out.exists() or json.loads(out.read_text()).get("jobs") != jobs:
             raise SystemExit(f"{name} ({jobs} jobs) failed:\n{done.stderr[-2000:]}")
         return max(
             int(line.split()[1]) for line in calls.read_text().splitlines() if line.startswith(("totals:", "summary:"))

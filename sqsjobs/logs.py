@@ -264,8 +264,10 @@ class _Writer(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self._records.append(record)
         if not self._rung:
-            self._rung = True
-            self._bell.put(None)
+            try:
+                self._rung = True
+            finally:  # an exception raised into this thread (a job's timeout) must not leave it rung and silent
+                self._bell.put(None)
 
     def handle(self, record: logging.LogRecord) -> bool:
         # Handler.handle takes the handler's lock around emit; appending to a deque needs none.
@@ -342,6 +344,6 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger("sqsjobs")
     root.handlers[:] = [_writer]
     if previous is not None:
-        previous.stop()  # after the swap: a record logged meanwhile went to one writer or the other
+        previous.stop()  # after the swap, so records logged until then are written by one writer or the other
     root.setLevel(level.upper())
     root.propagate = False

@@ -116,8 +116,8 @@ class Connection(Protocol):
 
     def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> list[ReceivedMessage]:
         """Set each message's visibility; return those whose change failed on the service's side (worth
-        trying again: the heartbeat does). A change refused for the message itself (an expired receipt
-        handle) is logged, not returned."""
+        trying again: the heartbeat does). Every failed entry is logged; one refused for the message
+        itself (an expired receipt handle) is not returned."""
         ...
 
     def send_to_dlq(self, queue: str, message: OutgoingMessage) -> None: ...

@@ -257,13 +257,15 @@ def _log_failed(
         message = chunk[int(failure["Id"])]
         failed.append(message)
         log.warning(
-            "could not %s message %s on %s: %s %s (its visibility timeout had probably expired; "
-            "another receive may run it again)",
+            "could not %s message %s on %s: %s %s (%s)",
             action,
             message.message_id,
             queue,
             failure.get("Code", ""),
             failure.get("Message", ""),
+            "its visibility timeout had probably expired; another receive may run it again"
+            if failure.get("SenderFault", True)
+            else "a failure on SQS's side",
         )
     return failed
 

@@ -22,7 +22,8 @@ _IDLE_S = 1.0
 
 
 class Deleter:
-    """Collects deletes; sends a queue's batch when it holds 10, or when its oldest waited `flush_s`."""
+    """Collects deletes; sends a queue's batch when it holds 10, or when its oldest waited `flush_s` (up to
+    twice that for one left over when full batches went)."""
 
     def __init__(self, connection: Connection, payloads: PayloadStore | None, flush_s: float) -> None:
         self._connection = connection
@@ -53,8 +54,8 @@ class Deleter:
     def add(self, message: ReceivedMessage, drop_payload: bool = False) -> None:
         """Delete `message` with the next batch; with `drop_payload`, its S3 payload after that."""
         with self._lock:
+            first = not self._pending  # the thread sleeps with no deadline: it needs this one
             batch = self._pending.get(message.queue)
-            first = batch is None
             if batch is None:
                 batch = self._pending[message.queue] = []
                 self._oldest[message.queue] = time.monotonic()
@@ -96,8 +97,9 @@ class Deleter:
         batches: dict[str, list[ReceivedMessage]] = {}
         with self._lock:
             for queue, pending in list(self._pending.items()):
-                # A queue whose oldest waited long enough goes whole; else only whole batches of 10 go,
-                # and the remainder (newer than those) waits for more or for its time, from now.
+                # A queue whose oldest waited long enough goes whole; else only whole batches of 10 go, and
+                # the remainder waits for more or for its time, counted from now: fuller batches (fewer
+                # calls) for at most one more `flush_s` of waiting.
                 whole = len(pending) if force or now - self._oldest[queue] >= self._flush_s else len(pending) // 10 * 10
                 if not whole:
                     continue

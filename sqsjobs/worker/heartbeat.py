@@ -71,8 +71,9 @@ class Heartbeat:
         #: When the sleeping thread wakes by itself (None: it is awake); `track` wakes it sooner.
         self._sleeping_until: float | None = None
         self._halt = threading.Event()
-        #: Failed calls in a row: the first is logged with its traceback, the rest in one line each.
-        self._failures = 0
+        #: Failed calls in a row, per queue: the first is logged with its traceback, the rest in one line
+        #: each, and each waits a second longer (up to a quarter of the visibility) before the next try.
+        self._failures: dict[str, int] = {}
         self._thread = threading.Thread(target=self._run, name="sqsjobs-heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -144,25 +145,26 @@ class Heartbeat:
                 try:
                     failed = self._connection.change_visibility(queue, items)
                 except Exception as exc:
-                    self._failures += 1
-                    log.warning(
+                    failures = self._failures[queue] = self._failures.get(queue, 0) + 1
+                    log.log(
+                        logging.ERROR if failures == 1 else logging.WARNING,
                         "heartbeat for %d message(s) on %s failed (%d in a row); trying again: %s",
                         len(items),
                         queue,
-                        self._failures,
+                        failures,
                         exc,
-                        exc_info=self._failures == 1,
+                        exc_info=failures == 1,
                     )
-                    self._retry([message for message, _ in items])
+                    self._retry([message for message, _ in items], failures)
                 else:
-                    self._failures = 0
-                    self._retry(failed)
+                    self._failures.pop(queue, None)
+                    self._retry(failed, 1)
         finally:
             with self._cond:
                 self._calling.clear()
                 self._cond.notify_all()
 
-    def _retry(self, messages: list[ReceivedMessage]) -> None:
+    def _retry(self, messages: list[ReceivedMessage], failures: int) -> None:
         if not messages:
             return
         now = time.monotonic()
@@ -170,7 +172,7 @@ class Heartbeat:
             for message in messages:
                 tracked = self._tracked.get(message.receipt_handle)
                 if tracked is not None:
-                    tracked.due_at = now + min(_RETRY_S, tracked.visibility / 4)
+                    tracked.due_at = now + min(_RETRY_S * failures, tracked.visibility / 4)
 
     def _due(self) -> dict[str, list[tuple[ReceivedMessage, int]]]:
         now = time.monotonic()
@@ -181,7 +183,8 @@ class Heartbeat:
                 if tracked.due_at > now + min(_SLACK_S, tracked.visibility / 10):
                     continue
                 # SQS counts the 12-hour visibility cap from receipt; past it we cannot hold on.
-                left = MAX_VISIBILITY_SECONDS - _MARGIN_S - (wall - tracked.message.received_at)
+                received = tracked.message.received_at
+                left = MAX_VISIBILITY_SECONDS - _MARGIN_S - (wall - received) if received else math.inf
                 extend = int(min(tracked.visibility, left))
                 if extend <= 0:
                     tracked.due_at = math.inf  # nothing more can be done for it
