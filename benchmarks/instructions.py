@@ -24,18 +24,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from .harness import (
-    BOTO3_CONSUMER_KEY,
-    REGION,
-    ROOT,
-    SECRET,
-    SETUP_KEY,
-    SQSJOBS_DISPATCH_KEY,
-    SQSJOBS_WORKER_KEY,
-    CountingServer,
-    child_env,
-    sqs_client,
-)
+from . import harness
 
 #: name: (consumer kind, `sqsjobs work` options)
 CONSUMERS = {
@@ -50,13 +39,13 @@ CONSUMERS = {
 SMALL, LARGE = 100, 300
 
 
-def count(server: CountingServer, name: str, jobs: int) -> int:
+def count(server: harness.CountingServer, name: str, jobs: int) -> int:
     """Instructions of one consumer process that runs `jobs` jobs from a queue filled beforehand."""
     kind, options = CONSUMERS[name]
     endpoint = server.endpoint
     prefix = f"i{uuid.uuid4().hex[:6]}-"
     if kind in ("boto3", "boto3-pool"):  # the raw loops read what a raw producer sends
-        setup = sqs_client(endpoint, SETUP_KEY)
+        setup = harness.sqs_client(endpoint, harness.SETUP_KEY)
         url = setup.create_queue(QueueName=f"{prefix}default")["QueueUrl"]
         for start in range(0, jobs, 10):
             entries = [
@@ -64,7 +53,7 @@ def count(server: CountingServer, name: str, jobs: int) -> int:
                 for n in range(start, min(jobs, start + 10))
             ]
             setup.send_message_batch(QueueUrl=url, Entries=entries)
-        env = child_env(endpoint, BOTO3_CONSUMER_KEY)
+        env = harness.child_env(endpoint, harness.BOTO3_CONSUMER_KEY)
         args = [kind, "--queue", f"{prefix}default", *options.split()]
     elif kind == "sqs-workers":
         from . import peers
@@ -72,7 +61,7 @@ def count(server: CountingServer, name: str, jobs: int) -> int:
         send = peers.producer_sqs_workers(prefix)
         for start in range(0, jobs, 100):
             send(range(start, min(jobs, start + 100)))
-        env = child_env(endpoint, BOTO3_CONSUMER_KEY)
+        env = harness.child_env(endpoint, harness.BOTO3_CONSUMER_KEY)
         args = [kind, "--queue", prefix]
     else:
         from sqsjobs import App
@@ -86,9 +75,9 @@ def count(server: CountingServer, name: str, jobs: int) -> int:
         with app.activate():
             for start in range(0, jobs, 100):
                 job.dispatch_many([job(n=n) for n in range(start, min(jobs, start + 100))])
-        env = child_env(
+        env = harness.child_env(
             endpoint,
-            SQSJOBS_WORKER_KEY,
+            harness.SQSJOBS_WORKER_KEY,
             SQSJOBS_QUEUE_PREFIX=prefix,
             SQSJOBS_APP="benchmarks.jobs",
             SQSJOBS_LOG_LEVEL="INFO",
@@ -101,7 +90,7 @@ def count(server: CountingServer, name: str, jobs: int) -> int:
         out, calls = Path(workdir) / "out.json", Path(workdir) / "callgrind.out"
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={calls}", sys.executable]
         command += ["-m", "benchmarks.consumers", *args, "--jobs", str(jobs), "--out", str(out)]
-        done = subprocess.run(command, check=False, env=env, cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(command, check=False, env=env, cwd=harness.ROOT, capture_output=True, text=True)
         if done.returncode or not out.exists() or json.loads(out.read_text()).get("jobs") != jobs:
             raise SystemExit(f"{name} ({jobs} jobs) failed:\n{done.stderr[-2000:]}")
         return max(
@@ -129,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     for key in [k for k in os.environ if k.startswith(("SQSJOBS_", "AWS_ENDPOINT_URL_"))]:
         del os.environ[key]
     with tempfile.TemporaryDirectory() as workdir:
-        server = CountingServer(Path(workdir))
+        server = harness.CountingServer(Path(workdir))
         os.environ.update(
             AWS_ENDPOINT_URL=server.endpoint,
-            AWS_ACCESS_KEY_ID=SQSJOBS_DISPATCH_KEY,
-            AWS_SECRET_ACCESS_KEY=SECRET,
-            AWS_DEFAULT_REGION=REGION,
+            AWS_ACCESS_KEY_ID=harness.SQSJOBS_DISPATCH_KEY,
+            AWS_SECRET_ACCESS_KEY=harness.SECRET,
+            AWS_DEFAULT_REGION=harness.REGION,
         )
         try:
             server.wait_ready()

@@ -145,34 +145,27 @@ def test_slow_deletes_do_not_starve_the_heartbeat(sqs_app: App, faults: FaultPla
     assert Slow.runs == [1]
 
 
-def test_a_failed_extension_is_tried_again_before_the_message_reappears(sqs_app: App, faults: FaultPlan) -> None:
-    """Both tries of the first extension fail (HTTP 500). The heartbeat used to wait another half a
-    visibility timeout after that, by which time the message was visible again and the long job ran
-    a second time; it now tries again a second later."""
-    set_visibility(sqs_app, 4)
-    faults.add(service="sqs", operation="ChangeMessageVisibilityBatch", kind="500", times=2)
-    Slow(seconds=6).dispatch()
+@pytest.mark.parametrize(
+    ("kind", "visibility", "seconds"),
+    [("500", 4, 6), ("entries", 6, 8)],
+    ids=["the-call-fails", "sqs-fails-the-entry"],
+)
+def test_a_failed_extension_is_tried_again_before_the_message_reappears(
+    sqs_app: App, faults: FaultPlan, kind: str, visibility: int, seconds: float
+) -> None:
+    """The extension fails twice: both tries of the call (HTTP 500), or SQS's answer for the entry
+    itself (`SenderFault` false, the call a success). The heartbeat used to wait another half a
+    visibility timeout after a failure, by which time the message was visible again and the long job
+    ran a second time; it now tries again a second later."""
+    set_visibility(sqs_app, visibility)
+    faults.add(service="sqs", operation="ChangeMessageVisibilityBatch", kind=kind, times=2)
+    Slow(seconds=seconds).dispatch()
     with visibility_changes() as changes:
         assert Worker(sqs_app, WorkerOptions(sleep=1, concurrency=2, stop_when_empty=True)).run(False) == 0
-    assert faults.count(operation="ChangeMessageVisibilityBatch", kind="500") == 2
+    assert faults.count(operation="ChangeMessageVisibilityBatch", kind=kind) == 2
     assert Slow.runs == [1]
     assert changes, "no extension ever landed"
     assert dead_letters(sqs_app) == []
-
-
-def test_an_extension_sqs_failed_for_the_entry_itself_is_tried_again(sqs_app: App, faults: FaultPlan) -> None:
-    """The batch call succeeds but SQS fails the entry on its side (SenderFault false): nothing was
-    extended, and the message must not be left to reappear while its job runs."""
-    set_visibility(sqs_app, 6)
-    # Twice: a second failure half a visibility after the first (where the next try used to be) left the
-    # message visible; tried again a second later, the third call lands in time.
-    faults.add(service="sqs", operation="ChangeMessageVisibilityBatch", kind="entries", times=2)
-    Slow(seconds=8).dispatch()
-    with visibility_changes() as changes:
-        assert Worker(sqs_app, WorkerOptions(sleep=1, concurrency=2, stop_when_empty=True)).run(False) == 0
-    assert faults.count(operation="ChangeMessageVisibilityBatch", kind="entries") == 2
-    assert Slow.runs == [1]
-    assert changes, "no extension ever landed"
 
 
 def test_a_heartbeat_under_way_never_overwrites_a_release(sqs_app: App, faults: FaultPlan) -> None:
