@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,15 @@ class ReceivedMessage:
     group_id: str | None = None
 
 
+class Undeleted(NamedTuple):
+    """A message a delete left in its queue. `retry`: the service failed that entry on its own side
+    (SQS's `SenderFault` false), so the same receipt handle may well work a moment later; otherwise the
+    message itself was refused (an expired receipt handle: it may already be running elsewhere)."""
+
+    message: ReceivedMessage
+    retry: bool
+
+
 @dataclass(slots=True)
 class QueueInfo:
     """What the worker and `check` need to know about a queue, read once."""
@@ -110,8 +119,9 @@ class Connection(Protocol):
         """
         ...
 
-    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
-        """Delete messages; return those that could not be deleted (they may be delivered again)."""
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[Undeleted]:
+        """Delete messages; return those that could not be deleted (they may be delivered again), each
+        saying whether trying again may help. Every failed entry is logged."""
         ...
 
     def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> list[ReceivedMessage]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from .. import policy
 from ..decisions import Decision, Postpone, Release
 from ..errors import NeverRanError
-from .base import BatchFailure, Connection, OutgoingMessage, QueueInfo, ReceivedMessage
+from .base import BatchFailure, Connection, OutgoingMessage, QueueInfo, ReceivedMessage, Undeleted
 
 RunMessage = Callable[[ReceivedMessage, Connection], Decision]
 
@@ -54,7 +54,7 @@ class NullConnection:
     ) -> list[ReceivedMessage]:
         return []
 
-    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[Undeleted]:
         return []
 
     def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> list[ReceivedMessage]:

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .base import BatchFailure, OutgoingMessage, QueueInfo, ReceivedMessage
+from .base import BatchFailure, OutgoingMessage, QueueInfo, ReceivedMessage, Undeleted
 
 
 @dataclass(slots=True)
@@ -141,7 +141,7 @@ class MemoryConnection:
             )
         return out
 
-    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[Undeleted]:
         handles = {m.receipt_handle for m in messages}
         with self._cond:
             q = self._queue(queue)

@@ -20,7 +20,7 @@ from ..errors import ConfigurationError
 from ..settings import Settings
 from ..timing import MAX_VISIBILITY_SECONDS
 from ..tracing import xray_header
-from .base import BatchFailure, OutgoingMessage, QueueInfo, ReceivedMessage
+from .base import BatchFailure, OutgoingMessage, QueueInfo, ReceivedMessage, Undeleted
 
 if TYPE_CHECKING:
     from ..payloads import PayloadStore
@@ -169,16 +169,18 @@ class SqsConnection:
             self.payloads.resolve(message)  # never raises: a bad pointer is that message's problem only
         return messages
 
-    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
+    def delete(self, queue: str, messages: Sequence[ReceivedMessage]) -> list[Undeleted]:
         url = self.url(queue)
-        kept: list[ReceivedMessage] = []
+        kept: list[Undeleted] = []
         for start in range(0, len(messages), 10):
             chunk = messages[start : start + 10]
             response = self.client.delete_message_batch(
                 QueueUrl=url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)],
             )
-            kept.extend(_log_failed("delete", queue, chunk, response))
+            _log_failed("delete", queue, chunk, response)
+            # SenderFault false: SQS's own failure for that entry, not the message's (DeleteMessageBatch)
+            kept.extend(Undeleted(chunk[int(f["Id"])], not f.get("SenderFault")) for f in response.get("Failed", []))
         return kept
 
     def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> list[ReceivedMessage]:
@@ -248,14 +250,10 @@ def entry_params(message: OutgoingMessage) -> dict[str, Any]:
     return entry
 
 
-def _log_failed(
-    action: str, queue: str, chunk: Sequence[ReceivedMessage], response: dict[str, Any]
-) -> list[ReceivedMessage]:
+def _log_failed(action: str, queue: str, chunk: Sequence[ReceivedMessage], response: dict[str, Any]) -> None:
     """A batch call can succeed while entries fail (an expired receipt handle, usually): say which."""
-    failed: list[ReceivedMessage] = []
     for failure in response.get("Failed", []):
         message = chunk[int(failure["Id"])]
-        failed.append(message)
         log.warning(
             "could not %s message %s on %s: %s %s (%s)",
             action,
@@ -267,7 +265,6 @@ def _log_failed(
             if failure.get("SenderFault", True)
             else "a failure on SQS's side",
         )
-    return failed
 
 
 def _code(exc: ClientError) -> str:

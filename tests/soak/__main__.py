@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds after the last dispatch that kills go on (default 15); then the tail drains",
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds before the run gives up (default 900)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before the run gives up (default 1800)")
     parser.add_argument("--max-depth", type=int, default=60, help="queue depth the driver keeps under")
     parser.add_argument("--workdir", type=Path, default=None, help="markers and logs (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write figures and violations here")

@@ -50,7 +50,7 @@ class Options:
     kill_every: float = 5.0
     fault_rate: float | None = None  # None: 0.1 when sqsjobs/testing/faults.py exists, else 0
     seed: int = 1
-    timeout: float = 900.0
+    timeout: float = 1800.0
     concurrency: int = 4
     threshold: int = 4096
     max_depth: int = 60
