@@ -118,8 +118,9 @@ class Settler:
         return max(0, math.floor(MAX_VISIBILITY_SECONDS - _VISIBILITY_MARGIN_S - used))
 
     def release(self, items: Sequence[tuple[ReceivedMessage, int]]) -> None:
-        """Visibility changes, cut to what SQS accepts; a failure is logged (the message then comes
-        back when its current visibility ends, which spends nothing more)."""
+        """Visibility changes, cut to what SQS accepts. An entry SQS failed on its side is tried once
+        more at once; a failure is logged (the message then comes back when its current visibility
+        ends, sooner or later than asked, which spends nothing more)."""
         by_queue: dict[str, list[tuple[ReceivedMessage, int]]] = {}
         for message, delay in items:
             allowed = self.visibility_left(message)
@@ -133,7 +134,9 @@ class Settler:
             by_queue.setdefault(message.queue, []).append((message, max(0, min(int(delay), allowed))))
         for queue, entries in by_queue.items():
             try:
-                self.connection.change_visibility(queue, entries)
+                again = set(map(id, self.connection.change_visibility(queue, entries)))
+                if again:  # SQS's own failure for those entries (logged): a second call usually lands
+                    self.connection.change_visibility(queue, [e for e in entries if id(e[0]) in again])
             except Exception:
                 log.exception("could not change the visibility of %d message(s) on %s", len(entries), queue)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from botocore import handlers as botocore_handlers
 
 from sqsjobs import App, aws
 
@@ -107,3 +110,36 @@ def sqs_requests(action: str) -> list[dict[str, Any]]:
         f"provide-client-params.sqs.{action}", lambda params, **_: seen.append(dict(params))
     )
     return seen
+
+
+@contextlib.contextmanager
+def visibility_changes() -> Iterator[list[tuple[str, int]]]:
+    """(receipt handle, seconds) of every visibility change SQS applied, in the order they landed,
+    from every SQS client (clients made from now on, and the shared one)."""
+    landed: list[tuple[str, int]] = []
+    key = "test.visibility-entries"
+
+    def sent(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context.setdefault(key, [(e["ReceiptHandle"], int(e["VisibilityTimeout"])) for e in params["Entries"]])
+
+    def answered(http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        entries = context.pop(key, [])
+        if http_response.status_code < 300:
+            failed = {int(f["Id"]) for f in parsed.get("Failed", [])}
+            landed.extend(entry for index, entry in enumerate(entries) if index not in failed)
+
+    specs = [
+        ("provide-client-params.sqs.ChangeMessageVisibilityBatch", sent),
+        ("after-call.sqs.ChangeMessageVisibilityBatch", answered),
+    ]
+    botocore_handlers.BUILTIN_HANDLERS.extend(specs)
+    shared = aws.client("sqs")
+    for event, handler in specs:
+        shared.meta.events.register(event, handler)
+    try:
+        yield landed
+    finally:
+        for spec in specs:
+            botocore_handlers.BUILTIN_HANDLERS.remove(spec)
+        for event, handler in specs:
+            shared.meta.events.unregister(event, handler)

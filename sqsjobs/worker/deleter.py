@@ -102,30 +102,36 @@ class Deleter:
             except Exception as exc:  # botocore has tried already; the call may still work a moment later
                 undeleted = [Undeleted(m, True) for m in messages]
                 failure = exc
-            retrying = self._again(queue, [u.message for u in undeleted if u.retry], failure)
+            retrying = self._again(queue, messages, [u.message for u in undeleted if u.retry], failure)
             self._drop_payloads(messages, {u.message.receipt_handle for u in undeleted}, retrying)
 
-    def _again(self, queue: str, failed: list[ReceivedMessage], failure: Exception | None) -> set[str]:
+    def _again(
+        self, queue: str, sent: list[ReceivedMessage], failed: list[ReceivedMessage], failure: Exception | None
+    ) -> set[str]:
         """Put failed deletes back, due after their backoff; returns their receipt handles. Those that
         used their tries are given up (their jobs will run again)."""
         now = time.monotonic()
         retrying: list[ReceivedMessage] = []
         given_up = 0
         with self._lock:
+            # Every message sent leaves the count (a retry that landed, too); those failing again come back in.
+            earlier = {
+                m.receipt_handle: self._tries.pop(m.receipt_handle) for m in sent if m.receipt_handle in self._tries
+            }
             for message in failed:
-                tries = self._tries.pop(message.receipt_handle, 0) + 1
+                tries = earlier.get(message.receipt_handle, 0) + 1
                 if tries > _RETRIES:
                     given_up += 1
                     continue
                 self._tries[message.receipt_handle] = tries
                 retrying.append(message)
+            first = any(self._tries[m.receipt_handle] == 1 for m in retrying)
             if retrying:
                 delay = max(self._tries[m.receipt_handle] for m in retrying)
                 self._pending[queue] = retrying + self._pending.get(queue, [])
                 due = now + delay - self._flush_s  # `_due` sends a queue flush_s after its "oldest"
                 self._oldest[queue] = min(self._oldest.get(queue, due), due)
         if failure is not None and retrying:
-            first = any(self._tries[m.receipt_handle] == 1 for m in retrying)
             (log.error if first else log.warning)(
                 "could not delete %d finished message(s) from %s (%s); trying again",
                 len(retrying),

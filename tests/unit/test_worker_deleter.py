@@ -79,3 +79,19 @@ def test_a_failed_delete_is_tried_again_and_the_job_runs_once(
     }, "the finished message is still in its queue"
     assert aws.client("s3").list_objects_v2(Bucket=s3_app.settings.bucket).get("KeyCount") == 0
     assert dead_letters(s3_app) == []
+
+
+def test_a_retried_delete_that_lands_forgets_its_tries(sqs_app: App, faults: FaultPlan) -> None:
+    """The count of tries is kept per receipt handle while a delete is retried; one whose retry landed
+    must leave it, or a long-running worker grows by one entry per retried delete."""
+    connection = sqs_app.connection
+    connection.send("default", OutgoingMessage(body="{}"))
+    (message,) = connection.receive("default", 1, 0, visibility_timeout=60)
+    faults.add(service="sqs", operation="DeleteMessageBatch", kind="entries", times=1)
+    deleter = Deleter(connection, None, flush_s=0.2)
+    deleter.add(message)
+    deleter.flush(force=True)
+    assert counts(sqs_app, "default")["ApproximateNumberOfMessagesNotVisible"] == 1
+    deleter.flush(force=True)
+    assert counts(sqs_app, "default")["ApproximateNumberOfMessagesNotVisible"] == 0
+    assert deleter._tries == {}

@@ -7,21 +7,18 @@ the calls of every SQS client, not only the shared one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
-from botocore import handlers as botocore_handlers
 
 from sqsjobs import App, aws
 from sqsjobs.job_class import Job
 from sqsjobs.testing import faults as fault_injection
 from sqsjobs.testing.faults import FaultPlan
 from sqsjobs.worker import Worker, WorkerOptions
-from tests.helpers import dead_letters, queue_url, sqs_requests, wait_for, work_for
+from tests.helpers import dead_letters, queue_url, sqs_requests, visibility_changes, wait_for, work_for
 
 
 class Slow(Job, name="heartbeat.slow"):
@@ -85,39 +82,6 @@ def _reset() -> None:
 def set_visibility(app: App, seconds: int) -> None:
     url = queue_url(app, "default")
     aws.client("sqs").set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": str(seconds)})
-
-
-@contextlib.contextmanager
-def visibility_changes() -> Iterator[list[tuple[str, int]]]:
-    """(receipt handle, seconds) of every visibility change SQS applied, in the order they landed,
-    from every SQS client (clients made from now on, and the shared one)."""
-    landed: list[tuple[str, int]] = []
-    key = "test.visibility-entries"
-
-    def sent(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        context.setdefault(key, [(e["ReceiptHandle"], int(e["VisibilityTimeout"])) for e in params["Entries"]])
-
-    def answered(http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        entries = context.pop(key, [])
-        if http_response.status_code < 300:
-            failed = {int(f["Id"]) for f in parsed.get("Failed", [])}
-            landed.extend(entry for index, entry in enumerate(entries) if index not in failed)
-
-    specs = [
-        ("provide-client-params.sqs.ChangeMessageVisibilityBatch", sent),
-        ("after-call.sqs.ChangeMessageVisibilityBatch", answered),
-    ]
-    botocore_handlers.BUILTIN_HANDLERS.extend(specs)
-    shared = aws.client("sqs")
-    for event, handler in specs:
-        shared.meta.events.register(event, handler)
-    try:
-        yield landed
-    finally:
-        for spec in specs:
-            botocore_handlers.BUILTIN_HANDLERS.remove(spec)
-        for event, handler in specs:
-            shared.meta.events.unregister(event, handler)
 
 
 def test_a_job_longer_than_the_visibility_timeout_runs_once(sqs_app: App) -> None:
