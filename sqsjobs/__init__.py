@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__ as __version__
 from .app import App, cancel, current_app, job_status, use
-from .connections.base import Connection, OutgoingMessage, ReceivedMessage
+from .connections.base import Connection, OutgoingMessage, ReceivedMessage, Undeleted
 from .decisions import Ack, Decision, Defer, Fail, Postpone, Release
 from .dispatched import Dispatched
 from .errors import (
@@ -124,6 +124,7 @@ __all__ = [
     "SkipIfBatchCancelled",
     "SqsJobsError",
     "ThrottlesExceptions",
+    "Undeleted",
     "WithoutOverlapping",
     "batch",
     "cancel",

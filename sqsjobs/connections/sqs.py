@@ -180,7 +180,8 @@ class SqsConnection:
             )
             _log_failed("delete", queue, chunk, response)
             # SenderFault false: SQS's own failure for that entry, not the message's (DeleteMessageBatch)
-            kept.extend(Undeleted(chunk[int(f["Id"])], not f.get("SenderFault")) for f in response.get("Failed", []))
+            for failure in response.get("Failed", []):
+                kept.append(Undeleted(chunk[int(failure["Id"])], not failure.get("SenderFault", True)))
         return kept
 
     def change_visibility(self, queue: str, items: Sequence[tuple[ReceivedMessage, int]]) -> list[ReceivedMessage]:
@@ -197,7 +198,7 @@ class SqsConnection:
             )
             _log_failed("change visibility of", queue, [m for m, _ in chunk], response)
             # SenderFault false: SQS's own failure for that entry, not the message's (ChangeMessageVisibilityBatch)
-            retry.extend(chunk[int(f["Id"])][0] for f in response.get("Failed", []) if not f.get("SenderFault"))
+            retry.extend(chunk[int(f["Id"])][0] for f in response.get("Failed", []) if not f.get("SenderFault", True))
         return retry
 
     def counts(self, queue: str) -> dict[str, int]:
