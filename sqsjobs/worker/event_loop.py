@@ -46,8 +46,7 @@ log = logging.getLogger("sqsjobs.worker")
 
 #: Pool threads besides the `concurrency` sync jobs: the one waiting for messages, begin/finish, settling.
 _SPARE_THREADS = 4
-#: How often the loop says it is turning, and how long without a word means it no longer does.
-_BEAT_S = 0.1
+#: How long the loop may take to run a callback before it counts as held by a job.
 _STALLED_S = 1.0
 #: How often a stopping loop looks whether the jobs it waits for have been settled.
 _DRAIN_POLL_S = 0.05
@@ -78,8 +77,8 @@ class AsyncJobs:
         self._pool = DaemonPool(
             concurrency + _SPARE_THREADS, "sqsjobs-pool", initializer=lambda: context.activate(runner.app)
         )
-        #: When the loop last turned (set on the loop while it serves; see `join`).
-        self._beat = time.monotonic()
+        #: True while the loop serves messages; after that it only cancels what is left (see `join`).
+        self._serving = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._context = contextvars.Context()
         #: Coroutine jobs on the loop (asyncio keeps only weak references to tasks).
@@ -95,7 +94,6 @@ class AsyncJobs:
         self._launch_signalled = False
 
     def start(self) -> None:
-        self._beat = time.monotonic()
         self._thread.start()
 
     def join(self, abandoned: Callable[[threading.Thread], bool]) -> None:
@@ -106,10 +104,22 @@ class AsyncJobs:
         left and asyncio would wait for their cancellation for ever. Its thread is a daemon, left behind.
         """
         while self._thread.is_alive():
-            if abandoned(self._thread) and time.monotonic() - self._beat > _STALLED_S:
+            if abandoned(self._thread) and not (self._serving and self._turns()):
                 log.warning("the event loop is held by a job that ignored its timeout; leaving it behind")
                 return
             self._thread.join(0.2)
+
+    def _turns(self) -> bool:
+        """Whether the loop runs a callback within `_STALLED_S`. Asked only when a job was abandoned: a
+        beat kept on the loop instead woke an idle worker ten times a second."""
+        loop, turned = self._loop, threading.Event()
+        if loop is None:
+            return False
+        try:
+            loop.call_soon_threadsafe(turned.set)
+        except RuntimeError:  # closed: nothing turns it any more
+            return False
+        return turned.wait(_STALLED_S)
 
     def _main(self) -> None:
         context.activate(self._runner.app)
@@ -119,16 +129,11 @@ class AsyncJobs:
             self._pool.shutdown()
 
     async def _serve(self) -> None:
-        beat = asyncio.create_task(self._beating())
+        self._serving = True
         try:
             await self._serve_messages()
         finally:
-            beat.cancel()  # from here on the loop only cancels what is left: `join` may stop waiting
-
-    async def _beating(self) -> None:
-        while True:
-            self._beat = time.monotonic()
-            await asyncio.sleep(_BEAT_S)
+            self._serving = False  # from here on the loop only cancels what is left: `join` may stop waiting
 
     async def _serve_messages(self) -> None:
         self._loop = loop = asyncio.get_running_loop()

@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from sqsjobs import App
 from sqsjobs.worker import Worker, WorkerOptions
 from tests.helpers import sqs_requests, wait_for
@@ -27,15 +29,17 @@ def _wakes(thread: threading.Thread) -> int:
     return int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
 
 
-def test_an_idle_workers_own_threads_sleep_instead_of_ticking(sqs_app: App) -> None:
+@pytest.mark.parametrize("event_loop", [False, True], ids=["threads", "async"])
+def test_an_idle_workers_own_threads_sleep_instead_of_ticking(sqs_app: App, event_loop: bool) -> None:
     """The heartbeat, the deleter and the timeout watchdog each woke ten times a second whether or not
     they had anything to do: thirty wake-ups a second for an idle worker, more CPU than its long polls.
-    They now sleep until something is due (at most a second at a time)."""
-    worker = Worker(sqs_app, WorkerOptions(sleep=1))
+    They now sleep until something is due (at most a second at a time). The `--async` loop kept a beat
+    ten times a second too, read only when a job ignored its timeout; it is now asked then instead."""
+    worker = Worker(sqs_app, WorkerOptions(sleep=1, event_loop=event_loop))
     running = threading.Thread(target=worker.run, kwargs={"install_signals": False})
     running.start()
     try:
-        names = ("sqsjobs-heartbeat", "sqsjobs-deleter", "sqsjobs-watchdog")
+        names = ("sqsjobs-heartbeat", "sqsjobs-deleter", "sqsjobs-watchdog", *(("sqsjobs-loop",) if event_loop else ()))
         threads = wait_for(
             lambda: (
                 (found := {t.name: t for t in threading.enumerate() if t.name in names}).keys() == set(names) and found
