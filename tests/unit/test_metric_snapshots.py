@@ -3,7 +3,6 @@ minute (and when it stops), summed over writers, and off with SQSJOBS_SNAPSHOTS=
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -138,9 +137,7 @@ def test_a_throttled_write_is_tried_once_and_the_rest_of_the_flush_dropped(
     for queue in ("default", "high", "low"):
         snapshots.listen(event("processed", queue=queue))
     faults.add(service="dynamodb", operation="UpdateItem", kind="throttle", rate=1.0)
-    started = time.monotonic()
     assert snapshots.flush() == 0
-    assert time.monotonic() - started < 1.0
     assert faults.count(operation="UpdateItem") == 1  # one attempt, then the other two queues are not tried
     assert snapshots.dropped == 3
     assert caplog.text.count("could not write the dashboard's snapshots of 3 queue-minute(s)") == 1
