@@ -133,12 +133,15 @@ class Settler:
                 )
             by_queue.setdefault(message.queue, []).append((message, max(0, min(int(delay), allowed))))
         for queue, entries in by_queue.items():
+            sending = entries
             try:
-                again = set(map(id, self.connection.change_visibility(queue, entries)))
+                failed = self.connection.change_visibility(queue, sending) or []  # None: a connection of old
+                again = {m.receipt_handle for m in failed}
                 if again:  # SQS's own failure for those entries (logged): a second call usually lands
-                    self.connection.change_visibility(queue, [e for e in entries if id(e[0]) in again])
+                    sending = [e for e in entries if e[0].receipt_handle in again]
+                    self.connection.change_visibility(queue, sending)
             except Exception:
-                log.exception("could not change the visibility of %d message(s) on %s", len(entries), queue)
+                log.exception("could not change the visibility of %d message(s) on %s", len(sending), queue)
 
     def give_back(self, messages: Sequence[ReceivedMessage], delay: int = 0, reason: str = "") -> list[ReceivedMessage]:
         """Bring messages whose job did not run back after `delay` seconds, spending no try.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..connections.base import Connection, ReceivedMessage, Undeleted
@@ -41,8 +42,15 @@ class Deleter:
     """Collects deletes; sends a queue's batch when it holds 10, or when its oldest waited `flush_s` (up to
     twice that for one left over when full batches went). Retries ride along once they are due."""
 
-    def __init__(self, connection: Connection, payloads: PayloadStore | None, flush_s: float) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        payloads: PayloadStore | None,
+        flush_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._connection = connection
+        self._clock = clock
         self._payloads = payloads
         self._flush_s = flush_s
         self._lock = threading.Lock()
@@ -69,6 +77,11 @@ class Deleter:
         if self._thread.is_alive():
             self._thread.join(60)
         self.flush(force=True)
+        self.settle_retries()
+
+    def settle_retries(self) -> None:
+        """Wait for the retries still to come (6 s at most) and send each when due: for `stop`, and for
+        a caller that flushes without the thread (`Worker.poll_once`)."""
         while (wait := self._next_retry_in()) is not None:
             time.sleep(wait)
             self.flush(force=True)
@@ -79,11 +92,14 @@ class Deleter:
             batch = self._pending.get(message.queue)
             if batch is None:  # a new deadline: the thread may be sleeping past it
                 batch = self._pending[message.queue] = []
-                self._oldest[message.queue] = time.monotonic()
+                self._oldest[message.queue] = self._clock()
             batch.append(message)
             if drop_payload and message.pointer is not None:
                 self._drops.add(message.receipt_handle)
-        if len(batch) == 1 or len(batch) >= 10:  # a deadline to sleep until, or a batch to send now
+        if self._halt.is_set() and not self._thread.is_alive():
+            # After `stop` (a job that ignored its timeout ended late): no thread will send it.
+            self.flush(force=True)
+        elif len(batch) == 1 or len(batch) >= 10:  # a deadline to sleep until, or a batch to send now
             self._wake.set()
 
     def _run(self) -> None:
@@ -99,31 +115,31 @@ class Deleter:
         with self._lock:
             due = [t + self._flush_s for t in self._oldest.values()]
             due.extend(r.due_at for retries in self._retries.values() for r in retries)
-        return _IDLE_S if not due else min(_IDLE_S, max(0.0, min(due) - time.monotonic()))
+        return _IDLE_S if not due else min(_IDLE_S, max(0.0, min(due) - self._clock()))
 
     def _next_retry_in(self) -> float | None:
         with self._lock:
             due = [r.due_at for retries in self._retries.values() for r in retries]
-        return None if not due else max(0.0, min(due) - time.monotonic())
+        return None if not due else max(0.0, min(due) - self._clock())
 
     def flush(self, force: bool = False) -> None:
         """Send the batches that are due (all but retries not yet due with `force`)."""
         for queue, (messages, tries) in self._due(force).items():
             try:
                 undeleted = self._connection.delete(queue, messages)
+                # A connection of the user's own may still return plain messages (or None): no retry then.
+                failed = [u if isinstance(u, Undeleted) else Undeleted(u, False) for u in undeleted or []]
             except Exception:
                 log.exception(
                     "could not delete %d finished message(s) from %s; they may run again", len(messages), queue
                 )
-                undeleted = [Undeleted(m, False) for m in messages]
-            # A connection of the user's own may still return plain messages: nothing to retry then.
-            failed = [u if isinstance(u, Undeleted) else Undeleted(u, False) for u in undeleted]
+                failed = [Undeleted(m, False) for m in messages]
             self._again(queue, [u.message for u in failed if u.retry], tries)
             self._drop_payloads(messages, {u.message.receipt_handle for u in failed}, tries)
 
     def _due(self, force: bool) -> dict[str, tuple[list[ReceivedMessage], dict[str, int]]]:
         """Per queue: the messages to send now, and the tries so far of those that are retries."""
-        now = time.monotonic()
+        now = self._clock()
         batches: dict[str, tuple[list[ReceivedMessage], dict[str, int]]] = {}
         with self._lock:
             for queue, pending in list(self._pending.items()):
@@ -157,7 +173,7 @@ class Deleter:
         """Keep deletes SQS failed on its side for a later try; give up on those that used theirs."""
         if not failed:
             return
-        now = time.monotonic()
+        now = self._clock()
         given_up = 0
         with self._lock:
             for message in failed:

@@ -104,10 +104,16 @@ class AsyncJobs:
         left and asyncio would wait for their cancellation for ever. Its thread is a daemon, left behind.
         """
         while self._thread.is_alive():
-            if abandoned(self._thread) and not (self._serving and self._turns()):
+            if abandoned(self._thread) and not (self._turns() if self._serving else self._ends()):
                 log.warning("the event loop is held by a job that ignored its timeout; leaving it behind")
                 return
             self._thread.join(0.2)
+
+    def _ends(self) -> bool:
+        """After serving, the loop cancels what is left: a job that takes the second cancellation lets
+        it end within `_STALLED_S`; one that swallows every cancellation would hold it for ever."""
+        self._thread.join(_STALLED_S)
+        return not self._thread.is_alive()
 
     def _turns(self) -> bool:
         """Whether the loop runs a callback within `_STALLED_S`. Asked only when a job was abandoned: a

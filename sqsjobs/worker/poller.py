@@ -211,6 +211,7 @@ class Worker:
         while (message := self._lanes.take(block=False)) is not None:
             jobs.run_one(message)
         self._deleter.flush(force=True)
+        self._deleter.settle_retries()  # a delete SQS failed on its side: its few seconds of retries
         return received
 
     def stop(self, reason: str = "stop requested", exit_code: int | None = None) -> None:

@@ -3,10 +3,11 @@ and a delete that fails is tried again while its message is still hidden."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -15,7 +16,7 @@ from sqsjobs.connections.base import OutgoingMessage, ReceivedMessage
 from sqsjobs.testing.faults import FaultPlan
 from sqsjobs.worker import Worker, WorkerOptions
 from sqsjobs.worker.deleter import Deleter
-from tests.helpers import counts, dead_letters, payload_app, queue_url, sqs_requests, wait_for
+from tests.helpers import counts, dead_letters, payload_app, queue_url, sqs_requests
 
 
 class Counted(Job, name="deleter.counted"):
@@ -92,37 +93,45 @@ def received(app: App, n: int) -> list[ReceivedMessage]:
 def test_a_retry_waits_for_its_time_even_on_a_busy_queue(sqs_app: App, faults: FaultPlan) -> None:
     """Retries rode along with the queue's next batch, so on a queue with traffic a short fault on
     SQS's side used up all four tries within half a second, and the job ran again."""
+    now = [1000.0]
     lone, *busy = received(sqs_app, 11)
     faults.add(service="sqs", operation="DeleteMessageBatch", kind="entries", times=1)
     deletes = sqs_requests("DeleteMessageBatch")
-    deleter = Deleter(sqs_app.connection, None, flush_s=0.2)
+    deleter = Deleter(sqs_app.connection, None, flush_s=0.2, clock=lambda: now[0])
     deleter.add(lone)
     deleter.flush(force=True)  # fails on SQS's side: tried again a second later
     for message in busy:
         deleter.add(message)
     deleter.flush()  # a full batch goes at once, without the retry
-    assert [len(call["Entries"]) for call in deletes] == [1, 10]
+
+    def handles(call: dict[str, Any]) -> set[str]:
+        return {entry["ReceiptHandle"] for entry in call["Entries"]}
+
+    assert len(deletes) == 2 and lone.receipt_handle not in handles(deletes[1])
     assert counts(sqs_app, "default")["ApproximateNumberOfMessagesNotVisible"] == 1
-
-    def retried() -> bool:
-        deleter.flush()
-        return not counts(sqs_app, "default")["ApproximateNumberOfMessagesNotVisible"]
-
-    wait_for(retried, what="the retry")
-    assert [len(call["Entries"]) for call in deletes] == [1, 10, 1]
+    now[0] += 1.0
+    deleter.flush()
+    assert handles(deletes[2]) == {lone.receipt_handle}
+    assert counts(sqs_app, "default")["ApproximateNumberOfMessagesNotVisible"] == 0
     assert deleter._retries == {}, "a retry that landed is forgotten"
 
 
-def test_a_delete_that_keeps_failing_is_given_up_after_four_tries(
+def test_a_delete_that_keeps_failing_is_tried_four_times_seconds_apart_then_given_up(
     sqs_app: App, faults: FaultPlan, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """`stop` spent every retry at once; it now waits for each one's time (1, 2, 3 s)."""
     (message,) = received(sqs_app, 1)
     faults.add(service="sqs", operation="DeleteMessageBatch", kind="entries", times=10)
+    sent: list[float] = []
+    aws.client("sqs").meta.events.register(
+        "provide-client-params.sqs.DeleteMessageBatch", lambda **_: sent.append(time.monotonic())
+    )
     deleter = Deleter(sqs_app.connection, None, flush_s=0.2)
     deleter.add(message)
     with caplog.at_level(logging.ERROR, logger="sqsjobs.worker"):
-        deleter.stop()  # waits for the retries' times (1 + 2 + 3 s) rather than spending them at once
-    assert faults.count(operation="DeleteMessageBatch", kind="entries") == 4
+        deleter.stop()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
+    assert len(sent) == 4 and all(gap >= want - 0.05 for gap, want in zip(gaps, (1, 2, 3), strict=True)), gaps
     assert counts(sqs_app, "default")["ApproximateNumberOfMessagesNotVisible"] == 1
     assert [r.getMessage()[:23] for r in caplog.records if r.levelno >= logging.ERROR] == ["gave up deleting 1 fini"]
     assert deleter._retries == {}
