@@ -54,6 +54,14 @@ def work(
     timeout: Annotated[
         float | None, typer.Option(min=1, help="Seconds a job may run when it does not set its own.")
     ] = None,
+    timeout_grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a timed-out job gets to stop once interrupted; past them the worker stops taking work "
+            "and exits 1, for its supervisor to start a fresh one.",
+        ),
+    ] = 10.0,
     memory: Annotated[int | None, typer.Option(min=16, help="Stop (exit 12) above this many MB of RSS.")] = None,
     max_jobs: Annotated[int | None, typer.Option(min=1, help="Stop after this many jobs.")] = None,
     max_time: Annotated[float | None, typer.Option(min=1, help="Stop after this many seconds.")] = None,
@@ -92,11 +100,11 @@ def work(
         from ..worker.pools import load_pools, parse_pools, run_pools
 
         per_pool = [concurrency != 1, prefetch is not None, async_, executor != "thread", once, sleep != 10]
-        per_pool += [memory is not None, max_jobs is not None, max_time is not None]
+        per_pool += [memory is not None, max_jobs is not None, max_time is not None, timeout_grace != 10.0]
         if queue or any(per_pool):
             raise ConfigurationError(
                 "--pools takes each pool's queues, concurrency, prefetch, sleep, memory, max_jobs, max_time, "
-                "async and executor from its file (or SQSJOBS_POOLS); drop those options"
+                "timeout_grace, async and executor from its file (or SQSJOBS_POOLS); drop those options"
             )
         found = load_pools(pools) if pools is not None else parse_pools(application.settings.pools or "")
         raise typer.Exit(run_pools(application, found, stop_when_empty=stop_when_empty))
@@ -106,6 +114,7 @@ def work(
         prefetch=prefetch,
         sleep=sleep,
         timeout=timeout,
+        timeout_grace=timeout_grace,
         memory_mb=memory,
         max_jobs=max_jobs,
         max_time=max_time,

@@ -45,6 +45,7 @@ class Pool(BaseModel):
     concurrency: int = Field(default=1, ge=1, le=1000)
     prefetch: int | None = Field(default=None, ge=0, le=1000)
     timeout: float | None = Field(default=None, gt=0, le=43200)
+    timeout_grace: float = Field(default=10.0, ge=0, le=3600)
     tries: int | None = Field(default=None, ge=1, le=1000)
     sleep: float = Field(default=10, ge=1, le=20)
     memory: int | None = Field(default=None, ge=16)
@@ -102,6 +103,7 @@ def run_pools(base: App, pools: dict[str, Pool], *, stop_when_empty: bool = Fals
             prefetch=pool.prefetch,
             sleep=pool.sleep,
             timeout=pool.timeout,
+            timeout_grace=pool.timeout_grace,
             memory_mb=pool.memory,
             max_jobs=pool.max_jobs,
             max_time=pool.max_time,
