@@ -69,6 +69,7 @@ sleep = 1
         ("[pools.a]\nqueues = []\n", "pools.a.queues"),
         ("[pools.a]\nqueues = ['x']\nconcurrency = 0\n", "pools.a.concurrency"),
         ("[pools.a]\nqueues = ['x']\nthreads = 4\n", "pools.a.threads"),
+        ("[pools.a]\nqueues = ['x']\ntimeout_grace = -1\n", "pools.a.timeout_grace"),
         ("[pools.a\n", "not valid TOML"),
         ("[other]\n", "other"),
     ],
