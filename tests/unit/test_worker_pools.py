@@ -63,13 +63,19 @@ sleep = 1
     assert reasons == ["tries_exhausted"]
 
 
+def test_a_pool_sets_its_own_timeout_grace(tmp_path: Path) -> None:
+    pools = load_pools(write(tmp_path, "[pools.a]\nqueues = ['x']\ntimeout_grace = 0.5\n[pools.b]\nqueues = ['y']\n"))
+    assert (pools["a"].timeout_grace, pools["b"].timeout_grace) == (0.5, 10.0)
+    with pytest.raises(ConfigurationError, match=r"pools\.a\.timeout_grace"):
+        load_pools(write(tmp_path, "[pools.a]\nqueues = ['x']\ntimeout_grace = -1\n"))
+
+
 @pytest.mark.parametrize(
     ("text", "named"),
     [
         ("[pools.a]\nqueues = []\n", "pools.a.queues"),
         ("[pools.a]\nqueues = ['x']\nconcurrency = 0\n", "pools.a.concurrency"),
         ("[pools.a]\nqueues = ['x']\nthreads = 4\n", "pools.a.threads"),
-        ("[pools.a]\nqueues = ['x']\ntimeout_grace = -1\n", "pools.a.timeout_grace"),
         ("[pools.a\n", "not valid TOML"),
         ("[other]\n", "other"),
     ],
