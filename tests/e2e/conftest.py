@@ -52,20 +52,27 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     Started through tests/moto_polls.py: its long polls end when SQS's would, as in-process moto's do.
     """
-    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.moto_polls", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=Path(__file__).resolve().parents[2],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+    for _ in range(5):  # a free port may be taken by another process before the server binds it: pick again
+        port = free_port()
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.moto_polls", "--host", "127.0.0.1", "--port", str(port)],
+                cwd=Path(__file__).resolve().parents[2],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_for(
+            lambda proc=proc, endpoint=endpoint: proc.poll() is not None or _answers(endpoint),
+            timeout=30,
+            what="the moto server",
         )
-    endpoint = f"http://127.0.0.1:{port}"
+        if proc.poll() is None:
+            break
+    else:
+        raise RuntimeError(f"moto server exited {proc.returncode}: {log.read_text()[-2000:]}")
     try:
-        wait_for(lambda: proc.poll() is not None or _answers(endpoint), timeout=30, what="the moto server")
-        if proc.poll() is not None:
-            raise RuntimeError(f"moto server exited {proc.returncode}: {log.read_text()[-2000:]}")
         yield endpoint
     finally:
         proc.terminate()
