@@ -57,9 +57,10 @@ def work(
     timeout_grace: Annotated[
         float,
         typer.Option(
-            min=0,
-            help="Seconds a timed-out job gets to stop once interrupted; past them the worker stops taking work "
-            "and exits 1, for its supervisor to start a fresh one.",
+            min=1,
+            help="Seconds a timed-out job gets to stop once interrupted (thread executor and --async; the process "
+            "executor kills its child instead); past them the worker stops taking work and exits 1, for its "
+            "supervisor to start a fresh one.",
         ),
     ] = 10.0,
     memory: Annotated[int | None, typer.Option(min=16, help="Stop (exit 12) above this many MB of RSS.")] = None,

@@ -74,6 +74,8 @@ class WorkerOptions:
             raise ValueError("sleep (the long-poll wait) must be between 1 and 20 seconds")
         if not self.queues:
             raise ValueError("at least one queue is needed")
+        if self.timeout_grace <= 0:  # with none, a job is called stuck before it could see its interrupt
+            raise ValueError("timeout_grace must be more than 0 seconds (--timeout-grace: at least 1)")
         if self.executor not in ("thread", "process"):
             raise ConfigurationError(f"--executor is thread or process, not {self.executor!r}")
         if self.executor == "process" and self.event_loop:

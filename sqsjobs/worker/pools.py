@@ -45,7 +45,8 @@ class Pool(BaseModel):
     concurrency: int = Field(default=1, ge=1, le=1000)
     prefetch: int | None = Field(default=None, ge=0, le=1000)
     timeout: float | None = Field(default=None, gt=0, le=43200)
-    timeout_grace: float = Field(default=10.0, ge=0, le=3600)
+    #: At least 1 s, as on the command line: with none, a job is called stuck before it could see its interrupt.
+    timeout_grace: float = Field(default=10.0, ge=1)
     tries: int | None = Field(default=None, ge=1, le=1000)
     sleep: float = Field(default=10, ge=1, le=20)
     memory: int | None = Field(default=None, ge=16)

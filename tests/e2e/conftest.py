@@ -53,9 +53,11 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     Started through tests/moto_polls.py: its long polls end when SQS's would, as in-process moto's do.
     """
     log = tmp_path_factory.mktemp("moto") / "server.log"
-    for _ in range(5):  # a free port may be taken by another process before the server binds it: pick again
+    for attempt in range(5):  # a free port may be taken by another process before the server binds it: pick again
         port = free_port()
-        with open(log, "wb") as out:
+        with open(log, "ab") as out:
+            out.write(f"--- try {attempt + 1}, port {port}\n".encode())
+            out.flush()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.moto_polls", "--host", "127.0.0.1", "--port", str(port)],
                 cwd=Path(__file__).resolve().parents[2],
@@ -63,11 +65,24 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 stderr=subprocess.STDOUT,
             )
         endpoint = f"http://127.0.0.1:{port}"
-        wait_for(
-            lambda proc=proc, endpoint=endpoint: proc.poll() is not None or _answers(endpoint),
-            timeout=30,
-            what="the moto server",
-        )
+        # werkzeug says it runs only once it has bound the port: the answer then comes from this server,
+        # not from another one (another xdist worker's) that took the port first.
+        bound = f"Running on {endpoint}\n".encode()
+        try:
+            wait_for(
+                lambda proc=proc, bound=bound: proc.poll() is not None or bound in log.read_bytes(),
+                timeout=30,
+                what="the moto server",
+            )
+            wait_for(
+                lambda proc=proc, endpoint=endpoint: proc.poll() is not None or _answers(endpoint),
+                timeout=30,
+                what="the moto server's answer",
+            )
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         if proc.poll() is None:
             break
     else:

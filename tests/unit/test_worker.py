@@ -126,14 +126,14 @@ def test_a_job_that_cannot_be_interrupted_stops_the_worker_with_exit_1(sqs_app: 
 def test_timeout_grace_is_a_work_option(sqs_app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/executors.md named `--timeout-grace`, but `sqsjobs work` had no such option. The stubborn job
     ignores its 1 s timeout and ends by itself after 8 s: inside the default grace (10 s) the worker
-    would exit 0; with half a second of grace it gives up on the job and exits 1."""
+    would exit 0; with a second of grace it gives up on the job and exits 1."""
     from typer.testing import CliRunner
 
     from sqsjobs.cli import cli
 
     monkeypatch.setenv("SQSJOBS_QUEUE_PREFIX", sqs_app.settings.queue_prefix)
     Stubborn().dispatch()
-    result = CliRunner().invoke(cli, ["work", "-q", "default", "--sleep", "1", "--once", "--timeout-grace", "0.5"])
+    result = CliRunner().invoke(cli, ["work", "-q", "default", "--sleep", "1", "--once", "--timeout-grace", "1"])
     assert result.exit_code == 1, result.output
     assert ("ignored timeout", "worker.stubborn", 1) in Log.events
 

@@ -64,10 +64,10 @@ sleep = 1
 
 
 def test_a_pool_sets_its_own_timeout_grace(tmp_path: Path) -> None:
-    pools = load_pools(write(tmp_path, "[pools.a]\nqueues = ['x']\ntimeout_grace = 0.5\n[pools.b]\nqueues = ['y']\n"))
-    assert (pools["a"].timeout_grace, pools["b"].timeout_grace) == (0.5, 10.0)
+    pools = load_pools(write(tmp_path, "[pools.a]\nqueues = ['x']\ntimeout_grace = 2.5\n[pools.b]\nqueues = ['y']\n"))
+    assert (pools["a"].timeout_grace, pools["b"].timeout_grace) == (2.5, 10.0)
     with pytest.raises(ConfigurationError, match=r"pools\.a\.timeout_grace"):
-        load_pools(write(tmp_path, "[pools.a]\nqueues = ['x']\ntimeout_grace = -1\n"))
+        load_pools(write(tmp_path, "[pools.a]\nqueues = ['x']\ntimeout_grace = 0\n"))
 
 
 @pytest.mark.parametrize(
