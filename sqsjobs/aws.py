@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
+import botocore.handlers
 import botocore.session
 from botocore.config import Config
 from botocore.loaders import create_loader
@@ -27,30 +28,56 @@ _loaders: dict[str | None, Any] = {}
 
 
 def session() -> boto3.session.Session:
-    """A new boto3 session that shares the process's botocore data loader.
+    """The process's boto3 session for sqsjobs' clients, made once (callers hold `_lock`).
 
-    The loader reads botocore's data (endpoint rules, partitions, retry rules, each service's model)
-    and keeps it: a client from a session sharing it costs ~10 ms instead of ~50-70 ms — a worker makes
-    its DynamoDB, heartbeat and snapshot clients after it has started, the Lambda handler during its
-    first event. Only that read-only data is shared; each session still resolves its own credentials
-    and registers botocore's handlers as they are when it is made.
+    Making a session registers botocore's ~140 handlers, each checked with `inspect` (~10 ms); a
+    worker used to make one for each client it builds after it started (DynamoDB, the heartbeat's,
+    the snapshots'), all of it CPU on the worker's clock. Clients of one session are as independent
+    as clients of several: each has its own config, connection pool and event emitter, and sessions
+    share only what botocore shares anyway (the credentials resolved once, and the data loader, whose
+    endpoint rules and service models cost ~50 ms a client to read otherwise).
+
+    A new session is made when what a session takes at birth has changed: botocore's list of builtin
+    handlers (the strict test layer and the fault injector add to it) or the data path (`AWS_DATA_PATH`,
+    the config file).
+    `reset_clients()` drops it with the clients (tests switch credentials and endpoints).
     """
-    with _loader_lock:
-        core = botocore.session.get_session()
-        # botocore builds each session's loader from `data_path` (AWS_DATA_PATH or the config file):
-        # one shared loader per value, so models a user adds there still reach our clients.
-        data_path = core.get_config_variable("data_path")
-        loader = _loaders.get(data_path)
-        if loader is None:
-            loader = _loaders[data_path] = create_loader(data_path)
-        core.register_component("data_loader", loader)
-        made = boto3.session.Session(botocore_session=core)
-        # Each boto3 session appends boto3's own data folder to the loader's search path: keep it once.
-        loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))
+    handlers = tuple(botocore.handlers.BUILTIN_HANDLERS)
+    shared = _shared
+    if (
+        shared is not None
+        and shared.handlers == handlers
+        and shared.core.get_config_variable("data_path") == shared.data_path
+    ):
+        return shared.session
+    core = botocore.session.get_session()
+    # botocore builds each session's loader from `data_path` (AWS_DATA_PATH or the config file):
+    # one shared loader per value, so models a user adds there still reach our clients.
+    data_path = core.get_config_variable("data_path")
+    loader = _loaders.get(data_path)
+    if loader is None:
+        loader = _loaders[data_path] = create_loader(data_path)
+    core.register_component("data_loader", loader)
+    made = boto3.session.Session(botocore_session=core)
+    # Each boto3 session appends boto3's own data folder to the loader's search path: keep it once.
+    loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))
+    _set_shared(_Shared(handlers, data_path, core, made))
     return made
 
 
-_loader_lock = threading.Lock()
+class _Shared(NamedTuple):
+    handlers: tuple[Any, ...]
+    data_path: str | None
+    core: botocore.session.Session
+    session: boto3.session.Session
+
+
+_shared: _Shared | None = None
+
+
+def _set_shared(value: _Shared | None) -> None:
+    global _shared
+    _shared = value
 
 
 def region() -> str | None:
@@ -170,6 +197,7 @@ def retry_mode() -> str:
 
 
 def reset_clients() -> None:
-    """Forget cached clients (tests switch endpoints between runs)."""
+    """Forget cached clients and the session they came from (tests switch endpoints and credentials)."""
     with _lock:
         _clients.clear()
+        _set_shared(None)

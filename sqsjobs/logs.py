@@ -222,14 +222,29 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # StreamHandler.__init__ and setStream assign it; the current stderr always wins
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Written, not flushed: the writer flushes once the records waiting are written (one
-        system call per burst of job lines, not one per line)."""
+        self.emit_many([record])
+
+    def emit_many(self, records: list[logging.LogRecord]) -> None:
+        """The lines of a burst in one write: stderr is line-buffered, so a write per line would be a
+        system call per job line."""
+        lines: list[str] = []
+        for record in records:
+            if record.levelno < self.level or not self.filter(record):
+                continue
+            try:
+                lines.append(self.format(record) + self.terminator)
+            except RecursionError:
+                raise
+            except Exception:
+                self.handleError(record)
+        if not lines:
+            return
         try:
-            self.stream.write(self.format(record) + self.terminator)
+            self.stream.write("".join(lines))
         except RecursionError:
             raise
         except Exception:
-            self.handleError(record)
+            self.handleError(records[-1])
 
 
 #: How long the writer lets records gather before it writes them, once one is waiting.
@@ -305,16 +320,20 @@ class _Writer(logging.Handler):
 
     def drain(self) -> None:
         with self._writing:
-            wrote = False
+            records: list[logging.LogRecord] = []
             while True:
                 try:
-                    record = self._records.popleft()
+                    records.append(self._records.popleft())
                 except IndexError:
                     break
-                self._target.handle(record)
-                wrote = True
-            if wrote:
-                self._target.flush()
+            if not records:
+                return
+            if isinstance(self._target, _Stderr):
+                self._target.emit_many(records)
+            else:
+                for record in records:
+                    self._target.handle(record)
+            self._target.flush()
 
 
 _writer: _Writer | None = None

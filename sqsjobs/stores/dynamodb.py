@@ -239,30 +239,34 @@ class DynamoDbStore:
             "ConsistentRead": consistent,
             "ScanIndexForward": not newest_first,
         }
-        # With a limit, one request: its Limit is the whole read (a paginator would go on to the next page).
+        # With a limit, one request: its Limit is the whole read (paging would go on to the next page).
         if limit is not None:
             request["Limit"] = limit
-            pages: Any = [self.client.query(**request)]
-        else:
-            pages = self.client.get_paginator("query").paginate(**request)
         now = self._horizon()
-        for page in pages:
+        # Paged by hand, as in scan(): botocore's paginator loads every service's paginator models on its
+        # first use in a process (~10 ms), and a worker's first beat reads its controls with a query.
+        while True:
+            page = self.client.query(**request)
             found.extend((item["sk"]["S"], _attrs(item)) for item in page.get("Items", []) if _live(item, now))
-        return found
+            if limit is not None or "LastEvaluatedKey" not in page:
+                return found
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def scan(self, pk_prefix: str, sk: str) -> list[tuple[str, dict[str, Any]]]:
         found: list[tuple[str, dict[str, Any]]] = []
-        paginator = self.client.get_paginator("scan")
-        pages = paginator.paginate(
-            TableName=self.table,
-            FilterExpression="begins_with(pk, :prefix) AND sk = :sk",
-            ExpressionAttributeValues={":prefix": {"S": pk_prefix}, ":sk": {"S": sk}},
-            ConsistentRead=True,
-        )
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "begins_with(pk, :prefix) AND sk = :sk",
+            "ExpressionAttributeValues": {":prefix": {"S": pk_prefix}, ":sk": {"S": sk}},
+            "ConsistentRead": True,
+        }
         now = self._horizon()
-        for page in pages:
+        while True:
+            page = self.client.scan(**request)
             found.extend((item["pk"]["S"], _attrs(item)) for item in page.get("Items", []) if _live(item, now))
-        return found
+            if "LastEvaluatedKey" not in page:
+                return found
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def scan_at_most(self, pk_prefix: str, sk: str, items: int) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
         found: list[tuple[str, dict[str, Any]]] = []

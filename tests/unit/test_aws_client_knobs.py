@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import botocore.handlers
+import botocore.session
 import pytest
 from botocore import useragent
+from botocore.config import Config
 from botocore.exceptions import ParamValidationError
 
 from sqsjobs import App, aws
@@ -57,3 +60,43 @@ def test_a_client_without_the_private_creator_is_left_alone() -> None:
         pass
 
     aws.cache_user_agent(Other())  # no attribute to reach: nothing happens, nothing raises
+
+
+def test_a_workers_later_clients_come_from_one_session(moto: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session registers botocore's ~140 handlers (~10 ms); a worker builds its DynamoDB, heartbeat and
+    snapshot clients after it has started, on its own clock."""
+    made = 0
+    real = botocore.session.get_session
+
+    def counting() -> botocore.session.Session:
+        nonlocal made
+        made += 1
+        return real()
+
+    monkeypatch.setattr(botocore.session, "get_session", counting)
+    aws.reset_clients()
+    aws.client("sqs")
+    aws.client("dynamodb")
+    aws.quick_client("dynamodb")
+    aws.new_client("sqs", Config(region_name="us-east-1"))
+    assert made == 1
+
+
+def test_a_handler_added_to_botocores_builtins_reaches_clients_made_after_it(moto: None) -> None:
+    """The strict test layer and the fault injector add to BUILTIN_HANDLERS, which a session takes when it
+    is made: a client made after such a change must come from a new session that has them."""
+    seen: list[str] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        seen.append("called")
+
+    aws.reset_clients()
+    aws.client("dynamodb")  # the shared session exists before the handler is added
+    spec = ("before-parameter-build.sqs.ListQueues", record)
+    botocore.handlers.BUILTIN_HANDLERS.append(spec)
+    try:
+        aws.client("sqs").list_queues()
+    finally:
+        botocore.handlers.BUILTIN_HANDLERS.remove(spec)
+        aws.reset_clients()
+    assert seen == ["called"]

@@ -88,6 +88,40 @@ def test_a_cli_verb_writes_its_log_lines_before_its_error_line_and_before_it_ret
     assert "and after" in stream.getvalue()
 
 
+class _CountingStream(io.StringIO):
+    """A stderr that counts its writes: each is a system call on a real, line-buffered one."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_a_burst_of_lines_reaches_stderr_in_one_write_and_a_broken_record_loses_no_neighbour(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = _CountingStream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    logs.configure("text", "INFO")
+    log = logging.getLogger("sqsjobs.worker")
+    logs.flush()
+    stream.writes = 0
+    for index in range(10):
+        log.info("burst %d", index)
+    logs.flush()
+    assert stream.writes == 1
+    burst = [line.rsplit(" ", 1)[1] for line in stream.getvalue().splitlines() if " burst " in line]
+    assert burst == [str(i) for i in range(10)]
+    log.info("before the broken one")
+    log.info("broken %d", "not a number")  # cannot be formatted: logging reports it, the others stand
+    log.info("after the broken one")
+    logs.flush()
+    written = stream.getvalue()
+    assert "before the broken one" in written and "after the broken one" in written
+    assert "--- Logging error ---" in written
+
+
 def test_a_record_written_after_stderr_was_swapped_and_closed_goes_to_the_current_stderr(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -165,6 +165,15 @@ def test_query_and_scan_return_live_items_only(store: Store, clock: FakeClock) -
     assert [sk for sk, _ in store.query("batch#1")] == ["job#b", "meta"]
 
 
+def test_query_and_scan_read_every_page(store: Store) -> None:
+    """DynamoDB answers a Query or Scan 1 MB at a time: five items of 350 KB take three pages, and an
+    item on the last page is still found."""
+    for index in range(5):
+        store.put(("big", f"item{index}"), {"blob": "x" * 350_000}, 100)
+    assert [sk for sk, _ in store.query("big")] == [f"item{index}" for index in range(5)]
+    assert [pk for pk, _ in store.scan("big", "item4")] == ["big"]
+
+
 # -- clock skew: two workers on one table, one clock ahead of the other --------------------------------
 
 SKEW = 60.0
