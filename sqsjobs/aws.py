@@ -27,21 +27,24 @@ _clients: dict[tuple[str, str | None], Any] = {}
 _loaders: dict[str | None, Any] = {}
 
 
-def session() -> boto3.session.Session:
-    """The process's boto3 session for sqsjobs' clients, made once (callers hold `_lock`).
+def _session() -> boto3.session.Session:
+    """The process's boto3 session for sqsjobs' clients (not aiobotocore's), made once; callers hold `_lock`.
 
-    Making a session registers botocore's ~140 handlers, each checked with `inspect` (~10 ms); a
-    worker used to make one for each client it builds after it started (DynamoDB, the heartbeat's,
-    the snapshots'), all of it CPU on the worker's clock. Clients of one session are as independent
-    as clients of several: each has its own config, connection pool and event emitter, and sessions
-    share only what botocore shares anyway (the credentials resolved once, and the data loader, whose
-    endpoint rules and service models cost ~50 ms a client to read otherwise).
+    Making a session registers botocore's ~140 handlers, each checked with `inspect` (~10 ms), and a
+    worker used to make one for each client it builds after it started (DynamoDB, the heartbeat's, the
+    snapshots'), all of it CPU on the worker's clock. Clients of one session are as independent as
+    clients of several: each has its own config, connection pool and event emitter. What they share:
+    botocore's data loader (endpoint rules and service models, ~50 ms a client to read otherwise) and
+    the credentials, resolved once for the session. Refreshable credentials (an instance or task role,
+    web identity, SSO, an assumed role) refresh in place; static ones changed in the environment while
+    the process runs are seen after `reset_clients()`, as the cached clients already required. botocore
+    itself makes STS and SSO clients from the session when it refreshes such credentials, outside our lock;
+    it allows that.
 
     A new session is made when what a session takes at birth has changed: botocore's list of builtin
-    handlers (the strict test layer and the fault injector add to it) or the data path (`AWS_DATA_PATH`,
-    the config file).
-    `reset_clients()` drops it with the clients (tests switch credentials and endpoints).
+    handlers (the strict test layer and the fault injector add to it) or `AWS_DATA_PATH`.
     """
+    assert _lock.locked(), "sqsjobs.aws._session() is called with _lock held"
     handlers = tuple(botocore.handlers.BUILTIN_HANDLERS)
     shared = _shared
     if (
@@ -82,7 +85,18 @@ def _set_shared(value: _Shared | None) -> None:
 
 def region() -> str | None:
     found = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return found or botocore.session.get_session().get_config_variable("region")  # the config file's
+    if found:
+        return found
+    # The config file's: read once (a botocore session to read it costs ~10 ms, and this runs on every
+    # `client()` call); `reset_clients()` reads it again.
+    global _file_region
+    if _file_region is _UNREAD:
+        _file_region = botocore.session.get_session().get_config_variable("region")
+    return _file_region if isinstance(_file_region, str) else None
+
+
+_UNREAD = object()
+_file_region: object = _UNREAD
 
 
 def client(service: str) -> Any:
@@ -125,10 +139,9 @@ def _quick_config(region_name: str) -> Config:
 
 
 def new_client(service: str, config: Config) -> Any:
-    """A client of its own (not cached), from a session sharing the data loader (made under the lock:
-    the loader is shared)."""
+    """A client of its own (not cached), from the shared session."""
     with _lock:
-        made = session().client(service, config=config)  # type: ignore[call-overload]
+        made = _session().client(service, config=config)  # type: ignore[call-overload]
     cache_user_agent(made)
     return made
 
@@ -146,7 +159,7 @@ def _cached(service: str, flavour: str, config: Callable[[str], Config]) -> Any:
                 raise ConfigurationError(
                     "no AWS region configured; set AWS_REGION or AWS_DEFAULT_REGION (e.g. us-east-1)"
                 )
-            found = session().client(service, config=config(key[1]))  # type: ignore[call-overload]
+            found = _session().client(service, config=config(key[1]))  # type: ignore[call-overload]
             cache_user_agent(found)
             _clients[key] = found
         return found
@@ -198,6 +211,8 @@ def retry_mode() -> str:
 
 def reset_clients() -> None:
     """Forget cached clients and the session they came from (tests switch endpoints and credentials)."""
+    global _file_region
     with _lock:
         _clients.clear()
         _set_shared(None)
+        _file_region = _UNREAD

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import json
 import logging
 import queue
 import re
+import select
 import sys
 import threading
 from typing import Any
@@ -225,27 +227,54 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
         self.emit_many([record])
 
     def emit_many(self, records: list[logging.LogRecord]) -> None:
-        """The lines of a burst in one write: stderr is line-buffered, so a write per line would be a
-        system call per job line."""
-        lines: list[str] = []
+        """The lines of a burst in as few writes as keep each line whole.
+
+        stderr is line-buffered, so a write per line was a system call per job line. A write to a pipe
+        stays in one piece only up to PIPE_BUF bytes, and other processes (the process executor's
+        children, a sidecar) may write to the same stderr: lines are joined up to that size, never
+        beyond. A record that cannot be formatted, or a write that fails, costs its own line only."""
+        lines: list[tuple[logging.LogRecord, str]] = []
         for record in records:
             if record.levelno < self.level or not self.filter(record):
                 continue
             try:
-                lines.append(self.format(record) + self.terminator)
-            except RecursionError:
-                raise
-            except Exception:
-                self.handleError(record)
-        if not lines:
-            return
-        try:
-            self.stream.write("".join(lines))
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(records[-1])
+                lines.append((record, self.format(record) + self.terminator))
+            except Exception:  # its own fault (its message, an argument whose str() fails or recurses)
+                self._report(record)
+        start, size = 0, 0
+        for end, (_, line) in enumerate(lines):
+            # Bytes, roughly: exact for ASCII, an upper bound (4 per character) otherwise.
+            length = len(line) if line.isascii() else 4 * len(line)
+            if size and size + length > _PIPE_BUF:
+                self._write(lines[start:end])
+                start, size = end, 0
+            size += length
+        if start < len(lines):
+            self._write(lines[start:])
 
+    def _write(self, lines: list[tuple[logging.LogRecord, str]]) -> None:
+        try:
+            self.stream.write("".join(line for _, line in lines))
+            return
+        except Exception:
+            if len(lines) == 1:
+                self._report(lines[0][0])
+                return
+        for record, line in lines:  # the joined write failed: each line on its own, each failure its own
+            try:
+                self.stream.write(line)
+            except Exception:
+                self._report(record)
+
+    def _report(self, record: logging.LogRecord) -> None:
+        # logging's own report (with logging.raiseExceptions); one that fails too (it re-raises a
+        # RecursionError) must not cost the burst's other lines.
+        with contextlib.suppress(Exception):
+            self.handleError(record)
+
+
+#: A pipe keeps a write whole up to this many bytes (POSIX guarantees at least 512; Linux has 4,096).
+_PIPE_BUF: int = getattr(select, "PIPE_BUF", 512)
 
 #: How long the writer lets records gather before it writes them, once one is waiting.
 _GATHER_S = 0.05

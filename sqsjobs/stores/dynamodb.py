@@ -19,6 +19,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from ..errors import SqsJobsError
 from .base import Key
 
 _serialize = TypeSerializer().serialize
@@ -243,14 +244,15 @@ class DynamoDbStore:
         if limit is not None:
             request["Limit"] = limit
         now = self._horizon()
-        # Paged by hand, as in scan(): botocore's paginator loads every service's paginator models on its
-        # first use in a process (~10 ms), and a worker's first beat reads its controls with a query.
+        # Paged by hand, as in scan(): botocore's paginator looks through every service's data folder for
+        # its paginator file on first use in a process (~10 ms), and a worker's first beat reads its
+        # controls with a query.
         while True:
             page = self.client.query(**request)
             found.extend((item["sk"]["S"], _attrs(item)) for item in page.get("Items", []) if _live(item, now))
             if limit is not None or "LastEvaluatedKey" not in page:
                 return found
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            request["ExclusiveStartKey"] = _next_page(request, page)
 
     def scan(self, pk_prefix: str, sk: str) -> list[tuple[str, dict[str, Any]]]:
         found: list[tuple[str, dict[str, Any]]] = []
@@ -266,7 +268,7 @@ class DynamoDbStore:
             found.extend((item["pk"]["S"], _attrs(item)) for item in page.get("Items", []) if _live(item, now))
             if "LastEvaluatedKey" not in page:
                 return found
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            request["ExclusiveStartKey"] = _next_page(request, page)
 
     def scan_at_most(self, pk_prefix: str, sk: str, items: int) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
         found: list[tuple[str, dict[str, Any]]] = []
@@ -289,6 +291,18 @@ class DynamoDbStore:
     def _at_limit(self, key: Key, by: int, limit: int) -> bool:
         live = self.get(key)
         return live is not None and int(live.get("count", 0)) + by > limit
+
+
+def _next_page(request: dict[str, Any], page: dict[str, Any]) -> Any:
+    """Where the next page starts; an endpoint that answers the same key twice would page for ever
+    (botocore's paginator refuses it too)."""
+    following = page["LastEvaluatedKey"]
+    if following == request.get("ExclusiveStartKey"):
+        raise SqsJobsError(
+            f"DynamoDB table {request['TableName']!r} answered the same LastEvaluatedKey twice; "
+            "check AWS_ENDPOINT_URL_DYNAMODB (a DynamoDB-compatible endpoint that pages wrongly)"
+        )
+    return following
 
 
 def _key(key: Key) -> dict[str, Any]:

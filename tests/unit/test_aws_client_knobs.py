@@ -6,6 +6,7 @@ per client instead of twice per call saves ~9%, skipping botocore's parameter va
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import botocore.handlers
@@ -100,3 +101,42 @@ def test_a_handler_added_to_botocores_builtins_reaches_clients_made_after_it(mot
         botocore.handlers.BUILTIN_HANDLERS.remove(spec)
         aws.reset_clients()
     assert seen == ["called"]
+
+
+def test_a_region_from_the_config_file_is_read_once(
+    moto: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without AWS_REGION/AWS_DEFAULT_REGION every `client()` call asked a new botocore session for the
+    config file's region (~10 ms each, a snapshot write made one)."""
+    config = tmp_path / "config"
+    config.write_text("[default]\nregion = eu-west-1\n")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    made = 0
+    real = botocore.session.get_session
+
+    def counting() -> botocore.session.Session:
+        nonlocal made
+        made += 1
+        return real()
+
+    monkeypatch.setattr(botocore.session, "get_session", counting)
+    aws.reset_clients()
+    for _ in range(3):
+        assert aws.client("sqs").meta.region_name == "eu-west-1"
+        aws.quick_client("dynamodb")
+    assert made == 2  # the region, read once, and the shared session
+    aws.reset_clients()
+
+
+def test_credentials_changed_in_the_environment_are_used_after_reset_clients(
+    moto: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "FIRSTKEY")
+    aws.reset_clients()
+    assert aws.client("sqs")._request_signer._credentials.access_key == "FIRSTKEY"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ROTATEDKEY")
+    aws.reset_clients()
+    assert aws.client("sqs")._request_signer._credentials.access_key == "ROTATEDKEY"
+    aws.reset_clients()

@@ -89,37 +89,78 @@ def test_a_cli_verb_writes_its_log_lines_before_its_error_line_and_before_it_ret
 
 
 class _CountingStream(io.StringIO):
-    """A stderr that counts its writes: each is a system call on a real, line-buffered one."""
+    """A stderr that keeps its writes (each is a system call on a real, line-buffered one) and can fail
+    the next `fail` of them."""
 
-    writes = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+        self.fail = 0
 
     def write(self, text: str) -> int:
-        self.writes += 1
+        if self.fail:
+            self.fail -= 1
+            raise OSError("stderr refused the write")
+        self.writes.append(text)
         return super().write(text)
 
 
-def test_a_burst_of_lines_reaches_stderr_in_one_write_and_a_broken_record_loses_no_neighbour(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _counted(monkeypatch: pytest.MonkeyPatch) -> _CountingStream:
+    """stderr counted (set in the test itself: pytest's capture sets it again after fixtures), and a writer
+    thread that gathers for long enough that only `logs.flush()` writes."""
     stream = _CountingStream()
     monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(logs, "_GATHER_S", 30.0)
     logs.configure("text", "INFO")
+    return stream
+
+
+def _lines(stream: _CountingStream, word: str) -> list[str]:
+    return [line.rsplit(" ", 1)[1] for line in stream.getvalue().splitlines() if f" {word} " in line]
+
+
+def test_a_burst_of_lines_reaches_stderr_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted = _counted(monkeypatch)
     log = logging.getLogger("sqsjobs.worker")
-    logs.flush()
-    stream.writes = 0
     for index in range(10):
         log.info("burst %d", index)
     logs.flush()
-    assert stream.writes == 1
-    burst = [line.rsplit(" ", 1)[1] for line in stream.getvalue().splitlines() if " burst " in line]
-    assert burst == [str(i) for i in range(10)]
-    log.info("before the broken one")
-    log.info("broken %d", "not a number")  # cannot be formatted: logging reports it, the others stand
-    log.info("after the broken one")
+    assert len(counted.writes) == 1
+    assert _lines(counted, "burst") == [str(i) for i in range(10)]
+
+
+def test_no_write_is_longer_than_a_pipe_keeps_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other processes may write to the same stderr pipe; a write beyond PIPE_BUF can be cut into."""
+    counted = _counted(monkeypatch)
+    log = logging.getLogger("sqsjobs.worker")
+    for index in range(200):
+        log.info("long %d", index)
     logs.flush()
-    written = stream.getvalue()
-    assert "before the broken one" in written and "after the broken one" in written
-    assert "--- Logging error ---" in written
+    assert _lines(counted, "long") == [str(i) for i in range(200)]
+    assert len(counted.writes) > 1
+    assert all(len(text.encode()) <= logs._PIPE_BUF and text.endswith("\n") for text in counted.writes)
+
+
+class _Recursive:
+    def __str__(self) -> str:
+        return str(self)
+
+
+def test_a_record_that_cannot_be_written_costs_its_own_line_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted = _counted(monkeypatch)
+    log = logging.getLogger("sqsjobs.worker")
+    log.info("kept %d", 1)
+    log.info("broken %d", "not a number")
+    log.info("kept %d", 2)
+    log.info("recursing %s", _Recursive())
+    log.info("kept %d", 3)
+    logs.flush()
+    assert _lines(counted, "kept") == ["1", "2", "3"]
+    counted.fail = 1  # the burst's joined write fails: each line is tried on its own
+    for index in range(4, 7):
+        log.info("kept %d", index)
+    logs.flush()
+    assert _lines(counted, "kept") == ["1", "2", "3", "4", "5", "6"]
 
 
 def test_a_record_written_after_stderr_was_swapped_and_closed_goes_to_the_current_stderr(

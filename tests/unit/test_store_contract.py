@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from sqsjobs import App
+from sqsjobs.errors import SqsJobsError
 from sqsjobs.provisioning import provision
 from sqsjobs.stores import MemoryStore, Store
 from sqsjobs.stores.dynamodb import DynamoDbStore
@@ -253,3 +255,21 @@ def test_add_and_count_honours_a_marker_within_the_skew(
     later(10, clock_a, clock_b)
     assert not b.add_and_count(("batch#s", "job#1"), {}, counter, {"processed": 1}, ttl=30), "counted twice"
     assert b.get(counter) == {"processed": 1}
+
+
+def test_an_endpoint_that_repeats_a_page_key_is_refused_not_paged_for_ever(moto: None) -> None:
+    """botocore's paginator refused a LastEvaluatedKey answered twice; the store's own paging does too."""
+    provision(App(connection="sqs"), [], table=True, bucket=False)
+    store = DynamoDbStore("sqsjobs")
+    store.put(("loop", "a"), {"n": 1}, 100)
+    stuck = {"pk": {"S": "loop"}, "sk": {"S": "a"}}
+
+    def repeat(parsed: dict[str, Any], **_: Any) -> None:
+        parsed["LastEvaluatedKey"] = stuck  # what a DynamoDB-compatible endpoint that pages wrongly answers
+
+    store.client.meta.events.register("after-call.dynamodb.Query", repeat)
+    store.client.meta.events.register("after-call.dynamodb.Scan", repeat)
+    with pytest.raises(SqsJobsError, match="same LastEvaluatedKey twice"):
+        store.query("loop")
+    with pytest.raises(SqsJobsError, match="same LastEvaluatedKey twice"):
+        store.scan("loop", "a")
