@@ -63,24 +63,31 @@ def test_a_client_without_the_private_creator_is_left_alone() -> None:
     aws.cache_user_agent(Other())  # no attribute to reach: nothing happens, nothing raises
 
 
-def test_a_workers_later_clients_come_from_one_session(moto: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A session registers botocore's ~140 handlers (~10 ms); a worker builds its DynamoDB, heartbeat and
-    snapshot clients after it has started, on its own clock."""
-    made = 0
+@pytest.fixture
+def sessions_made(monkeypatch: pytest.MonkeyPatch) -> list[botocore.session.Session]:
+    """Every botocore session made from here on."""
+    made: list[botocore.session.Session] = []
     real = botocore.session.get_session
 
     def counting() -> botocore.session.Session:
-        nonlocal made
-        made += 1
-        return real()
+        made.append(real())
+        return made[-1]
 
     monkeypatch.setattr(botocore.session, "get_session", counting)
+    return made
+
+
+def test_a_workers_later_clients_come_from_one_session(
+    moto: None, sessions_made: list[botocore.session.Session]
+) -> None:
+    """A session registers botocore's ~140 handlers (~10 ms); a worker builds its DynamoDB, heartbeat and
+    snapshot clients after it has started, on its own clock."""
     aws.reset_clients()
     aws.client("sqs")
     aws.client("dynamodb")
     aws.quick_client("dynamodb")
     aws.new_client("sqs", Config(region_name="us-east-1"))
-    assert made == 1
+    assert len(sessions_made) == 1
 
 
 def test_a_handler_added_to_botocores_builtins_reaches_clients_made_after_it(moto: None) -> None:
@@ -104,7 +111,7 @@ def test_a_handler_added_to_botocores_builtins_reaches_clients_made_after_it(mot
 
 
 def test_a_region_from_the_config_file_is_read_once(
-    moto: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    moto: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sessions_made: list[botocore.session.Session]
 ) -> None:
     """Without AWS_REGION/AWS_DEFAULT_REGION every `client()` call asked a new botocore session for the
     config file's region (~10 ms each, a snapshot write made one)."""
@@ -113,20 +120,11 @@ def test_a_region_from_the_config_file_is_read_once(
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
-    made = 0
-    real = botocore.session.get_session
-
-    def counting() -> botocore.session.Session:
-        nonlocal made
-        made += 1
-        return real()
-
-    monkeypatch.setattr(botocore.session, "get_session", counting)
     aws.reset_clients()
     for _ in range(3):
         assert aws.client("sqs").meta.region_name == "eu-west-1"
         aws.quick_client("dynamodb")
-    assert made == 2  # the region, read once, and the shared session
+    assert len(sessions_made) == 2  # the region, read once, and the shared session
     aws.reset_clients()
 
 

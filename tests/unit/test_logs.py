@@ -119,25 +119,17 @@ def _lines(stream: _CountingStream, word: str) -> list[str]:
     return [line.rsplit(" ", 1)[1] for line in stream.getvalue().splitlines() if f" {word} " in line]
 
 
-def test_a_burst_of_lines_reaches_stderr_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("lines", [10, 200])
+def test_a_burst_is_written_in_as_few_writes_as_keep_lines_whole(monkeypatch: pytest.MonkeyPatch, lines: int) -> None:
+    """One write for a burst that fits in PIPE_BUF; beyond it, several, each whole: other processes may
+    write to the same stderr pipe, and a longer write can be cut into."""
     counted = _counted(monkeypatch)
     log = logging.getLogger("sqsjobs.worker")
-    for index in range(10):
+    for index in range(lines):
         log.info("burst %d", index)
     logs.flush()
-    assert len(counted.writes) == 1
-    assert _lines(counted, "burst") == [str(i) for i in range(10)]
-
-
-def test_no_write_is_longer_than_a_pipe_keeps_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Other processes may write to the same stderr pipe; a write beyond PIPE_BUF can be cut into."""
-    counted = _counted(monkeypatch)
-    log = logging.getLogger("sqsjobs.worker")
-    for index in range(200):
-        log.info("long %d", index)
-    logs.flush()
-    assert _lines(counted, "long") == [str(i) for i in range(200)]
-    assert len(counted.writes) > 1
+    assert _lines(counted, "burst") == [str(i) for i in range(lines)]
+    assert (len(counted.writes) == 1) == (lines == 10)
     assert all(len(text.encode()) <= logs._PIPE_BUF and text.endswith("\n") for text in counted.writes)
 
 
