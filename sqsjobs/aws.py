@@ -44,6 +44,7 @@ def _session() -> boto3.session.Session:
     A new session is made when what a session takes at birth has changed: botocore's list of builtin
     handlers (the strict test layer and the fault injector add to it) or `AWS_DATA_PATH`.
     """
+    global _shared
     assert _lock.locked(), "sqsjobs.aws._session() is called with _lock held"
     handlers = tuple(botocore.handlers.BUILTIN_HANDLERS)
     shared = _shared
@@ -64,7 +65,7 @@ def _session() -> boto3.session.Session:
     made = boto3.session.Session(botocore_session=core)
     # Each boto3 session appends boto3's own data folder to the loader's search path: keep it once.
     loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))
-    _set_shared(_Shared(handlers, data_path, core, made))
+    _shared = _Shared(handlers, data_path, core, made)
     return made
 
 
@@ -76,11 +77,6 @@ class _Shared(NamedTuple):
 
 
 _shared: _Shared | None = None
-
-
-def _set_shared(value: _Shared | None) -> None:
-    global _shared
-    _shared = value
 
 
 def region() -> str | None:
@@ -211,8 +207,8 @@ def retry_mode() -> str:
 
 def reset_clients() -> None:
     """Forget cached clients and the session they came from (tests switch endpoints and credentials)."""
-    global _file_region
+    global _file_region, _shared
     with _lock:
         _clients.clear()
-        _set_shared(None)
+        _shared = None
         _file_region = _UNREAD

@@ -292,7 +292,7 @@ class _Writer(logging.Handler):
     the middle of another `emit` (the worker's SIGTERM handler does), and a lock held there would never
     be released. A deque append is atomic, and `SimpleQueue.put` is safe to re-enter from a handler."""
 
-    def __init__(self, target: logging.Handler) -> None:
+    def __init__(self, target: _Stderr) -> None:
         super().__init__()
         self._target = target
         self._records: collections.deque[logging.LogRecord] = collections.deque()
@@ -357,11 +357,7 @@ class _Writer(logging.Handler):
                     break
             if not records:
                 return
-            if isinstance(self._target, _Stderr):
-                self._target.emit_many(records)
-            else:
-                for record in records:
-                    self._target.handle(record)
+            self._target.emit_many(records)
             self._target.flush()
 
 
