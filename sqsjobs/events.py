@@ -160,11 +160,16 @@ class Events:
         return kind not in _KNOWN and bool(self._every)
 
     def emit(self, event: JobEvent | QueueEvent) -> None:
-        if isinstance(event, JobEvent):
-            for listener in self._job_by_kind.get(event.kind, self._every):
-                self._call(listener, event)
-        for by_kind in self._by_kind.get(event.kind, ()):
-            self._call(by_kind, event)
+        # Every job emits at least one event: the listeners are called here, not through a helper.
+        listeners: tuple[AnyListener, ...] = (
+            self._job_by_kind.get(event.kind, self._every) if isinstance(event, JobEvent) else ()
+        )
+        by_kind = self._by_kind.get(event.kind)
+        for listener in (*listeners, *by_kind) if by_kind else listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("sqsjobs event listener %r failed", listener)
 
     def _index(self) -> None:
         self._every = tuple(listener for listener, kinds, _ in self._listeners if kinds is None)
@@ -180,10 +185,3 @@ class Events:
             for kind, entries in taking.items()
             if entries and kind not in self._wanted
         }
-
-    @staticmethod
-    def _call(listener: AnyListener, event: JobEvent | QueueEvent) -> None:
-        try:
-            listener(event)
-        except Exception:
-            log.exception("sqsjobs event listener %r failed", listener)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict
 
 from . import context
 from .dispatched import Dispatched
@@ -116,7 +116,22 @@ class Job(BaseModel):
     job_name: ClassVar[str] = ""
     job_aliases: ClassVar[tuple[str, ...]] = ()
 
-    _ctx: JobContext | None = PrivateAttr(default=None)
+    # The runner's context for this run, in a slot of Job's own rather than a pydantic private attribute:
+    # pydantic sets private attributes up after every validation (a post-init call, ~1.5 µs a job) and
+    # reads them through `__getattr__` (3-4 µs a read, an AttributeError raised and caught inside). A copy
+    # or an unpickled job has none, as a job built by hand (docs/performance.md).
+    __slots__ = ("__weakref__", "_sqsjobs_ctx")
+
+    @property
+    def _ctx(self) -> JobContext | None:
+        try:
+            return _CTX_SLOT.__get__(self, None)  # type: ignore[no-any-return]
+        except AttributeError:  # not set: a job built by hand, copied or unpickled
+            return None
+
+    @_ctx.setter
+    def _ctx(self, ctx: JobContext | None) -> None:
+        _CTX_SLOT.__set__(self, ctx)
 
     def __init_subclass__(
         cls, *, name: str | None = None, aliases: Iterable[str] = (), abstract: bool = False, **kwargs: Any
@@ -134,6 +149,10 @@ class Job(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         # Our class keywords were consumed by __init_subclass__; pydantic must not see them.
         super().__pydantic_init_subclass__()
+        if taken := {"_ctx", "_sqsjobs_ctx"} & set(cls.__private_attributes__):
+            raise ConfigurationError(
+                f"{cls.__qualname__} has private attribute {taken.pop()}, which Job keeps for itself"
+            )
         shadowed = sorted(set(cls.model_fields) & _JOB_ATTRIBUTES)
         if shadowed:
             raise ConfigurationError(
@@ -293,6 +312,16 @@ class Job(BaseModel):
     ) -> list[Dispatched]:
         """`dispatch_many` for async code."""
         return await context.current().dispatch_many_async(jobs, queue=queue, delay=delay, after_commit=after_commit)
+
+
+#: The slot behind `Job._ctx` (its descriptor, so an unset slot raises at once, not via pydantic's `__getattr__`).
+_CTX_SLOT: Any = Job.__dict__["_sqsjobs_ctx"]
+
+
+def set_context(job: Job, ctx: JobContext | None) -> None:
+    """`job._ctx = ctx` without pydantic's `__setattr__` (which, for a name that is not its own, looks
+    the name up every time before it lets the property set it): the runner does this once per job."""
+    _CTX_SLOT.__set__(job, ctx)
 
 
 #: Names a payload field may not take: each would hide an option or method of Job.

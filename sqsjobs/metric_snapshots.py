@@ -112,25 +112,34 @@ class Snapshots:
 
     def listen(self, event: JobEvent) -> None:
         """The events listener (`app.events.listen(snapshots.listen)`)."""
+        # Runs for every job that ends (on its thread, under a lock other job threads share): kept to
+        # plain attribute arithmetic, with no helper calls.
         kind = event.kind
         if kind not in COUNTED_KINDS:
             return
-        at = minute_of(self.clock())
+        key = (event.queue, int(self.clock() // 60) * 60)  # minute_of, inlined
         with self._lock:
-            tally = self._minutes.get((event.queue, at))
+            tally = self._minutes.get(key)
             if tally is None:
-                tally = self._minutes[(event.queue, at)] = Minute(event.queue, at)
-            if kind == "rejected":  # it never ran: a failure with no runtime and no wait
+                tally = self._minutes[key] = Minute(*key)
+            if kind == "processed":
+                tally.processed += 1
+            elif kind == "rejected":  # it never ran: a failure with no runtime and no wait
                 tally.failed += 1
                 return
-            setattr(tally, kind, getattr(tally, kind) + 1)
-            runtime = max(0, round(event.runtime_s * 1000))
+            elif kind == "failed":
+                tally.failed += 1
+            elif kind == "released":
+                tally.released += 1
+            runtime = round(event.runtime_s * 1000)
+            if runtime > 0:
+                tally.runtime_ms += runtime
+                tally.runtime_max_ms = max(tally.runtime_max_ms, runtime)
             tally.runs += 1
-            tally.runtime_ms += runtime
-            tally.runtime_max_ms = max(tally.runtime_max_ms, runtime)
             if event.dispatched_at:
                 tally.waits += 1
-                tally.wait_ms += max(0, round(event.wait_s * 1000))
+                if event.wait_s > 0:
+                    tally.wait_ms += round(event.wait_s * 1000)
 
     def tick(self, remaining_s: float | None = None) -> int:
         """Flush the minutes that have ended (call it as often as you like: a minute is written once).

@@ -62,7 +62,9 @@ def runs_so_far(receive_count: int, attributes: dict[str, str], skipped: int = 0
 
 def not_before(attributes: dict[str, str], now: float) -> float:
     """Seconds this delivery is early for (0 when it may run); forged or absurd values count as 0."""
-    raw = attributes.get(NOT_BEFORE_ATTRIBUTE, "")
+    raw = attributes.get(NOT_BEFORE_ATTRIBUTE)
+    if not raw:  # most messages: no ValueError raised and caught per job
+        return 0.0
     try:
         when = float(raw)
     except ValueError:

@@ -52,14 +52,29 @@ _sdk_checked = -1.0
 _PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"
 
 
+_named_read_at = -2.0
+_named = False
+
+
+def _provider_named() -> bool:
+    """Whether OTEL_PYTHON_TRACER_PROVIDER is set, read at most once a second (a read of the
+    environment costs about a microsecond, which every untraced job would pay)."""
+    global _named_read_at, _named
+    now = time.monotonic()
+    if now - _named_read_at > 1.0:
+        _named, _named_read_at = bool(os.environ.get(_PROVIDER_VARIABLE)), now
+    return _named
+
+
 def _tracing() -> Any:
     """The API when an SDK is configured (a tracer provider set), else None. Without one every span is a
     no-op that still costs several microseconds a job (the API is often installed by another library),
     so its absence is looked for again at most once a second, not per job."""
     global _sdk_checked
-    if _api is None and "opentelemetry.trace" not in sys.modules and not os.environ.get(_PROVIDER_VARIABLE):
+    if _api is None and "opentelemetry.trace" not in sys.modules and not _provider_named():
         # Nobody has imported OpenTelemetry or named a provider for it to load, so there is no tracer
-        # provider: not worth an import (milliseconds of a Lambda cold start). Looked for again next run.
+        # provider: not worth an import (milliseconds of a Lambda cold start). The variable is read again
+        # at most a second later.
         return None
     api = _otel()
     if api is None:

@@ -30,7 +30,7 @@ from ..errors import (
     RetryUntilPassedError,
 )
 from ..events import JobEvent
-from ..job_class import Job, JobContext
+from ..job_class import Job, JobContext, set_context
 from ..payloads import carried
 from ..settling import SkipLedger
 from ..timing import parse_iso, parse_iso_or
@@ -103,9 +103,8 @@ class Runner:
 
     @staticmethod
     def run_handle(job: Job, call: Call | None = None, traced: bool = True, context: JobContext | None = None) -> None:
-        """`handle()` through the job's middleware, inside the run's span (sqsjobs.tracing); an
-        `async def handle` runs on a private loop. `traced=False`: the caller holds the span itself.
-        `context`: the job's context when the caller has it (reading `job._ctx` goes through pydantic)."""
+        """`handle()` through the job's middleware, inside the run's span (sqsjobs.tracing); an `async def
+        handle` runs on a private loop. `traced=False`: the caller holds the span. `context`: else `job._ctx`."""
         entering.run_handle(job, call, traced, context)
 
     def timeout_for(self, message: ReceivedMessage) -> float:
@@ -203,7 +202,8 @@ class Runner:
             return self._reject(d, job)
         d.job = job
         d.attempts = policy.attempt(message.receive_count, message.attributes, self.skips.count(message))
-        job._ctx = ctx = d.context = JobContext(decoded.id, d.attempts, message.queue, decoded, app=self.app)
+        d.context = ctx = JobContext(decoded.id, d.attempts, message.queue, decoded, app=self.app)
+        set_context(job, ctx)
         for hook in self._before_run:
             if (decided := hook.before_run(d)) is not None:
                 return decided

@@ -37,8 +37,7 @@ class Delivery:
     #: The registered class the envelope names (None for a message that names none).
     job_cls: type[Job] | None = None
     job: Job | None = None
-    #: The job's context (also `job._ctx`), kept here because a pydantic private attribute costs
-    #: a `__getattr__` per read and the runner reads it on every step.
+    #: The job's context, the same object as `job._ctx`; None until the job is built.
     context: JobContext | None = None
     #: This delivery's attempt number: runs, not receives (sqsjobs.policy.attempt).
     attempts: int = 0

@@ -99,9 +99,8 @@ def execute(
 
 def _carry_private(source: Job, target: Job) -> None:
     """Give the instance that runs the test's private attributes (shared, not copied: a fake client
-    stays the test's object), keeping the delivery's own context."""
-    private = dict(source.__pydantic_private__ or {})
-    private.pop("_ctx", None)
+    stays the test's object). The delivery's context is not one of them (`Job._ctx` is a slot)."""
+    private = source.__pydantic_private__
     if private:
         object.__setattr__(target, "__pydantic_private__", {**(target.__pydantic_private__ or {}), **private})
 

@@ -27,6 +27,6 @@ def entered(job: Job, ctx: JobContext | None) -> Awaitable[object]:
     inside it spends a try (a release before `handle()` means "held back before it ran", no try) —
     but not run: its coroutine is awaited on the loop. Only for jobs without middleware."""
     handles: list[Awaitable[object]] = []
-    # The loop holds the span; the context is passed, as reading `job._ctx` goes through pydantic.
+    # The loop holds the span.
     Runner.run_handle(job, lambda job: handles.append(job.handle()), traced=False, context=ctx)
     return handles[0]

@@ -40,8 +40,9 @@ def test_two_workers_with_schedule_dispatch_a_tick_once_and_it_runs_once(e2e: E2
     env = setup(e2e)
     began = time.time()
     workers = [e2e.worker("--schedule", env=env) for _ in range(2)]
+    # A new schedule's first tick is the next minute's: up to 60 s away, then the job runs.
     row = wait_for(
-        lambda: (r := listed(e2e, env))["state"] == "finished" and r, timeout=30, what="the tick's job finished"
+        lambda: (r := listed(e2e, env))["state"] == "finished" and r, timeout=90, what="the tick's job finished"
     )
     assert row["outcome"] == "ok" and row["name"] == "e2e.every-minute" and row["job"] == "e2e.record"
     for worker in workers:
