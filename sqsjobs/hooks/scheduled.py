@@ -3,9 +3,10 @@
 `sqsjobs schedule list` shows it, and `without_overlapping` reads it: a tick is skipped while the
 last tick's job is dispatched and not finished. Only the schedule's latest run is recorded, and only a
 message whose job id is the one the scheduler derives for that schedule and tick (`schedules.run_id`):
-an older run delivered again changes nothing. The id is derived, not secret — anyone who can send to
-the queue could forge it, which signing (SQSJOBS_SIGNING_KEY) prevents. Other jobs pay one dictionary
-lookup and import nothing.
+an older run delivered again changes nothing, and a run that starts before the scheduler has recorded
+its tick (a fast worker) records it itself, unless the tick is ahead of every clock. The id is derived,
+not secret — anyone who can send to the queue could forge it, which signing (SQSJOBS_SIGNING_KEY)
+prevents. Other jobs pay one dictionary lookup and import nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ log = logging.getLogger("sqsjobs.scheduler")
 
 #: A started run holds `without_overlapping` until its timeout has passed by this much more.
 _HOLD_MARGIN_S = 60
+#: How far past this clock a tick may be and still be a scheduler's (runners' clocks disagree a little).
+_FUTURE_S = 300
 
 
 class ScheduledRuns(Hook):
@@ -47,7 +50,7 @@ class ScheduledRuns(Hook):
             assert delivery.envelope is not None
             self._record(
                 name,
-                delivery.envelope.id,
+                delivery,
                 {
                     "started_job_id": delivery.envelope.id,
                     "started_ms": int(now * 1000),
@@ -65,7 +68,7 @@ class ScheduledRuns(Hook):
         if isinstance(decision, Release):
             # A retry later is the same run: it holds `without_overlapping` until the retry's own timeout.
             hold = now + decision.delay + delivery.timeout + _HOLD_MARGIN_S
-            self._record(name, delivery.envelope.id, {"hold_until_ms": int(hold * 1000)})
+            self._record(name, delivery, {"hold_until_ms": int(hold * 1000)})
             return None
         if not isinstance(decision, Ack | Fail):
             return None  # postponed before it ran: its message comes back
@@ -81,7 +84,7 @@ class ScheduledRuns(Hook):
         }
         if isinstance(started, float):
             changes["duration_ms"] = int((now - started) * 1000)
-        self._record(name, delivery.envelope.id, changes)
+        self._record(name, delivery, changes)
         return None
 
     def _schedule_of(self, delivery: Delivery) -> str | None:
@@ -103,16 +106,26 @@ class ScheduledRuns(Hook):
             return None
         return name
 
-    def _record(self, name: str, job_id: str, changes: dict[str, Any]) -> None:
+    def _record(self, name: str, delivery: Delivery, changes: dict[str, Any]) -> None:
         """Only for the schedule's latest run: an older run delivered again (an SQS duplicate, a `failed
         retry`) must not make the latest look unfinished. Only what `list` shows and `without_overlapping`
-        reads: a failure here must not touch the job."""
+        reads: a failure here must not touch the job.
+
+        The scheduler records a tick's job as the latest only after sending it, so a fast worker can start
+        (even finish) it first: a tick newer than the recorded one is this run's to record as the latest.
+        Dropping its marks instead would leave it "queued" for good, and `without_overlapping` would skip
+        every later tick until the hold expired."""
         from ..schedules import record_key
 
+        assert delivery.envelope is not None
+        job_id, tick = delivery.envelope.id, delivery.envelope.extra["schedule"]["tick"]
         try:
             store = self._store()
             record = store.get(record_key(name)) or {}
             if record.get("last_job_id") == job_id:
                 store.update(record_key(name), set=changes)
+            elif int(record.get("last_dispatched_tick_ms") or 0) < tick <= (self._clock() + _FUTURE_S) * 1000:
+                # (a tick far ahead of every clock was not sent by a scheduler: a forged message's claim)
+                store.update(record_key(name), set={"last_job_id": job_id, "last_dispatched_tick_ms": tick, **changes})
         except Exception:
             log.exception("schedule %s: could not record its run (%s)", name, ", ".join(changes))

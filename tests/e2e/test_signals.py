@@ -14,7 +14,8 @@ from tests.helpers import counts, queue_url, wait_for
 
 def test_sigterm_returns_held_messages_at_once_and_finishes_the_running_job(e2e: E2E) -> None:
     app = e2e.setup(visibility=30)
-    slow = e2e.dispatch(Record(tag="slow", sleep=3))
+    # Long enough to still be running once the five are received on a loaded 2-core machine (3 s was not).
+    slow = e2e.dispatch(Record(tag="slow", sleep=8))
     worker = e2e.worker("--concurrency", "1", "--prefetch", "5")
     e2e.wait_mark(slow.job_id, "start")
 

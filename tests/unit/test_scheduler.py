@@ -21,7 +21,7 @@ from sqsjobs.cron import Cron, daily, every_minute, hourly
 from sqsjobs.envelope import decode
 from sqsjobs.events import QueueEvent
 from sqsjobs.schedules import Schedules, record_key, run_id, schedule, tick_key
-from sqsjobs.scheduling import Scheduler
+from sqsjobs.scheduling import Scheduler, schedule_states
 from sqsjobs.stores.memory import MemoryStore
 from tests.helpers import FakeClock
 
@@ -282,6 +282,12 @@ def test_a_message_that_only_says_it_is_a_schedule_run_changes_no_record(app: Ap
     app.runner.process(tampered)
     assert app.store.get(record_key("sched.report")) == before
     assert real["id"] != envelope.id
+    # A run of a tick far ahead of every clock, with the id derived for it, was not sent by a scheduler.
+    future = int(at("2099-01-01 00:00:00") * 1000)
+    envelope.extra["schedule"] = {"name": "sched.report", "tick": future}
+    envelope.id = run_id("sched.report", future)
+    app.runner.process(dataclasses.replace(message, receipt_handle="r2", body=envelope.encode(None, queue="default")))
+    assert app.store.get(record_key("sched.report")) == before
 
 
 def test_schedule_test_dispatches_now_without_touching_the_record(app: App, schedules: Schedules) -> None:
@@ -469,3 +475,30 @@ def test_a_scheduled_job_reads_its_tick_however_late_it_runs(app: App, clock: Fa
         (None, datetime(2026, 3, 8, 3, 0, tzinfo=UTC)),
         (None, None),
     ]
+
+
+def test_a_tick_whose_job_ran_before_the_scheduler_recorded_it_shows_finished_and_holds_no_later_tick(
+    app: App, clock: FakeClock, schedules: Schedules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler records a tick's job as the latest only after sending it; an idle worker may receive
+    and finish the job in between. Its run must still be the record's, or `without_overlapping` would
+    take it for a job queued and never started, and skip every later tick until that hold expired."""
+    schedule(Report(), every_minute(), without_overlapping=True, registry=schedules)
+    scheduler = Scheduler(app)
+    store = app.store
+    store_update = store.update
+    ran_first: list[object] = []
+
+    def job_runs_first(key: str, **changes: Any) -> Any:
+        if not ran_first and "dispatched_ms" in (changes.get("set") or {}):
+            (message,) = app.connection.receive("default", 10, 0)
+            ran_first.append(app.runner.process(message))
+        return store_update(key, **changes)
+
+    monkeypatch.setattr(store, "update", job_runs_first)
+    assert [o.what for o in scheduler.run_due()] == ["dispatched"]  # 12:00
+    assert ran_first == [Ack()] and len(Report.runs) == 1
+    (state,) = schedule_states(app)
+    assert (state["state"], state["outcome"], state["last_job_id"]) == ("finished", "ok", Report.runs[0][1])
+    clock.now = at("2026-03-07 12:01:02")
+    assert [o.what for o in scheduler.run_due()] == ["dispatched"]  # not held by a run that is long over
