@@ -4,7 +4,7 @@
 last tick's job is dispatched and not finished. Only the schedule's latest run is recorded, and only a
 message whose job id is the one the scheduler derives for that schedule and tick (`schedules.run_id`):
 an older run delivered again changes nothing, and a run that starts before the scheduler has recorded
-its tick (a fast worker) records it itself, unless the tick is ahead of every clock. The id is derived,
+its tick (a fast worker) records it itself if a scheduler claimed that tick. The id is derived,
 not secret — anyone who can send to the queue could forge it, which signing (SQSJOBS_SIGNING_KEY)
 prevents. Other jobs pay one dictionary lookup and import nothing.
 """
@@ -26,8 +26,6 @@ log = logging.getLogger("sqsjobs.scheduler")
 
 #: A started run holds `without_overlapping` until its timeout has passed by this much more.
 _HOLD_MARGIN_S = 60
-#: How far past this clock a tick may be and still be a scheduler's (runners' clocks disagree a little).
-_FUTURE_S = 300
 
 
 class ScheduledRuns(Hook):
@@ -112,9 +110,9 @@ class ScheduledRuns(Hook):
         reads: a failure here must not touch the job.
 
         The scheduler records a tick's job as the latest only after sending it, so a fast worker can start
-        (even finish) it first: a tick newer than the recorded one is this run's to record as the latest.
-        Dropping its marks instead would leave it "queued" for good, and `without_overlapping` would skip
-        every later tick until the hold expired."""
+        (even finish) it first: a tick newer than the recorded one, which a scheduler claimed to send, is
+        this run's to record as the latest. Dropping its marks instead would leave it "queued" for good,
+        and `without_overlapping` would skip every later tick until the hold expired."""
         from ..schedules import record_key
 
         assert delivery.envelope is not None
@@ -124,8 +122,17 @@ class ScheduledRuns(Hook):
             record = store.get(record_key(name)) or {}
             if record.get("last_job_id") == job_id:
                 store.update(record_key(name), set=changes)
-            elif int(record.get("last_dispatched_tick_ms") or 0) < tick <= (self._clock() + _FUTURE_S) * 1000:
-                # (a tick far ahead of every clock was not sent by a scheduler: a forged message's claim)
+            elif int(record.get("last_dispatched_tick_ms") or 0) < tick and _claimed(store, name, tick):
                 store.update(record_key(name), set={"last_job_id": job_id, "last_dispatched_tick_ms": tick, **changes})
         except Exception:
             log.exception("schedule %s: could not record its run (%s)", name, ", ".join(changes))
+
+
+def _claimed(store: Store, name: str, tick: int) -> bool:
+    """Whether a scheduler claimed `tick` to send it (its mark is written before the send). A run of a tick
+    no scheduler claimed, or one it skipped, came from another sender: it must not become the latest run,
+    or its start would hold `without_overlapping` against the real tick."""
+    from ..schedules import tick_key
+
+    mark = store.get(tick_key(name, tick)) or {}
+    return mark.get("state") in ("sending", "sent") and not str(mark.get("owner", "")).startswith("skipped_")

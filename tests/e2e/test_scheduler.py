@@ -30,35 +30,45 @@ def dispatched(output: str) -> set[str]:
     return {" ".join(line.split()[1:3]) for line in output.splitlines() if line.endswith(" dispatched")}
 
 
-def minute_ticks(around: float) -> list[int]:
-    """The minute ticks (ms) a run of this test may have seen (it waits up to 90 s for the first)."""
-    start = int(around // 60) * 60
-    return [(start + 60 * n) * 1000 for n in range(-1, 5)]
+def minute_ticks(start: float, end: float) -> list[int]:
+    """The minute ticks (ms) from the minute before `start` to `end`."""
+    first = int(start // 60) * 60 - 60
+    return [tick * 1000 for tick in range(first, int(end) + 1, 60)]
 
 
 def test_two_workers_with_schedule_dispatch_a_tick_once_and_it_runs_once(e2e: E2E) -> None:
     env = setup(e2e)
     began = time.time()
     workers = [e2e.worker("--schedule", env=env) for _ in range(2)]
-    # A new schedule's first tick is the next minute's: up to 60 s away, then the job runs.
+    # A new schedule takes the current minute's tick; one that starts as a minute turns waits for the next.
     row = wait_for(
         lambda: (r := listed(e2e, env))["state"] == "finished" and r, timeout=90, what="the tick's job finished"
     )
     assert row["outcome"] == "ok" and row["name"] == "e2e.every-minute" and row["job"] == "e2e.record"
+    signalled = time.time()
     for worker in workers:
         worker.signal(15)
     assert [w.wait(30) for w in workers] == [0, 0]
     ended = time.time()
     # A minute may have turned while they stopped: its tick, dispatched but not started, was handed back.
     assert e2e.worker("--stop-when-empty", env=env).wait(30) == 0
-    ran = {tick: e2e.events(run_id("e2e.every-minute", tick)) for tick in minute_ticks(began)}
+    ticks = minute_ticks(began, ended)
+    ran = {tick: e2e.events(run_id("e2e.every-minute", tick)) for tick in ticks}
     ran = {tick: events for tick, events in ran.items() if events}
-    # One tick per minute that turned during the test: each dispatched once, run once.
     assert ran, "no tick's job ran"
-    due = [tick for tick in minute_ticks(began) if began - 60 < tick / 1000 <= ended]
-    assert set(ran) <= set(due), f"ticks ran that were not due while the workers ran: {sorted(set(ran) - set(due))}"
     twice = {tick: events for tick, events in ran.items() if events != [("start", 1), ("end", 1)]}
     assert twice == {}, f"a tick's job ran other than once: {twice}"
+    # Every minute from the first tick that ran to the signal ran (none skipped as overlapping a run long over).
+    first = min(ran)
+    assert first / 1000 >= int(began // 60) * 60 - 60, "a tick from before the workers started ran"
+    expected = [tick for tick in ticks if first <= tick <= (signalled - 5) * 1000]
+    assert sorted(set(expected) - set(ran)) == [], f"ticks that did not run: {sorted(set(expected) - set(ran))}"
+    final = listed(e2e, env)
+    assert (final["state"], final["last_job_id"], final["missed"]) == (
+        "finished",
+        run_id("e2e.every-minute", max(ran)),
+        0,
+    )
     assert e2e.queue_depth() == 0 and e2e.dlq_depth() == 0
 
 

@@ -282,12 +282,14 @@ def test_a_message_that_only_says_it_is_a_schedule_run_changes_no_record(app: Ap
     app.runner.process(tampered)
     assert app.store.get(record_key("sched.report")) == before
     assert real["id"] != envelope.id
-    # A run of a tick far ahead of every clock, with the id derived for it, was not sent by a scheduler.
-    future = int(at("2099-01-01 00:00:00") * 1000)
-    envelope.extra["schedule"] = {"name": "sched.report", "tick": future}
-    envelope.id = run_id("sched.report", future)
-    app.runner.process(dataclasses.replace(message, receipt_handle="r2", body=envelope.encode(None, queue="default")))
-    assert app.store.get(record_key("sched.report")) == before
+    # Nor a run of a tick no scheduler has claimed yet (the next minute's), with the id derived for it: its
+    # start would otherwise hold `without_overlapping` against the real tick.
+    for n, tick in enumerate((at("2026-03-07 12:01:00"), at("2099-01-01 00:00:00"))):
+        envelope.extra["schedule"] = {"name": "sched.report", "tick": int(tick * 1000)}
+        envelope.id = run_id("sched.report", int(tick * 1000))
+        body = envelope.encode(None, queue="default")
+        app.runner.process(dataclasses.replace(message, receipt_handle=f"forged-{n}", body=body))
+        assert app.store.get(record_key("sched.report")) == before
 
 
 def test_schedule_test_dispatches_now_without_touching_the_record(app: App, schedules: Schedules) -> None:
