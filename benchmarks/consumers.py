@@ -22,6 +22,8 @@ includes interpreter start-up and imports.
   `concurrency` threads (the worker's threading model, minus everything else).
 - boto3-checked: the boto3 loop doing per job what sqsjobs' standards require of any consumer
   (decode the envelope as untrusted, validate the payload, one log line): the floor.
+- boto3-checked-pool: the checked loop with each received batch on a pool of `concurrency` threads:
+  the floor for `sqsjobs work --concurrency N`, what running the same checks on N threads costs.
 - boto3-asyncio: the boto3 loop with an `async def` handler, each message's coroutine run as a
   task on an event loop in another thread (`run_coroutine_threadsafe`), the batch awaited before
   its delete: the least any worker pays that polls with boto3 and runs jobs on a loop.
@@ -316,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
             "boto3",
             "boto3-pool",
             "boto3-checked",
+            "boto3-checked-pool",
             "boto3-asyncio",
             "aiobotocore",
             "dramatiq",
@@ -327,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         "--queue", required=True, help="logical queue (sqsjobs), SQS queue name (boto3) or queue prefix (peers)"
     )
     parser.add_argument("--jobs", type=int, required=True)
-    parser.add_argument("--concurrency", type=int, default=10, help="boto3-pool's threads")
+    parser.add_argument("--concurrency", type=int, default=10, help="the pools' threads")
     parser.add_argument("--worker-args", default="", help="sqsjobs: more `sqsjobs work` options")
     parser.add_argument("--out", required=True)
     parser.add_argument("--profile", help="write merged cProfile stats of every thread here")
@@ -335,8 +338,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.kind == "sqsjobs":
         result = run_sqsjobs(args.queue, args.jobs, args.worker_args, args.profile)
-    elif args.kind in ("boto3", "boto3-pool", "boto3-checked", "boto3-asyncio"):
-        pool, checked, on_loop = (args.kind == kind for kind in ("boto3-pool", "boto3-checked", "boto3-asyncio"))
+    elif args.kind in ("boto3", "boto3-pool", "boto3-checked", "boto3-checked-pool", "boto3-asyncio"):
+        pool = args.kind in ("boto3-pool", "boto3-checked-pool")
+        checked = args.kind in ("boto3-checked", "boto3-checked-pool")
+        on_loop = args.kind == "boto3-asyncio"
         result = run_boto3(args.queue, args.jobs, args.concurrency, pool, args.profile, checked, on_loop)
     elif args.kind == "aiobotocore":
         result = run_aiobotocore(args.queue, args.jobs, args.profile)

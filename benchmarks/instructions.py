@@ -31,6 +31,7 @@ CONSUMERS = {
     "boto3": ("boto3", ""),
     "boto3-pool": ("boto3-pool", "--concurrency 4"),
     "boto3-checked": ("boto3-checked", ""),
+    "boto3-checked-pool4": ("boto3-checked-pool", "--concurrency 4"),
     "sqsjobs": ("sqsjobs", ""),
     "sqsjobs-c4": ("sqsjobs", "--concurrency 4"),
     "sqsjobs-async": ("sqsjobs", "--async --concurrency 4"),
@@ -58,6 +59,9 @@ def count(server: harness.CountingServer, name: str, jobs: int) -> int:
     elif kind == "sqs-workers":
         from . import peers
 
+        # The peer sends to a queue it does not create (benchmarks.run creates it the same way).
+        setup = harness.sqs_client(endpoint, harness.SETUP_KEY)
+        setup.create_queue(QueueName=peers.sqs_queue_name(kind, prefix))
         send = peers.producer_sqs_workers(prefix)
         for start in range(0, jobs, 100):
             send(range(start, min(jobs, start + 100)))
@@ -84,8 +88,8 @@ def count(server: harness.CountingServer, name: str, jobs: int) -> int:
         )
         if kind == "sqsjobs":
             args = ["sqsjobs", "--queue", "default", f"--worker-args={options}"]
-        else:  # the checked loop reads and validates the envelopes sqsjobs sent
-            args = [kind, "--queue", f"{prefix}default"]
+        else:  # the checked loops read and validate the envelopes sqsjobs sent
+            args = [kind, "--queue", f"{prefix}default", *options.split()]
     with tempfile.TemporaryDirectory() as workdir:
         out, calls = Path(workdir) / "out.json", Path(workdir) / "callgrind.out"
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={calls}", sys.executable]

@@ -147,6 +147,13 @@ def _markdown(
             else "."
         )
         + (
+            " Its row on 4 threads is the floor for `--concurrency 4` (threads that share one GIL pass it to each"
+            " other on jobs that never wait, whoever runs them); `--concurrency 4` costs"
+            f" {_num(pool4_ratio)}x of it."
+            if (pool4_ratio := out.get("cpu_ratio_concurrency4_vs_boto3_checked_pool4")) is not None
+            else ""
+        )
+        + (
             " The two asyncio loops are what running each job as an asyncio task costs any consumer (no checks);"
             f" `--async --concurrency 4` costs {_num(out['cpu_ratio_async4_vs_asyncio_floor'])}x of the first."
             if out.get("cpu_ratio_async4_vs_asyncio_floor") is not None

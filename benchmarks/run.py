@@ -88,7 +88,7 @@ class System:
         """(dispatch key, consumer key): who signs the producer's and the consumer's calls."""
         if self.kind == "sqsjobs":
             return SQSJOBS_DISPATCH_KEY, SQSJOBS_WORKER_KEY
-        if self.kind == "boto3-checked":
+        if self.kind in ("boto3-checked", "boto3-checked-pool"):
             return SQSJOBS_DISPATCH_KEY, BOTO3_CONSUMER_KEY  # its jobs are real envelopes, sent by sqsjobs
         if self.raw:
             return BOTO3_DISPATCH_KEY, BOTO3_CONSUMER_KEY
@@ -105,6 +105,9 @@ SQSJOBS_SYSTEMS = [
 BOTO3 = System("boto3", "boto3", "raw boto3 loop")
 #: The raw loop plus what sqsjobs' standards require of any consumer per job (benchmarks.consumers).
 CHECKED = System("boto3_checked", "boto3-checked", "boto3 loop + envelope, payload check, log line")
+#: The same checks on a pool of 4 threads: what `--concurrency 4` is read against (threads that share one
+#: GIL hand it to each other on jobs that never wait, whoever runs them).
+CHECKED_POOL = System("boto3_checked_pool4", "boto3-checked-pool", "the same, each batch on 4 threads")
 PEER_SYSTEMS = [System(peer.replace("-", "_"), peer, peer) for peer in peers.PEERS]
 #: What running each job as an asyncio task costs any consumer, for `sqsjobs work --async` to be read against:
 #: the raw loop handing each message's coroutine to a loop thread, and a loop written for asyncio by hand.
@@ -359,11 +362,13 @@ class Bench:
             )
             dispatch = self.sqsjobs_dispatcher(system.job, queue_prefix=prefix)
             args = ["--queue", "default", "--worker-args", system.worker_args]
-        elif system.kind == "boto3-checked":
+        elif system.kind in ("boto3-checked", "boto3-checked-pool"):
             url = self.provision(prefix)
             env = child_env(self.endpoint, consumer_key)
             dispatch = self.sqsjobs_dispatcher(system.job, queue_prefix=prefix)  # real envelopes to check
             args = ["--queue", f"{prefix}default"]
+            if system.kind == "boto3-checked-pool":
+                args += ["--concurrency", "4"]
         elif system.raw:
             url = self.provision(prefix)
             env = child_env(self.endpoint, consumer_key)
@@ -548,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     outcome = Outcome()
-    systems = [BOTO3, CHECKED, *SQSJOBS_SYSTEMS, *ASYNC_FLOORS]
+    systems = [BOTO3, CHECKED, CHECKED_POOL, *SQSJOBS_SYSTEMS, *ASYNC_FLOORS]
     for peer in PEER_SYSTEMS:
         system = dataclasses.replace(peer, max_jobs=args.celery_jobs) if peer.kind == "celery" else peer
         if args.no_peers:
@@ -731,6 +736,13 @@ def _results(
         out[f"sqs_calls_per_job_{name}"] = s["calls_per_job"]
         if checked is not None:
             out[f"cpu_ratio_vs_checked_floor_{name}"] = s["worker_cpu_us"] / checked["worker_cpu_us"]
+    pool4 = summaries.get(CHECKED_POOL.name)
+    if pool4 is not None:
+        out[f"cpu_ratio_{CHECKED_POOL.name}_vs_boto3"] = pool4["worker_cpu_us"] / b3["worker_cpu_us"]
+        out[f"sqs_calls_per_job_{CHECKED_POOL.name}"] = pool4["calls_per_job"]
+        if "sqsjobs_concurrency4" in summaries:
+            ratio = summaries["sqsjobs_concurrency4"]["worker_cpu_us"] / pool4["worker_cpu_us"]
+            out[f"cpu_ratio_concurrency4_vs_{CHECKED_POOL.name}"] = ratio
     for system in ASYNC_FLOORS:
         if system.name in summaries:
             out[f"cpu_ratio_{system.name}_vs_boto3"] = summaries[system.name]["worker_cpu_us"] / b3["worker_cpu_us"]
@@ -839,9 +851,9 @@ def _results(
 def _table_rows(out: dict[str, Any], outcome: Outcome) -> list[report.Row]:
     """One row per consumer for the Markdown table and the chart, boto3 first."""
     rows = []
-    for system in [BOTO3, CHECKED, *SQSJOBS_SYSTEMS, *ASYNC_FLOORS, *PEER_SYSTEMS]:
+    for system in [BOTO3, CHECKED, CHECKED_POOL, *SQSJOBS_SYSTEMS, *ASYNC_FLOORS, *PEER_SYSTEMS]:
         name = system.name
-        if name in (CHECKED.name, *(floor.name for floor in ASYNC_FLOORS)) and name not in outcome.runs:
+        if name in (CHECKED.name, CHECKED_POOL.name, *(f.name for f in ASYNC_FLOORS)) and name not in outcome.runs:
             continue
         if name in outcome.skipped:
             rows.append(report.Row(system.label, None, None, None, None, None, outcome.skipped[name]))
