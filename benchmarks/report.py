@@ -147,9 +147,8 @@ def _markdown(
             else "."
         )
         + (
-            " Its row on 4 threads is the floor for `--concurrency 4` (threads that share one GIL pass it to each"
-            " other on jobs that never wait, whoever runs them); `--concurrency 4` costs"
-            f" {_num(pool4_ratio)}x of it."
+            " The checked loop on 4 threads (each batch run on a pool of 4, no receive overlapping it) is what"
+            f" `--concurrency 4` is read against; it costs {_num(pool4_ratio)}x of it."
             if (pool4_ratio := out.get("cpu_ratio_concurrency4_vs_boto3_checked_pool4")) is not None
             else ""
         )
