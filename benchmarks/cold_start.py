@@ -98,6 +98,8 @@ def measure_first_event(events_path: str, env: dict[str, str], rounds: int = 7) 
         sides = [(base, "floor"), (ours, "ours"), (checked, "pydantic")]
         for target, side in sides if index % 2 == 0 else reversed(sides):
             target.append(_first_event(side, events_path, env))
+    if env.get("AWS_LAMBDA_FUNCTION_NAME") and not all(r.get("warmed") for r in ours):
+        raise RuntimeError("the handler's init phase built no App at import (its warning says why): not a cold start")
     ours_s = statistics.median(r["s"] for r in ours)
     base_s = statistics.median(r["s"] for r in base)
     pydantic_s = statistics.median(r["s"] for r in checked)

@@ -116,7 +116,10 @@ def sqs_client(endpoint: str, key: str) -> Any:
 
 def child_env(endpoint: str, key: str, **extra: str) -> dict[str, str]:
     """The environment of a consumer child: our endpoint and key, no stray AWS or SQSJOBS settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SQSJOBS_"))}
+    # Also Powertools' and Lambda's own variables: a developer's shell must not switch on a logger or tracer
+    # for one side only.
+    stray = ("AWS_", "SQSJOBS_", "POWERTOOLS_", "_X_AMZN_", "LAMBDA_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(stray)}
     env.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID=key,

@@ -148,7 +148,7 @@ def _markdown(
         )
         + (
             " The checked loop on 4 threads (each batch run on a pool of 4, no receive overlapping it) is what"
-            f" `--concurrency 4` is read against; it costs {_num(pool4_ratio)}x of it."
+            f" `--concurrency 4` is read against: `--concurrency 4` costs {_num(pool4_ratio)}x of it."
             if (pool4_ratio := out.get("cpu_ratio_concurrency4_vs_boto3_checked_pool4")) is not None
             else ""
         )
@@ -167,7 +167,8 @@ def _markdown(
         f"{_num(out.get('lambda_cpu_us_per_record_floor'))} | {_num(out.get('lambda_cpu_ratio_per_record'))} | "
         f"{_num(out.get('lambda_cpu_us_per_record_checked_floor'))} | "
         f"{_num(out.get('lambda_cpu_ratio_vs_checked_floor'))} |",
-        f"| cold start: import + first 10-record event (ms) | {_ms(out.get('lambda_cold_start_s'))} | "
+        "| cold start: import (with the init phase) + first 10-record event (ms) | "
+        f"{_ms(out.get('lambda_cold_start_s'))} | "
         f"{_ms(out.get('lambda_cold_start_floor_s'))} | {_num(out.get('lambda_cold_start_ratio'))} | "
         f"{_ms(out.get('lambda_cold_start_pydantic_floor_s'))} | "
         f"{_num(out.get('lambda_cold_start_ratio_vs_pydantic_floor'))} |",
