@@ -72,8 +72,12 @@ class Batch:
 
     def __init__(self, handler: SqsHandler, context: LambdaContext | None) -> None:
         self.handler = handler
-        self.app = handler.app
+        self.app = app = handler.app
+        self.runner, self.settler = app.runner, app.settler
         self.context = context
+        #: Time that fits any registered job (its timeout plus the margin): a record with this much left runs
+        #: without being decoded for its own timeout first.
+        self._fits_any = handler.longest_timeout() + app.settings.lambda_deadline_margin
         self._released: list[tuple[ReceivedMessage, int]] = []
         self._give_back: list[_GiveBack] = []
         self._finished: list[ReceivedMessage] = []
@@ -81,11 +85,15 @@ class Batch:
     def __call__(self, record: SQSRecord) -> None:
         """Run one record; raising marks it a failure (the mapping keeps it), returning a success."""
         message = self.handler.to_message(record)
+        runner = self.runner
         if self.context is not None:
             left = self.context.get_remaining_time_in_millis() / 1000
-            timeout = self.app.runner.timeout_for(message)
-            needed = timeout + self.app.settings.lambda_deadline_margin
             budget = self.handler.budget
+            if left >= self._fits_any and (budget is None or budget >= self._fits_any):
+                self._record_outcome(message, runner.process(message))
+                return
+            timeout = runner.timeout_for(message)
+            needed = timeout + self.app.settings.lambda_deadline_margin
             if budget is not None and needed > budget:
                 # Not this invocation's lack of time: it can never start here. Handed back for free it would
                 # come back for ever; given up, it is in the DLQ with the reason and failed() has run.
@@ -94,14 +102,14 @@ class Batch:
                     f"{self.app.settings.lambda_deadline_margin:g}s and the function has {budget:.0f}s; lower "
                     "its timeout, raise the function's, or run its queue on the poller (sqsjobs work)"
                 )
-                decision = self.app.runner.give_up(message, "never_fits", never)
+                decision = runner.give_up(message, "never_fits", never)
                 self._record_outcome(message, decision)
                 return
             if left < needed:
-                self.app.runner.forget(message)  # decoded for its timeout, never processed
+                runner.forget(message)  # decoded for its timeout, never processed
                 self._not_started(message, left, timeout, needed)
                 raise NotStarted(f"{left:.1f}s left in this invocation, the job needs {needed:.1f}s")
-        self._record_outcome(message, self.app.runner.process(message))
+        self._record_outcome(message, runner.process(message))
 
     def _record_outcome(self, message: ReceivedMessage, decision: Decision) -> None:
         """Raising marks the record a failure (the mapping keeps it); returning, a success."""
@@ -111,7 +119,7 @@ class Batch:
         if isinstance(decision, Postpone):
             self._give_back.append(_GiveBack(message, decision.delay, decision.reason or "postponed"))
             raise Postponed(decision.reason or "postponed")
-        settled = self.app.settler.apply(message, decision)
+        settled = self.settler.apply(message, decision)
         if not settled.delete:  # a decision kind this adapter does not know yet: keep the record
             raise Released(f"{type(decision).__name__} keeps the message")
         if settled.drop_payload and message.pointer is not None:
@@ -166,7 +174,7 @@ class Batch:
             log.exception("could not settle every record of this batch; those left are reported as failures")
 
     def _settle(self, processor: BatchProcessor) -> None:
-        settler = self.app.settler
+        settler = self.settler
         if self._released:
             settler.release(self._released)
         by_kind: dict[tuple[int, str], list[ReceivedMessage]] = {}

@@ -59,6 +59,8 @@ class SqsHandler:
         #: The function's whole time (seconds), read from the first event: a job needing more never fits.
         self.budget: float | None = None
         self._refusal: ConfigurationError | None = None
+        self._longest: tuple[int, float, float] = (-1, 0.0, 0.0)
+        self._processors: dict[tuple[bool, bool], StandardProcessor | FifoProcessor] = {}
         #: Logical queue name by event source ARN (a function reads one or a few queues).
         self._queues: dict[str, str] = {}
 
@@ -104,17 +106,12 @@ class SqsHandler:
         self._invoked_at = app.clock()
         records = event.get("Records", [])
         batch = Batch(self, context)
-        processor: BatchProcessor
-        if any(r.get("eventSourceARN", "").endswith(".fifo") for r in records):
-            processor = FifoProcessor(batch, skip_group=app.settings.lambda_fifo_skip_group)
-        else:
-            processor = StandardProcessor(batch)
-
-        def record_handler(record: SQSRecord) -> None:
-            batch(record)  # a function, not the Batch: Powertools inspects its signature every invocation
-
+        fifo = any(r.get("eventSourceARN", "").endswith(".fifo") for r in records)
+        processor = self._processor(fifo, app.settings.lambda_fifo_skip_group, batch)
         try:
-            return dict(process_partial_response(event, record_handler, processor, context))  # type: ignore[arg-type]
+            # No context for Powertools: it would only look, by inspecting the record handler's signature on
+            # every invocation, whether to pass it on. The Batch has it.
+            return dict(process_partial_response(event, batch, processor, None))
         finally:
             if app.metrics is not None:
                 app.metrics.flush()  # before the invocation ends: a frozen container may never flush
@@ -123,6 +120,26 @@ class SqsHandler:
                 # and minute per container, not one per invocation (a DynamoDB call would cost more CPU
                 # than the records it counts); the current minute waits for a later invocation.
                 self._snapshots.tick(context.get_remaining_time_in_millis() / 1000 if context is not None else None)
+
+    def _processor(self, fifo: bool, skip_group: bool, batch: Batch) -> BatchProcessor:
+        """This invocation's processor: one per kind and container, as Powertools' examples keep it (each
+        invocation starts it afresh), so that building one is not part of what every invocation costs."""
+        processor = self._processors.get((fifo, skip_group))
+        if processor is None:
+            made = FifoProcessor(batch, skip_group=skip_group) if fifo else StandardProcessor(batch)
+            processor = self._processors[(fifo, skip_group)] = made
+        processor.batch = batch
+        return processor
+
+    def longest_timeout(self) -> float:
+        """The longest any registered job may run (0 with none), by the one rule; worked out again when a
+        class is registered or the default changes. A record with this much time left (plus the margin)
+        runs without being decoded first for its own timeout."""
+        registry, default = self.app.registry, self.app.settings.timeout
+        if self._longest[:2] != (registry.version, default):
+            longest = max((policy.timeout(cls.timeout, None, default) for cls in registry), default=0.0)
+            self._longest = (registry.version, default, longest)
+        return self._longest[2]
 
     def refuse_what_cannot_run(self, context: LambdaContext) -> None:
         """On the first event (the remaining time is then the function's timeout): refuse a default
@@ -167,6 +184,7 @@ class SqsHandler:
         raw = record.raw_event
         attributes = raw.get("attributes") or {}
         arn = raw.get("eventSourceARN") or ""
+        theirs = raw.get("messageAttributes")
         queue = self._queues.get(arn)
         if queue is None:
             queue = self._queues[arn] = self.app.settings.logical_queue_name(arn.rsplit(":", 1)[-1])
@@ -177,7 +195,7 @@ class SqsHandler:
             body=raw["body"],
             receive_count=int(attributes.get("ApproximateReceiveCount") or 1),
             sent_at=int(attributes.get("SentTimestamp") or 0) / 1000,
-            attributes={k: (v or {}).get("stringValue") or "" for k, v in (raw.get("messageAttributes") or {}).items()},
+            attributes={k: (v or {}).get("stringValue") or "" for k, v in theirs.items()} if theirs else {},
             # SQS limits a visibility change to 12 h from this receive, which happened before the
             # invocation (the mapping gathers records first); the settler keeps releases inside that.
             received_at=(self._invoked_at or self.app.clock()) - _LONGEST_BATCHING_WINDOW_S,

@@ -99,7 +99,10 @@ class PayloadStore:
         denied) sets `payload_error`, which the runner fails to the DLQ; a passing fault (S3
         throttling, a 5xx, a timeout) also sets `payload_retry`, and the runner tries it later.
         """
-        attribute = next((name for name in SIZE_ATTRIBUTES if name in message.attributes), None)
+        attributes = message.attributes
+        if not attributes:  # most messages: no attributes, no pointer
+            return
+        attribute = next((name for name in SIZE_ATTRIBUTES if name in attributes), None)
         if attribute is None:
             return
         try:

@@ -46,6 +46,8 @@ class Registry:
     def __init__(self) -> None:
         self._by_name: dict[str, JobClass] = {}
         self._canonical: dict[str, JobClass] = {}
+        #: Bumped by every `add`: what is worked out from the whole set (the longest timeout) is kept until it moves.
+        self.version = 0
 
     def add(self, cls: JobClass, name: str, aliases: tuple[str, ...] = ()) -> None:
         for key in (name, *aliases):
@@ -59,6 +61,7 @@ class Registry:
                 )
             self._by_name[key] = cls
         self._canonical[name] = cls
+        self.version += 1
 
     def get(self, name: str) -> JobClass:
         """The class registered under `name` or one of its aliases."""

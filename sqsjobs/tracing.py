@@ -99,7 +99,8 @@ def outgoing() -> str | None:
     return parent if parent and len(parent) <= 128 else None
 
 
-_UNTRACED = contextlib.nullcontext()
+#: The one null context every untraced run gets (a caller may test for it and skip the `with`).
+UNTRACED = contextlib.nullcontext()
 
 
 def run_span(
@@ -109,7 +110,7 @@ def run_span(
     shared null context: an untraced run builds nothing, not even a generator)."""
     api = _tracing()
     if api is None:
-        return _UNTRACED
+        return UNTRACED
     return _span(api, job_name, queue, job_id, attempt, parent)
 
 

@@ -37,7 +37,7 @@ from ..timing import parse_iso, parse_iso_or
 from . import entering
 from .decoding import DecodeCache, build_job, decode_received, open_sealed
 from .entering import Call
-from .hook import Delivery, Hook, acting, implementing
+from .hook import Delivery, Hook, acting, any_acts, implementing
 from .quiet import Loud, ended_quietly, quiet_about, refuse_if_quiet
 from .triaging import after_triage, triage_rule
 
@@ -50,7 +50,7 @@ Guard = Callable[[Job], contextlib.AbstractContextManager[None]]
 RETRY_DELAY_S = 30
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass sets each field through object.__setattr__, per job
 class Run:
     """A job that should run now, as `Runner.begin` hands it to whoever calls `handle()`."""
 
@@ -95,8 +95,11 @@ class Runner:
             return step
         started = time.perf_counter()
         try:
-            with guard(step.job) if guard is not None else contextlib.nullcontext():
-                self.run_handle(step.job, call, context=step.delivery.context)
+            if guard is None:  # the Lambda adapter's: no null context entered and left per job
+                entering.run_handle(step.job, call, True, step.delivery.context)
+            else:
+                with guard(step.job):
+                    entering.run_handle(step.job, call, True, step.delivery.context)
         except Exception as exc:
             return self.finish(step, exc, time.perf_counter() - started)
         return self.finish(step, None, time.perf_counter() - started)
@@ -109,20 +112,15 @@ class Runner:
 
     def timeout_for(self, message: ReceivedMessage) -> float:
         """Seconds the message's job may run (0 for one that will not run); the decode is kept for `process`."""
-        decoded = self._decoded.get(message, keep=True)
-        if isinstance(decoded, BadMessageError) or decoded.job not in self.app.registry:
-            return 0.0
-        return policy.timeout(self.app.registry.get(decoded.job).timeout, None, self.app.settings.timeout)
+        return self._decoded.timeout_for(message, self.app.registry, self.app.settings.timeout)
 
     def forget(self, message: ReceivedMessage) -> None:
         """Drop what `timeout_for` kept for a message that is handed back instead of processed."""
         self._decoded.forget(message)
 
     def begin(self, message: ReceivedMessage, via: Connection | None = None) -> Run | Decision:
-        """Everything before `handle()`: a Run when the job should run now, else the decision.
-
-        Never raises: a store or SQS error on the way (a claim, a lock, an "ended" mark) means "later".
-        """
+        """Everything before `handle()`: a Run when the job should run now, else the decision. Never
+        raises: a store or SQS error on the way (a claim, a lock, an "ended" mark) means "later"."""
         delivery = Delivery(message, via or self.app.connection)
         try:
             step = self._begin(delivery)
@@ -150,7 +148,7 @@ class Runner:
     def finish_quiet(self, run: Run, runtime: float) -> Decision | None:
         """`finish` for a quiet job that returned without releasing or failing itself: its Ack, decided
         without a call. None otherwise: nothing was done, and `finish` does it."""
-        return self.finish(run, None, runtime) if ended_quietly(run.delivery, self._acting) else None
+        return self.finish(run, None, runtime) if ended_quietly(run.delivery) else None
 
     def finish(self, run: Run, error: Exception | None, runtime: float) -> Decision:
         """Everything after `handle()` returned (error None) or raised `error`. Never raises."""
@@ -181,14 +179,15 @@ class Runner:
         except BadMessageError as exc:
             return self._reject(d, exc)
         d.job_cls = cls
-        if d.quiet and not quiet_about(d, self._acting):
+        d.hooked = any_acts(self._acting, d)
+        if d.quiet and not quiet_about(d):
             raise Loud
         opened = open_sealed(decoded, message, self.app)  # an encrypted job's payload and links, in clear
         if isinstance(opened, Release | BadMessageError):
             return opened if isinstance(opened, Release) else self._reject(d, opened)
         d.envelope = decoded = opened
         d.timeout = policy.timeout(cls.timeout, None, self.app.settings.timeout)
-        for hook in self._on_received:
+        for hook in self._on_received if d.hooked else ():
             if (decided := hook.on_received(d)) is not None:
                 return decided
 
@@ -204,7 +203,7 @@ class Runner:
         d.attempts = policy.attempt(message.receive_count, message.attributes, self.skips.count(message))
         d.context = ctx = JobContext(decoded.id, d.attempts, message.queue, decoded, app=self.app)
         set_context(job, ctx)
-        for hook in self._before_run:
+        for hook in self._before_run if d.hooked else ():
             if (decided := hook.before_run(d)) is not None:
                 return decided
 
@@ -218,7 +217,7 @@ class Runner:
         if decoded.retry_until is not None and parse_iso(decoded.retry_until) < now:
             expired = RetryUntilPassedError(f"{cls.job_name} passed its retry_until ({decoded.retry_until})")
             return self._fail(d, expired, "retry_until", 0.0)
-        for hook in self._on_start:
+        for hook in self._on_start if d.hooked else ():
             if (decided := hook.on_start(d)) is not None:
                 return decided
         ctx.wait_s = max(0.0, now - parse_iso_or(decoded.available_at or decoded.dispatched_at, now))
@@ -305,7 +304,7 @@ class Runner:
         return Fail(after_triage(self.app, d, rule, exc.kind, exc), type(exc).__name__, exc)
 
     def _write_dlq(self, d: Delivery, exc: BaseException, kind: str) -> Release | None:
-        for hook in self._before_dlq:
+        for hook in self._before_dlq if d.hooked else ():
             if (held := hook.before_dlq(d, kind, exc)) is not None:
                 return held
         if not d.write_dlq(kind, exc, self.app.clock(), self.app.signing_key):
@@ -372,7 +371,7 @@ class Runner:
                 )
                 decision = self._fail(d, held_back, "held_back", 0.0)
         final = decision
-        for hook in self._on_decided:
+        for hook in self._on_decided if d.hooked else ():
             try:
                 held = hook.on_decided(d, decision, error)
             except Exception as exc:

@@ -21,6 +21,7 @@ from ..envelope import Envelope, decode
 from ..errors import BadMessageError
 from ..job_class import Job
 from ..payload_fields import describe_problems, load, warn_unknown
+from ..registry import Registry
 
 log = logging.getLogger("sqsjobs.runner")
 
@@ -42,6 +43,13 @@ class DecodeCache:
         """A message decoded with `keep` that will not be processed here (handed back unstarted)."""
         with self._lock:
             self._kept.pop(message.receipt_handle, None)
+
+    def timeout_for(self, message: ReceivedMessage, registry: Registry, default: float) -> float:
+        """`Runner.timeout_for`: by the one rule, 0 for a message that will not run; the decode is kept."""
+        decoded = self.get(message, keep=True)
+        if isinstance(decoded, BadMessageError) or decoded.job not in registry:
+            return 0.0
+        return policy.timeout(registry.get(decoded.job).timeout, None, default)
 
     def get(self, message: ReceivedMessage, keep: bool = False) -> Envelope | BadMessageError:
         """The envelope, or why the body is none; `keep` holds it for the next call on this receipt."""

@@ -17,11 +17,12 @@ Call = Callable[[Job], object]
 def run_handle(job: Job, call: Call | None, traced: bool, context: JobContext | None) -> None:
     """See `Runner.run_handle`."""
     ctx = context if context is not None else job._ctx
-    if traced and ctx is not None:
-        with run_span(ctx, type(job).job_name):
-            _handle(job, ctx, call)
-    else:
+    span = run_span(ctx, type(job).job_name) if traced and ctx is not None else None
+    if span is None:
         _handle(job, ctx, call)
+    else:
+        with span:
+            _handle(job, ctx, call)
 
 
 def _handle(job: Job, ctx: JobContext | None, call: Call | None) -> None:

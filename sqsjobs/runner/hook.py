@@ -49,6 +49,9 @@ class Delivery:
     notes: dict[str, Any] = field(default_factory=dict)
     #: Being begun by `Runner.begin_quiet`: any call to AWS or the store is refused, not made.
     quiet: bool = False
+    #: Whether any hook acts on this delivery (`Hook.quiet`), asked once its envelope and class are known;
+    #: until then, and whenever unsure, True: every hook is called at every point.
+    hooked: bool = True
 
     def event(
         self, kind: str, *, runtime_s: float = 0.0, error: BaseException | None = None, delay: int = 0
@@ -147,6 +150,18 @@ def implementing(hooks: Sequence[Hook], point: str) -> tuple[Hook, ...]:
     """The hooks whose `point` is their own (a method or an attribute), not the base class's no-op."""
     base = getattr(Hook, point)
     return tuple(hook for hook in hooks if getattr(getattr(hook, point), "__func__", None) is not base)
+
+
+def any_acts(hooks: Sequence[Hook], delivery: Delivery) -> bool:
+    """Whether any of `hooks` would act on `delivery` (a `quiet` that raises is taken to mean it would).
+    Most jobs are no hook's business: asked once, it spares them every hook point."""
+    try:
+        for hook in hooks:
+            if not hook.quiet(delivery):
+                return True
+    except Exception:
+        return True
+    return False
 
 
 def acting(hooks: Sequence[Hook]) -> tuple[Hook, ...]:

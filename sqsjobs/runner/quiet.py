@@ -9,9 +9,7 @@ raises `Loud` before anything is done, and the worker begins the message in its 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from .hook import Delivery, Hook
+from .hook import Delivery
 
 
 class Loud(Exception):
@@ -23,7 +21,7 @@ def refuse_if_quiet(d: Delivery) -> None:
         raise Loud
 
 
-def quiet_about(d: Delivery, acting: Sequence[Hook]) -> bool:
+def quiet_about(d: Delivery) -> bool:
     """Nothing in `d` can be sealed, its attempt needs no store read, and no hook acts on it."""
     envelope, message = d.envelope, d.message
     return (
@@ -31,15 +29,15 @@ def quiet_about(d: Delivery, acting: Sequence[Hook]) -> bool:
         and envelope.encrypted is None
         and envelope.chain is None
         and (message.group_id is None or message.receive_count <= 1)  # else SkipLedger reads the store
-        and all(hook.quiet(d) for hook in acting)
+        and not d.hooked  # asked of every acting hook by the runner as it began the delivery
     )
 
 
-def ended_quietly(d: Delivery, acting: Sequence[Hook]) -> bool:
+def ended_quietly(d: Delivery) -> bool:
     """A quiet delivery whose job returned without releasing or failing itself: its Ack calls nothing.
     Never raises (a hook's `quiet` that does means "not quiet": `finish` then does it all)."""
     ctx = d.context
     try:
-        return ctx is not None and not ctx.released and ctx.fail_reason is None and quiet_about(d, acting)
+        return ctx is not None and not ctx.released and ctx.fail_reason is None and quiet_about(d)
     except Exception:
         return False

@@ -339,10 +339,11 @@ class AsyncJobs:
         error: Exception | None = None
         try:
             context = step.delivery.context
-            if context is None:
+            span = run_span(context, job_name) if context is not None else None
+            if span is None:
                 await entered(step.job, context)
             else:
-                with run_span(context, job_name):
+                with span:
                     await entered(step.job, context)
         except asyncio.CancelledError:
             if running.interrupted_at is not None and task.uncancel() == 0:
