@@ -27,6 +27,9 @@ includes interpreter start-up and imports.
 - boto3-asyncio: the boto3 loop with an `async def` handler, each message's coroutine run as a
   task on an event loop in another thread (`run_coroutine_threadsafe`), the batch awaited before
   its delete: the least any worker pays that polls with boto3 and runs jobs on a loop.
+- boto3-asyncio-checked: the boto3-asyncio loop whose task per job does the checked loop's checks
+  (its payload validated by `AsyncNoop`, whose `async def handle` the task awaits): the floor for
+  `sqsjobs work --async`, what running the same checks as asyncio tasks costs.
 - aiobotocore: the loop written for asyncio by hand: aiobotocore's receive, the batch's
   coroutines gathered as tasks, aiobotocore's delete; what a team using asyncio would write.
 - dramatiq, celery, sqs-workers: see benchmarks.peers (`--queue` is then the prefix).
@@ -46,6 +49,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+#: The hand-written boto3 loops (run_boto3), each a combination of its `pool`, `checked` and `on_loop`.
+BOTO3_KINDS = ("boto3", "boto3-pool", "boto3-checked", "boto3-checked-pool", "boto3-asyncio", "boto3-asyncio-checked")
 
 
 def _noop(n: int) -> None:
@@ -164,7 +170,8 @@ def run_boto3(
     checked: bool = False,
     on_loop: bool = False,
 ) -> dict[str, Any]:
-    """The raw loop; `pool`: each batch on a thread pool; `on_loop`: each message as a task on a loop thread."""
+    """The raw loop; `pool`: each batch on a thread pool; `on_loop`: each message as a task on a loop thread;
+    `checked`: each job checked as sqsjobs' standards require (with `on_loop`, inside its task)."""
     import asyncio
 
     import boto3
@@ -181,7 +188,13 @@ def run_boto3(
     async def handle_async(message: dict[str, Any]) -> None:
         await _async_noop(**json.loads(message["Body"])["payload"])
 
-    if checked:
+    if checked and on_loop:
+        check = _checked_handler(queue, "AsyncNoop")
+
+        async def handle_async(message: dict[str, Any]) -> None:
+            await check(message)  # the job's `async def handle`, begun by the check
+
+    elif checked:
         handle = _checked_handler(queue)
 
     done = 0
@@ -247,24 +260,29 @@ def run_aiobotocore(queue: str, jobs: int, profile: str | None = None) -> dict[s
     return asyncio.run(consume())
 
 
-def _checked_handler(queue: str) -> Callable[[dict[str, Any]], None]:
+def _checked_handler(queue: str, job: str = "Noop") -> Callable[[dict[str, Any]], Any]:
     """What sqsjobs' standards make every job cost, whatever runs it: the body read as an untrusted
     envelope (`envelope.decode`), the payload validated by its job class, one log line per job
     through the worker's own logging. The loop around it is the raw one: no runner, events, hooks,
-    threads, heartbeat or batched deleter. sqsjobs' ratio to this floor is the framework's own cost."""
+    threads, heartbeat or batched deleter. sqsjobs' ratio to this floor is the framework's own cost.
+
+    Returns what the job's `handle` returned: for `AsyncNoop`, the coroutine the caller's task awaits
+    (its log line is then written before that no-op body runs, which costs the same)."""
     from sqsjobs import logs
     from sqsjobs.envelope import decode
     from sqsjobs.events import JobEvent
     from sqsjobs.payload_fields import load
 
-    from .jobs import Noop
+    from . import jobs
 
+    cls = getattr(jobs, job)
     logs.configure("text", "INFO")
 
-    def handle(message: dict[str, Any]) -> None:
+    def handle(message: dict[str, Any]) -> Any:
         envelope = decode(message["Body"])
-        load(Noop, envelope.payload).handle()
+        outcome = load(cls, envelope.payload).handle()
         logs.log_event(JobEvent("processed", envelope.id, envelope.job, queue, 1, envelope.dispatched_at))
+        return outcome
 
     return handle
 
@@ -320,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
             "boto3-checked",
             "boto3-checked-pool",
             "boto3-asyncio",
+            "boto3-asyncio-checked",
             "aiobotocore",
             "dramatiq",
             "celery",
@@ -338,10 +357,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.kind == "sqsjobs":
         result = run_sqsjobs(args.queue, args.jobs, args.worker_args, args.profile)
-    elif args.kind in ("boto3", "boto3-pool", "boto3-checked", "boto3-checked-pool", "boto3-asyncio"):
+    elif args.kind in BOTO3_KINDS:
         pool = args.kind in ("boto3-pool", "boto3-checked-pool")
-        checked = args.kind in ("boto3-checked", "boto3-checked-pool")
-        on_loop = args.kind == "boto3-asyncio"
+        checked = args.kind in ("boto3-checked", "boto3-checked-pool", "boto3-asyncio-checked")
+        on_loop = args.kind in ("boto3-asyncio", "boto3-asyncio-checked")
         result = run_boto3(args.queue, args.jobs, args.concurrency, pool, args.profile, checked, on_loop)
     elif args.kind == "aiobotocore":
         result = run_aiobotocore(args.queue, args.jobs, args.profile)

@@ -32,6 +32,7 @@ CONSUMERS = {
     "boto3-pool": ("boto3-pool", "--concurrency 4"),
     "boto3-checked": ("boto3-checked", ""),
     "boto3-checked-pool4": ("boto3-checked-pool", "--concurrency 4"),
+    "boto3-asyncio-checked": ("boto3-asyncio-checked", ""),
     "sqsjobs": ("sqsjobs", ""),
     "sqsjobs-c4": ("sqsjobs", "--concurrency 4"),
     "sqsjobs-async": ("sqsjobs", "--async --concurrency 4"),
@@ -75,7 +76,8 @@ def count(server: harness.CountingServer, name: str, jobs: int) -> int:
 
         app = App(connection="sqs", queue_prefix=prefix, queues=["default"])
         provision(app, ["default"])
-        job = bench_jobs.AsyncNoop if "--async" in options else bench_jobs.Noop
+        asynchronous = "--async" in options or kind == "boto3-asyncio-checked"
+        job = bench_jobs.AsyncNoop if asynchronous else bench_jobs.Noop
         with app.activate():
             for start in range(0, jobs, 100):
                 job.dispatch_many([job(n=n) for n in range(start, min(jobs, start + 100))])

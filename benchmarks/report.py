@@ -157,6 +157,13 @@ def _markdown(
             f" `--async --concurrency 4` costs {_num(out['cpu_ratio_async4_vs_asyncio_floor'])}x of the first."
             if out.get("cpu_ratio_async4_vs_asyncio_floor") is not None
             else ""
+        )
+        + (
+            " The checked loop with a task per job on a loop thread (the first asyncio loop doing the checks, on"
+            " an `async def handle` job) is what `--async --concurrency 4` is read against:"
+            f" `--async --concurrency 4` costs {_num(asyncio_ratio)}x of it."
+            if (asyncio_ratio := out.get("cpu_ratio_async4_vs_boto3_asyncio_checked")) is not None
+            else ""
         ),
         "",
         "## Lambda handler",

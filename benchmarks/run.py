@@ -66,6 +66,10 @@ TARGET_DDB_CALLS_PER_JOB = 0.01
 Dispatcher = Callable[[range], float]  # sends those jobs, returns the CPU seconds it spent
 
 
+#: The hand-written loops that check real envelopes, sent by sqsjobs (benchmarks.consumers).
+CHECKED_KINDS = ("boto3-checked", "boto3-checked-pool", "boto3-asyncio-checked")
+
+
 @dataclass(frozen=True)
 class System:
     """One consumer as measured: `name` is its suffix in the printed names."""
@@ -88,7 +92,7 @@ class System:
         """(dispatch key, consumer key): who signs the producer's and the consumer's calls."""
         if self.kind == "sqsjobs":
             return SQSJOBS_DISPATCH_KEY, SQSJOBS_WORKER_KEY
-        if self.kind in ("boto3-checked", "boto3-checked-pool"):
+        if self.kind in CHECKED_KINDS:
             return SQSJOBS_DISPATCH_KEY, BOTO3_CONSUMER_KEY  # its jobs are real envelopes, sent by sqsjobs
         if self.raw:
             return BOTO3_DISPATCH_KEY, BOTO3_CONSUMER_KEY
@@ -108,6 +112,12 @@ CHECKED = System("boto3_checked", "boto3-checked", "boto3 loop + envelope, paylo
 #: The same checks with each received batch on a pool of 4 threads, for `--concurrency 4` to be read against:
 #: four threads taking turns on the jobs (no receive overlapping them, no thread of its own for deletes).
 CHECKED_POOL = System("boto3_checked_pool4", "boto3-checked-pool", "checked loop, each batch on 4 threads")
+#: The same checks in a task per job on a loop thread (the `boto3_asyncio` loop below, validating `AsyncNoop`
+#: and awaiting its `async def handle`), for `--async --concurrency 4` to be read against: the asyncio floor
+#: without the checks cannot say what any consumer of this project pays to run its jobs on a loop.
+CHECKED_ASYNCIO = System(
+    "boto3_asyncio_checked", "boto3-asyncio-checked", "checked loop, a task per job on a loop thread", job="AsyncNoop"
+)
 PEER_SYSTEMS = [System(peer.replace("-", "_"), peer, peer) for peer in peers.PEERS]
 #: What running each job as an asyncio task costs any consumer, for `sqsjobs work --async` to be read against:
 #: the raw loop handing each message's coroutine to a loop thread, and a loop written for asyncio by hand.
@@ -362,7 +372,7 @@ class Bench:
             )
             dispatch = self.sqsjobs_dispatcher(system.job, queue_prefix=prefix)
             args = ["--queue", "default", "--worker-args", system.worker_args]
-        elif system.kind in ("boto3-checked", "boto3-checked-pool"):
+        elif system.kind in CHECKED_KINDS:
             url = self.provision(prefix)
             env = child_env(self.endpoint, consumer_key)
             dispatch = self.sqsjobs_dispatcher(system.job, queue_prefix=prefix)  # real envelopes to check
@@ -556,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     outcome = Outcome()
-    systems = [BOTO3, CHECKED, CHECKED_POOL, *SQSJOBS_SYSTEMS, *ASYNC_FLOORS]
+    systems = [BOTO3, CHECKED, CHECKED_POOL, CHECKED_ASYNCIO, *SQSJOBS_SYSTEMS, *ASYNC_FLOORS]
     for peer in PEER_SYSTEMS:
         system = dataclasses.replace(peer, max_jobs=args.celery_jobs) if peer.kind == "celery" else peer
         if args.no_peers:
@@ -753,6 +763,13 @@ def _results(
     async4 = summaries.get("sqsjobs_async4")
     if async4 is not None and "boto3_asyncio" in summaries:
         out["cpu_ratio_async4_vs_asyncio_floor"] = async4["worker_cpu_us"] / summaries["boto3_asyncio"]["worker_cpu_us"]
+    checked_asyncio = summaries.get(CHECKED_ASYNCIO.name)
+    if checked_asyncio is not None:
+        out[f"cpu_ratio_{CHECKED_ASYNCIO.name}_vs_boto3"] = checked_asyncio["worker_cpu_us"] / b3["worker_cpu_us"]
+        out[f"sqs_calls_per_job_{CHECKED_ASYNCIO.name}"] = checked_asyncio["calls_per_job"]
+        if async4 is not None:
+            ratio = async4["worker_cpu_us"] / checked_asyncio["worker_cpu_us"]
+            out[f"cpu_ratio_async4_vs_{CHECKED_ASYNCIO.name}"] = ratio
     for system in PEER_SYSTEMS:
         if system.name in summaries:
             s = summaries[system.name]
@@ -778,7 +795,7 @@ def _results(
             f"{k}={options[k]}" for k in ("concurrency", "prefetch", "sleep", "event_loop") if k in options
         )
     if repeat > 1:
-        floors = [CHECKED, CHECKED_POOL, *ASYNC_FLOORS]
+        floors = [CHECKED, CHECKED_POOL, CHECKED_ASYNCIO, *ASYNC_FLOORS]
         for name in [f"sqsjobs_{s}" for s in SQSJOBS_SETTINGS] + [p.name for p in [*floors, *PEER_SYSTEMS]]:
             if name in runs and len(runs[name]) == len(runs["boto3"]):
                 out[f"cpu_ratio_vs_boto3_per_run_{name}"] = ",".join(
@@ -855,9 +872,10 @@ def _results(
 def _table_rows(out: dict[str, Any], outcome: Outcome) -> list[report.Row]:
     """One row per consumer for the Markdown table and the chart, boto3 first."""
     rows = []
-    for system in [BOTO3, CHECKED, CHECKED_POOL, *SQSJOBS_SYSTEMS, *ASYNC_FLOORS, *PEER_SYSTEMS]:
+    floors = [CHECKED, CHECKED_POOL, CHECKED_ASYNCIO, *ASYNC_FLOORS]
+    for system in [BOTO3, CHECKED, CHECKED_POOL, CHECKED_ASYNCIO, *SQSJOBS_SYSTEMS, *ASYNC_FLOORS, *PEER_SYSTEMS]:
         name = system.name
-        if name in (CHECKED.name, CHECKED_POOL.name, *(f.name for f in ASYNC_FLOORS)) and name not in outcome.runs:
+        if name in (floor.name for floor in floors) and name not in outcome.runs:
             continue
         if name in outcome.skipped:
             rows.append(report.Row(system.label, None, None, None, None, None, outcome.skipped[name]))

@@ -152,6 +152,7 @@ def test_the_checked_floors_sqs_calls_per_job_count_its_producer_as_every_other_
     producer_key = run.SQSJOBS_DISPATCH_KEY  # Bench.__init__ puts it in os.environ for sqsjobs' clients
     assert run.CHECKED.keys[0] == producer_key
     assert run.CHECKED_POOL.keys[0] == producer_key  # the same floor on 4 threads (`--concurrency 4`)
+    assert run.CHECKED_ASYNCIO.keys[0] == producer_key  # the same checks as asyncio tasks (`--async`)
 
 
 # -- settings and log lines --------------------------------------------------------------------------
