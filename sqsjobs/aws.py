@@ -18,7 +18,8 @@ import boto3
 import botocore.handlers
 import botocore.session
 from botocore.config import Config
-from botocore.loaders import create_loader
+from botocore.exceptions import DataNotFoundError
+from botocore.loaders import Loader, instance_cache
 
 from .errors import ConfigurationError
 
@@ -60,13 +61,43 @@ def _session() -> boto3.session.Session:
     data_path = core.get_config_variable("data_path")
     loader = _loaders.get(data_path)
     if loader is None:
-        loader = _loaders[data_path] = create_loader(data_path)
+        loader = _loaders[data_path] = _loader(data_path)
     core.register_component("data_loader", loader)
     made = boto3.session.Session(botocore_session=core)
     # Each boto3 session appends boto3's own data folder to the loader's search path: keep it once.
     loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))
     _shared = _Shared(handlers, data_path, core, made)
     return made
+
+
+class _DirectLoader(Loader):
+    """botocore's loader, except that a model found where botocore looks for it is loaded without first
+    listing every service botocore knows. That listing (a directory read for each of ~440 services and a
+    stat for each of their API versions, once per model type: twice for each client's first build) only
+    serves the error for a service that does not exist, and it is a third of what building the first
+    client costs, in a Lambda function's init and a worker's start alike. botocore may stop doing it
+    itself (boto/botocore#3687). A service not found, or a botocore whose loader no longer looks like
+    this one, goes botocore's own way, with its own UnknownServiceError."""
+
+    @instance_cache
+    def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:
+        try:
+            version = api_version or self.determine_latest_version(service_name, type_name)
+            model = self.load_data(os.path.join(service_name, version, type_name))
+            # botocore's own steps, private to its loader: AttributeError (below) if they ever move.
+            extras = self._find_extras(service_name, type_name, version)  # type: ignore[attr-defined]
+            self._extras_processor.process(model, extras)  # type: ignore[attr-defined]
+        except (DataNotFoundError, AttributeError):
+            return super().load_service_model(service_name, type_name, api_version)
+        return model
+
+
+def _loader(search_path_string: str | None) -> Loader:
+    """botocore's `create_loader`, making a _DirectLoader."""
+    if search_path_string is None:
+        return _DirectLoader()
+    paths = [os.path.expanduser(os.path.expandvars(path)) for path in search_path_string.split(os.pathsep)]
+    return _DirectLoader(extra_search_paths=paths)
 
 
 class _Shared(NamedTuple):

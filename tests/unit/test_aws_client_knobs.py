@@ -6,9 +6,11 @@ per client instead of twice per call saves ~9%, skipping botocore's parameter va
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import botocore.handlers
 import botocore.session
 import pytest
@@ -138,3 +140,37 @@ def test_credentials_changed_in_the_environment_are_used_after_reset_clients(
     aws.reset_clients()
     assert aws.client("sqs")._request_signer._credentials.access_key == "ROTATEDKEY"
     aws.reset_clients()
+
+
+# -- building a client -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A loader that has read nothing yet (the shared one keeps every model it has loaded)."""
+    monkeypatch.setattr(aws, "_loaders", {})
+    aws.reset_clients()
+    yield
+    aws.reset_clients()
+
+
+def test_building_a_client_does_not_list_every_service_botocore_knows(
+    fresh_loader: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing (a directory read per service botocore ships, per model type) only serves the error
+    for an unknown service; building a known service's client never needs it (Lambda init, worker start)."""
+    from botocore.loaders import Loader
+
+    def refuse(self: Loader, type_name: str) -> list[str]:
+        raise AssertionError(f"every service was listed to build a client ({type_name})")
+
+    monkeypatch.setattr(Loader, "list_available_services", refuse)
+    for service in ("sqs", "dynamodb", "s3", "kms"):
+        made = aws.new_client(service, Config(region_name="us-east-1"))
+        assert made.meta.service_model.service_name == service
+    assert aws.new_client("sqs", Config(region_name="eu-west-1")).meta.service_model.api_version == "2012-11-05"
+
+
+def test_an_unknown_service_still_gets_botocores_own_error(fresh_loader: None) -> None:
+    with pytest.raises(botocore.exceptions.UnknownServiceError, match=r"Valid service names are: .*sqs"):
+        aws.new_client("sqsjobs-no-such-service", Config(region_name="us-east-1"))
