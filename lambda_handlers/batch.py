@@ -75,9 +75,6 @@ class Batch:
         self.app = app = handler.app
         self.runner, self.settler = app.runner, app.settler
         self.context = context
-        #: Time that fits any registered job (its timeout plus the margin): a record with this much left runs
-        #: without being decoded for its own timeout first.
-        self._fits_any = handler.longest_timeout() + app.settings.lambda_deadline_margin
         self._released: list[tuple[ReceivedMessage, int]] = []
         self._give_back: list[_GiveBack] = []
         self._finished: list[ReceivedMessage] = []
@@ -89,7 +86,9 @@ class Batch:
         if self.context is not None:
             left = self.context.get_remaining_time_in_millis() / 1000
             budget = self.handler.budget
-            if left >= self._fits_any and (budget is None or budget >= self._fits_any):
+            # Time that fits any registered job (its timeout plus the margin): no need to decode for its own.
+            fits_any = self.handler.longest_timeout() + self.app.settings.lambda_deadline_margin
+            if left >= fits_any and (budget is None or budget >= fits_any):
                 self._record_outcome(message, runner.process(message))
                 return
             timeout = runner.timeout_for(message)

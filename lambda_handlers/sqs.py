@@ -16,10 +16,11 @@ without its own timeout back, unstarted, until the redrive policy buried it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any, Protocol
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, process_partial_response
+from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from sqsjobs import metric_snapshots, policy
@@ -59,7 +60,7 @@ class SqsHandler:
         #: The function's whole time (seconds), read from the first event: a job needing more never fits.
         self.budget: float | None = None
         self._refusal: ConfigurationError | None = None
-        self._longest: tuple[int, float, float] = (-1, 0.0, 0.0)
+        self._longest: tuple[tuple[int, int, float], float] = ((0, -1, 0.0), 0.0)
         self._processors: dict[tuple[bool, bool], StandardProcessor | FifoProcessor] = {}
         #: Logical queue name by event source ARN (a function reads one or a few queues).
         self._queues: dict[str, str] = {}
@@ -113,6 +114,11 @@ class SqsHandler:
             # every invocation, whether to pass it on. The Batch has it.
             return dict(process_partial_response(event, batch, processor, None))
         finally:
+            # Kept for the next invocation, but not what it held: records, bodies, tracebacks.
+            processor.batch, processor.records, processor.handler = None, [], None  # type: ignore[assignment]
+            processor.success_messages.clear()
+            processor.fail_messages.clear()
+            processor.exceptions.clear()
             if app.metrics is not None:
                 app.metrics.flush()  # before the invocation ends: a frozen container may never flush
             if self._snapshots is not None:
@@ -121,7 +127,7 @@ class SqsHandler:
                 # than the records it counts); the current minute waits for a later invocation.
                 self._snapshots.tick(context.get_remaining_time_in_millis() / 1000 if context is not None else None)
 
-    def _processor(self, fifo: bool, skip_group: bool, batch: Batch) -> BatchProcessor:
+    def _processor(self, fifo: bool, skip_group: bool, batch: Batch) -> StandardProcessor | FifoProcessor:
         """This invocation's processor: one per kind and container, as Powertools' examples keep it (each
         invocation starts it afresh), so that building one is not part of what every invocation costs."""
         processor = self._processors.get((fifo, skip_group))
@@ -132,14 +138,19 @@ class SqsHandler:
         return processor
 
     def longest_timeout(self) -> float:
-        """The longest any registered job may run (0 with none), by the one rule; worked out again when a
-        class is registered or the default changes. A record with this much time left (plus the margin)
-        runs without being decoded first for its own timeout."""
+        """The longest any registered job may run, by the one rule (infinite when a class's timeout cannot
+        be read: no record then skips its own check). Asked before each record, so a class registered by
+        an earlier record's job counts at once; worked out again only when the registry or the default moved.
+        A record with this much time left (plus the margin) runs without being decoded first for its own."""
         registry, default = self.app.registry, self.app.settings.timeout
-        if self._longest[:2] != (registry.version, default):
-            longest = max((policy.timeout(cls.timeout, None, default) for cls in registry), default=0.0)
-            self._longest = (registry.version, default, longest)
-        return self._longest[2]
+        key = (id(registry), registry.version, default)
+        if self._longest[0] != key:
+            try:
+                longest = max((policy.timeout(cls.timeout, None, default) for cls in registry.runnable()), default=0.0)
+            except Exception:  # a class's own mistake: its records meet it in their own check, not everyone's
+                longest = math.inf
+            self._longest = (key, longest)
+        return self._longest[1]
 
     def refuse_what_cannot_run(self, context: LambdaContext) -> None:
         """On the first event (the remaining time is then the function's timeout): refuse a default

@@ -81,14 +81,17 @@ class _DirectLoader(Loader):
 
     @instance_cache
     def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:
-        try:
-            version = api_version or self.determine_latest_version(service_name, type_name)
-            model = self.load_data(os.path.join(service_name, version, type_name))
-            # botocore's own steps, private to its loader: AttributeError (below) if they ever move.
-            extras = self._find_extras(service_name, type_name, version)  # type: ignore[attr-defined]
-            self._extras_processor.process(model, extras)  # type: ignore[attr-defined]
-        except (DataNotFoundError, AttributeError):
+        # botocore's own steps, private to its loader: if they ever move, botocore's whole method runs.
+        find_extras = getattr(self, "_find_extras", None)
+        extras_processor = getattr(self, "_extras_processor", None)
+        if find_extras is None or extras_processor is None:
             return super().load_service_model(service_name, type_name, api_version)
+        try:
+            version = api_version if api_version is not None else self.determine_latest_version(service_name, type_name)
+            model = self.load_data(os.path.join(service_name, version, type_name))
+        except DataNotFoundError:  # an unknown service (or type): botocore's error, naming the known ones
+            return super().load_service_model(service_name, type_name, api_version)
+        extras_processor.process(model, find_extras(service_name, type_name, version))
         return model
 
 

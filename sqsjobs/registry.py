@@ -85,6 +85,10 @@ class Registry:
     def __iter__(self) -> Iterator[JobClass]:
         return iter(self._canonical.values())
 
+    def runnable(self) -> set[JobClass]:
+        """Every class a message may name, by a name or an alias (an alias may outlive a re-registration)."""
+        return set(self._by_name.values())
+
     def names(self) -> list[str]:
         return sorted(self._canonical)
 

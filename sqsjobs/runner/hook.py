@@ -113,10 +113,12 @@ class Hook:
     name = "hook"
 
     def quiet(self, delivery: Delivery) -> bool:
-        """Whether this hook leaves `delivery` alone at every point — no store, SQS, S3 or KMS call —
-        whatever it is decided. Asked once its envelope and class are known, before `on_received` (the
-        job is not built yet). The asyncio worker begins and finishes a delivery every hook is quiet
-        about on its loop, without a hand-off to a thread; a hook unsure says False (the default)."""
+        """True: none of this hook's points is to be called for `delivery`, whatever is decided — it would
+        call nothing (store, SQS, S3, KMS), return no decision and note nothing. Asked once, as the
+        envelope and class are known: before `on_received`, before an encrypted payload is opened (its
+        payload is then `{}`) and before the job is built. When every acting hook says True, the runner
+        calls no hook point for the delivery (any way in), and the asyncio worker begins and finishes it on
+        its loop without a hand-off to a thread. A hook unsure says False (the default)."""
         return False
 
     def on_received(self, delivery: Delivery) -> Decision | None:

@@ -174,3 +174,10 @@ def test_building_a_client_does_not_list_every_service_botocore_knows(
 def test_an_unknown_service_still_gets_botocores_own_error(fresh_loader: None) -> None:
     with pytest.raises(botocore.exceptions.UnknownServiceError, match=r"Valid service names are: .*sqs"):
         aws.new_client("sqsjobs-no-such-service", Config(region_name="us-east-1"))
+
+
+@pytest.mark.parametrize(("service", "kind"), [("s3", "service-2"), ("sqs", "service-2"), ("s3", "paginators-1")])
+def test_the_models_loaded_are_botocores_own_extras_included(service: str, kind: str) -> None:
+    from botocore.loaders import Loader
+
+    assert aws._DirectLoader().load_service_model(service, kind) == Loader().load_service_model(service, kind)
