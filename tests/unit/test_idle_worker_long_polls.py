@@ -40,9 +40,12 @@ def test_an_idle_workers_own_threads_sleep_instead_of_ticking(sqs_app: App, even
     running.start()
     try:
         names = ("sqsjobs-heartbeat", "sqsjobs-deleter", "sqsjobs-watchdog", *(("sqsjobs-loop",) if event_loop else ()))
+        # A thread is listed from `start()` on, but its kernel id is known only once it runs: wait for both.
         threads = wait_for(
             lambda: (
-                (found := {t.name: t for t in threading.enumerate() if t.name in names}).keys() == set(names) and found
+                (found := {t.name: t for t in threading.enumerate() if t.name in names}).keys() == set(names)
+                and all(t.native_id is not None for t in found.values())
+                and found
             ),
             what="the worker's threads",
         )
