@@ -2,6 +2,7 @@
 
     python -m benchmarks.instructions                 # every consumer below, 100 and 300 jobs each
     python -m benchmarks.instructions sqsjobs boto3   # only these
+    python -m benchmarks.instructions dispatch-200kb  # dispatch_many against send_message_batch, by size
 
 CPU time on a shared 2-core machine moves by ±15-50% from one run to the next, which hides a 5% change;
 an instruction count does not move by 1%. Each consumer runs as `make bench` runs it (benchmarks.consumers,
@@ -39,6 +40,8 @@ CONSUMERS = {
     "sqs-workers": ("sqs-workers", ""),
 }
 SMALL, LARGE = 100, 300
+#: name: (payload size in benchmarks.dispatch_sizes, smaller and larger job count)
+DISPATCHES = {"dispatch-1kb": ("1kb", 100, 300), "dispatch-200kb": ("200kb", 10, 30), "dispatch-2mb": ("2mb", 5, 10)}
 
 
 def count(server: harness.CountingServer, name: str, jobs: int) -> int:
@@ -104,16 +107,66 @@ def count(server: harness.CountingServer, name: str, jobs: int) -> int:
         )
 
 
+def count_dispatch(server: harness.CountingServer, bucket: str, side: str, size: str, jobs: int) -> int:
+    """Instructions of one benchmarks.dispatch_sizes child sending `jobs` jobs of `size` (sqsjobs or boto3)."""
+    setup = harness.sqs_client(server.endpoint, harness.SETUP_KEY)
+    prefix = f"d{uuid.uuid4().hex[:6]}-"
+    warm = setup.create_queue(QueueName=f"{prefix}warm")["QueueUrl"]
+    url = setup.create_queue(QueueName=f"{prefix}{size}")["QueueUrl"]
+    plan = {"bucket": bucket, "warm_url": warm, "sizes": {size: {"jobs": jobs, "urls": [url]}}}
+    key = harness.SQSJOBS_DISPATCH_KEY if side == "sqsjobs" else harness.BOTO3_DISPATCH_KEY
+    with tempfile.TemporaryDirectory() as workdir:
+        plan_path, out, calls = Path(workdir) / "plan.json", Path(workdir) / "out.json", Path(workdir) / "cg.out"
+        plan_path.write_text(json.dumps(plan))
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={calls}", sys.executable, "-m"]
+        command += ["benchmarks.dispatch_sizes", side, "--plan", str(plan_path), "--out", str(out)]
+        env = harness.child_env(server.endpoint, key)
+        done = subprocess.run(command, check=False, env=env, cwd=harness.ROOT, capture_output=True, text=True)
+        if done.returncode or size not in json.loads(out.read_text() if out.exists() else "{}"):
+            raise SystemExit(f"dispatch {side} {size} ({jobs} jobs) failed:\n{done.stderr[-2000:]}")
+        return max(
+            int(line.split()[1]) for line in calls.read_text().splitlines() if line.startswith(("totals:", "summary:"))
+        )
+
+
+def dispatch_per_job(server: harness.CountingServer, names: list[str]) -> dict[str, tuple[float, float]]:
+    """Per dispatch size: (sqsjobs, raw boto3) instructions per job, by the difference of two runs."""
+    import boto3
+
+    from . import dispatch_sizes
+
+    s3 = boto3.session.Session().client("s3", endpoint_url=server.endpoint, region_name=harness.REGION)
+    bucket = f"d{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    result: dict[str, tuple[float, float]] = {}
+    for name in names:
+        size, small, large = DISPATCHES[name]
+        if size == "2mb" and not dispatch_sizes.extended_client_available():
+            print(f"# {name} skipped: amazon-sqs-extended-client is not installed (the `bench` extra)")
+            continue
+        ours, raw = (
+            (count_dispatch(server, bucket, side, size, large) - count_dispatch(server, bucket, side, size, small))
+            / (large - small)
+            for side in ("sqsjobs", "boto3")
+        )
+        result[name] = (ours, raw)
+        print(f"# {name}: {ours:,.0f} instructions per job, raw {raw:,.0f} ({ours / raw:.2f}x)", flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Instructions per job of each consumer (callgrind).")
-    parser.add_argument("names", nargs="*", help=f"consumers (default: all of {', '.join(CONSUMERS)})")
+    choices = [*CONSUMERS, *DISPATCHES]
+    parser.add_argument("names", nargs="*", help=f"what to count (default: all of {', '.join(choices)})")
     args = parser.parse_args(argv)
-    if unknown := set(args.names) - set(CONSUMERS):
-        parser.error(f"unknown consumer(s) {', '.join(sorted(unknown))}; choose from {', '.join(CONSUMERS)}")
+    if unknown := set(args.names) - set(choices):
+        parser.error(f"unknown name(s) {', '.join(sorted(unknown))}; choose from {', '.join(choices)}")
     if shutil.which("valgrind") is None:
         print("valgrind is not on PATH (Debian: apt install valgrind)", file=sys.stderr)
         return 2
-    names = args.names or list(CONSUMERS)
+    names = args.names or choices
+    dispatches = [name for name in names if name in DISPATCHES]
+    names = [name for name in names if name in CONSUMERS]
     if "sqs-workers" in names:
         from . import peers
 
@@ -134,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             server.wait_ready()
             per_job: dict[str, float] = {}
+            sent = dispatch_per_job(server, dispatches) if dispatches else {}
             for name in names:
                 small, large = count(server, name, SMALL), count(server, name, LARGE)
                 per_job[name] = (large - small) / (LARGE - SMALL)
@@ -141,9 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     base = per_job.get("boto3")
-    print("\n| consumer | instructions per job | x raw boto3 |\n| --- | ---: | ---: |")
+    if per_job:
+        print("\n| consumer | instructions per job | x raw boto3 |\n| --- | ---: | ---: |")
     for name, value in per_job.items():
         print(f"| {name} | {value:,.0f} | {value / base:.2f} |" if base else f"| {name} | {value:,.0f} | |")
+    if sent:
+        print("\n| dispatch | `dispatch_many` | raw `send_message_batch` | x raw |\n| --- | ---: | ---: | ---: |")
+    for name, (ours, raw) in sent.items():
+        print(f"| {name} | {ours:,.0f} | {raw:,.0f} | {ours / raw:.2f} |")
     return 0
 
 

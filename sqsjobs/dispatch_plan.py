@@ -58,16 +58,21 @@ class Planned:
     extra: dict[str, Any] | None = None
 
 
-def hold(app: Services, after_commit: bool | None, grouped: Grouped) -> bool:
-    """Hand `grouped` to the transaction that holds this dispatch; False: no transaction, send it now."""
+def holder(app: Services, after_commit: bool | None) -> Holder | None:
+    """The transaction that holds this dispatch (its `after_commit=` option), or None: send it now."""
     if holder_for is None:
         if after_commit or (after_commit is None and app.settings.after_commit):
             warn_unwatched()
+        return None
+    return holder_for(app, after_commit)
+
+
+def hold(app: Services, after_commit: bool | None, grouped: Grouped) -> bool:
+    """Hand `grouped` to the transaction that holds this dispatch; False: no transaction, send it now."""
+    held = holder(app, after_commit)
+    if held is None:
         return False
-    holder = holder_for(app, after_commit)
-    if holder is None:
-        return False
-    holder.hold(app, grouped)
+    held.hold(app, grouped)
     return True
 
 
@@ -88,7 +93,29 @@ def warn_unwatched() -> None:
     )
 
 
-def build_message(
+@dataclass(slots=True)
+class Draft:
+    """A job's envelope and what its SQS message will carry, before the body is encoded. A bulk dispatch
+    drafts every job first (what it refuses, it refuses before anything is taken or sent), then encodes
+    each body just before its batch goes out: it holds one batch of large bodies at a time, not all."""
+
+    job: Job
+    queue: str
+    envelope: Envelope
+    delay_seconds: int
+    group_id: str | None
+    deduplication_id: str | None
+    entry_id: str
+
+
+def build_message(app: Services, job: Job, **options: Any) -> tuple[str, Envelope, OutgoingMessage]:
+    """The envelope and SQS message for one job (`draft`'s options); raises DispatchError for what SQS
+    would refuse."""
+    drafted = draft(app, job, **options)
+    return drafted.queue, drafted.envelope, message_of(app, drafted)
+
+
+def draft(
     app: Services,
     job: Job,
     *,
@@ -102,8 +129,8 @@ def build_message(
     chain: dict[str, Any] | None = None,
     job_id: str | None = None,
     extra: dict[str, Any] | None = None,
-) -> tuple[str, Envelope, OutgoingMessage]:
-    """The envelope and SQS message for one job; raises DispatchError for what SQS would refuse."""
+) -> Draft:
+    """The envelope for one job (sealed when its class encrypts); raises DispatchError for what SQS would refuse."""
     cls = type(job)
     name = app.queue_for(cls, queue)
     now = app.clock()
@@ -134,23 +161,40 @@ def build_message(
     envelope.trace = tracing.outgoing()
     # available_at is set for every delay so wait times are measured from when the
     # job became runnable; only delays longer than one hop need it to be re-sent.
-    hop = app.settings.max_delay_hop
-    send_delay = min(hop, math.ceil(seconds))
     if seconds > 0:
         envelope.available_at = utc_iso(now + seconds)
     if not inline:  # an inline body never leaves the process; any other is sealed before it is signed
         seal(app, cls, envelope)
-    body = envelope.encode(app.signing_key, queue=name)  # signed for this queue; a pointer is bound to the job id
-    size = len(body.encode())
-    message = OutgoingMessage(
-        body=body,
-        delay_seconds=send_delay,
+    return Draft(
+        job=job,
+        queue=name,
+        envelope=envelope,
+        delay_seconds=min(app.settings.max_delay_hop, math.ceil(seconds)),
         group_id=(group or cls.job_name) if fifo else None,
         deduplication_id=(deduplication_id or envelope.id) if fifo else None,
         entry_id=entry_id or envelope.id,
+    )
+
+
+def message_of(app: Services, drafted: Draft) -> OutgoingMessage:
+    """The SQS message of a drafted job: its body signed for its queue (a pointer is bound to the job id)."""
+    envelope = drafted.envelope
+    body = envelope.encode(app.signing_key, queue=drafted.queue)
+    try:
+        size = len(body) if body.isascii() else len(body.encode())  # isascii() reads a flag: no copy of a large body
+    except UnicodeEncodeError as exc:  # a lone surrogate: pydantic takes it in a str, UTF-8 has no form for it
+        reason = f"its payload holds text that is not valid Unicode ({exc.reason} at {exc.start}); fix the value"
+        raise DispatchError(
+            f"{envelope.job} ({envelope.id}) was not queued: {reason}", [(envelope.id, envelope.job, reason)]
+        ) from None
+    return OutgoingMessage(
+        body=body,
+        delay_seconds=drafted.delay_seconds,
+        group_id=drafted.group_id,
+        deduplication_id=drafted.deduplication_id,
+        entry_id=drafted.entry_id,
         size=size,
     )
-    return name, envelope, message
 
 
 def seal(app: Services, cls: type[Job], envelope: Envelope) -> None:
@@ -253,52 +297,6 @@ def take_unique_lock(app: Services, job: Job, envelope: Envelope) -> bool:
         "unique job %s (%s) is already queued or running; this dispatch was dropped", envelope.job, envelope.unique_key
     )
     return False
-
-
-def by_queue(
-    app: Services, planned: Iterable[Planned]
-) -> tuple[dict[str, list[tuple[Envelope, OutgoingMessage]]], list[tuple[str, str, str]], list[Dispatched]]:
-    """Messages grouped by queue (large bodies already offloaded, per entry), the jobs that
-    could not even be prepared, and the unique duplicates that were dropped."""
-    by_queue: dict[str, list[tuple[Envelope, OutgoingMessage]]] = {}
-    not_queued: list[tuple[str, str, str]] = []
-    dropped: list[Dispatched] = []
-    try:
-        for index, item in enumerate(planned):
-            job = item.job
-            name, envelope, message = build_message(
-                app,
-                job,
-                queue=item.queue,
-                delay=item.delay,
-                entry_id=f"e{index}",
-                batch_id=item.batch_id,
-                chain=item.chain,
-                job_id=item.job_id,
-                extra=item.extra,
-            )
-            try:
-                if not take_unique_lock(app, job, envelope):
-                    dropped.append(Dispatched(envelope.id, envelope.job, name, queued=False))
-                    continue
-            except DispatchError as exc:  # this job only: the others go ahead
-                not_queued.extend(exc.not_queued)
-                continue
-            try:
-                offload(app, envelope, message)
-            except DispatchError as exc:
-                unique.release(app.store, envelope)
-                not_queued.extend(exc.not_queued)
-                continue
-            by_queue.setdefault(name, []).append((envelope, message))
-    except BaseException:
-        # Nothing is sent when preparing fails (a FIFO delay, an invalid job): free what was taken.
-        for items in by_queue.values():
-            for envelope, message in items:
-                unique.release(app.store, envelope)
-                forget_payload(app, message)
-        raise
-    return by_queue, not_queued, dropped
 
 
 def unique_key(job: Job) -> str | None:

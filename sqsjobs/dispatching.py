@@ -11,11 +11,11 @@ from collections.abc import Iterable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import context, dispatch_plan, unique
+from . import bulk_plan, context, dispatch_plan, unique
 from .chunks import bounded
 from .connections.base import BatchFailure, OutgoingMessage
 from .context import Services
-from .dispatch_plan import Grouped, Planned, announce, by_queue, forget_payload, prepare, unqueued_on_error
+from .dispatch_plan import Grouped, Planned, announce, forget_payload, prepare, unqueued_on_error
 from .dispatched import Dispatched
 from .envelope import Envelope
 from .errors import DispatchError
@@ -72,11 +72,28 @@ def dispatch_many(
 
 def send_planned(app: Services, planned: list[Planned], *, after_commit: bool | None = None) -> list[Dispatched]:
     """`dispatch_many` for jobs that each carry their own queue, delay, chain or batch."""
-    grouped, not_queued, results = by_queue(app, planned)
-    if grouped and dispatch_plan.hold(app, after_commit, grouped):
-        results.extend(Dispatched(env.id, env.job, name) for name, items in grouped.items() for env, _ in items)
-    else:
-        results.extend(send_grouped(app, grouped, not_queued))
+    held = dispatch_plan.holder(app, after_commit)
+    if held is not None:
+        return hold_planned(app, held, planned)
+    queued = bulk_plan.drafts_by_queue(app, planned)  # what it refuses, it refuses before anything is sent
+    not_queued: list[tuple[str, str, str]] = []
+    results: list[Dispatched] = []
+    for name, drafts in queued.items():
+        with bulk_plan.Stream(app, drafts, not_queued, results) as stream:
+            for chunk in stream.batches(chunks):
+                sent, failed = _send_chunk(app, name, chunk)
+                results.extend(Dispatched(env.id, env.job, name) for env in sent)
+                not_queued.extend(failed)
+    raise_not_queued(not_queued)
+    return results
+
+
+def hold_planned(app: Services, held: dispatch_plan.Holder, planned: list[Planned]) -> list[Dispatched]:
+    """Take every message now and hand them to the transaction, which sends them when it commits."""
+    grouped, not_queued, results = bulk_plan.by_queue(app, planned)
+    if grouped:
+        held.hold(app, grouped)
+    results.extend(Dispatched(env.id, env.job, name) for name, items in grouped.items() for env, _ in items)
     raise_not_queued(not_queued)
     return results
 
@@ -94,7 +111,7 @@ def send_grouped(app: Services, grouped: Grouped, not_queued: list[tuple[str, st
 
 
 def chunks(
-    items: list[tuple[Envelope, OutgoingMessage]],
+    items: Iterable[tuple[Envelope, OutgoingMessage]],
 ) -> Iterable[list[tuple[Envelope, OutgoingMessage]]]:
     return bounded(
         items, count=10, size=MAX_MESSAGE_BYTES, size_of=lambda item: item[1].size or len(item[1].body.encode())

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import context, dispatch_plan
+from . import bulk_plan, context, dispatch_plan
 from .context import Services
-from .dispatch_plan import Planned, announce, by_queue, prepare, unqueued_on_error
+from .dispatch_plan import Planned, announce, prepare, unqueued_on_error
 from .dispatched import Dispatched
 from .dispatching import (
     _BATCH_RETRIES,
@@ -18,6 +18,7 @@ from .dispatching import (
     chunks,
     dispatch,
     dispatch_many,
+    hold_planned,
     raise_not_queued,
     sent_of,
     sort_failures,
@@ -72,25 +73,29 @@ async def dispatch_many_async(
     app = app or context.current()
     if app.connection.name != "sqs":
         return dispatch_many(jobs, queue=queue, delay=delay, app=app, after_commit=after_commit)
-    grouped, not_queued, results = by_queue(app, [Planned(job, queue, delay) for job in jobs])
-    if grouped and dispatch_plan.hold(app, after_commit, grouped):
-        results.extend(Dispatched(env.id, env.job, name) for name, items in grouped.items() for env, _ in items)
-        grouped = {}
-    for name, items in grouped.items():
-        for chunk in chunks(items):
-            pending = {message.entry_id: (envelope, message) for envelope, message in chunk}
-            failed_here: list[tuple[str, str, str]] = []
-            for attempt in range(_BATCH_RETRIES):
-                try:
-                    failures = await app.async_sender.send_batch(name, [m for _, m in pending.values()])
-                except (ClientError, BotoCoreError) as exc:
-                    failed_here.extend(all_failed(pending, exc))
-                    break
-                pending = sort_failures(pending, failures, attempt, failed_here)
-                if not pending:
-                    break
-                await asyncio.sleep(0.05 * 2**attempt)
-            results.extend(Dispatched(env.id, env.job, name) for env in sent_of(app, name, chunk, failed_here))
-            not_queued.extend(failed_here)
+    planned = [Planned(job, queue, delay) for job in jobs]
+    held = dispatch_plan.holder(app, after_commit)
+    if held is not None:
+        return hold_planned(app, held, planned)  # sent (by the sync client) when the transaction commits
+    queued = bulk_plan.drafts_by_queue(app, planned)
+    not_queued: list[tuple[str, str, str]] = []
+    results: list[Dispatched] = []
+    for name, drafts in queued.items():
+        with bulk_plan.Stream(app, drafts, not_queued, results) as stream:
+            for chunk in stream.batches(chunks):
+                pending = {message.entry_id: (envelope, message) for envelope, message in chunk}
+                failed_here: list[tuple[str, str, str]] = []
+                for attempt in range(_BATCH_RETRIES):
+                    try:
+                        failures = await app.async_sender.send_batch(name, [m for _, m in pending.values()])
+                    except (ClientError, BotoCoreError) as exc:
+                        failed_here.extend(all_failed(pending, exc))
+                        break
+                    pending = sort_failures(pending, failures, attempt, failed_here)
+                    if not pending:
+                        break
+                    await asyncio.sleep(0.05 * 2**attempt)
+                results.extend(Dispatched(env.id, env.job, name) for env in sent_of(app, name, chunk, failed_here))
+                not_queued.extend(failed_here)
     raise_not_queued(not_queued)
     return results

@@ -7,10 +7,10 @@ import contextlib
 import signal
 import time
 
-from sqsjobs import Job, JobTimeoutError
+from sqsjobs import DispatchError, Job, JobTimeoutError
 from tests.e2e.conftest import E2E, JOBS_MODULE, Mark
 from tests.e2e.e2e_jobs import AsyncHangs, AsyncNap, Record
-from tests.helpers import dead_letters, wait_for
+from tests.helpers import counts, dead_letters, wait_for
 
 
 def most_at_once(spans: list[tuple[float, float]]) -> int:
@@ -48,6 +48,29 @@ def test_async_dispatch_and_an_async_worker_run_jobs_concurrently_on_one_loop(e2
     # Twelve one-second naps overlapped: they ran as tasks on the loop, not one after another.
     assert most_at_once([span(e2e.marks(job_id)) for job_id in naps]) >= 10
     assert any("mode=asyncio" in line for line in worker.stderr().splitlines())
+
+
+def test_an_async_bulk_dispatch_streams_large_jobs_and_names_the_one_it_cannot_encode(e2e: E2E) -> None:
+    """25 jobs of 200 KB go a few batches at a time (sqsjobs.bulk_plan); one whose text UTF-8 cannot carry
+    (a lone surrogate, which pydantic accepts) is the one entry of `not_queued`, and the others are queued."""
+    app = e2e.setup()
+    jobs = [Record(tag=f"{n:03d}" + "x" * 200_000) for n in range(25)]
+    broken = Record(tag="a\ud800")
+
+    async def dispatch() -> DispatchError:
+        with app.activate():
+            try:
+                await Record.dispatch_many_async([*jobs[:12], broken, *jobs[12:]])
+            except DispatchError as exc:
+                return exc
+            finally:
+                await app.async_sender.aclose()
+        raise AssertionError("the job that cannot be encoded was not reported")
+
+    caught = asyncio.run(dispatch())
+    ((_, name, reason),) = caught.not_queued
+    assert name == "e2e.record" and "not valid Unicode" in reason
+    assert counts(app, "default")["ApproximateNumberOfMessages"] == 25
 
 
 def test_an_async_job_past_its_timeout_is_cancelled_and_failed(e2e: E2E) -> None:

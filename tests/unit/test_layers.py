@@ -178,6 +178,7 @@ LAYERS: dict[str, int] = {
         [
             "job_class",
             "dispatch_plan",
+            "bulk_plan",
             "dispatching",
             "dispatching_async",
             "links",
