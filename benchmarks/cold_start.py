@@ -4,7 +4,8 @@ Two measures, each in fresh interpreters, the two sides alternating, the median 
 RSS is the child's own:
 
 - `measure()`: the imports alone. The floor is `import boto3` plus Powertools' batch utility
-  (what a hand-written Powertools SQS handler imports); ours is `import lambda_handlers.sqs`.
+  (what a hand-written Powertools SQS handler imports); ours is `import lambda_handlers.sqs` and
+  boto3, which the handler uses from its first event on.
 - `measure_first_event()`: import + the first 10-record event, up to the response
   (benchmarks.lambda_bench `cold`): ours is `lambda_handlers.sqs.handler`, the floor `import
   boto3` + a Powertools `BatchProcessor` handler that `json.loads` each body. This is what a
@@ -38,7 +39,9 @@ hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.st
 print(json.dumps({{"s": elapsed, "rss_mb": hwm / 1024}}))
 """
 BASELINE = "import boto3\nimport aws_lambda_powertools.utilities.batch"
-HANDLER = "import lambda_handlers.sqs"
+#: Outside Lambda the handler's import loads botocore but not boto3, which its first event (or, in Lambda,
+#: its init phase) then loads: imported here too, so both sides import what they will run with.
+HANDLER = "import lambda_handlers.sqs\nimport boto3"
 
 
 def compile_sources() -> None:

@@ -1,8 +1,9 @@
-"""`--async` after its hand-offs were cut to two per job: pool threads begin and finish, the loop only awaits.
+"""`--async` after its hand-offs were cut: a plain coroutine job crosses no thread; others cross without waiting.
 
-A pool thread begins a message and hands the coroutine to the loop without waiting; the loop hands
-the outcome back without waiting; the thread that finishes a job begins the next one for its slot;
-and a coroutine job's timeout is the watchdog's, which asks the loop to cancel it (no timer per job).
+A plain coroutine job (no feature acts on it) is begun, awaited, finished and settled on the loop
+(`Runner.begin_quiet`, docs/asyncio.md). Any other job is begun by a pool thread, which hands the
+coroutine to the loop without waiting; the loop hands the outcome back without waiting. A coroutine
+job's timeout is the watchdog's, which asks the loop to cancel it (no timer per job).
 These check what a user sees of that: every job runs once with the right outcome, whichever side it
 ran on; a timeout still cancels and fails the job and the loop goes on; a job's own `asyncio.timeout`
 is its own; `--max-jobs` starts exactly that many; and the worker stops without losing a message.

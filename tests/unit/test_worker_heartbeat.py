@@ -38,6 +38,15 @@ class Quick(Job, name="heartbeat.quick"):
         Quick.done.set()
 
 
+class Held(Job, name="heartbeat.held"):
+    """Records each run's try and when it started: held behind a slow job, it must start late, once."""
+
+    runs: ClassVar[list[tuple[int, float]]] = []
+
+    def handle(self) -> None:
+        Held.runs.append((self.attempts, time.monotonic()))
+
+
 class FailsDuringHeartbeat(Job, name="heartbeat.fails-during-heartbeat"):
     """Raises while a heartbeat call for its own message is on the wire (slowed by a fault)."""
 
@@ -76,6 +85,7 @@ class Ticks(Job, name="heartbeat.ticks"):
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     Slow.runs.clear()
+    Held.runs.clear()
     Quick.done.clear()
 
 
@@ -91,6 +101,24 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(sqs_app: App) -> Non
         assert Worker(sqs_app, WorkerOptions(sleep=1, concurrency=2, stop_when_empty=True)).run(False) == 0
     assert Slow.runs == [1]
     assert changes, "the visibility was never extended"
+    assert dead_letters(sqs_app) == []
+
+
+def test_messages_held_behind_a_long_job_stay_hidden_and_run_once_on_their_first_try(sqs_app: App) -> None:
+    """At defaults (one thread, prefetch 9) a receive takes the slow job and the three behind it; they wait,
+    received but not started, for twice the queue's visibility. Left to SQS they would reappear, be received
+    again (by this worker's next receive or another's) and spend a try; the heartbeat keeps them hidden."""
+    set_visibility(sqs_app, 2)
+    Slow(seconds=4.5).dispatch()
+    Held.dispatch_many([Held() for _ in range(3)])
+    started = time.monotonic()
+    with visibility_changes() as changes:
+        assert Worker(sqs_app, WorkerOptions(sleep=1, stop_when_empty=True)).run(False) == 0
+    assert Slow.runs == [1]
+    assert [attempts for attempts, _ in Held.runs] == [1, 1, 1]
+    # The premise: received with the slow job (extended while it ran) and started only after it ended.
+    assert len({handle for handle, _ in changes}) >= 4, "the held messages were never extended"
+    assert all(at - started >= 4.5 for _, at in Held.runs), "the held jobs ran before the slow one ended"
     assert dead_letters(sqs_app) == []
 
 
