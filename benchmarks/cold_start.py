@@ -39,8 +39,9 @@ hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.st
 print(json.dumps({{"s": elapsed, "rss_mb": hwm / 1024}}))
 """
 BASELINE = "import boto3\nimport aws_lambda_powertools.utilities.batch"
-#: Outside Lambda the handler's import loads botocore but not boto3, which its first event (or, in Lambda,
-#: its init phase) then loads: imported here too, so both sides import what they will run with.
+#: Outside Lambda the handler's import loads neither boto3 nor botocore's session and clients, which its
+#: first event (or, in Lambda, its init phase) then loads: imported here too, so both sides import what
+#: they will run with.
 HANDLER = "import lambda_handlers.sqs\nimport boto3"
 
 
