@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from . import policy
 from .chunks import bounded
 from .connections.base import Connection, OutgoingMessage, ReceivedMessage
-from .decisions import Decision, Postpone, Release, deletes_source, drops_payload
+from .decisions import Ack, Decision, Postpone, Release, deletes_source, drops_payload
 from .payloads import carried
 from .signing import SigningKeys
 from .stores.base import Store
@@ -49,6 +49,10 @@ class Settled:
     delete: bool
     #: ... and its offloaded S3 body with it (only a finished job lets go of it).
     drop_payload: bool = False
+
+
+#: What an Ack leaves to the caller (the delete, and the S3 body with it).
+_ACKED = Settled(delete=True, drop_payload=True)
 
 
 class SkipLedger:
@@ -103,6 +107,8 @@ class Settler:
 
     def apply(self, message: ReceivedMessage, decision: Decision) -> Settled:
         """Make the decision true on SQS, except the delete, which is left to the caller."""
+        if type(decision) is Ack:  # most decisions: nothing to call, and one answer for all
+            return _ACKED
         if isinstance(decision, Postpone):
             return Settled(delete=bool(self.give_back([message], decision.delay, decision.reason)))
         if isinstance(decision, Release):

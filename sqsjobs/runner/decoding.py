@@ -53,10 +53,11 @@ class DecodeCache:
 
     def get(self, message: ReceivedMessage, keep: bool = False) -> Envelope | BadMessageError:
         """The envelope, or why the body is none; `keep` holds it for the next call on this receipt."""
-        with self._lock:
-            cached = self._kept.pop(message.receipt_handle, None)
-        if cached is not None:
-            return cached
+        if self._kept:  # only the Lambda adapter keeps any, and only for records it asked the timeout of
+            with self._lock:
+                cached = self._kept.pop(message.receipt_handle, None)
+            if cached is not None:
+                return cached
         try:
             decoded: Envelope | BadMessageError = self._decode(message)
         except BadMessageError as exc:

@@ -1,0 +1,102 @@
+"""A body is read as the standard library reads it, whichever parser did the reading.
+
+`envelope.decode` parses with pydantic-core (a third of json.loads' time) and hands any body that parser
+refuses to json.loads. These tests hold it to that: every value comes out as json.loads gives it (a
+signature is checked over those values, so a float read one ulp apart would refuse a good message),
+and every refusal is the one json.loads' reading leads to.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sqsjobs.envelope import MAX_DEPTH, decode
+from sqsjobs.errors import BadMessageError
+from sqsjobs.signing import SigningKeys
+
+KEY = SigningKeys("k1", {"k1": b"k" * 32})
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()  # beyond 64 bits too
+    | st.floats(allow_nan=False)  # -0.0, subnormals, inf (json.dumps writes Infinity)
+    | st.text()  # any code point but lone surrogates: those are refused, below
+)
+_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)
+)
+
+
+def _body(payload: dict[str, Any], ascii_only: bool) -> str:
+    return json.dumps(
+        {
+            "v": 1,
+            "id": "0c8f0b8e-5f3a-4b7e-9d52-3c3b4f2b8a11",
+            "job": "noop",
+            "payload": payload,
+            "queue": "default",
+            "dispatched_at": "2026-12-04T11:00:00.000Z",
+        },
+        ensure_ascii=ascii_only,
+    )
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.text(), _values, max_size=5), st.booleans())
+def test_every_payload_value_is_read_as_json_loads_reads_it(payload: dict[str, Any], ascii_only: bool) -> None:
+    body = _body(payload, ascii_only)
+    # repr, not ==: 0 and 0.0, -0.0 and 0.0, 1 and True are equal but not the same value
+    assert repr(decode(body).payload) == repr(json.loads(body)["payload"])
+
+
+@settings(max_examples=300)
+@given(st.from_regex(r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,25})?([eE][+-]?[0-9]{1,3})?", fullmatch=True))
+def test_every_number_as_written_is_read_as_json_loads_reads_it(number: str) -> None:
+    body = _body({}, True).replace('"payload": {}', f'"payload": {{"n": {number}}}')
+    assert repr(decode(body).payload["n"]) == repr(json.loads(number))
+
+
+@settings(max_examples=100)
+@given(st.dictionaries(st.text(), _values, max_size=5))
+def test_a_signed_body_verifies_whatever_its_payload_holds(payload: dict[str, Any]) -> None:
+    data = json.loads(_body(payload, False))
+    data["sig"] = KEY.sign(dict(data))
+    body = json.dumps(data)
+    assert repr(decode(body, KEY).payload) == repr(json.loads(body)["payload"])
+
+
+def test_values_the_standard_library_alone_reads_are_still_read() -> None:
+    body = _body({"inf": math.inf, "big": 10**40}, True).replace("Infinity", "NaN", 1)
+    got = decode(body).payload
+    assert math.isnan(got["inf"]) and got["big"] == 10**40
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        # pydantic-core refuses a lone surrogate escape; json.loads reads it, and the shape check refuses it
+        (_body({"text": "\ud800"}, True), "lone UTF-16 surrogate"),
+        (_body({"text": "\udc00\ud800"}, True), "lone UTF-16 surrogate"),
+        # deeper than our limit but within pydantic-core's, and deeper than both
+        (_body({"a": json.loads("[" * 100 + "]" * 100)}, True), f"nested deeper than {MAX_DEPTH} levels"),
+        (_body({"a": json.loads("[" * 300 + "]" * 300)}, True), f"nested deeper than {MAX_DEPTH} levels"),
+        ("[" * 50_000 + "]" * 50_000, f"nested deeper than {MAX_DEPTH} levels"),
+        # not JSON: json.loads' own account of why
+        ("{'job': 'noop'}", "Expecting property name enclosed in double quotes"),
+        ('{"job": "noop"} trailing', "Extra data"),
+        ("\ufeff{}", "Unexpected UTF-8 BOM"),
+        ("[]", "JSON but not an sqsjobs envelope object"),
+    ],
+)
+def test_a_body_refused_is_refused_as_json_loads_reading_it_would_be(body: str, says: str) -> None:
+    with pytest.raises(BadMessageError) as caught:
+        decode(body)
+    assert caught.value.kind == "malformed"
+    assert says in str(caught.value)
