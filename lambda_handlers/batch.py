@@ -108,6 +108,12 @@ class Batch:
                 runner.forget(message)  # decoded for its timeout, never processed
                 self._not_started(message, left, timeout, needed)
                 raise NotStarted(f"{left:.1f}s left in this invocation, the job needs {needed:.1f}s")
+            decision = runner.process(message)
+            # A run that ends before it reads the kept decode (not due yet, an S3 body that could not be read)
+            # would leave it held for the container's life: up to 10,000 envelopes, payloads and all.
+            runner.forget(message)
+            self._record_outcome(message, decision)
+            return
         self._record_outcome(message, runner.process(message))
 
     def _record_outcome(self, message: ReceivedMessage, decision: Decision) -> None:

@@ -1,21 +1,25 @@
 """A body is read as the standard library reads it, whichever parser did the reading.
 
-`envelope.decode` parses with pydantic-core (a third of json.loads' time) and hands any body that parser
-refuses to json.loads. These tests hold it to that: every value comes out as json.loads gives it (a
-signature is checked over those values, so a float read one ulp apart would refuse a good message),
-and every refusal is the one json.loads' reading leads to.
+`envelope.decode` parses a plain body (ASCII, no \\u escape) with pydantic-core, in a third of json.loads'
+time, and hands every other body, and any body that parser refuses, to json.loads. These tests hold it
+to that: every value comes out as json.loads gives it (a signature is checked over those values, so a
+float read one ulp apart would refuse a good message), and every refusal is the one json.loads' reading
+leads to.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sqsjobs import envelope
 from sqsjobs.envelope import MAX_DEPTH, decode
 from sqsjobs.errors import BadMessageError
 from sqsjobs.signing import SigningKeys
@@ -72,10 +76,47 @@ def test_a_signed_body_verifies_whatever_its_payload_holds(payload: dict[str, An
     assert repr(decode(body, KEY).payload) == repr(json.loads(body)["payload"])
 
 
-def test_values_the_standard_library_alone_reads_are_still_read() -> None:
+def test_non_finite_numbers_and_big_integers_are_read() -> None:
     body = _body({"inf": math.inf, "big": 10**40}, True).replace("Infinity", "NaN", 1)
     got = decode(body).payload
     assert math.isnan(got["inf"]) and got["big"] == 10**40
+
+
+def test_a_number_only_the_standard_library_reads_is_read_as_it_reads_it() -> None:
+    # pydantic-core refuses a number of more than 4,300 digits; json.loads reads this float (to inf)
+    digits = "1" * 4301 + ".0"
+    body = _body({}, True).replace('"payload": {}', f'"payload": {{"f": {digits}, "i": {"9" * 4300}}}')
+    got = decode(body).payload
+    assert got["f"] == json.loads(digits) == math.inf and got["i"] == int("9" * 4300)
+
+
+@pytest.fixture
+def digit_limit_640() -> Iterator[None]:
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)
+    yield
+    sys.set_int_max_str_digits(before)
+
+
+@pytest.mark.usefixtures("digit_limit_640")
+def test_an_integer_past_a_lowered_digit_limit_is_refused_as_python_refuses_it() -> None:
+    # pydantic-core keeps its own limit of 4,300 digits whatever Python's is
+    body = _body({}, True).replace('"payload": {}', f'"payload": {{"n": {"1" * 1000}}}')
+    for keys in (None, KEY):
+        with pytest.raises(BadMessageError) as caught:
+            decode(body, keys)
+        assert caught.value.kind == "malformed" and "Exceeds the limit (640 digits)" in str(caught.value)
+
+
+def test_a_plain_body_is_read_without_json_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the faster parser is for: if its call ever failed on every body, all would still decode, each
+    parsed twice."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("json.loads read a plain body")
+
+    monkeypatch.setattr(envelope.json, "loads", refuse)
+    assert decode(_body({"n": 1, "name": "order-7"}, True)).payload == {"n": 1, "name": "order-7"}
 
 
 @pytest.mark.parametrize(
@@ -93,9 +134,13 @@ def test_values_the_standard_library_alone_reads_are_still_read() -> None:
         ('{"job": "noop"} trailing', "Extra data"),
         ("\ufeff{}", "Unexpected UTF-8 BOM"),
         ("[]", "JSON but not an sqsjobs envelope object"),
+        # a connection in this process (memory, inline, the user's own) may hand over what SQS never would
+        (_body({"text": "\ud800"}, False), "lone UTF-16 surrogate"),
+        (b"{}", "not text"),
+        (None, "not text"),
     ],
 )
-def test_a_body_refused_is_refused_as_json_loads_reading_it_would_be(body: str, says: str) -> None:
+def test_a_body_refused_is_refused_as_json_loads_reading_it_would_be(body: Any, says: str) -> None:
     with pytest.raises(BadMessageError) as caught:
         decode(body)
     assert caught.value.kind == "malformed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any, ClassVar
 
 import pytest
@@ -13,6 +14,7 @@ import sqsjobs.envelope
 from lambda_handlers.sqs import SqsHandler
 from sqsjobs import App, Job
 from sqsjobs.errors import ConfigurationError
+from sqsjobs.policy import NOT_BEFORE_ATTRIBUTE
 from tests.helpers import counts
 from tests.lambda_events import FakeContext, deliver, failed_ids, receive_event
 
@@ -96,3 +98,16 @@ def test_each_record_is_decoded_once(sqs_app: App, monkeypatch: pytest.MonkeyPat
     response = deliver(SqsHandler(sqs_app), sqs_app, "default", receive_event(sqs_app, "default"), FakeContext())
     assert failed_ids(response) == [] and Plain.runs == [1]
     assert calls == ["decode"]
+
+
+def test_a_record_decoded_for_its_timeout_that_does_not_run_leaves_no_decode_behind(sqs_app: App) -> None:
+    """Short of time for the longest job, the deadline guard decodes each record for its own timeout and
+    keeps the decode for the run. A run that ends before reading it (here: not due yet) must not leave it
+    held for the container's life: up to 10,000 envelopes, each as large as its payload."""
+    Plain().dispatch()
+    event = receive_event(sqs_app, "default")
+    event["Records"][0]["messageAttributes"][NOT_BEFORE_ATTRIBUTE] = {"stringValue": str(time.time() + 120)}
+    # 63 s fits Plain (SQSJOBS_TIMEOUT 60 + the 2 s margin) but not Report's 600: every record is decoded first
+    response = deliver(SqsHandler(sqs_app), sqs_app, "default", event, FakeContext(63))
+    assert failed_ids(response) == [] and Plain.runs == []  # given back as a copy that waits its turn
+    assert not sqs_app.runner._decoded._kept
