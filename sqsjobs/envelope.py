@@ -297,12 +297,12 @@ def decode(
 def _read(body: str, plain: bool) -> Any:
     """The body's JSON, as json.loads reads it.
 
-    A plain body (ASCII, no \\u escape: what sqsjobs writes for ASCII payloads) is read by pydantic-core's
-    parser, in a third of json.loads' time; wherever it reads one, the values are json.loads' (checked by
-    tests/unit/test_envelope_parse.py). Any other body goes to json.loads: pydantic-core reads text and
-    escapes outside ASCII 2-5x slower and keeps a UTF-8 copy of the body while it lives. So does a body
-    pydantic-core refuses, so that json.loads' verdict and its message stand; and every body while Python's
-    integer-digit limit is below pydantic-core's fixed 4,300 (it ignores the lower one).
+    A plain body (ASCII, no \\u escape: what sqsjobs writes for a payload of printable ASCII) is read by
+    pydantic-core's parser, in a third of json.loads' time; wherever it reads one, the values are json.loads'
+    (checked by tests/unit/test_envelope_parse.py). Any other body goes to json.loads: pydantic-core reads
+    text and escapes outside ASCII 2-5x slower and keeps a UTF-8 copy of the body while it lives. So does a
+    body pydantic-core refuses, so that json.loads' verdict and its message stand; and every body while
+    Python's integer-digit limit is below pydantic-core's fixed 4,300 (it ignores the lower one).
     """
     if plain and ((limit := sys.get_int_max_str_digits()) >= _PARSER_DIGITS or limit == 0):
         try:
@@ -318,8 +318,8 @@ def _read(body: str, plain: bool) -> Any:
 
 
 def _maybe_hostile(body: str, plain: bool) -> bool:
-    """Cheap test for the bodies worth a full walk: many brackets, or a lone surrogate, escaped (plain bodies
-    have no escapes) or raw (SQS delivers valid Unicode, but a connection in this process may not)."""
+    """Cheap test for the bodies worth a full walk: many brackets, or a lone surrogate, escaped (a plain body
+    has no \\u escape) or raw (SQS delivers valid Unicode, but a connection in this process may not)."""
     if body.count("[") + body.count("{") > MAX_DEPTH:
         return True
     if plain:

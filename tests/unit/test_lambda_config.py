@@ -100,14 +100,25 @@ def test_each_record_is_decoded_once(sqs_app: App, monkeypatch: pytest.MonkeyPat
     assert calls == ["decode"]
 
 
-def test_a_record_decoded_for_its_timeout_that_does_not_run_leaves_no_decode_behind(sqs_app: App) -> None:
+def test_a_record_decoded_for_its_timeout_that_does_not_run_leaves_no_decode_behind(
+    sqs_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Short of time for the longest job, the deadline guard decodes each record for its own timeout and
     keeps the decode for the run. A run that ends before reading it (here: not due yet) must not leave it
     held for the container's life: up to 10,000 envelopes, each as large as its payload."""
     Plain().dispatch()
     event = receive_event(sqs_app, "default")
     event["Records"][0]["messageAttributes"][NOT_BEFORE_ATTRIBUTE] = {"stringValue": str(time.time() + 120)}
+    asked: list[str] = []
+    timeout_for = sqs_app.runner.timeout_for
+
+    def asking(message: Any) -> float:
+        asked.append(message.message_id)
+        return timeout_for(message)
+
+    monkeypatch.setattr(sqs_app.runner, "timeout_for", asking)
     # 63 s fits Plain (SQSJOBS_TIMEOUT 60 + the 2 s margin) but not Report's 600: every record is decoded first
     response = deliver(SqsHandler(sqs_app), sqs_app, "default", event, FakeContext(63))
     assert failed_ids(response) == [] and Plain.runs == []  # given back as a copy that waits its turn
-    assert not sqs_app.runner._decoded._kept
+    assert len(asked) == 1  # the guard decoded it and kept the decode ...
+    assert not sqs_app.runner._decoded._kept  # ... which is gone with the record
