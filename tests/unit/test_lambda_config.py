@@ -12,10 +12,10 @@ import pytest
 
 import sqsjobs.envelope
 from lambda_handlers.sqs import SqsHandler
-from sqsjobs import App, Job
+from sqsjobs import App, Job, aws
 from sqsjobs.errors import ConfigurationError
 from sqsjobs.policy import NOT_BEFORE_ATTRIBUTE
-from tests.helpers import counts
+from tests.helpers import counts, dead_letters, payload_app
 from tests.lambda_events import FakeContext, deliver, failed_ids, receive_event
 
 
@@ -122,3 +122,29 @@ def test_a_record_decoded_for_its_timeout_that_does_not_run_leaves_no_decode_beh
     assert failed_ids(response) == [] and Plain.runs == []  # given back as a copy that waits its turn
     assert len(asked) == 1  # the guard decoded it and kept the decode ...
     assert not sqs_app.runner._decoded._kept  # ... which is gone with the record
+
+
+def test_a_record_whose_body_is_gone_from_s3_leaves_no_decode_behind(
+    moto: None, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, for a run that ends on an offloaded body it could not read: to the DLQ, nothing kept."""
+    app = payload_app(prefix, payload_threshold="always")
+    with app.activate():
+        Plain().dispatch()
+        s3 = aws.client("s3")
+        (stored,) = s3.list_objects_v2(Bucket=app.settings.bucket)["Contents"]
+        s3.delete_object(Bucket=app.settings.bucket, Key=stored["Key"])
+        asked: list[str] = []
+        timeout_for = app.runner.timeout_for
+
+        def asking(message: Any) -> float:
+            asked.append(message.message_id)
+            return timeout_for(message)
+
+        monkeypatch.setattr(app.runner, "timeout_for", asking)
+        response = deliver(SqsHandler(app), app, "default", receive_event(app, "default"), FakeContext(63))
+
+        assert failed_ids(response) == [] and Plain.runs == []
+        (letter,) = dead_letters(app)
+        assert letter["attrs"]["sqsjobs.reason"] == "missing_payload"
+        assert len(asked) == 1 and not app.runner._decoded._kept
