@@ -100,27 +100,32 @@ def test_each_record_is_decoded_once(sqs_app: App, monkeypatch: pytest.MonkeyPat
     assert calls == ["decode"]
 
 
-def test_a_record_decoded_for_its_timeout_that_does_not_run_leaves_no_decode_behind(
-    sqs_app: App, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Short of time for the longest job, the deadline guard decodes each record for its own timeout and
-    keeps the decode for the run. A run that ends before reading it (here: not due yet) must not leave it
-    held for the container's life: up to 10,000 envelopes, each as large as its payload."""
-    Plain().dispatch()
-    event = receive_event(sqs_app, "default")
-    event["Records"][0]["messageAttributes"][NOT_BEFORE_ATTRIBUTE] = {"stringValue": str(time.time() + 120)}
+def _guarded_run(app: App, event: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Any], int]:
+    """One event in a 63 s function, which fits Plain (SQSJOBS_TIMEOUT 60 + the 2 s margin) but not Report's
+    600: the deadline guard decodes every record for its own timeout first. The response, and how many
+    records the guard decoded."""
     asked: list[str] = []
-    timeout_for = sqs_app.runner.timeout_for
+    timeout_for = app.runner.timeout_for
 
     def asking(message: Any) -> float:
         asked.append(message.message_id)
         return timeout_for(message)
 
-    monkeypatch.setattr(sqs_app.runner, "timeout_for", asking)
-    # 63 s fits Plain (SQSJOBS_TIMEOUT 60 + the 2 s margin) but not Report's 600: every record is decoded first
-    response = deliver(SqsHandler(sqs_app), sqs_app, "default", event, FakeContext(63))
+    monkeypatch.setattr(app.runner, "timeout_for", asking)
+    return deliver(SqsHandler(app), app, "default", event, FakeContext(63)), len(asked)
+
+
+def test_a_record_decoded_for_its_timeout_that_does_not_run_leaves_no_decode_behind(
+    sqs_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline guard keeps each decode for the record's run. A run that ends before reading it (here:
+    not due yet) must not leave it held for the container's life: up to 10,000 envelopes, payloads and all."""
+    Plain().dispatch()
+    event = receive_event(sqs_app, "default")
+    event["Records"][0]["messageAttributes"][NOT_BEFORE_ATTRIBUTE] = {"stringValue": str(time.time() + 120)}
+    response, decoded = _guarded_run(sqs_app, event, monkeypatch)
     assert failed_ids(response) == [] and Plain.runs == []  # given back as a copy that waits its turn
-    assert len(asked) == 1  # the guard decoded it and kept the decode ...
+    assert decoded == 1  # the guard decoded it and kept the decode ...
     assert not sqs_app.runner._decoded._kept  # ... which is gone with the record
 
 
@@ -134,17 +139,8 @@ def test_a_record_whose_body_is_gone_from_s3_leaves_no_decode_behind(
         s3 = aws.client("s3")
         (stored,) = s3.list_objects_v2(Bucket=app.settings.bucket)["Contents"]
         s3.delete_object(Bucket=app.settings.bucket, Key=stored["Key"])
-        asked: list[str] = []
-        timeout_for = app.runner.timeout_for
-
-        def asking(message: Any) -> float:
-            asked.append(message.message_id)
-            return timeout_for(message)
-
-        monkeypatch.setattr(app.runner, "timeout_for", asking)
-        response = deliver(SqsHandler(app), app, "default", receive_event(app, "default"), FakeContext(63))
-
+        response, decoded = _guarded_run(app, receive_event(app, "default"), monkeypatch)
         assert failed_ids(response) == [] and Plain.runs == []
         (letter,) = dead_letters(app)
         assert letter["attrs"]["sqsjobs.reason"] == "missing_payload"
-        assert len(asked) == 1 and not app.runner._decoded._kept
+        assert decoded == 1 and not app.runner._decoded._kept
