@@ -13,11 +13,25 @@ run when they cannot fit: the deadline guard would otherwise hand every job
 without its own timeout back, unstarted, until the redrive policy buried it.
 """
 
+# ruff: noqa: E402  (the cycle collector is paused before the imports it would otherwise scan, below)
 from __future__ import annotations
+
+import gc
+import os
+
+#: Inside Lambda, importing this module is the init phase (`handler.warm()`, at the end).
+_AT_INIT = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("SQSJOBS_APP"))
+# An init allocates some 100,000 objects that live as long as the container: each of the cycle collector's
+# ~160 passes during it scans what has piled up (30-60 ms of a ~300 ms cold start, measured). Paused here and,
+# once the init is done, those objects are frozen (never scanned again) and the collector resumes. The price:
+# cycles that became garbage during the init (~800 objects of sqsjobs' own) are never reclaimed; a jobs
+# module that makes many can call gc.collect() at the end of its own import.
+_PAUSED_GC = _AT_INIT and gc.isenabled()
+if _PAUSED_GC:
+    gc.disable()
 
 import logging
 import math
-import os
 from typing import Any, Protocol
 
 from aws_lambda_powertools.utilities.batch import process_partial_response
@@ -227,5 +241,10 @@ class SqsHandler:
 
 
 handler = SqsHandler()
-if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("SQSJOBS_APP"):  # inside Lambda, at init
-    handler.warm()
+if _AT_INIT:
+    try:
+        handler.warm()
+    finally:
+        if _PAUSED_GC:
+            gc.freeze()
+            gc.enable()
