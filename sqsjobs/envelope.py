@@ -19,7 +19,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     AfterValidator,
@@ -29,10 +29,13 @@ from pydantic import (
     Field,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     ValidationError,
     model_validator,
+    with_config,
 )
 from pydantic_core import from_json as _parse
+from typing_extensions import TypedDict  # pydantic needs this one on Python 3.11
 
 from .errors import BadMessageError
 from .signing import SigningKeys
@@ -108,8 +111,10 @@ def _iso(text: str) -> str:
         raise ValueError("not an RFC 3339 time with a zone (2026-01-01T09:30:00.000Z)")
     try:
         moment = datetime.fromisoformat(text)
-        if moment.tzinfo is not None:
-            moment.timestamp()  # year 1 at -23:59 is valid ISO but no instant Python can compute
+        if moment.tzinfo is not None and moment.year in (1, 9999):
+            # An offset can move these past either end of datetime's range (0001-01-01T00:00+23:59): what
+            # sqsjobs takes from a time is its timestamp (timing.parse_iso), so that must compute.
+            moment.timestamp()
     except (ValueError, OverflowError):
         raise ValueError("not an ISO-8601 time") from None
     if moment.tzinfo is None:
@@ -189,32 +194,36 @@ class _Chain(BaseModel):
     catch: _Link | None = None
 
 
-class _Wire(BaseModel):
-    model_config = _STRICT
+@with_config(_STRICT)
+class _Wire(TypedDict):
+    """The envelope's fields. A TypedDict, not a model: only whether a body fits matters (what validation
+    returns is dropped), and a model instance built per message for nothing cost 0.6 µs of 2.4."""
+
     id: Id
     job: Name
     payload: dict[str, Any]
     queue: Name
     dispatched_at: IsoTime
-    available_at: IsoTime | None = None
-    retry_until: IsoTime | None = None
-    chain: _Chain | None = None
-    batch_id: Id | None = None
-    unique_key: Annotated[StrictStr, Field(max_length=1024)] | None = None
-    trace: Annotated[StrictStr, Field(max_length=_MAX_ID)] | None = None
-    encrypted: _Sealed | None = None
-    tags: Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=128)]], Field(max_length=10)] | None = None
+    available_at: NotRequired[IsoTime | None]
+    retry_until: NotRequired[IsoTime | None]
+    chain: NotRequired[_Chain | None]
+    batch_id: NotRequired[Id | None]
+    unique_key: NotRequired[Annotated[StrictStr, Field(max_length=1024)] | None]
+    trace: NotRequired[Annotated[StrictStr, Field(max_length=_MAX_ID)] | None]
+    encrypted: NotRequired[_Sealed | None]
+    tags: NotRequired[
+        Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=128)]], Field(max_length=10)] | None
+    ]
     # Fields written by sqsjobs itself outside the named ones (callbacks, `failed retry`).
-    retried: bool | None = None
-    for_batch: Id | None = None
-    for_chain: Id | None = None
+    retried: NotRequired[bool | None]
+    for_batch: NotRequired[Id | None]
+    for_chain: NotRequired[Id | None]
 
 
 _Link.model_rebuild()
 _Member.model_rebuild()
-#: Validates a body's fields (only whether they fit matters: the `_Wire` it returns is dropped), without
-#: `model_validate`'s own call on every message.
-_WIRE = _Wire.__pydantic_validator__.validate_python
+#: Validates a body's fields, without TypeAdapter's own call on every message.
+_WIRE = TypeAdapter(_Wire).validator.validate_python
 
 
 def involved(envelope: Envelope | None) -> bool:
