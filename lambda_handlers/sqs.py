@@ -13,7 +13,6 @@ run when they cannot fit: the deadline guard would otherwise hand every job
 without its own timeout back, unstarted, until the redrive policy buried it.
 """
 
-# ruff: noqa: E402  (the cycle collector is paused before the imports it would otherwise scan, below)
 from __future__ import annotations
 
 import gc
@@ -22,29 +21,45 @@ import os
 #: Inside Lambda, importing this module is the init phase (`handler.warm()`, at the end).
 _AT_INIT = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("SQSJOBS_APP"))
 # An init allocates some 100,000 objects that live as long as the container: each of the cycle collector's
-# ~160 passes during it scans what has piled up (30-60 ms of a ~300 ms cold start, measured). Paused here and,
-# once the init is done, those objects are frozen (never scanned again) and the collector resumes. The price:
-# cycles that became garbage during the init (~800 objects of sqsjobs' own) are never reclaimed; a jobs
-# module that makes many can call gc.collect() at the end of its own import.
-_PAUSED_GC = _AT_INIT and gc.isenabled()
-if _PAUSED_GC:
-    gc.disable()
+# ~160 passes during it scans what has piled up (30-60 ms of a ~300 ms cold start, measured). Paused here (a
+# first threshold of 0, so that `gc.isenabled()` stays the process's own) and, once the init is done, those
+# objects are frozen (never scanned again) and the thresholds come back. The price: cycles that became
+# garbage during a successful init (~800 objects of sqsjobs' own) are never reclaimed; a jobs module that
+# makes many can call gc.collect() at the end of its own import.
+_THRESHOLDS = gc.get_threshold()
+if _AT_INIT:
+    gc.set_threshold(0)
 
-import logging
-import math
-from typing import Any, Protocol
 
-from aws_lambda_powertools.utilities.batch import process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+def _resume(built: bool) -> None:
+    """End the pause: what a finished init built is frozen, and the thresholds the process had come back
+    (unless the jobs module set its own meanwhile)."""
+    if built:
+        gc.freeze()
+    if gc.get_threshold()[0] == 0:
+        gc.set_threshold(*_THRESHOLDS)
 
-from sqsjobs import metric_snapshots, policy
-from sqsjobs.app import App
-from sqsjobs.connections.base import ReceivedMessage
-from sqsjobs.errors import ConfigurationError
-from sqsjobs.payloads import PayloadStore
 
-from . import observability
-from .batch import Batch, FifoProcessor, NotStarted, Released, StandardProcessor
+try:  # whatever fails here, the collector must not stay paused in a process that goes on
+    import logging
+    import math
+    from typing import Any, Protocol
+
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from sqsjobs import metric_snapshots, policy
+    from sqsjobs.app import App
+    from sqsjobs.connections.base import ReceivedMessage
+    from sqsjobs.errors import ConfigurationError
+    from sqsjobs.payloads import PayloadStore
+
+    from . import observability
+    from .batch import Batch, FifoProcessor, NotStarted, Released, StandardProcessor
+except BaseException:
+    if _AT_INIT:
+        _resume(built=False)
+    raise
 
 __all__ = ["LambdaContext", "NotStarted", "Released", "SqsHandler", "handler"]
 
@@ -245,6 +260,6 @@ if _AT_INIT:
     try:
         handler.warm()
     finally:
-        if _PAUSED_GC:
-            gc.freeze()
-            gc.enable()
+        if handler._app is None:  # a failed init: its half-built App and logged traceback are not to be kept
+            gc.collect()
+        _resume(built=True)
