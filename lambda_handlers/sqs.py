@@ -33,7 +33,7 @@ if _AT_INIT:
 
 def _resume(built: bool) -> None:
     """End the pause: what a finished init built is frozen, and the thresholds the process had come back
-    (unless the jobs module set its own meanwhile)."""
+    (unless the jobs module set a first threshold other than 0 meanwhile)."""
     if built:
         gc.freeze()
     if gc.get_threshold()[0] == 0:
@@ -259,7 +259,9 @@ handler = SqsHandler()
 if _AT_INIT:
     try:
         handler.warm()
-    finally:
-        if handler._app is None:  # a failed init: its half-built App and logged traceback are not to be kept
-            gc.collect()
-        _resume(built=True)
+    except BaseException:  # out of the jobs module: the import fails, and nothing it built is to be kept
+        _resume(built=False)
+        raise
+    if handler._app is None:  # failed and logged: its half-built App and traceback are garbage, not kept
+        gc.collect()
+    _resume(built=True)

@@ -39,6 +39,7 @@ from typing_extensions import TypedDict  # pydantic needs this one on Python 3.1
 
 from .errors import BadMessageError
 from .signing import SigningKeys
+from .timing import has_utc
 
 VERSION = 1
 _OPTIONAL = ("available_at", "retry_until", "chain", "batch_id", "unique_key", "trace", "encrypted", "tags")
@@ -110,13 +111,13 @@ def _iso(text: str) -> str:
     if not _TIME.fullmatch(text):
         raise ValueError("not an RFC 3339 time with a zone (2026-01-01T09:30:00.000Z)")
     try:
-        # What sqsjobs takes from a time is its timestamp (timing.parse_iso), which an aware datetime always
-        # has, even one whose offset moves it past either end of the range (0001-01-01T00:00+23:59).
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError("not an ISO-8601 time") from None
     if moment.tzinfo is None:
         raise ValueError("an ISO-8601 time without a time zone")
+    if not has_utc(moment):  # a job's `dispatched_at(job)` would raise inside the job
+        raise ValueError("a time its offset moves outside years 1-9999")
     return text
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from .connections.base import Connection, OutgoingMessage, ReceivedMessage
 from .errors import type_name
 from .payloads import carried
-from .timing import parse_iso, utc_iso
+from .timing import has_utc, parse_iso, utc_iso
 
 if TYPE_CHECKING:
     from .envelope import Envelope
@@ -382,7 +382,8 @@ def _timestamp(text: str) -> float | None:
         stamp = moment.timestamp()
     except (ValueError, OverflowError, TypeError):
         return None
-    return stamp if moment.tzinfo is not None else None
+    # Shown through utc_iso by `failed summary` and `failed review`, which a time past either end would crash.
+    return stamp if moment.tzinfo is not None and has_utc(moment) else None
 
 
 def write(connection: Connection, message: ReceivedMessage, letter: OutgoingMessage) -> bool:

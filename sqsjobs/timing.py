@@ -60,6 +60,19 @@ def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+def has_utc(moment: datetime) -> bool:
+    """Whether an aware time has a UTC datetime. An offset can move a time in year 1 or 9999 past either end
+    of datetime's range (0001-01-01T00:00+23:59): its timestamp still computes, but `utc_iso` and
+    `datetime.fromtimestamp` of it raise, so a time a message states is refused where it is read."""
+    if moment.year not in (1, 9999):
+        return True
+    try:
+        moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
 def parse_iso_or(text: str, default: float) -> float:
     try:
         return parse_iso(text)

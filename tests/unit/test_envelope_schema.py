@@ -325,6 +325,16 @@ def _real_day(year: int, month: int, day: int) -> bool:
     return True
 
 
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59.999-00:01"])
+@pytest.mark.parametrize("field", ["dispatched_at", "available_at", "retry_until"])
+def test_a_time_with_no_utc_datetime_passes_the_schema_and_is_refused_by_workers(field: str, when: str) -> None:
+    """Documented: its offset moves it past either end of datetime's range, so `dispatched_at(job)` and the
+    failed-jobs views could not show it; the schema's `date-time` format cannot say so."""
+    assert verdicts({**good(), field: when}) == (True, True, False)
+    inside = when.replace("+23:59", "-23:59").replace("-00:01", "+00:01")  # the same wall time, in range
+    assert verdicts({**good(), field: inside}) == (True, True, True)
+
+
 def test_what_the_schema_refuses_and_a_worker_takes_is_refused_later_or_only_with_keys() -> None:
     """The documented differences: a job name no class can have runs nothing (`unknown_job`); a malformed
     `sig` is ignored by a worker without keys and refused by one with keys (`signature`)."""

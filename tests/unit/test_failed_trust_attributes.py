@@ -223,6 +223,8 @@ HOSTILE: dict[str, tuple[str, dict[str, Any]]] = {
     "source_queue binary": ("plain", {PREFIX + "source_queue": b"\x80\x81 not utf-8"}),
     "failed_at junk": ("plain", attrs(failed_at="yesterday")),
     "failed_at year 0": ("plain", attrs(failed_at="0001-01-01T00:00:00-23:59")),
+    "failed_at before year 1 in UTC": ("plain", attrs(failed_at="0001-01-01T00:00:00+23:59")),
+    "failed_at after year 9999 in UTC": ("plain", attrs(failed_at="9999-12-31T23:59:59-23:59")),
     "failed_at no zone": ("plain", attrs(failed_at="2026-01-01T00:00:00")),
     "reason markup": ("plain", attrs(reason="[bold red]boom[/] \x9b2J \u202e")),
     "reason huge": ("plain", attrs(reason="r" * 100_000)),
@@ -257,6 +259,9 @@ def test_list_and_show_never_crash_on_what_a_dlq_holds(hostile_dlq: App) -> None
     listed = runner.invoke(cli, ["failed", "list"], terminal_width=250)
     assert listed.exception is None, listed.output[-2000:]
     assert listed.exit_code == 0 and "(unverified)" in listed.output
+    for verb in (["list", "--json"], ["summary"], ["summary", "--json"]):
+        shown = runner.invoke(cli, ["failed", *verb], terminal_width=250)
+        assert shown.exception is None and shown.exit_code == 0, (verb, shown.output[-2000:])
     jobs = FailedJobs(hostile_dlq).list()
     assert len(jobs) == len(HOSTILE)
     for job in jobs:

@@ -18,20 +18,21 @@ if os.environ.get("PROBE_GC_OFF"):
     gc.disable()
 if os.environ.get("PROBE_BLOCK"):
     sys.modules[os.environ["PROBE_BLOCK"]] = None  # that import fails, half-way through the handler's own
+threshold = gc.get_threshold()[0]
 passes = []
 gc.callbacks.append(lambda phase, info: passes.append(info["generation"]) if phase == "start" else None)
 try:
     import lambda_handlers.sqs as entry
 except BaseException as exc:
     print(json.dumps({"import_error": type(exc).__name__, "gc_enabled": gc.isenabled(),
-                      "threshold": gc.get_threshold()[0], "passes": len(passes)}))
+                      "threshold_kept": gc.get_threshold()[0] == threshold, "frozen": gc.get_freeze_count()}))
     sys.exit(0)
 during_import = len(passes)
 from sqsjobs import aws
 result = {"app_built": entry.handler._app is not None, "sqs_client": any(k[0] == "sqs" for k in aws._clients)}
 if os.environ.get("PROBE_GC"):
-    result.update(gc_enabled=gc.isenabled(), threshold=gc.get_threshold()[0], frozen=gc.get_freeze_count(),
-                  passes=during_import)
+    result.update(gc_enabled=gc.isenabled(), threshold_kept=gc.get_threshold()[0] == threshold,
+                  frozen=gc.get_freeze_count(), passes=during_import)
 if len(sys.argv) > 1:
     try:
         entry.handler({"Records": []}, None)
@@ -40,8 +41,6 @@ if len(sys.argv) > 1:
         result["first_event"] = type(exc).__name__ + ": " + str(exc)[:200]
 print(json.dumps(result))
 """
-#: The collector's default first threshold, which the probes' interpreters start with.
-_DEFAULT_THRESHOLD = 700
 #: Passes an import makes before the handler's first line can pause anything (compiling the module when no
 #: bytecode is cached); ~160 are made without the pause, ~75 by the imports alone outside Lambda.
 _FEW = 10
@@ -87,7 +86,7 @@ def test_the_init_runs_without_the_cycle_collector_and_leaves_it_on() -> None:
     assert found["app_built"] is True
     assert isinstance(found["passes"], int) and found["passes"] < _FEW
     assert found["gc_enabled"] is True
-    assert found["threshold"] == _DEFAULT_THRESHOLD
+    assert found["threshold_kept"] is True
     assert isinstance(found["frozen"], int) and found["frozen"] > 50_000
 
 
@@ -95,7 +94,7 @@ def test_an_init_that_fails_quietly_still_resumes_the_collector() -> None:
     found = probe(AWS_LAMBDA_FUNCTION_NAME="jobs", SQSJOBS_APP="no_such_module_anywhere", PROBE_GC="1")
     assert found["app_built"] is False
     assert isinstance(found["passes"], int) and found["passes"] < _FEW
-    assert found["threshold"] == _DEFAULT_THRESHOLD
+    assert found["threshold_kept"] is True
 
 
 def test_an_init_that_raises_still_resumes_the_collector(tmp_path: Path) -> None:
@@ -104,7 +103,8 @@ def test_an_init_that_raises_still_resumes_the_collector(tmp_path: Path) -> None
     found = probe(AWS_LAMBDA_FUNCTION_NAME="jobs", SQSJOBS_APP="interrupted_jobs", path=tmp_path)
     assert found["import_error"] == "KeyboardInterrupt"
     assert found["gc_enabled"] is True
-    assert found["threshold"] == _DEFAULT_THRESHOLD
+    assert found["threshold_kept"] is True
+    assert found["frozen"] == 0  # what the failed init built stays collectable
 
 
 def test_an_import_that_fails_half_way_still_resumes_the_collector() -> None:
@@ -112,7 +112,8 @@ def test_an_import_that_fails_half_way_still_resumes_the_collector() -> None:
     found = probe(AWS_LAMBDA_FUNCTION_NAME="jobs", SQSJOBS_APP="benchmarks.jobs", PROBE_BLOCK="lambda_handlers.batch")
     assert found["import_error"] == "ModuleNotFoundError"
     assert found["gc_enabled"] is True
-    assert found["threshold"] == _DEFAULT_THRESHOLD
+    assert found["threshold_kept"] is True
+    assert found["frozen"] == 0
 
 
 def test_a_collector_the_process_turned_off_stays_off() -> None:
@@ -126,10 +127,19 @@ def test_a_collector_the_jobs_module_turned_off_stays_off(tmp_path: Path) -> Non
     found = probe(AWS_LAMBDA_FUNCTION_NAME="jobs", SQSJOBS_APP="gc_off_jobs", PROBE_GC="1", path=tmp_path)
     assert found["app_built"] is True
     assert found["gc_enabled"] is False
+    assert found["threshold_kept"] is True
+
+
+def test_thresholds_the_jobs_module_set_stay_set(tmp_path: Path) -> None:
+    (tmp_path / "gc_tuned_jobs.py").write_text("import gc\n\ngc.set_threshold(5000, 20, 20)\n")
+    found = probe(AWS_LAMBDA_FUNCTION_NAME="jobs", SQSJOBS_APP="gc_tuned_jobs", PROBE_GC="1", path=tmp_path)
+    assert found["app_built"] is True
+    assert found["threshold_kept"] is False  # 5000, theirs: not put back to what it was before the import
 
 
 def test_outside_lambda_the_collector_is_left_alone() -> None:
     found = probe(SQSJOBS_APP="benchmarks.jobs", PROBE_GC="1")
     assert found["gc_enabled"] is True
+    assert found["threshold_kept"] is True
     assert found["frozen"] == 0
     assert isinstance(found["passes"], int) and found["passes"] > 0
