@@ -382,7 +382,7 @@ def _timestamp(text: str) -> float | None:
         stamp = moment.timestamp()
     except (ValueError, OverflowError, TypeError):
         return None
-    # Shown through utc_iso by `failed summary` and `failed review`, which a time past either end would crash.
+    # Shown through utc_iso by `failed list --json` and `failed summary`, which such a time would crash.
     return stamp if moment.tzinfo is not None and has_utc(moment) else None
 
 
