@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 _PROBE = """
@@ -122,19 +124,21 @@ def test_a_collector_the_process_turned_off_stays_off() -> None:
     assert found["gc_enabled"] is False
 
 
-def test_a_collector_the_jobs_module_turned_off_stays_off(tmp_path: Path) -> None:
-    (tmp_path / "gc_off_jobs.py").write_text("import gc\n\ngc.disable()\n")
-    found = probe(AWS_LAMBDA_FUNCTION_NAME="jobs", SQSJOBS_APP="gc_off_jobs", PROBE_GC="1", path=tmp_path)
+@pytest.mark.parametrize(
+    ("source", "enabled", "threshold_kept"),
+    [
+        ("gc.disable()", False, True),  # off stays off
+        ("gc.set_threshold(5000, 20, 20)", True, False),  # theirs stays: not put back to what it was before
+    ],
+)
+def test_what_the_jobs_module_does_to_the_collector_stays(
+    tmp_path: Path, source: str, enabled: bool, threshold_kept: bool
+) -> None:
+    (tmp_path / "gc_minded_jobs.py").write_text(f"import gc\n\n{source}\n")
+    found = probe(AWS_LAMBDA_FUNCTION_NAME="jobs", SQSJOBS_APP="gc_minded_jobs", PROBE_GC="1", path=tmp_path)
     assert found["app_built"] is True
-    assert found["gc_enabled"] is False
-    assert found["threshold_kept"] is True
-
-
-def test_thresholds_the_jobs_module_set_stay_set(tmp_path: Path) -> None:
-    (tmp_path / "gc_tuned_jobs.py").write_text("import gc\n\ngc.set_threshold(5000, 20, 20)\n")
-    found = probe(AWS_LAMBDA_FUNCTION_NAME="jobs", SQSJOBS_APP="gc_tuned_jobs", PROBE_GC="1", path=tmp_path)
-    assert found["app_built"] is True
-    assert found["threshold_kept"] is False  # 5000, theirs: not put back to what it was before the import
+    assert found["gc_enabled"] is enabled
+    assert found["threshold_kept"] is threshold_kept
 
 
 def test_outside_lambda_the_collector_is_left_alone() -> None:
