@@ -472,6 +472,9 @@ class Bench:
             "lambda_cpu_us_per_record_checked_floor": result["checked_cpu_s"] / records * 1e6,
             "lambda_cpu_ratio_vs_checked_floor": result["ours_cpu_s"] / result["checked_cpu_s"],
             "lambda_checked_floor_ratio": result["checked_cpu_s"] / result["floor_cpu_s"],
+            "lambda_cpu_us_per_record_required_floor": result["required_cpu_s"] / records * 1e6,
+            "lambda_cpu_ratio_vs_required_floor": result["ours_cpu_s"] / result["required_cpu_s"],
+            "lambda_required_floor_ratio": result["required_cpu_s"] / result["floor_cpu_s"],
             "lambda_aws_calls_per_record": sum(
                 calls.calls((LAMBDA_KEY,), service) for service in calls.services((LAMBDA_KEY,))
             )
@@ -661,7 +664,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _checks(out: dict[str, Any], outcome: Outcome) -> list[report.Check]:
     checks = [
-        report.Check("cpu_ratio_vs_boto3_defaults", out.get("cpu_ratio_vs_boto3_defaults"), TARGET_CPU_RATIO_DEFAULTS),
+        report.Check(
+            "cpu_ratio_vs_boto3_defaults",
+            out.get("cpu_ratio_vs_boto3_defaults"),
+            TARGET_CPU_RATIO_DEFAULTS,
+            floor=out.get("cpu_ratio_checked_floor_vs_boto3"),
+            floor_name="checked loop",
+        ),
         # Per-job calls: the few start-up lookups of each process (GetQueueUrl, GetQueueAttributes) are not
         # per job, so the floor of 0.30 is compared to two decimals.
         report.Check(
@@ -671,9 +680,19 @@ def _checks(out: dict[str, Any], outcome: Outcome) -> list[report.Check]:
             decimals=2,
         ),
         report.Check(
-            "cpu_ratio_vs_boto3_concurrency4", out.get("cpu_ratio_vs_boto3_concurrency4"), TARGET_CPU_RATIO_TUNED
+            "cpu_ratio_vs_boto3_concurrency4",
+            out.get("cpu_ratio_vs_boto3_concurrency4"),
+            TARGET_CPU_RATIO_TUNED,
+            floor=out.get(f"cpu_ratio_{CHECKED_POOL.name}_vs_boto3"),
+            floor_name="checked loop on 4 threads",
         ),
-        report.Check("cpu_ratio_vs_boto3_async4", out.get("cpu_ratio_vs_boto3_async4"), TARGET_CPU_RATIO_TUNED),
+        report.Check(
+            "cpu_ratio_vs_boto3_async4",
+            out.get("cpu_ratio_vs_boto3_async4"),
+            TARGET_CPU_RATIO_TUNED,
+            floor=out.get(f"cpu_ratio_{CHECKED_ASYNCIO.name}_vs_boto3"),
+            floor_name="checked asyncio loop",
+        ),
     ]
     peer = out.get("cpu_ratio_sqs_workers_vs_boto3")
     for name in SQSJOBS_SETTINGS:
@@ -687,9 +706,19 @@ def _checks(out: dict[str, Any], outcome: Outcome) -> list[report.Check]:
             )
         )
     checks += [
-        report.Check("lambda_cold_start_ratio", out.get("lambda_cold_start_ratio"), TARGET_LAMBDA_COLD_START_RATIO),
         report.Check(
-            "lambda_cpu_ratio_per_record", out.get("lambda_cpu_ratio_per_record"), TARGET_LAMBDA_CPU_RATIO_PER_RECORD
+            "lambda_cold_start_ratio",
+            out.get("lambda_cold_start_ratio"),
+            TARGET_LAMBDA_COLD_START_RATIO,
+            floor=out.get("lambda_cold_start_pydantic_floor_ratio"),
+            floor_name="pydantic floor",
+        ),
+        report.Check(
+            "lambda_cpu_ratio_per_record",
+            out.get("lambda_cpu_ratio_per_record"),
+            TARGET_LAMBDA_CPU_RATIO_PER_RECORD,
+            floor=out.get("lambda_required_floor_ratio"),
+            floor_name="required floor",
         ),
     ]
     for size in dispatch_sizes.SIZES:
