@@ -664,13 +664,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _checks(out: dict[str, Any], outcome: Outcome) -> list[report.Check]:
     checks = [
-        report.Check(
-            "cpu_ratio_vs_boto3_defaults",
-            out.get("cpu_ratio_vs_boto3_defaults"),
-            TARGET_CPU_RATIO_DEFAULTS,
-            floor=out.get("cpu_ratio_checked_floor_vs_boto3"),
-            floor_name="checked loop",
-        ),
+        _floored(out, "cpu_ratio_vs_boto3_defaults", TARGET_CPU_RATIO_DEFAULTS, "cpu_ratio_checked_floor_vs_boto3"),
         # Per-job calls: the few start-up lookups of each process (GetQueueUrl, GetQueueAttributes) are not
         # per job, so the floor of 0.30 is compared to two decimals.
         report.Check(
@@ -679,19 +673,11 @@ def _checks(out: dict[str, Any], outcome: Outcome) -> list[report.Check]:
             TARGET_SQS_CALLS_PER_JOB_DEFAULTS,
             decimals=2,
         ),
-        report.Check(
-            "cpu_ratio_vs_boto3_concurrency4",
-            out.get("cpu_ratio_vs_boto3_concurrency4"),
-            TARGET_CPU_RATIO_TUNED,
-            floor=out.get(f"cpu_ratio_{CHECKED_POOL.name}_vs_boto3"),
-            floor_name="checked loop on 4 threads",
+        _floored(
+            out, "cpu_ratio_vs_boto3_concurrency4", TARGET_CPU_RATIO_TUNED, f"cpu_ratio_{CHECKED_POOL.name}_vs_boto3"
         ),
-        report.Check(
-            "cpu_ratio_vs_boto3_async4",
-            out.get("cpu_ratio_vs_boto3_async4"),
-            TARGET_CPU_RATIO_TUNED,
-            floor=out.get(f"cpu_ratio_{CHECKED_ASYNCIO.name}_vs_boto3"),
-            floor_name="checked asyncio loop",
+        _floored(
+            out, "cpu_ratio_vs_boto3_async4", TARGET_CPU_RATIO_TUNED, f"cpu_ratio_{CHECKED_ASYNCIO.name}_vs_boto3"
         ),
     ]
     peer = out.get("cpu_ratio_sqs_workers_vs_boto3")
@@ -706,20 +692,10 @@ def _checks(out: dict[str, Any], outcome: Outcome) -> list[report.Check]:
             )
         )
     checks += [
-        report.Check(
-            "lambda_cold_start_ratio",
-            out.get("lambda_cold_start_ratio"),
-            TARGET_LAMBDA_COLD_START_RATIO,
-            floor=out.get("lambda_cold_start_pydantic_floor_ratio"),
-            floor_name="pydantic floor",
+        _floored(
+            out, "lambda_cold_start_ratio", TARGET_LAMBDA_COLD_START_RATIO, "lambda_cold_start_pydantic_floor_ratio"
         ),
-        report.Check(
-            "lambda_cpu_ratio_per_record",
-            out.get("lambda_cpu_ratio_per_record"),
-            TARGET_LAMBDA_CPU_RATIO_PER_RECORD,
-            floor=out.get("lambda_required_floor_ratio"),
-            floor_name="required floor",
-        ),
+        _floored(out, "lambda_cpu_ratio_per_record", TARGET_LAMBDA_CPU_RATIO_PER_RECORD, "lambda_required_floor_ratio"),
     ]
     for size in dispatch_sizes.SIZES:
         value = out.get(f"dispatch_cpu_ratio_vs_boto3_{size}")
@@ -733,6 +709,21 @@ def _checks(out: dict[str, Any], outcome: Outcome) -> list[report.Check]:
         )
     checks.append(report.Check("ddb_calls_per_job", out.get("ddb_calls_per_job"), TARGET_DDB_CALLS_PER_JOB))
     return checks
+
+
+#: What each floor is called in a target's line, by the key of its ratio in `out`.
+_FLOOR_NAMES = {
+    "cpu_ratio_checked_floor_vs_boto3": "checked loop",
+    f"cpu_ratio_{CHECKED_POOL.name}_vs_boto3": "checked loop on 4 threads",
+    f"cpu_ratio_{CHECKED_ASYNCIO.name}_vs_boto3": "checked asyncio loop",
+    "lambda_cold_start_pydantic_floor_ratio": "pydantic floor",
+    "lambda_required_floor_ratio": "required floor",
+}
+
+
+def _floored(out: dict[str, Any], name: str, target: float, floor_key: str) -> report.Check:
+    """A target with the floor measured in the same run (its ratio at `floor_key`) beside it."""
+    return report.Check(name, out.get(name), target, floor=out.get(floor_key), floor_name=_FLOOR_NAMES[floor_key])
 
 
 def _summary(phases: list[Phase]) -> dict[str, Any]:

@@ -44,3 +44,20 @@ def test_a_target_below_its_floor_is_said_to_be_out_of_reach() -> None:
     assert out.line() == "lambda_cpu_ratio_per_record 5.30 <= 3.00: NOT MET (required floor 3.30: out of reach)"
     assert within.line().endswith("NOT MET (checked loop on 4 threads 1.20: within reach)")
     assert Check("x", 1.0, 1.1).line() == "x 1.00 <= 1.10: met"
+
+
+def test_every_floor_a_target_is_read_against_is_a_number_the_bench_writes() -> None:
+    """A floor key that the bench does not write would leave its target without the floor, silently: read
+    against the numbers of the last full run (benchmarks/results/latest.md, "Every number")."""
+    from pathlib import Path
+
+    from benchmarks import run
+
+    written = Path(run.__file__).parent / "results" / "latest.md"
+    numbers = dict(
+        line.split("=", 1) for line in written.read_text().split("## Every number", 1)[1].splitlines() if "=" in line
+    )
+    out = {key: float(value) for key, value in numbers.items() if value.replace(".", "", 1).isdigit()}
+    assert set(run._FLOOR_NAMES) <= set(out)
+    floored = [check for check in run._checks(out, run.Outcome()) if check.floor is not None]
+    assert sorted(check.floor_name for check in floored) == sorted(run._FLOOR_NAMES.values())
