@@ -143,19 +143,25 @@ def checked_floor_handler() -> Any:
 
 
 def required_floor_handler(app: Any) -> Any:
-    """The checked floor plus what running any job of this project needs per record, written straight,
-    without the runner's structure (no delivery, hook points, decision, settling, deadline guard):
+    """The checked floor plus what running any job of this project needs per record, written straight in
+    one record handler, without the runner's structure (no delivery, hook points, decision or settling):
 
+    - the time left checked against the longest timeout of any job (the deadline guard);
     - the message attributes read, and a long delay's not-before time checked (it lives there);
-    - the attempt counted from the receive count, and the context a job reads (`job_id`, `attempts`);
+    - whether the job is anything but plain (sealed, delayed past the receive, in a workflow, unique,
+      idempotent, scheduled, or logged to the store): such a record is not run here;
+    - the attempt counted from the receive count, the tries and `retry_until` checked, and the context a job
+      reads (`job_id`, `attempts`, its wait);
     - `handle()` through the job's middleware, inside its span (sqsjobs.tracing);
-    - the `processed` event to `app`'s listeners: the job log and the dashboard's per-minute counters,
-      both on by default.
+    - the `processed` event to `app`'s listeners: the job log and the dashboard's per-minute counters, both
+      on by default.
 
-    What `lambda_handlers.sqs` costs above this is the price of one runner for every way in."""
+    Each in its cheapest form; the Lambda context is kept here, not given to Powertools (which would inspect
+    the record handler's signature every invocation), as `lambda_handlers.sqs` does. What that handler costs
+    above this is one runner for every way in."""
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
-    from sqsjobs import policy
+    from sqsjobs import Job, policy
     from sqsjobs.envelope import decode
     from sqsjobs.events import JobEvent
     from sqsjobs.job_class import JobContext, set_context
@@ -164,10 +170,17 @@ def required_floor_handler(app: Any) -> Any:
     from sqsjobs.timing import parse_iso_or
 
     processor = BatchProcessor(event_type=EventType.SQS)
-    registry, events, clock = app.registry, app.events, app.clock
+    registry, events, clock, settings = app.registry, app.events, app.clock, app.settings
+    runnable = registry.runnable()
+    fits_any = max(policy.timeout(cls.timeout, None, settings.timeout) for cls in runnable)
+    fits_any += settings.lambda_deadline_margin
     queues: dict[str, str] = {}
+    invocation: list[Any] = [None]
 
     def record_handler(record: Any) -> None:
+        lambda_context = invocation[0]
+        if lambda_context is not None and lambda_context.get_remaining_time_in_millis() / 1000 < fits_any:
+            raise RuntimeError("no time left for the longest job")
         raw = record.raw_event
         theirs = raw.get("messageAttributes")
         attributes = {k: (v or {}).get("stringValue") or "" for k, v in theirs.items()} if theirs else {}
@@ -176,13 +189,28 @@ def required_floor_handler(app: Any) -> Any:
             raise RuntimeError("not due yet")
         envelope = decode(raw["body"])
         cls = registry.get(envelope.job)
+        if (
+            envelope.encrypted is not None
+            or envelope.available_at is not None
+            or envelope.chain
+            or envelope.batch_id
+            or envelope.unique_key
+            or envelope.extra
+            or cls.idempotency_key is not Job.idempotency_key
+            or settings.job_log
+        ):
+            raise RuntimeError("not a plain job: the runner's business")
         job = load(cls, envelope.payload)
         arn = raw["eventSourceARN"]
-        queue = queues.get(arn) or queues.setdefault(arn, app.settings.logical_queue_name(arn.rsplit(":", 1)[-1]))
+        queue = queues.get(arn) or queues.setdefault(arn, settings.logical_queue_name(arn.rsplit(":", 1)[-1]))
         attempts = policy.attempt(int(raw["attributes"]["ApproximateReceiveCount"]), attributes)
+        if attempts > policy.tries(cls.tries, settings.tries):
+            raise RuntimeError("tries exhausted")
+        if envelope.retry_until is not None:
+            raise RuntimeError("retry_until: the runner's business")
         context = JobContext(envelope.id, attempts, queue, envelope, app=app)
         set_context(job, context)
-        context.wait_s = max(0.0, now - parse_iso_or(envelope.available_at or envelope.dispatched_at, now))
+        context.wait_s = max(0.0, now - parse_iso_or(envelope.dispatched_at, now))
         started = time.perf_counter()
         run_handle(job, None, True, context)
         event = JobEvent(
@@ -198,9 +226,11 @@ def required_floor_handler(app: Any) -> Any:
         events.emit(event)
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return dict(
-            process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
-        )
+        invocation[0] = context
+        try:
+            return dict(process_partial_response(event, record_handler, processor, None))
+        finally:
+            invocation[0] = None
 
     return handler
 
