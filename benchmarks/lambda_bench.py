@@ -143,18 +143,21 @@ def checked_floor_handler() -> Any:
 
 
 def required_floor_handler(app: Any) -> Any:
-    """The checked floor plus what running any job of this project needs per record, written straight in
-    one record handler, without the runner's structure (no delivery, hook points, decision or settling):
+    """The checked floor plus what the success path of a plain job on a standard queue needs per record,
+    written straight in one record handler, without the runner's structure (no delivery, hook points,
+    decision or settling):
 
     - the time left checked against the longest timeout of any job (the deadline guard);
     - the message attributes read, and a long delay's not-before time checked (it lives there);
-    - whether the job is anything but plain (sealed, delayed past the receive, in a workflow, unique,
-      idempotent, scheduled, or logged to the store): such a record is not run here;
-    - the attempt counted from the receive count, the tries and `retry_until` checked, and the context a job
-      reads (`job_id`, `attempts`, its wait);
-    - `handle()` through the job's middleware, inside its span (sqsjobs.tracing);
-    - the `processed` event to `app`'s listeners: the job log and the dashboard's per-minute counters, both
-      on by default.
+    - whether the record is anything but that (a FIFO queue, signing on, a sealed payload, `available_at`,
+      `retry_until`, a workflow, a unique or idempotent job, envelope keys of later layouts such as a
+      schedule's, the run table of SQSJOBS_JOB_LOG): such a record is not run here;
+    - the payload's unknown keys said (a newer producer), the attempt counted from the receive count, the
+      tries checked, and the context a job reads (`job_id`, `attempts`, its wait);
+    - `handle()` through the job's middleware, inside its span (sqsjobs.tracing), and whether the job
+      released or failed itself;
+    - the `processed` event to `app`'s listeners: the job log lines and the dashboard's per-minute
+      counters, both on by default.
 
     Each in its cheapest form; the Lambda context is kept here, not given to Powertools (which would inspect
     the record handler's signature every invocation), as `lambda_handlers.sqs` does. What that handler costs
@@ -165,7 +168,7 @@ def required_floor_handler(app: Any) -> Any:
     from sqsjobs.envelope import decode
     from sqsjobs.events import JobEvent
     from sqsjobs.job_class import JobContext, set_context
-    from sqsjobs.payload_fields import load
+    from sqsjobs.payload_fields import load, warn_unknown
     from sqsjobs.runner.entering import run_handle
     from sqsjobs.timing import parse_iso_or
 
@@ -176,6 +179,7 @@ def required_floor_handler(app: Any) -> Any:
     fits_any += settings.lambda_deadline_margin
     queues: dict[str, str] = {}
     invocation: list[Any] = [None]
+    set_up_otherwise = app.signing_key is not None or settings.job_log  # never a plain job's success path
 
     def record_handler(record: Any) -> None:
         lambda_context = invocation[0]
@@ -189,30 +193,33 @@ def required_floor_handler(app: Any) -> Any:
             raise RuntimeError("not due yet")
         envelope = decode(raw["body"])
         cls = registry.get(envelope.job)
+        arn = raw["eventSourceARN"]
         if (
-            envelope.encrypted is not None
+            arn.endswith(".fifo")
+            or set_up_otherwise
+            or envelope.encrypted is not None
             or envelope.available_at is not None
+            or envelope.retry_until is not None
             or envelope.chain
             or envelope.batch_id
             or envelope.unique_key
             or envelope.extra
             or cls.idempotency_key is not Job.idempotency_key
-            or settings.job_log
         ):
             raise RuntimeError("not a plain job: the runner's business")
         job = load(cls, envelope.payload)
-        arn = raw["eventSourceARN"]
+        warn_unknown(cls, cls.job_name, envelope.payload, clock)
         queue = queues.get(arn) or queues.setdefault(arn, settings.logical_queue_name(arn.rsplit(":", 1)[-1]))
         attempts = policy.attempt(int(raw["attributes"]["ApproximateReceiveCount"]), attributes)
         if attempts > policy.tries(cls.tries, settings.tries):
             raise RuntimeError("tries exhausted")
-        if envelope.retry_until is not None:
-            raise RuntimeError("retry_until: the runner's business")
         context = JobContext(envelope.id, attempts, queue, envelope, app=app)
         set_context(job, context)
         context.wait_s = max(0.0, now - parse_iso_or(envelope.dispatched_at, now))
         started = time.perf_counter()
         run_handle(job, None, True, context)
+        if context.released or context.fail_reason is not None:
+            raise RuntimeError("the job released or failed itself: the runner's business")
         event = JobEvent(
             "processed",
             envelope.id,

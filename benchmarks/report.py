@@ -51,7 +51,8 @@ class Check:
             return line
         if self.floor is None:
             return f"{line} ({self.floor_name} not measured)"
-        floor = round(self.floor, self.decimals if self.decimals is not None else 2)
+        # Compared as `met` compares the value (rounded only to `decimals`), so that the two verdicts agree.
+        floor = round(self.floor, self.decimals) if self.decimals is not None else self.floor
         assert self.target is not None  # `met` was None otherwise
         where = "above" if floor > self.target else "at or below"
         return f"{line} ({self.floor_name} {_num(floor)}, {where} the target in this run)"
@@ -202,9 +203,10 @@ def _markdown(
         "`json.loads` the body (and `import boto3` for the cold start). With sqsjobs' checks: per record, the "
         "body decoded as an untrusted envelope and the payload validated by its job class; for the cold start, "
         "pydantic imported and one payload model built and used. The required floor: the checked one plus what "
-        "running any job needs (its attempt and context, its middleware and span, the `processed` event to the "
-        "job log and the dashboard's counters), written straight, without the runner's structure "
-        "(benchmarks/lambda_bench.py, `required_floor_handler`).",
+        "the success path of a plain job on a standard queue needs, each in its cheapest form (the deadline "
+        "guard, the not-before time, a plain-job check, attempt, tries and context, middleware and span, the "
+        "`processed` event to the job log lines and the dashboard's counters), written straight, without the "
+        "runner's structure (benchmarks/lambda_bench.py, `required_floor_handler`).",
         "",
         "## Dispatch CPU by payload size",
         "",

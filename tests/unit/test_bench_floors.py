@@ -1,15 +1,21 @@
-"""The floors `make bench` reads its targets against: a floor that skipped work would make a target look out
-of reach when it is not, so each one is checked to do what it claims."""
+"""The floors `make bench` reads its targets against: a floor that skipped work would make a target look
+within reach when it is not (and one that did needless work, out of reach when it is not), so each one is
+checked to do what it claims."""
 
 from __future__ import annotations
 
 import copy
+import json
 import time
+import uuid
 from typing import Any, ClassVar
+
+import pytest
 
 from benchmarks.lambda_bench import Context, required_floor_handler
 from benchmarks.report import Check
 from sqsjobs import App, Job, aws, policy
+from sqsjobs.envelope import decode
 from sqsjobs.events import JobEvent
 from tests.helpers import queue_url
 from tests.lambda_events import receive_event
@@ -70,12 +76,19 @@ def test_the_required_floor_runs_each_job_with_its_context_and_tells_the_apps_li
     assert all(e.dispatched_at and e.wait_s > 0 for e in heard)
 
 
+class Releasing(Counted, name="bench_floors.releasing"):
+    def handle(self) -> None:
+        super().handle()
+        self.release(5)
+
+
 def test_the_required_floor_runs_no_record_that_is_not_due_or_not_plain(sqs_app: App) -> None:
     Counted.runs.clear()
     Counted(n=1).dispatch()
     Keyed(n=2).dispatch()
     event = receive_event(sqs_app, "default")
-    early = copy.deepcopy(event["Records"][0])
+    plain = next(r for r in event["Records"] if "bench_floors.counted" in r["body"])
+    early = copy.deepcopy(plain)
     early["messageId"] = "early"
     early["messageAttributes"] = {
         policy.NOT_BEFORE_ATTRIBUTE: {"stringValue": str(time.time() + 60), "dataType": "String"}
@@ -96,11 +109,12 @@ def test_a_targets_line_says_where_its_floor_was_in_the_same_run() -> None:
         "lambda_cpu_ratio_per_record 5.30 <= 3.00: NOT MET (required floor 3.20, above the target in this run)"
     )
     assert below.line().endswith("NOT MET (checked loop on 4 threads 1.20, at or below the target in this run)")
-    # The floor is rounded as it is printed: 1.1049 reads 1.10, which is not above 1.10.
-    assert (
-        Check("x", 1.2, 1.1, floor=1.1049, floor_name="f")
-        .line()
-        .endswith("(f 1.10, at or below the target in this run)")
+    # The floor is compared as the value is (unrounded unless `decimals`): the two verdicts never disagree.
+    assert Check("x", 1.1049, 1.1, floor=1.1049, floor_name="f").line() == (
+        "x 1.10 <= 1.10: NOT MET (f 1.10, above the target in this run)"
+    )
+    assert Check("x", 0.304, 0.3, decimals=2, floor=0.304, floor_name="f").line() == (
+        "x 0.30 <= 0.30: met (f 0.30, at or below the target in this run)"
     )
     assert Check("x", 1.2, 1.1, floor_name="f").line() == "x 1.20 <= 1.10: NOT MET (f not measured)"
     assert Check("x", 0.3, 0.3, op="==", floor=0.4, floor_name="f").line() == "x 0.30 == 0.30: met"
@@ -123,3 +137,76 @@ def test_every_floor_a_target_is_read_against_is_a_number_the_bench_writes() -> 
     assert set(run._FLOOR_NAMES) <= set(out)
     floored = [check for check in run._checks(out, run.Outcome()) if check.floor is not None]
     assert sorted(check.floor_name for check in floored) == sorted(run._FLOOR_NAMES.values())
+
+
+_SEALED = {"v": 1, "alg": "A256GCM", "key": "a2V5", "iv": "aXY=", "ct": "Y3Q="}
+_LINK = {"job": "bench_floors.counted", "payload": {"n": 2}}
+
+
+class _Hurried(Context):
+    def get_remaining_time_in_millis(self) -> int:
+        return 1_000
+
+
+@pytest.mark.parametrize(
+    ("case", "change"),
+    [
+        ("sealed", {"encrypted": _SEALED}),  # its payload kept: only the seal can make it fail
+        ("available_at", {"available_at": "2020-01-01T00:00:00.000Z"}),
+        ("retry_until", {"retry_until": "2999-01-01T00:00:00.000Z"}),
+        ("chain", {"chain": {"id": str(uuid.uuid4()), "pos": 0, "next": [_LINK]}}),
+        ("batch", {"batch_id": "b-1"}),
+        ("unique", {"unique_key": "k-1"}),
+        ("schedule", {"schedule": {"name": "nightly", "tick": 1}}),
+        ("fifo", {}),
+        ("tries", {}),
+        ("deadline", {}),
+        ("signing", {}),
+        ("released", {"job": "bench_floors.releasing"}),
+    ],
+)
+def test_the_required_floor_leaves_every_other_record_to_the_runner(
+    sqs_app: App, monkeypatch: pytest.MonkeyPatch, case: str, change: dict[str, Any]
+) -> None:
+    """Each case alone makes a plain record something the floor does not run to success: it must fail the
+    record (the runner would decide it), never run it as plain. The body still decodes: the check itself
+    refused it, not the envelope's validation."""
+    import aws_lambda_powertools.utilities.batch as powertools
+
+    contexts: list[Any] = []
+    real = powertools.process_partial_response
+
+    def spy(event: Any, record_handler: Any, processor: Any, context: Any = None) -> Any:
+        contexts.append(context)
+        return real(event, record_handler, processor, context)
+
+    monkeypatch.setattr(powertools, "process_partial_response", spy)
+    Counted.runs.clear()
+    fine = Counted(n=0).dispatch()  # a plain one beside it: Powertools raises when every record fails
+    Counted(n=1).dispatch()
+    event = receive_event(sqs_app, "default")
+    record = next(r for r in event["Records"] if json.loads(r["body"])["id"] != fine.job_id)
+    body = json.loads(record["body"]) | change
+    record["body"] = json.dumps(body)
+    decode(record["body"])  # the crafted envelope is a valid one
+    lambda_context: Context = _Hurried() if case == "deadline" else Context()
+    if case == "fifo":
+        for each in event["Records"]:
+            each["eventSourceARN"] += ".fifo"
+    if case == "tries":
+        record["attributes"]["ApproximateReceiveCount"] = str(sqs_app.settings.tries + 1)
+    if case == "signing":
+        monkeypatch.setattr(sqs_app, "signing_key", object())
+
+    handler = required_floor_handler(sqs_app)
+
+    if case in ("fifo", "deadline", "signing"):  # the whole invocation is the runner's: no record runs here
+        with pytest.raises(powertools.exceptions.BatchProcessingError):  # as Powertools says "all failed"
+            handler(event, lambda_context)
+        assert Counted.runs == []
+    else:
+        response = handler(event, lambda_context)
+        assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [record["messageId"]]
+        ran = [(fine.job_id, 1)] + ([(body["id"], 1)] if case == "released" else [])
+        assert sorted(Counted.runs) == sorted(ran)
+    assert contexts == [None]  # Powertools is never given the context: it would inspect the handler's signature
