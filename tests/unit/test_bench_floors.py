@@ -143,9 +143,23 @@ _SEALED = {"v": 1, "alg": "A256GCM", "key": "a2V5", "iv": "aXY=", "ct": "Y3Q="}
 _LINK = {"job": "bench_floors.counted", "payload": {"n": 2}}
 
 
+class Failing(Counted, name="bench_floors.failing"):
+    def handle(self) -> None:
+        super().handle()
+        self.fail("not this one")
+
+
 class _Hurried(Context):
+    """Less time left than the longest timeout plus the margin, but more than the timeout alone: the guard
+    must count the margin."""
+
+    def __init__(self, app: App) -> None:
+        settings = app.settings
+        longest = max(policy.timeout(cls.timeout, None, settings.timeout) for cls in app.registry.runnable())
+        self.left_ms = int((longest + settings.lambda_deadline_margin / 2) * 1000)
+
     def get_remaining_time_in_millis(self) -> int:
-        return 1_000
+        return self.left_ms
 
 
 @pytest.mark.parametrize(
@@ -162,7 +176,9 @@ class _Hurried(Context):
         ("tries", {}),
         ("deadline", {}),
         ("signing", {}),
+        ("job_log", {}),
         ("released", {"job": "bench_floors.releasing"}),
+        ("failed", {"job": "bench_floors.failing"}),
     ],
 )
 def test_the_required_floor_leaves_every_other_record_to_the_runner(
@@ -189,7 +205,7 @@ def test_the_required_floor_leaves_every_other_record_to_the_runner(
     body = json.loads(record["body"]) | change
     record["body"] = json.dumps(body)
     decode(record["body"])  # the crafted envelope is a valid one
-    lambda_context: Context = _Hurried() if case == "deadline" else Context()
+    lambda_context: Context = _Hurried(sqs_app) if case == "deadline" else Context()
     if case == "fifo":
         for each in event["Records"]:
             each["eventSourceARN"] += ".fifo"
@@ -197,16 +213,37 @@ def test_the_required_floor_leaves_every_other_record_to_the_runner(
         record["attributes"]["ApproximateReceiveCount"] = str(sqs_app.settings.tries + 1)
     if case == "signing":
         monkeypatch.setattr(sqs_app, "signing_key", object())
+    if case == "job_log":
+        monkeypatch.setattr(sqs_app.settings, "job_log", True)
 
     handler = required_floor_handler(sqs_app)
 
-    if case in ("fifo", "deadline", "signing"):  # the whole invocation is the runner's: no record runs here
+    if case in ("fifo", "deadline", "signing", "job_log"):  # the whole invocation is the runner's: no record runs here
         with pytest.raises(powertools.exceptions.BatchProcessingError):  # as Powertools says "all failed"
             handler(event, lambda_context)
         assert Counted.runs == []
     else:
         response = handler(event, lambda_context)
         assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [record["messageId"]]
-        ran = [(fine.job_id, 1)] + ([(body["id"], 1)] if case == "released" else [])
+        ran = [(fine.job_id, 1)] + ([(body["id"], 1)] if case in ("released", "failed") else [])
         assert sorted(Counted.runs) == sorted(ran)
     assert contexts == [None]  # Powertools is never given the context: it would inspect the handler's signature
+
+
+def test_the_required_floor_says_unknown_payload_keys_as_the_runner_does(
+    sqs_app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    Counted.runs.clear()
+    Counted(n=1).dispatch()
+    event = receive_event(sqs_app, "default")
+    (record,) = event["Records"]
+    body = json.loads(record["body"])
+    body["payload"]["from_a_newer_producer"] = 1
+    record["body"] = json.dumps(body)
+
+    with caplog.at_level("WARNING"):
+        response = required_floor_handler(sqs_app)(event, Context())
+
+    assert response == {"batchItemFailures": []}
+    assert Counted.runs == [(body["id"], 1)]
+    assert any("bench_floors.counted" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
