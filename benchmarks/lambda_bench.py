@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -147,7 +148,8 @@ def required_floor_handler(app: Any) -> Any:
     written straight in one record handler, without the runner's structure (no delivery, hook points,
     decision or settling):
 
-    - the time left checked against the longest timeout of any job (the deadline guard);
+    - the deadline guard: the time left checked against the longest timeout of any job, and only when it is
+      shorter, against the job's own (as `lambda_handlers.batch` does);
     - the message attributes read, and a long delay's not-before time checked (it lives there);
     - whether the record is anything but that (a FIFO queue, signing on, a sealed payload, `available_at`,
       `retry_until`, a workflow, a unique or idempotent job, envelope keys of later layouts such as a
@@ -176,15 +178,15 @@ def required_floor_handler(app: Any) -> Any:
     registry, events, clock, settings = app.registry, app.events, app.clock, app.settings
     runnable = registry.runnable()
     fits_any = max(policy.timeout(cls.timeout, None, settings.timeout) for cls in runnable)
-    fits_any += settings.lambda_deadline_margin
+    margin = settings.lambda_deadline_margin
+    fits_any += margin
     queues: dict[str, str] = {}
     invocation: list[Any] = [None]
     set_up_otherwise = app.signing_key is not None or settings.job_log  # never a plain job's success path
 
     def record_handler(record: Any) -> None:
         lambda_context = invocation[0]
-        if lambda_context is not None and lambda_context.get_remaining_time_in_millis() / 1000 < fits_any:
-            raise RuntimeError("no time left for the longest job")
+        left = lambda_context.get_remaining_time_in_millis() / 1000 if lambda_context is not None else math.inf
         raw = record.raw_event
         theirs = raw.get("messageAttributes")
         attributes = {k: (v or {}).get("stringValue") or "" for k, v in theirs.items()} if theirs else {}
@@ -193,6 +195,8 @@ def required_floor_handler(app: Any) -> Any:
             raise RuntimeError("not due yet")
         envelope = decode(raw["body"])
         cls = registry.get(envelope.job)
+        if left < fits_any and policy.timeout(cls.timeout, None, settings.timeout) + margin > left:
+            raise RuntimeError("no time left for this job")
         arn = raw["eventSourceARN"]
         if (
             arn.endswith(".fifo")
