@@ -65,10 +65,16 @@ class Row:
     label: str
     worker_cpu_us: float | None
     ratio: float | None
+    #: (lowest, highest) of the runs whose median is `worker_cpu_us`; None for a consumer run once
+    worker_cpu_range: tuple[float, float] | None
     producer_cpu_us: float | None
     calls_per_job: float | None
     msgs_per_receive: float | None
     note: str
+
+    @classmethod
+    def skipped(cls, label: str, why: str) -> Row:
+        return cls(label, None, None, None, None, None, None, why)
 
 
 def write(
@@ -137,16 +143,17 @@ def _markdown(
         "",
         "## Consumers",
         "",
-        "| consumer | CPU µs/job | x raw boto3 | producer CPU µs/job | SQS calls/job | msgs/receive "
-        "| settings, version |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| consumer | CPU µs/job (median) | x raw boto3 | its runs, µs/job | producer CPU µs/job | SQS calls/job "
+        "| msgs/receive | settings, version |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         if row.worker_cpu_us is None:
-            lines.append(f"| {row.label} | - | - | - | - | - | skipped: {row.note} |")
+            lines.append(f"| {row.label} | - | - | - | - | - | - | skipped: {row.note} |")
             continue
         lines.append(
-            f"| {row.label} | {_num(row.worker_cpu_us)} | {_num(row.ratio)} | {_num(row.producer_cpu_us)} | "
+            f"| {row.label} | {_num(row.worker_cpu_us)} | {_num(row.ratio)} | {_range(row.worker_cpu_range)} | "
+            f"{_num(row.producer_cpu_us)} | "
             f"{_num(row.calls_per_job)} | {_num(row.msgs_per_receive)} | {row.note} |"
         )
     lines += [
@@ -164,6 +171,12 @@ def _markdown(
             " The checked loop on 4 threads (each batch run on a pool of 4, no receive overlapping it) is what"
             f" `--concurrency 4` is read against: `--concurrency 4` costs {_num(pool4_ratio)}x of it."
             if (pool4_ratio := out.get("cpu_ratio_concurrency4_vs_boto3_checked_pool4")) is not None
+            else ""
+        )
+        + (
+            " The same on 10 threads is what `--concurrency 10` is read against (and sqs-workers, which runs its"
+            f" jobs on one thread, at that setting): `--concurrency 10` costs {_num(pool10_ratio)}x of it."
+            if (pool10_ratio := out.get("cpu_ratio_concurrency10_vs_boto3_checked_pool10")) is not None
             else ""
         )
         + (
@@ -251,11 +264,23 @@ def _ms(seconds: float | None) -> str:
 
 
 def _short(label: str) -> str:
-    """`sqsjobs work --async --concurrency 4` -> two short lines under its bar."""
+    """`sqsjobs work --async --concurrency 4` -> `sqsjobs --async -c 4`, slanted under its bar."""
     label = (
         label.replace("sqsjobs work", "sqsjobs").replace("--concurrency ", "-c ").replace("raw boto3 loop", "raw boto3")
     )
-    return label.replace("sqsjobs (defaults)", "sqsjobs\ndefaults").replace("sqsjobs ", "sqsjobs\n")
+    return label.replace("sqsjobs (defaults)", "sqsjobs defaults")
+
+
+def _range(span: tuple[float, float] | None) -> str:
+    return "" if span is None else f"{span[0]:.0f}-{span[1]:.0f}"
+
+
+def _whiskers(rows: list[Row]) -> list[list[float]]:
+    """How far below and above each bar its runs went (none for a consumer run once). Ranges that overlap
+    mean this run cannot rank the two consumers; ranges apart do not prove a ranking either."""
+    below = [(r.worker_cpu_us or 0) - r.worker_cpu_range[0] if r.worker_cpu_range else 0.0 for r in rows]
+    above = [r.worker_cpu_range[1] - (r.worker_cpu_us or 0) if r.worker_cpu_range else 0.0 for r in rows]
+    return [below, above]
 
 
 def _chart(path: Path, rows: list[Row], out: dict[str, Any]) -> None:
@@ -266,11 +291,12 @@ def _chart(path: Path, rows: list[Row], out: dict[str, Any]) -> None:
 
     measured = [r for r in rows if r.worker_cpu_us is not None]
     labels = [_short(r.label) for r in measured]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6.5), gridspec_kw={"width_ratios": [3, 2]})
     colours = [
         "#888888" if r.label.startswith("raw") else "#1f77b4" if "sqsjobs" in r.label else "#ff7f0e" for r in measured
     ]
-    bars = left.bar(range(len(measured)), [r.worker_cpu_us or 0 for r in measured], color=colours)
+    heights = [r.worker_cpu_us or 0 for r in measured]
+    bars = left.bar(range(len(measured)), heights, color=colours, yerr=_whiskers(measured), capsize=2, ecolor="#444")
     for bar, row in zip(bars, measured, strict=True):
         left.annotate(
             f"{row.ratio:.2f}x" if row.ratio is not None else "",
@@ -279,8 +305,8 @@ def _chart(path: Path, rows: list[Row], out: dict[str, Any]) -> None:
             va="bottom",
             fontsize=8,
         )
-    left.set_xticks(range(len(measured)), labels, fontsize=8)
-    left.set_ylabel("consumer CPU per job (µs)")
+    left.set_xticks(range(len(measured)), labels, fontsize=7, rotation=35, ha="right")
+    left.set_ylabel("consumer CPU per job (µs, median; whiskers: its runs)")
     left.set_title("Consumers: CPU per no-op job (x raw boto3 above each bar)", fontsize=10)
 
     groups = [
