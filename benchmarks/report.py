@@ -276,7 +276,7 @@ def _range(span: tuple[float, float] | None) -> str:
 
 
 def _whiskers(rows: list[Row]) -> list[list[float]]:
-    """How far below and above each bar its runs went (none for a consumer run once). Ranges that overlap
+    """How far below and above each bar its runs went (zero for a consumer run once). Ranges that overlap
     mean this run cannot rank the two consumers; ranges apart do not prove a ranking either."""
     below = [(r.worker_cpu_us or 0) - r.worker_cpu_range[0] if r.worker_cpu_range else 0.0 for r in rows]
     above = [r.worker_cpu_range[1] - (r.worker_cpu_us or 0) if r.worker_cpu_range else 0.0 for r in rows]

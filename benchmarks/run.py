@@ -757,7 +757,7 @@ def _cpu_per_job(phase: Phase) -> float:
 def _summary(phases: list[Phase]) -> dict[str, Any]:
     """A consumer's numbers: the median CPU of its runs; calls from its worst run.
 
-    The median, not the lowest: on a shared 2-core machine one consumer's runs spread by 10-45% with the
+    The median, not the lowest: on a shared 2-core machine one consumer's runs spread by 5-50% with the
     minute each falls in, and the lowest of two let one fast minute decide a target (benchmarks/README.md,
     "Repeats"). `typical` is the run at the median (the lower of the middle two), whose calls, start-up
     and other details are shown."""
