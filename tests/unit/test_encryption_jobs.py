@@ -104,7 +104,7 @@ def reasons(decisions: list[Any]) -> list[str]:
 def test_an_encrypted_job_runs_through_a_worker_and_its_body_never_holds_the_payload(app: App) -> None:
     Charge(card=CARD).dispatch()
     (body,) = peek_bodies(app)
-    assert CARD not in body and "card" not in body
+    assert CARD not in body and '"card"' not in body  # the field name, quoted: never in base64 text
     wire = json.loads(body)
     assert wire["payload"] == {} and wire["job"] == "encryption.charge" and wire["id"]
     assert set(wire["encrypted"]) == {"v", "alg", "key", "iv", "ct"}

@@ -292,7 +292,7 @@ def test_an_encrypted_function_job_carries_no_readable_payload(moto: None, prefi
     with app.activate():
         charge.dispatch(card="4111-1111-1111-1111")
         peeked = aws.client("sqs").receive_message(QueueUrl=queue_url(app, "default"), VisibilityTimeout=0)
-        assert "4111" not in peeked["Messages"][0]["Body"]
+        assert "4111-1111-1111-1111" not in peeked["Messages"][0]["Body"]  # whole: ciphertext is random text
         assert Worker(app, WorkerOptions(sleep=1, stop_when_empty=True)).run(install_signals=False) == 0
     assert [(w, p) for w, p, _, _ in ran] == [("charge", "4111-1111-1111-1111")]
 
