@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,8 +20,6 @@ from typing import Any
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
-
-from sqsjobs.local import free_port
 
 #: Screenshots kept as test artifacts (build/ is ignored by git); `make dashboard-screenshot` copies one to docs/img.
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
@@ -53,10 +52,15 @@ class Served:
     """An ASGI app on 127.0.0.1 behind uvicorn, on a thread of this process (it shares our AWS clients)."""
 
     def __init__(self, asgi: Any) -> None:
-        self.port = free_port()
+        # Bound here and handed to uvicorn: a port picked and let go could be taken before uvicorn binds it.
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
         config = uvicorn.Config(asgi, host="127.0.0.1", port=self.port, log_level="warning", lifespan="auto")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="dashboard-uvicorn")
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True, name="dashboard-uvicorn"
+        )
 
     @property
     def url(self) -> str:
@@ -74,6 +78,7 @@ class Served:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(10)
+        self._socket.close()
 
 
 def reload_until(page: Page, check: Callable[[], None], timeout: float = 20, what: str = "") -> None:

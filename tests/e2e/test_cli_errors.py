@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 
-from sqsjobs.local import free_port
 from tests.e2e.conftest import E2E
 
 
@@ -21,13 +20,17 @@ def one_line(result: subprocess.CompletedProcess[str], code: int, *needles: str)
 
 
 def test_an_unreachable_endpoint_is_exit_3_on_the_worker_and_the_failed_verbs(e2e: E2E) -> None:
-    closed = f"http://127.0.0.1:{free_port()}"
-    env = e2e.env(AWS_ENDPOINT_URL=closed, AWS_MAX_ATTEMPTS="1")  # no retries of a refused connection
-    one_line(e2e.cli("failed", "list", env=env, timeout=90), 3, "cannot reach AWS", closed)
-    worker = e2e.worker("--stop-when-empty", env=env)
-    assert worker.wait(90) == 3, worker.stderr()
-    assert "Traceback" not in worker.stderr()
-    assert "cannot reach AWS" in worker.stderr()
+    # Bound and never listening for the whole test: connections are refused, and no other process (another
+    # xdist worker's moto server) can take the port meanwhile, as it could a port picked and let go.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{held.getsockname()[1]}"
+        env = e2e.env(AWS_ENDPOINT_URL=closed, AWS_MAX_ATTEMPTS="1")  # no retries of a refused connection
+        one_line(e2e.cli("failed", "list", env=env, timeout=90), 3, "cannot reach AWS", closed)
+        worker = e2e.worker("--stop-when-empty", env=env)
+        assert worker.wait(90) == 3, worker.stderr()
+        assert "Traceback" not in worker.stderr()
+        assert "cannot reach AWS" in worker.stderr()
 
 
 def test_no_credentials_is_exit_3(e2e: E2E) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from sqsjobs import App, aws
-from sqsjobs.local import free_port
 from sqsjobs.provisioning import provision
 from tests.helpers import wait_for
 
@@ -108,18 +108,31 @@ def _answers(endpoint: str) -> bool:
 
 @contextlib.contextmanager
 def moto_server(workdir: Path, ddb_lock: bool = True) -> Iterator[str]:
-    """tests/soak/moto_server.py (moto's server, DynamoDB serialised unless `ddb_lock` is False)."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "tests.soak.moto_server", "--port", str(port)]
-    with open(workdir / "moto-server.log", "wb") as out:
-        proc = subprocess.Popen(
-            [*cmd, *([] if ddb_lock else ["--no-ddb-lock"])], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
+    """tests/soak/moto_server.py (moto's server, DynamoDB serialised unless `ddb_lock` is False).
+
+    The server binds a port of the system's choosing and names it: a port picked here and bound there
+    could be taken in between by another xdist worker's server, and the soak would talk to that one."""
+    log = workdir / "moto-server.log"
+    cmd = [sys.executable, "-m", "tests.soak.moto_server", *([] if ddb_lock else ["--no-ddb-lock"])]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    ready = re.compile(rb"^ready (http://127\.0\.0\.1:\d+)$", re.MULTILINE)
+    found: list[str] = []
+
+    def started() -> bool:
+        match = ready.search(log.read_bytes())
+        if match and not found:
+            found.append(match.group(1).decode())
+        return proc.poll() is not None or bool(found)
+
     try:
-        wait_for(lambda: proc.poll() is not None or _answers(endpoint), timeout=30, what="the moto server")
+        wait_for(started, timeout=30, what="the moto server")
+        if proc.poll() is not None or not found:
+            raise RuntimeError(f"the moto server did not start; see {log}")
+        endpoint = found[0]
+        wait_for(lambda: proc.poll() is not None or _answers(endpoint), timeout=30, what="the moto server's answer")
         if proc.poll() is not None:
-            raise RuntimeError(f"the moto server did not start; see {workdir / 'moto-server.log'}")
+            raise RuntimeError(f"the moto server stopped; see {log}")
         yield endpoint
     finally:
         proc.terminate()

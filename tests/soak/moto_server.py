@@ -1,7 +1,10 @@
 """moto's server for the soak: DynamoDB requests answered one at a time, as DynamoDB's own atomicity
 would have them.
 
-    python -m tests.soak.moto_server --port 5123 [--no-ddb-lock]
+    python -m tests.soak.moto_server [--port 5123] [--no-ddb-lock]
+
+Without `--port` it binds a port the system picks and names it in its first line (`ready http://...`):
+a port picked beforehand and bound later may be taken meanwhile by another test process's server.
 
 moto's DynamoDB is not thread-safe (docs/testing.md): two conditional writes can both pass, and a
 `TransactWriteItems` whose condition fails rolls back by putting back a deep copy of the *whole
@@ -94,7 +97,7 @@ def _item_rollback() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="0 (the default): a free port, named in the ready line")
     parser.add_argument("--no-ddb-lock", action="store_true", help="let moto answer DynamoDB concurrently")
     args = parser.parse_args(argv)
 
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         _item_rollback()
         app = SerialDynamoDb(app)
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
-    print(f"ready http://{args.host}:{args.port}", flush=True)
+    print(f"ready http://{args.host}:{server.server_port}", flush=True)
     server.serve_forever()  # until the parent terminates it
 
 

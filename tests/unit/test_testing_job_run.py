@@ -12,7 +12,7 @@ from pydantic import Field, PrivateAttr, field_serializer
 from sqsjobs import App, ConfigurationError, Job, PermanentError
 from sqsjobs.errors import JobFailedError, MaxAttemptsExceededError
 from sqsjobs.middleware import Limit, RateLimited, Skip, rate_limiter
-from sqsjobs.testing import pytest_plugin, run_job
+from sqsjobs.testing import ManualClock, pytest_plugin, run_job
 from sqsjobs.testing.drain import memory_app, run_until_empty
 from sqsjobs.testing.job_run import JobRun
 
@@ -190,6 +190,8 @@ def test_an_attempt_past_the_tries_fails_without_running(app: App) -> None:
 
 
 def test_middleware_runs_and_a_shared_store_holds_the_second_run_back(app: App) -> None:
+    # Mid-minute and standing still: a window of the real clock could turn over between the two runs.
+    app.clock = ManualClock(1_800_000_030.0)
     runs = pytest_plugin.sqsjobs_run_job.__wrapped__()  # type: ignore[attr-defined]
     runs(Limited()).assert_completed()
     second = runs(Limited())
