@@ -171,7 +171,8 @@ class SqsHandler:
         be read: no record then skips its own check). Asked before each record, so a class registered by
         an earlier record's job counts at once; worked out again only when the registry or the default moved.
         A record with this much time left (plus the margin) runs without being decoded first for its own."""
-        registry, default = self.app.registry, self.app.settings.timeout
+        app = self.app
+        registry, default = app.registry, app.settings.timeout
         key = (id(registry), registry.version, default)
         if self._longest[0] != key:
             try:
@@ -245,7 +246,8 @@ class SqsHandler:
     def to_message(self, record: SQSRecord) -> ReceivedMessage:
         """The record as the runner sees it; an S3 pointer body is replaced by the stored body."""
         message = self.record_message(record)
-        self.payloads.resolve(message)
+        if message.attributes:  # a pointer is always marked by an attribute: most records have none
+            self.payloads.resolve(message)
         return message
 
     @property

@@ -221,7 +221,8 @@ class Runner:
             if (decided := hook.on_start(d)) is not None:
                 return decided
         ctx.wait_s = max(0.0, now - parse_iso_or(decoded.available_at or decoded.dispatched_at, now))
-        self._emit("processing", d)
+        if (events := self.app.events).wants("processing"):  # not through _emit: one call less per job
+            events.emit(d.event("processing"))
         return Run(job, message, d.connection, d)
 
     # -- after the run ------------------------------------------------------------------
