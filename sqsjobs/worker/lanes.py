@@ -13,6 +13,7 @@ Also the worker's capacity: `concurrency` running plus `prefetch` held, and how 
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 import time
 
@@ -22,6 +23,10 @@ from .control import Control
 
 class Lanes:
     """Held and running messages; thread-safe. Receivers call `room`/`add`, job loops `take`/`finish`."""
+
+    #: Longest a waiting job loop goes without looking again when no ticket comes (a paused queue that
+    #: resumed puts none); a class attribute so tests can raise it and see every wake-up come by ticket.
+    look_again_s = 0.5
 
     def __init__(
         self,
@@ -39,11 +44,18 @@ class Lanes:
         self._capacity = concurrency + prefetch
         self._max_starts = max_starts
         # Re-entrant: a signal handler on the main thread wakes waiters through `wake`.
-        lock = threading.RLock()
-        # Two conditions on one lock: only the receiver waits on `_room` (a slot freed), only job
-        # loops wait on `_work` (a message may start), so no wake-up is wasted on the wrong side.
+        self._lock = lock = threading.RLock()
+        # Only the receiver waits on `_room` (a slot freed). Job loops wait for a ticket instead of on a
+        # condition of this lock: a notify is made holding the lock, so every loop it wakes blocks again
+        # on the lock before it can look, and a receive of ten woke ten loops into that queue (3.7
+        # voluntary switches a job at --concurrency 10). A ticket is put after the lock is let go, and
+        # SimpleQueue wakes one waiting getter at a time (1.35 a job; docs/performance.md, "Job loops woken").
         self._room = threading.Condition(lock)
-        self._work = threading.Condition(lock)
+        self._tickets: queue.SimpleQueue[None] = queue.SimpleQueue()
+        #: Job loops waiting for a ticket, and tickets put and not yet taken: at most one ticket per
+        #: waiting loop, so tickets never pile up while every loop is busy.
+        self._sleepers = 0
+        self._tickets_out = 0
         self._held: collections.deque[ReceivedMessage] = collections.deque()
         self._running: set[str] = set()
         self._running_groups: set[str] = set()
@@ -93,32 +105,61 @@ class Lanes:
 
     def add(self, messages: list[ReceivedMessage]) -> bool:
         """Hold received messages in their order; False (nothing held) once the worker stops."""
-        with self._work:
+        with self._lock:
             if self._halted():
                 return False
             self._held.extend(messages)
-            self._work.notify(len(messages))
-            return True
+            wake = self._tickets_for(len(messages))
+        self._hand_out(wake)
+        return True
 
     # -- the job loops' side -------------------------------------------------------------
     def take(self, block: bool = True) -> ReceivedMessage | None:
         """Block until a held message may start; None once stopping or `max_starts` were started
         (or, without `block`, when none may start now)."""
-        with self._work:
+        waited: bool | None = None  # counted as waiting; True once a ticket was taken
+        try:
             while True:
-                if self._halted() or (self._max_starts is not None and self.started >= self._max_starts):
-                    return None
-                message = self._startable() if len(self._running) < self._concurrency else None
-                if message is not None:
-                    self._held.remove(message)
-                    self._running.add(message.receipt_handle)
-                    if message.group_id is not None:
-                        self._running_groups.add(_lane(message))
-                    self.started += 1
-                    return message
-                if not block:
-                    return None
-                self._work.wait(0.5)
+                with self._lock:
+                    if waited is not None:
+                        self._sleepers -= 1
+                        self._tickets_out -= waited
+                        waited = None
+                    if self._halted() or (self._max_starts is not None and self.started >= self._max_starts):
+                        return None
+                    message = self._startable() if len(self._running) < self._concurrency else None
+                    if message is not None:
+                        self._held.remove(message)
+                        self._running.add(message.receipt_handle)
+                        if message.group_id is not None:
+                            self._running_groups.add(_lane(message))
+                        self.started += 1
+                        return message
+                    if not block:
+                        return None
+                    self._sleepers += 1
+                    waited = False
+                try:  # a ticket says "look again"; the timeout covers what puts none (a queue unpaused)
+                    self._tickets.get(timeout=self.look_again_s)
+                    waited = True
+                except queue.Empty:
+                    pass
+        finally:
+            if waited is not None:  # left while counted as waiting (an interrupt): counted no more
+                with self._lock:
+                    self._sleepers -= 1
+                    self._tickets_out -= waited
+
+    def _tickets_for(self, wanted: int) -> int:
+        """How many waiting job loops to wake for `wanted` messages that may start (counted as put)."""
+        wake = max(0, min(wanted, self._sleepers - self._tickets_out))
+        self._tickets_out += wake
+        return wake
+
+    def _hand_out(self, tickets: int) -> None:
+        """Wake that many job loops; called after the lock is let go, so none of them waits for it."""
+        for _ in range(tickets):
+            self._tickets.put(None)
 
     def _startable(self) -> ReceivedMessage | None:
         paused = self._control.paused  # held when its queue was paused a moment ago: kept, not started
@@ -132,7 +173,7 @@ class Lanes:
     def finish(self, message: ReceivedMessage, left_queue: bool) -> list[ReceivedMessage]:
         """`message` is no longer running. Unless it left its queue (`left_queue`: deleted, or replaced
         by a copy), the rest of its FIFO lane is taken out and returned, to be handed back unstarted."""
-        with self._work:
+        with self._lock:
             self._running.discard(message.receipt_handle)
             self.finished += 1
             rest: list[ReceivedMessage] = []
@@ -145,13 +186,13 @@ class Lanes:
                         self._held.remove(held)
             if self._need is not None and (self._wanted() >= self._need or not (self._running or self._held)):
                 self._room.notify()
-            if self._held and self._wake_on_finish:
-                self._work.notify()
-            return rest
+            wake = self._tickets_for(1) if self._held and self._wake_on_finish else 0
+        self._hand_out(wake)
+        return rest
 
     def take_held(self, queues: frozenset[str]) -> list[ReceivedMessage]:
         """Held (not started) messages of these queues, taken out to be handed back (a pause)."""
-        with self._work:
+        with self._lock:
             out = [m for m in self._held if m.queue in queues]
             for message in out:
                 self._held.remove(message)
@@ -162,18 +203,20 @@ class Lanes:
     # -- stopping ------------------------------------------------------------------------
     def close(self) -> list[ReceivedMessage]:
         """Start nothing more; return every held message (to be handed back)."""
-        with self._work:
+        with self._lock:
             self._closed = True
             held = list(self._held)
             self._held.clear()
             self._room.notify_all()
-            self._work.notify_all()
-            return held
+            wake = self._tickets_for(self._sleepers)
+        self._hand_out(wake)
+        return held
 
     def wake(self) -> None:
-        with self._work:
+        with self._lock:
             self._room.notify_all()
-            self._work.notify_all()
+            wake = self._tickets_for(self._sleepers)
+        self._hand_out(wake)
 
     def _halted(self) -> bool:
         return self._closed or self._control.stopping
@@ -181,16 +224,16 @@ class Lanes:
     # -- what the worker reads -----------------------------------------------------------
     @property
     def held(self) -> int:
-        with self._work:
+        with self._lock:
             return len(self._held)
 
     @property
     def running(self) -> int:
-        with self._work:
+        with self._lock:
             return len(self._running)
 
     def idle(self) -> bool:
-        with self._work:
+        with self._lock:
             return not self._running and not self._held
 
 
