@@ -10,7 +10,9 @@ in its own process, against the counting moto server), but on a queue filled bef
 `valgrind --tool=callgrind`; the count per job is the difference between a run of 300 jobs and one of 100,
 divided by 200, so start-up cancels out. It counts work, not what threads cost on top of it (switches,
 caches): read it next to `make bench`'s CPU ratios (docs/performance.md, "Counted by instructions").
-Needs `valgrind` on PATH; each run takes 15-60 s.
+Needs `valgrind` on PATH; each run takes 15-60 s. Modules are compiled before the first count, every child
+has PYTHONHASHSEED=0 and runs under `setarch -R` (no address-space randomisation) where util-linux provides
+it: with both, the Lambda handler's count on saved events repeated to within one instruction.
 """
 
 from __future__ import annotations
@@ -37,11 +39,37 @@ CONSUMERS = {
     "sqsjobs": ("sqsjobs", ""),
     "sqsjobs-c4": ("sqsjobs", "--concurrency 4"),
     "sqsjobs-async": ("sqsjobs", "--async --concurrency 4"),
+    "sqsjobs-c10": ("sqsjobs", "--concurrency 10"),
+    "boto3-checked-pool10": ("boto3-checked-pool", "--concurrency 10"),
     "sqs-workers": ("sqs-workers", ""),
 }
 SMALL, LARGE = 100, 300
 #: name: (payload size in benchmarks.dispatch_sizes, smaller and larger job count)
 DISPATCHES = {"dispatch-1kb": ("1kb", 100, 300), "dispatch-200kb": ("200kb", 10, 30), "dispatch-2mb": ("2mb", 5, 10)}
+
+
+def _counted(calls: Path) -> list[str]:
+    """The command prefix that counts a Python child. Without address-space randomisation when `setarch`
+    (util-linux) is there: Python hashes some objects by address, and where they land moved a count
+    by a few percent from one run to the next (docs/performance.md, "Counting the record's path again")."""
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={calls}", sys.executable]
+    return ["setarch", "-R", *valgrind] if shutil.which("setarch") else valgrind
+
+
+def _repeatable(env: dict[str, str]) -> dict[str, str]:
+    """One string hash seed for every counted child, so that both runs of a pair hash alike."""
+    return {**env, "PYTHONHASHSEED": "0"}
+
+
+def _compile_first() -> None:
+    """Write the compiled modules before any count: a module changed since the last run would otherwise be
+    compiled by the first child of a pair only, and the difference of the two would lose that work."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "sqsjobs", "benchmarks", "lambda_handlers"],
+        check=False,
+        cwd=harness.ROOT,
+        capture_output=True,
+    )
 
 
 def count(server: harness.CountingServer, name: str, jobs: int) -> int:
@@ -97,9 +125,10 @@ def count(server: harness.CountingServer, name: str, jobs: int) -> int:
             args = [kind, "--queue", f"{prefix}default", *options.split()]
     with tempfile.TemporaryDirectory() as workdir:
         out, calls = Path(workdir) / "out.json", Path(workdir) / "callgrind.out"
-        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={calls}", sys.executable]
-        command += ["-m", "benchmarks.consumers", *args, "--jobs", str(jobs), "--out", str(out)]
-        done = subprocess.run(command, check=False, env=env, cwd=harness.ROOT, capture_output=True, text=True)
+        command = [*_counted(calls), "-m", "benchmarks.consumers", *args, "--jobs", str(jobs), "--out", str(out)]
+        done = subprocess.run(
+            command, check=False, env=_repeatable(env), cwd=harness.ROOT, capture_output=True, text=True
+        )
         if done.returncode or not out.exists() or json.loads(out.read_text()).get("jobs") != jobs:
             raise SystemExit(f"{name} ({jobs} jobs) failed:\n{done.stderr[-2000:]}")
         return max(
@@ -118,9 +147,17 @@ def count_dispatch(server: harness.CountingServer, bucket: str, side: str, size:
     with tempfile.TemporaryDirectory() as workdir:
         plan_path, out, calls = Path(workdir) / "plan.json", Path(workdir) / "out.json", Path(workdir) / "cg.out"
         plan_path.write_text(json.dumps(plan))
-        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={calls}", sys.executable, "-m"]
-        command += ["benchmarks.dispatch_sizes", side, "--plan", str(plan_path), "--out", str(out)]
-        env = harness.child_env(server.endpoint, key)
+        command = [
+            *_counted(calls),
+            "-m",
+            "benchmarks.dispatch_sizes",
+            side,
+            "--plan",
+            str(plan_path),
+            "--out",
+            str(out),
+        ]
+        env = _repeatable(harness.child_env(server.endpoint, key))
         done = subprocess.run(command, check=False, env=env, cwd=harness.ROOT, capture_output=True, text=True)
         if done.returncode or size not in json.loads(out.read_text() if out.exists() else "{}"):
             raise SystemExit(f"dispatch {side} {size} ({jobs} jobs) failed:\n{done.stderr[-2000:]}")
@@ -186,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             server.wait_ready()
+            _compile_first()
             per_job: dict[str, float] = {}
             sent = dispatch_per_job(server, dispatches) if dispatches else {}
             for name in names:
