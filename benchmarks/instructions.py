@@ -3,6 +3,7 @@
     python -m benchmarks.instructions                 # every consumer below, 100 and 300 jobs each
     python -m benchmarks.instructions sqsjobs boto3   # only these
     python -m benchmarks.instructions dispatch-200kb  # dispatch_many against send_message_batch, by size
+    python -m benchmarks.instructions lambda-ours lambda-required cold-ours cold-pydantic  # the Lambda handler
 
 CPU time on a shared 2-core machine moves by ±15-50% from one run to the next, which hides a 5% change;
 an instruction count does not move by 1%. Each consumer runs as `make bench` runs it (benchmarks.consumers,
@@ -13,6 +14,12 @@ caches): read it next to `make bench`'s CPU ratios (docs/performance.md, "Counte
 Needs `valgrind` on PATH; each run takes 15-60 s. Modules are compiled before the first count, every child
 has PYTHONHASHSEED=0 and runs under `setarch -R` (no address-space randomisation) where util-linux provides
 it: with both, the Lambda handler's count on saved events repeated to within one instruction.
+
+The Lambda handler is counted on 50 ten-record events received from the counting server, as `make bench`
+builds them: per record (`lambda-*`, benchmarks.lambda_bench's sides) by the difference of 6 and 2 rounds
+over the events, and its cold start (`cold-*`: import, the init phase and the first event) as the count of a
+fresh interpreter doing it less one that only reads the event. A cold start's count leaves out what the
+kernel does for it (reading files, mapping memory), which its CPU time in `make bench` includes.
 """
 
 from __future__ import annotations
@@ -44,6 +51,16 @@ CONSUMERS = {
     "sqs-workers": ("sqs-workers", ""),
 }
 SMALL, LARGE = 100, 300
+#: name: benchmarks.lambda_bench side, per record
+LAMBDA_RECORD = {
+    "lambda-ours": "ours",
+    "lambda-required": "required",
+    "lambda-checked": "checked",
+    "lambda-floor": "floor",
+}
+#: name: benchmarks.lambda_bench side, one cold start
+LAMBDA_COLD = {"cold-ours": "ours", "cold-pydantic": "pydantic", "cold-floor": "floor"}
+LAMBDA_EVENTS, LAMBDA_ROUNDS = 50, (2, 6)
 #: name: (payload size in benchmarks.dispatch_sizes, smaller and larger job count)
 DISPATCHES = {"dispatch-1kb": ("1kb", 100, 300), "dispatch-200kb": ("200kb", 10, 30), "dispatch-2mb": ("2mb", 5, 10)}
 
@@ -166,6 +183,81 @@ def count_dispatch(server: harness.CountingServer, bucket: str, side: str, size:
         )
 
 
+def _lambda_events(server: harness.CountingServer, workdir: Path) -> tuple[Path, dict[str, str]]:
+    """50 ten-record events of no-op jobs dispatched by sqsjobs, and the environment a function would have."""
+    from sqsjobs import App
+    from sqsjobs.provisioning import provision
+
+    from . import jobs as bench_jobs
+
+    prefix = f"l{uuid.uuid4().hex[:6]}-"
+    app = App(connection="sqs", queue_prefix=prefix, queues=["default"])
+    provision(app, ["default"])
+    with app.activate():
+        for start in range(0, LAMBDA_EVENTS * 10, 100):
+            bench_jobs.Noop.dispatch_many([bench_jobs.Noop(n=n) for n in range(start, start + 100)])
+    url = harness.sqs_client(server.endpoint, harness.SETUP_KEY).get_queue_url(QueueName=f"{prefix}default")
+    env = harness.child_env(
+        server.endpoint, harness.LAMBDA_KEY, SQSJOBS_APP="benchmarks.jobs", SQSJOBS_QUEUE_PREFIX=prefix
+    )
+    path = workdir / "lambda-events.json"
+    command = [sys.executable, "-m", "benchmarks.lambda_bench", "events", "--queue", url["QueueUrl"]]
+    done = subprocess.run(
+        [*command, "--events", str(LAMBDA_EVENTS), "--out", str(path)],
+        check=False,
+        env=env,
+        cwd=harness.ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode or len(json.loads(path.read_text() if path.exists() else "[]")) < LAMBDA_EVENTS:
+        raise SystemExit(f"the Lambda events could not be built:\n{done.stderr[-2000:]}")
+    return path, env
+
+
+def _count_lambda(args: list[str], env: dict[str, str]) -> int:
+    """The whole child's count; `cold ours` must have run its init phase at import, as in `make bench`."""
+    with tempfile.TemporaryDirectory() as workdir:
+        calls = Path(workdir) / "callgrind.out"
+        command = [*_counted(calls), "-m", "benchmarks.lambda_bench", *args]
+        done = subprocess.run(
+            command, check=False, env=_repeatable(env), cwd=harness.ROOT, capture_output=True, text=True
+        )
+        if done.returncode:
+            raise SystemExit(f"lambda_bench {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+        if args[:2] == ["cold", "ours"] and not json.loads(done.stdout.splitlines()[-1]).get("warmed"):
+            raise SystemExit(
+                f"the handler's init phase built no App at import (not a cold start):\n{done.stderr[-2000:]}"
+            )
+        return max(
+            int(line.split()[1]) for line in calls.read_text().splitlines() if line.startswith(("totals:", "summary:"))
+        )
+
+
+def lambda_counts(server: harness.CountingServer, names: list[str], workdir: Path) -> dict[str, float]:
+    """Instructions per record (`lambda-*`) and per cold start (`cold-*`) of each side named."""
+    events, env = _lambda_events(server, workdir)
+    records = sum(len(event["Records"]) for event in json.loads(events.read_text()))
+    result: dict[str, float] = {}
+    small, large = LAMBDA_ROUNDS
+    # The dashboard's counters off per record: their write when a minute ends made a count depend on the minute.
+    quiet = {**env, "SQSJOBS_SNAPSHOTS": "false"}
+    for name in [name for name in names if name in LAMBDA_RECORD]:
+        side = ["repeat", LAMBDA_RECORD[name], "--events", str(events), "--rounds"]
+        counts = [_count_lambda([*side, str(rounds)], quiet) for rounds in (small, large)]
+        result[name] = (counts[1] - counts[0]) / ((large - small) * records)
+        print(f"# {name}: {result[name]:,.0f} instructions per record", flush=True)
+    cold = [name for name in names if name in LAMBDA_COLD]
+    if cold:
+        # Inside Lambda the handler runs its init phase at import: the name of a function says it is inside.
+        env = {**env, "AWS_LAMBDA_FUNCTION_NAME": "sqsjobs-bench"}
+        nothing = _count_lambda(["cold", "none", "--events", str(events)], env)
+        for name in cold:
+            result[name] = _count_lambda(["cold", LAMBDA_COLD[name], "--events", str(events)], env) - nothing
+            print(f"# {name}: {result[name]:,.0f} instructions (import, init, first event)", flush=True)
+    return result
+
+
 def dispatch_per_job(server: harness.CountingServer, names: list[str]) -> dict[str, tuple[float, float]]:
     """Per dispatch size: (sqsjobs, raw boto3) instructions per job, by the difference of two runs."""
     import boto3
@@ -193,7 +285,7 @@ def dispatch_per_job(server: harness.CountingServer, names: list[str]) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Instructions per job of each consumer (callgrind).")
-    choices = [*CONSUMERS, *DISPATCHES]
+    choices = [*CONSUMERS, *DISPATCHES, *LAMBDA_RECORD, *LAMBDA_COLD]
     parser.add_argument("names", nargs="*", help=f"what to count (default: all of {', '.join(choices)})")
     args = parser.parse_args(argv)
     if unknown := set(args.names) - set(choices):
@@ -203,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = args.names or choices
     dispatches = [name for name in names if name in DISPATCHES]
+    lambdas = [name for name in names if name in LAMBDA_RECORD or name in LAMBDA_COLD]
     names = [name for name in names if name in CONSUMERS]
     if "sqs-workers" in names:
         from . import peers
@@ -226,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             _compile_first()
             per_job: dict[str, float] = {}
             sent = dispatch_per_job(server, dispatches) if dispatches else {}
+            handler = lambda_counts(server, lambdas, Path(workdir)) if lambdas else {}
             for name in names:
                 small, large = count(server, name, SMALL), count(server, name, LARGE)
                 per_job[name] = (large - small) / (LARGE - SMALL)
@@ -241,7 +335,23 @@ def main(argv: list[str] | None = None) -> int:
         print("\n| dispatch | `dispatch_many` | raw `send_message_batch` | x raw |\n| --- | ---: | ---: | ---: |")
     for name, (ours, raw) in sent.items():
         print(f"| {name} | {ours:,.0f} | {raw:,.0f} | {ours / raw:.2f} |")
+    _print_lambda(handler)
     return 0
+
+
+def _print_lambda(counts: dict[str, float]) -> None:
+    """Each side against the floor it is read against: per record Powertools + json.loads and the required
+    floor, a cold start the floor and the pydantic floor (docs/performance.md says what each does)."""
+    for kind, floors in (("lambda", ("floor", "required")), ("cold", ("floor", "pydantic"))):
+        rows = {name.split("-", 1)[1]: value for name, value in counts.items() if name.startswith(kind + "-")}
+        if not rows:
+            continue
+        unit = "per record" if kind == "lambda" else "per cold start"
+        present = [floor for floor in floors if floor in rows]
+        print(f"\n| {kind} side | instructions {unit} |" + "".join(f" x {floor} |" for floor in present))
+        print("| --- | ---: |" + " ---: |" * len(present))
+        for side, value in rows.items():
+            print(f"| {side} | {value:,.0f} |" + "".join(f" {value / rows[floor]:.2f} |" for floor in present))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python -m benchmarks.lambda_bench events --queue URL --events 50 --out events.json
     python -m benchmarks.lambda_bench per-record --events events.json --rounds 5 --out result.json
-    python -m benchmarks.lambda_bench cold ours|floor --events events.json
+    python -m benchmarks.lambda_bench cold ours|floor|pydantic|none --events events.json
+    python -m benchmarks.lambda_bench repeat ours|required|checked|floor --events events.json --rounds 2
 
 Every step runs in a child of benchmarks.run, with the environment a function would have
 (`SQSJOBS_APP=benchmarks.jobs`, the queue prefix, AWS credentials and the counting moto server
@@ -18,7 +19,10 @@ for any call the handler makes).
   "no failures" and the mapping would delete them all.
 - cold: a fresh interpreter imports the handler and handles the first event, timed from the
   first import to the response: ours is `import lambda_handlers.sqs` + `handler(event)`, the
-  floor `import boto3` + Powertools' batch utility + the same floor handler.
+  floor `import boto3` + Powertools' batch utility + the same floor handler. `none` reads the event
+  and stops: the baseline benchmarks.instructions subtracts from a cold start's count.
+- repeat: one side's handler over the events `--rounds` times, untimed, for benchmarks.instructions
+  to count (the difference of two runs, divided by the records between them).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -322,6 +327,8 @@ def cold(side: str, events_path: str) -> None:
         import boto3
 
         response = _pydantic_floor_handler()(event, context)
+    elif side == "none":
+        response = {"batchItemFailures": []}
     else:
         import boto3  # noqa: F401  (what any Powertools SQS function imports)
 
@@ -331,17 +338,47 @@ def cold(side: str, events_path: str) -> None:
     with open("/proc/self/status") as status:
         hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
     print(json.dumps({"s": wall, "cpu_s": cpu, "rss_mb": hwm / 1024, "warmed": warmed}))
+    # No interpreter shutdown: a function never pays one, and benchmarks.instructions counts the whole process.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def repeat(side: str, events_path: str, rounds: int) -> None:
+    """`side`'s handler over the events `rounds` times. Ours handles the first event beforehand on every
+    side (the required floor is built on its App), so that all a count's two runs differ by is the rounds."""
+    with open(events_path) as f:
+        events = json.load(f)
+    context = Context()
+    from lambda_handlers.sqs import handler as ours
+
+    _check(ours(events[0], context))
+    if side == "ours":
+        handler = ours
+    elif side == "required":
+        handler = required_floor_handler(ours.app)
+    else:
+        handler = checked_floor_handler() if side == "checked" else floor_handler()
+    _check(handler(events[0], context))
+    for _ in range(rounds):
+        for event in events:
+            _check(handler(event, context))
+
+
+#: The sides each command takes.
+SIDES = {"cold": ("ours", "floor", "pydantic", "none"), "repeat": ("ours", "required", "checked", "floor")}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Lambda handler benchmarks (run by benchmarks.run).")
-    parser.add_argument("command", choices=["events", "per-record", "cold"])
-    parser.add_argument("side", nargs="?", choices=["ours", "floor", "pydantic"])
+    parser.add_argument("command", choices=["events", "per-record", "cold", "repeat"])
+    parser.add_argument("side", nargs="?", choices=sorted({side for sides in SIDES.values() for side in sides}))
     parser.add_argument("--queue", help="events: the queue URL to receive from")
     parser.add_argument("--events", help="events: how many to build; otherwise the events file")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out")
     args = parser.parse_args(argv)
+    if args.command in SIDES and args.side not in SIDES[args.command]:
+        parser.error(f"{args.command} takes one of {', '.join(SIDES[args.command])}")
     if args.command == "events":
         events = build_events(args.queue, int(args.events))
         with open(args.out, "w") as f:
@@ -352,6 +389,8 @@ def main(argv: list[str] | None = None) -> None:
         result = per_record(events, args.rounds)
         with open(args.out, "w") as f:
             json.dump(result, f)
+    elif args.command == "repeat":
+        repeat(args.side, args.events, args.rounds)
     else:
         cold(args.side, args.events)
     sys.stdout.flush()

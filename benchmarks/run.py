@@ -29,6 +29,7 @@ from . import cold_start, coordination_calls, dispatch_sizes, kms_calls, peers, 
 from .harness import (
     BOTO3_CONSUMER_KEY,
     BOTO3_DISPATCH_KEY,
+    LAMBDA_KEY,
     MONITOR_KEY,
     REGION,
     ROOT,
@@ -44,8 +45,6 @@ from .harness import (
     child_env,
     sqs_client,
 )
-
-LAMBDA_KEY = "BENCHLAMBDA"
 
 #: `sqsjobs work` as measured: setting -> (extra options, the job it runs). "defaults" passes none.
 SQSJOBS_SETTINGS: dict[str, tuple[str, str]] = {

@@ -34,9 +34,11 @@ class AsyncSqsSender:
 
         from .. import aws
 
+        session = get_session()
+        aws.share_loader(session)
         stack = contextlib.AsyncExitStack()
         client = await stack.enter_async_context(
-            get_session().create_client(
+            session.create_client(
                 "sqs",
                 region_name=aws.region(),
                 # The same retry settings as the sync clients (AWS_MAX_ATTEMPTS counts the first call too).
