@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,9 @@ class Batch:
         self._released: list[tuple[ReceivedMessage, int]] = []
         self._give_back: list[_GiveBack] = []
         self._finished: list[ReceivedMessage] = []
+        #: The time left that lets a record run without being decoded for its own timeout (infinite: never),
+        #: and the registry version it was worked out for (a record's job may register a class).
+        self._fits_any, self._fitted = math.inf, -1
 
     def __call__(self, record: SQSRecord) -> None:
         """Run one record; raising marks it a failure (the mapping keeps it), returning a success."""
@@ -85,13 +89,12 @@ class Batch:
         runner = self.runner
         if self.context is not None:
             left = self.context.get_remaining_time_in_millis() / 1000
-            budget = self.handler.budget
-            # Time that fits any registered job (its timeout plus the margin): no need to decode for its own.
-            fits_any = self.handler.longest_timeout() + self.app.settings.lambda_deadline_margin
-            if left >= fits_any and (budget is None or budget >= fits_any):
+            if self._fitted != self.app.registry.version:
+                self._fit()
+            if left >= self._fits_any:
                 self._record_outcome(message, runner.process(message))
                 return
-            timeout = runner.timeout_for(message)
+            timeout, budget = runner.timeout_for(message), self.handler.budget
             needed = timeout + self.app.settings.lambda_deadline_margin
             if budget is not None and needed > budget:
                 # Not this invocation's lack of time: it can never start here. Handed back for free it would
@@ -115,6 +118,14 @@ class Batch:
             self._record_outcome(message, decision)
             return
         self._record_outcome(message, runner.process(message))
+
+    def _fit(self) -> None:
+        """Time that fits any registered job (its timeout plus the margin), when the function's own does."""
+        version = self.app.registry.version
+        fits_any = self.handler.longest_timeout() + self.app.settings.lambda_deadline_margin
+        budget = self.handler.budget
+        self._fits_any = fits_any if budget is None or budget >= fits_any else math.inf
+        self._fitted = version  # last: a fit that raised is worked out again by the next record
 
     def _record_outcome(self, message: ReceivedMessage, decision: Decision) -> None:
         """Raising marks the record a failure (the mapping keeps it); returning, a success."""

@@ -168,8 +168,9 @@ class SqsHandler:
 
     def longest_timeout(self) -> float:
         """The longest any registered job may run, by the one rule (infinite when a class's timeout cannot
-        be read: no record then skips its own check). Asked before each record, so a class registered by
-        an earlier record's job counts at once; worked out again only when the registry or the default moved.
+        be read: no record then skips its own check). Asked by an invocation's first record and again once the
+        registry moves, so a class registered by an earlier record's job counts at once; worked out again only
+        when the registry or the default moved.
         A record with this much time left (plus the margin) runs without being decoded first for its own."""
         app = self.app
         registry, default = app.registry, app.settings.timeout

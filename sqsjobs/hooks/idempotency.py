@@ -26,10 +26,12 @@ class IdempotencyKeys(Hook):
         self._store = store
         self._clock = clock
 
-    def quiet(self, delivery: Delivery) -> bool:
+    def quiet_for(self, cls: type[Job] | None) -> bool:
         # A class that does not override `idempotency_key` never has one; one that does may (per job).
-        cls = delivery.job_cls
         return cls is not None and cls.idempotency_key is Job.idempotency_key
+
+    def quiet(self, delivery: Delivery) -> bool:
+        return self.quiet_for(delivery.job_cls)
 
     def on_start(self, delivery: Delivery) -> Decision | None:
         job, envelope, cls = delivery.job, delivery.envelope, delivery.job_cls

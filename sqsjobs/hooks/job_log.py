@@ -25,6 +25,7 @@ class JobLog(Hook):
         self.app = app
 
     def quiet(self, delivery: Delivery) -> bool:
+        # Read per delivery, not answered once per class (`quiet_for`): the setting may change in place.
         return not self.app.settings.job_log
 
     def on_start(self, delivery: Delivery) -> Decision | None:

@@ -30,6 +30,7 @@ _HOLD_MARGIN_S = 60
 
 class ScheduledRuns(Hook):
     name = "scheduled"
+    features_only = True  # the schedule's mark (`extra`)
 
     def __init__(
         self, store: Callable[[], Store], clock: Callable[[], float], schedules: Callable[[], Schedules]

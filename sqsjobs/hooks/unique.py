@@ -16,6 +16,7 @@ from ..stores.base import Store
 
 class UniqueLocks(Hook):
     name = "unique"
+    features_only = True  # the unique key
 
     def __init__(self, store: Callable[[], Store]) -> None:
         self._store = store

@@ -36,6 +36,7 @@ _BROKEN = (BadMessageError, ConfigurationError, ValueError, KeyError, TypeError)
 
 class Workflows(Hook):
     name = "workflow"
+    features_only = True  # a chain, a batch id, or a callback's mark (`extra`)
 
     def __init__(self, app: Services) -> None:
         self.app = app

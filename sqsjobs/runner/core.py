@@ -37,7 +37,7 @@ from ..timing import parse_iso, parse_iso_or
 from . import entering
 from .decoding import DecodeCache, build_job, decode_received, open_sealed
 from .entering import Call
-from .hook import Delivery, Hook, acting, any_acts, implementing
+from .hook import Asking, Delivery, Hook, implementing
 from .quiet import Loud, ended_quietly, quiet_about, refuse_if_quiet
 from .triaging import after_triage, triage_rule
 
@@ -72,7 +72,7 @@ class Runner:
         self._on_start = implementing(self.hooks, "on_start")
         self._before_dlq = implementing(self.hooks, "before_dlq")
         self._on_decided = implementing(self.hooks, "on_decided")
-        self._acting = acting(self.hooks)
+        self._asking = Asking(self.hooks)
         self.skips = skips or SkipLedger(lambda: app.store)
         self._decoded = DecodeCache(lambda message: decode_received(message, app))
 
@@ -179,7 +179,7 @@ class Runner:
         except BadMessageError as exc:
             return self._reject(d, exc)
         d.job_cls = cls
-        d.hooked = any_acts(self._acting, d)
+        d.hooked = self._asking.acts(d)
         if d.quiet and not quiet_about(d):
             raise Loud
         opened = open_sealed(decoded, message, self.app)  # an encrypted job's payload and links, in clear

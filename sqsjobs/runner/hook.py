@@ -112,11 +112,25 @@ class Hook:
 
     name = "hook"
 
+    #: True: this hook acts only on a delivery whose envelope carries a feature field (a unique key, a chain,
+    #: a batch id, or any field outside the named ones: `extra`, where callbacks and schedules are marked),
+    #: so a plain envelope needs no `quiet` call. It must then answer `quiet` True for every plain one (a
+    #: subclass whose `quiet` acts more widely must set this back to False, and `quiet_for` too).
+    features_only = False
+
+    def quiet_for(self, cls: type[Job] | None) -> bool:
+        """True: quiet about every delivery of `cls`, whatever its envelope says (its `quiet` must then
+        answer True too). Answered from the class alone: it is asked once per class and the answer kept for
+        the runner's life, so a hook that answers by a setting (which may change in place) says False
+        here and reads it in `quiet`. A hook unsure says False (the default)."""
+        return False
+
     def quiet(self, delivery: Delivery) -> bool:
         """True: none of this hook's points is to be called for `delivery`, whatever is decided — it would
-        call nothing (store, SQS, S3, KMS), return no decision and note nothing. Asked once, as the
-        envelope and class are known: before `on_received`, before an encrypted payload is opened (its
-        payload is then `{}`) and before the job is built. When every acting hook says True, the runner
+        call nothing (store, SQS, S3, KMS), return no decision and note nothing. Asked at most once (not
+        at all where `features_only` or `quiet_for` already tells), as the envelope and class are known:
+        before `on_received`, before an encrypted payload is opened (its payload is then `{}`) and before
+        the job is built. When every acting hook says True, the runner
         calls no hook point for the delivery (any way in), and the asyncio worker begins and finishes it on
         its loop without a hand-off to a thread. A hook unsure says False (the default)."""
         return False
@@ -169,3 +183,35 @@ def any_acts(hooks: Sequence[Hook], delivery: Delivery) -> bool:
 def acting(hooks: Sequence[Hook]) -> tuple[Hook, ...]:
     """The hooks that implement any point: the ones asked whether they are quiet about a delivery."""
     return tuple(hook for hook in hooks if any(implementing([hook], point) for point in POINTS))
+
+
+class Asking:
+    """Whether any hook acts on a delivery, asking `quiet` only of the hooks that the delivery's class and
+    the shape of its envelope leave in doubt: most deliveries (a plain job) then need few calls or none.
+    What is left to ask is kept per class and shape (at most two entries a registered class)."""
+
+    def __init__(self, hooks: Sequence[Hook]) -> None:
+        self._hooks = acting(hooks)
+        self._left: dict[tuple[type[Job], bool], tuple[Hook, ...]] = {}
+
+    def acts(self, d: Delivery) -> bool:
+        """Asked once `d`'s envelope and class are known (without them, every acting hook is asked)."""
+        cls, envelope = d.job_cls, d.envelope
+        if cls is None or envelope is None:
+            return any_acts(self._hooks, d)
+        key = (cls, not (envelope.unique_key or envelope.chain or envelope.batch_id or envelope.extra))
+        left = self._left.get(key)
+        if left is None:
+            left = self._left[key] = tuple(hook for hook in self._hooks if not _spared(hook, *key))
+        return bool(left) and any_acts(left, d)
+
+
+def _spared(hook: Hook, cls: type[Job], plain: bool) -> bool:
+    """Quiet about every delivery of `cls` (of a plain envelope, when `plain`); a `quiet_for` that
+    raises is taken to mean "ask it every time"."""
+    if plain and hook.features_only:
+        return True
+    try:
+        return hook.quiet_for(cls)
+    except Exception:
+        return False

@@ -29,7 +29,7 @@ def quiet_about(d: Delivery) -> bool:
         and envelope.encrypted is None
         and envelope.chain is None
         and (message.group_id is None or message.receive_count <= 1)  # else SkipLedger reads the store
-        and not d.hooked  # asked of every acting hook by the runner as it began the delivery
+        and not d.hooked  # what the acting hooks answered as the runner began the delivery (hook.Asking)
     )
 
 

@@ -4,24 +4,32 @@
   time for the longest job registered; a class registered later is held to its own timeout again.
 - The runner asks the hooks once whether any acts on a delivery; when none does (most jobs), no hook
   point is called. A hook that acts, or whose answer raises, is called at every point as before.
+  Hooks that the job's class, or a plain envelope, leave quiet are not even asked (`quiet_for`,
+  `features_only`), and that shortcut answers as asking every hook would.
 - The handler keeps one Powertools processor per kind: what one invocation failed or held back is
   not carried into the next.
 """
 
 from __future__ import annotations
 
+import itertools
+import uuid
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
 from lambda_handlers.sqs import SqsHandler
 from sqsjobs import Ack, App, Job, ReceivedMessage
 from sqsjobs.connections.memory import MemoryConnection
+from sqsjobs.cron import every_minute
 from sqsjobs.decisions import Decision
+from sqsjobs.envelope import Envelope
 from sqsjobs.provisioning import provision
 from sqsjobs.registry import Registry
 from sqsjobs.runner import Delivery, Hook, Runner
+from sqsjobs.runner.hook import Asking, acting, any_acts
+from sqsjobs.schedules import run_id, schedule
 from tests.helpers import FakeClock, counts
 from tests.lambda_events import FakeContext, deliver, failed_ids, receive_event
 
@@ -208,3 +216,118 @@ def test_every_hook_is_called_at_every_point_once_one_acts_or_cannot_tell(
     assert Short.runs == ["shortcut.quick"]
     points = ["on_received", "before_run", "on_start", "on_decided"]
     assert calls == [f"{hook}.{point}" for point in points for hook in ("a", "b")]
+
+
+class Keyed(Short, name="shortcut.keyed"):
+    def idempotency_key(self) -> str | None:
+        return "k"
+
+
+def _envelopes() -> dict[str, Envelope]:
+    """One envelope of each shape a hook may act on, and a plain one."""
+    base: dict[str, Any] = {"id": "0f8fad5b-d9cb-469f-a165-70867728950e", "payload": {}, "queue": "default"}
+    base["dispatched_at"] = "2026-01-01T00:00:00.000Z"
+    chain = {"id": base["id"], "pos": 0, "next": [], "catch": None}
+    return {
+        "plain": Envelope(job="", **base),
+        "unique": Envelope(job="", unique_key="u", **base),
+        "chain": Envelope(job="", chain=chain, **base),
+        "batch": Envelope(job="", batch_id="b1", **base),
+        "callback": Envelope(job="", extra={"for_batch": "b1"}, **base),
+        "schedule": Envelope(
+            job="",
+            extra={"schedule": {"name": "shortcut-every-minute", "tick": 60_000}},
+            **{**base, "id": run_id("shortcut-every-minute", 60_000)},
+        ),
+        "other extra": Envelope(job="", extra={"retried": True}, **base),
+    }
+
+
+def test_the_built_in_hooks_are_spared_only_where_asking_them_would_find_them_quiet() -> None:
+    clock = FakeClock()
+    app = App(connection=MemoryConnection(visibility_timeout=30, clock=clock), clock=clock, store="memory")
+    schedule(Quick(), every_minute(), name="shortcut-every-minute", registry=app.schedules)
+    hooks = app.runner.hooks
+    asking = Asking(hooks)
+    message = ReceivedMessage("default", "m", "r", "{}", 1, 0.0)
+    acted: dict[tuple[str, str, bool], bool] = {}
+    # The job log switched in place between rounds: an answer kept from the first must not outlive it.
+    for job_log, cls, (shape, envelope) in itertools.product(
+        [False, True, False], [Quick, Keyed], _envelopes().items()
+    ):
+        app.settings.job_log = job_log
+        envelope.job = cls.job_name
+        for _ in range(2):  # the second answer is the kept one
+            d = Delivery(message, app.connection, envelope=envelope, job_cls=cls)
+            expected = any_acts(acting(hooks), d)
+            assert asking.acts(d) is expected, (job_log, cls.job_name, shape)
+            acted[(cls.job_name, shape, job_log)] = expected
+    assert [key for key, acts in acted.items() if not acts and not key[2]] == [
+        ("shortcut.quick", "plain", False),
+        ("shortcut.quick", "other extra", False),
+    ]
+    assert all(acts for key, acts in acted.items() if key[2])
+
+
+class Counting(Hook):
+    """Acts whenever asked; counts how often `quiet_for` and `quiet` were asked."""
+
+    def __init__(self, features_only: bool = False, for_class: bool | Exception = False) -> None:
+        self.features_only, self.for_class = features_only, for_class
+        self.asked: list[str] = []
+
+    def quiet_for(self, cls: type[Job] | None) -> bool:
+        self.asked.append("quiet_for")
+        if isinstance(self.for_class, Exception):
+            raise self.for_class
+        return self.for_class
+
+    def quiet(self, delivery: Delivery) -> bool:
+        self.asked.append("quiet")
+        return bool(self.features_only and delivery.envelope and not delivery.envelope.unique_key)
+
+    def on_start(self, delivery: Delivery) -> Decision | None:
+        self.asked.append("on_start")
+        return None
+
+
+def _deliver(app: App, runner: Runner, **envelope: Any) -> Decision:
+    fields: dict[str, Any] = {"id": str(uuid.uuid4()), "job": "shortcut.quick", "payload": {}, "queue": "default"}
+    body = Envelope(dispatched_at="2026-01-01T00:00:00.000Z", **{**fields, **envelope}).encode()
+    return runner.process(ReceivedMessage("default", "m", "r", body, 1, 0.0))
+
+
+def _runner(registry: Registry, hook: Hook) -> tuple[App, Runner]:
+    clock = FakeClock()
+    app = App(connection=MemoryConnection(visibility_timeout=30, clock=clock), clock=clock, registry=registry)
+    return app, Runner(app, [hook])
+
+
+def test_a_hook_that_acts_only_on_features_is_not_asked_about_a_plain_job(registry: Registry) -> None:
+    hook = Counting(features_only=True)
+    app, runner = _runner(registry, hook)
+    assert _deliver(app, runner) == Ack()
+    assert hook.asked == []  # neither `quiet` nor a point
+    assert _deliver(app, runner, unique_key="u") == Ack()
+    assert hook.asked == ["quiet_for", "quiet", "on_start"]  # another shape: asked, and it acts
+    assert Short.runs == ["shortcut.quick", "shortcut.quick"]
+
+
+def test_a_hook_quiet_for_a_class_is_asked_once_per_class(registry: Registry) -> None:
+    hook = Counting(for_class=True)
+    app, runner = _runner(registry, hook)
+    for _ in range(3):
+        assert _deliver(app, runner) == Ack()
+    assert hook.asked == ["quiet_for"]
+    registry.add(Keyed, "shortcut.keyed")
+    assert _deliver(app, runner, job="shortcut.keyed") == Ack()
+    assert hook.asked == ["quiet_for", "quiet_for"]
+    assert Short.runs == ["shortcut.quick"] * 3 + ["shortcut.keyed"]
+
+
+def test_a_hook_whose_quiet_for_raises_is_asked_about_every_delivery(registry: Registry) -> None:
+    hook = Counting(for_class=RuntimeError("cannot tell"))
+    app, runner = _runner(registry, hook)
+    for _ in range(2):
+        assert _deliver(app, runner) == Ack()
+    assert hook.asked == ["quiet_for", "quiet", "on_start", "quiet", "on_start"]
