@@ -130,9 +130,9 @@ class Hook:
         call nothing (store, SQS, S3, KMS), return no decision and note nothing. Asked at most once (not
         at all where `features_only` or `quiet_for` already tells), as the envelope and class are known:
         before `on_received`, before an encrypted payload is opened (its payload is then `{}`) and before
-        the job is built. When every acting hook says True, the runner
-        calls no hook point for the delivery (any way in), and the asyncio worker begins and finishes it on
-        its loop without a hand-off to a thread. A hook unsure says False (the default)."""
+        the job is built. When every acting hook says True, the runner calls no hook point for the delivery
+        (any way in), and the asyncio worker begins and finishes it on its loop without a hand-off to a
+        thread. A hook unsure says False (the default)."""
         return False
 
     def on_received(self, delivery: Delivery) -> Decision | None:
