@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, settings
 import sqsjobs
 from sqsjobs import App, aws
 from sqsjobs.provisioning import provision
+from sqsjobs.schedules import default_schedules
 from sqsjobs.testing import aws_rules, faults
 from tests import moto_polls
 
@@ -70,11 +71,21 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     aws_rules.reset()
     logger = logging.getLogger("sqsjobs")
     saved = (list(logger.handlers), logger.propagate, logger.level)
+    declared = set(default_schedules._by_name)
     yield
-    # The CLI configures the sqsjobs loggers for its process; undo that between tests.
-    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
+    # The CLI configures the sqsjobs loggers for its process; undo that between tests (the level through
+    # setLevel, which also drops what the child loggers cached of the old one).
+    logger.handlers[:], logger.propagate = saved[0], saved[1]
+    logger.setLevel(saved[2])
     sqsjobs.use(None)
     aws.reset_clients()
+    # Last, so a failure here leaves the next test the clean state above. The process-wide registry is
+    # every later test's too: a schedule a test leaves there is due in whichever scheduler test this
+    # worker runs next (a chance failure, by xdist's order).
+    left = sorted(set(default_schedules._by_name) - declared)
+    for name in left:  # taken out, so the leak fails this test and no other
+        default_schedules.remove(name)
+    assert not left, f"the test left {left} in the default schedules; pass schedule(..., registry=Schedules())"
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ from sqsjobs import App, aws
 from sqsjobs.cli import cli
 from sqsjobs.cli.common import EXIT_AWS, EXIT_CONFIG, clean
 from sqsjobs.cli.failed import BODY_CHARS
+from sqsjobs.schedules import default_schedules
 from tests.helpers import dead_letters, dlq_url
+from tests.unit import cli_schedules  # noqa: F401  (declares cli-nightly at collection, not in a test)
 
 runner = CliRunner()
 
@@ -29,9 +31,6 @@ def only_the_cli_schedules(monkeypatch: pytest.MonkeyPatch) -> None:
     """The `schedule` verbs run the schedules of this process's default registry, which holds every
     `schedule(...)` any module imported in this test process declared (a sample's, say): keep the one
     the verbs below name, as a CLI process that imports only `--app` would have."""
-    import tests.unit.cli_schedules  # noqa: F401  (declares cli-nightly)
-    from sqsjobs.schedules import default_schedules
-
     kept = {name: item for name, item in default_schedules._by_name.items() if name == "cli-nightly"}
     monkeypatch.setattr(default_schedules, "_by_name", kept)
 

@@ -112,7 +112,7 @@ def test_every_record_handed_back_is_logged_with_what_was_left_and_what_it_neede
         deliver(
             SqsHandler(app), app, "default", receive_event(app, "default"), FakeContext(remaining_s=30, started_s=300)
         )
-    lines = [r.getMessage() for r in caplog.records if "not started" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if r.name == "sqsjobs.lambda" and "not started" in r.getMessage()]
     assert len(lines) == 1, lines
     assert lines[0].startswith("lambda-handback.one-shot not started: 30.0s left in this invocation, it needs 62.0s")
     assert "handed back without spending a try" in lines[0]

@@ -29,7 +29,7 @@ from sqsjobs.provisioning import provision
 from sqsjobs.registry import Registry
 from sqsjobs.runner import Delivery, Hook, Runner
 from sqsjobs.runner.hook import Asking, acting, any_acts
-from sqsjobs.schedules import run_id, schedule
+from sqsjobs.schedules import Schedules, run_id, schedule
 from tests.helpers import FakeClock, counts
 from tests.lambda_events import FakeContext, deliver, failed_ids, receive_event
 
@@ -245,8 +245,12 @@ def _envelopes() -> dict[str, Envelope]:
 
 def test_the_built_in_hooks_are_spared_only_where_asking_them_would_find_them_quiet() -> None:
     clock = FakeClock()
-    app = App(connection=MemoryConnection(visibility_timeout=30, clock=clock), clock=clock, store="memory")
-    schedule(Quick(), every_minute(), name="shortcut-every-minute", registry=app.schedules)
+    # Its own registry: the process-wide one is every other test's too, and an every-minute schedule
+    # left there is due in whichever scheduler test this worker runs next.
+    schedules = Schedules()
+    connection = MemoryConnection(visibility_timeout=30, clock=clock)
+    app = App(connection=connection, clock=clock, store="memory", schedules=schedules)
+    schedule(Quick(), every_minute(), name="shortcut-every-minute", registry=schedules)
     hooks = app.runner.hooks
     asking = Asking(hooks)
     message = ReceivedMessage("default", "m", "r", "{}", 1, 0.0)
