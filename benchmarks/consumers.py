@@ -46,9 +46,9 @@ import resource
 import shlex
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 #: The hand-written boto3 loops (run_boto3), each a combination of its `pool`, `checked` and `on_loop`.
 BOTO3_KINDS = ("boto3", "boto3-pool", "boto3-checked", "boto3-checked-pool", "boto3-asyncio", "boto3-asyncio-checked")
@@ -134,14 +134,14 @@ def run_sqsjobs(queue: str, jobs: int, worker_args: str, profile: str | None = N
         """The Worker `sqsjobs work` builds, measured around run() only."""
 
         def run(self, install_signals: bool = True) -> int:
-            _ = self.connection.client  # build the boto3 client now: start-up, not per-job work
-            out["options"] = {k: getattr(self.options, k) for k in self.options.__slots__}  # type: ignore[attr-defined]
+            _ = cast(Any, self.connection).client  # build the boto3 client now: start-up, not per-job work
+            out["options"] = {k: getattr(self.options, k) for k in self.options.__slots__}
             with Measured(profile) as measured:
                 code = super().run(install_signals)
             out.update(measured.result(self.processed, code))
             return code
 
-    work_command.Worker = MeasuredWorker  # type: ignore[misc]
+    work_command.Worker = MeasuredWorker  # type: ignore[attr-defined]
     argv = ["work", "--app", "benchmarks.jobs", "--queue", queue, "--max-jobs", str(jobs), *shlex.split(worker_args)]
     try:
         code = cli(argv, prog_name="sqsjobs", standalone_mode=False)
@@ -182,16 +182,18 @@ def run_boto3(
     if loop is not None:
         threading.Thread(target=loop.run_forever, daemon=True).start()
 
-    def handle(message: dict[str, Any]) -> None:
+    def plain(message: Mapping[str, Any]) -> Any:
         _noop(**json.loads(message["Body"])["payload"])
 
-    async def handle_async(message: dict[str, Any]) -> None:
+    handle: Callable[[Mapping[str, Any]], Any] = plain
+
+    async def handle_async(message: Mapping[str, Any]) -> None:
         await _async_noop(**json.loads(message["Body"])["payload"])
 
     if checked and on_loop:
         check = _checked_handler(queue, "AsyncNoop")
 
-        async def handle_async(message: dict[str, Any]) -> None:
+        async def handle_async(message: Mapping[str, Any]) -> None:
             await check(message)  # the job's `async def handle`, begun by the check
 
     elif checked:
@@ -260,7 +262,7 @@ def run_aiobotocore(queue: str, jobs: int, profile: str | None = None) -> dict[s
     return asyncio.run(consume())
 
 
-def _checked_handler(queue: str, job: str = "Noop") -> Callable[[dict[str, Any]], Any]:
+def _checked_handler(queue: str, job: str = "Noop") -> Callable[[Mapping[str, Any]], Any]:
     """What sqsjobs' standards make every job cost, whatever runs it: the body read as an untrusted
     envelope (`envelope.decode`), the payload validated by its job class, one log line per job
     through the worker's own logging. The loop around it is the raw one: no runner, events, hooks,
@@ -278,7 +280,7 @@ def _checked_handler(queue: str, job: str = "Noop") -> Callable[[dict[str, Any]]
     cls = getattr(jobs, job)
     logs.configure("text", "INFO")
 
-    def handle(message: dict[str, Any]) -> Any:
+    def handle(message: Mapping[str, Any]) -> Any:
         envelope = decode(message["Body"])
         outcome = load(cls, envelope.payload).handle()
         logs.log_event(JobEvent("processed", envelope.id, envelope.job, queue, 1, envelope.dispatched_at))

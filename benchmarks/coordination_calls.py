@@ -87,7 +87,7 @@ def measure() -> dict[str, float]:
 
                 ddb.meta.events.register("before-call.dynamodb.*", count)
                 with app.activate():
-                    jobs = [cls(n=i) for i in range(JOBS)]  # type: ignore[call-arg]
+                    jobs = [cls(n=i) for i in range(JOBS)]
                     if label == "batch_member":
                         batch(jobs).then(Plain(n=-1)).dispatch()
                     elif label == "chain_link":

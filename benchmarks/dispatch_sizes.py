@@ -82,9 +82,10 @@ def run_boto3(plan: dict[str, Any]) -> dict[str, float]:
                 continue
             import sqs_extended_client  # noqa: F401  (patches boto3.Session)
 
-            sender = boto3.session.Session().client("sqs")
-            sender.large_payload_support = plan["bucket"]
-            sender.use_legacy_attribute = False
+            extended: Any = boto3.session.Session().client("sqs")  # attributes the Extended Client adds
+            extended.large_payload_support = plan["bucket"]
+            extended.use_legacy_attribute = False
+            sender = extended
             limit_bytes = 10 * SIZES[size_name] + 1  # it offloads each body: 10 pointers a call
         payloads = [{"n": n, "data": _payload(SIZES[size_name], n)} for n in range(item["jobs"])]
         # One message of this size first: the clients (the Extended Client's S3 one too) are start-up.

@@ -100,7 +100,7 @@ def _query_action(environ: dict[str, Any], body: bytes) -> str:
     for text in (environ.get("QUERY_STRING", ""), body[:4096].decode("latin-1")):
         found = parse_qs(text).get("Action")
         if found:
-            return found[0]
+            return str(found[0])
     return str(environ.get("REQUEST_METHOD", "?"))
 
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
 
-    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

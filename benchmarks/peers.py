@@ -84,10 +84,11 @@ def _dramatiq(prefix: str, on_ack: Callable[[], None] | None = None) -> Any:
 
     broker = SQSBroker(namespace=prefix)
     if on_ack is not None:
+        acked = on_ack  # narrowed for the class below
 
         class Counted(dramatiq.Middleware):  # type: ignore[misc]
             def after_ack(self, broker: Any, message: Any) -> None:
-                on_ack()
+                acked()
 
         broker.add_middleware(Counted())
     dramatiq.set_broker(broker)

@@ -127,16 +127,16 @@ def test_every_floor_a_target_is_read_against_is_a_number_the_bench_writes() -> 
     fails here once the bench has run again."""
     from pathlib import Path
 
-    from benchmarks import run
+    from benchmarks import summary, systems
 
-    written = Path(run.__file__).parent / "results" / "latest.md"
+    written = Path(summary.__file__).parent / "results" / "latest.md"
     numbers = dict(
         line.split("=", 1) for line in written.read_text().split("## Every number", 1)[1].splitlines() if "=" in line
     )
     out = {key: float(value) for key, value in numbers.items() if value.replace(".", "", 1).isdigit()}
-    assert set(run._FLOOR_NAMES) <= set(out)
-    floored = [check for check in run._checks(out, run.Outcome()) if check.floor is not None]
-    assert {check.floor_name for check in floored} == set(run._FLOOR_NAMES.values())
+    assert set(summary._FLOOR_NAMES) <= set(out)
+    floored = [check for check in summary.checks_of(out, systems.Outcome()) if check.floor is not None]
+    assert {check.floor_name for check in floored} == set(summary._FLOOR_NAMES.values())
 
 
 _SEALED = {"v": 1, "alg": "A256GCM", "key": "a2V5", "iv": "aXY=", "ct": "Y3Q="}

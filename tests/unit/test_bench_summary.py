@@ -9,45 +9,45 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report, run
+from benchmarks import report, summary, systems
 from benchmarks.harness import ChildResult, Counts
 
 
 def phase(
-    system: run.System, cpu_us_per_job: float, jobs: int = 1000, receives: int = 100, producer_us: float = 200.0
-) -> run.Phase:
+    system: systems.System, cpu_us_per_job: float, jobs: int = 1000, receives: int = 100, producer_us: float = 200.0
+) -> systems.Phase:
     child = ChildResult(system.kind, cpu_us_per_job * jobs / 1e6, 10.0, jobs, 0, 50.0, 1.0, jobs)
     _, consumer = system.keys
     counts = Counts({consumer: {"sqs": {"ReceiveMessage": [receives, jobs], "DeleteMessageBatch": [100, jobs]}}})
-    return run.Phase(system, jobs, child, counts, dispatch_cpu_s=producer_us * jobs / 1e6)
+    return systems.Phase(system, jobs, child, counts, dispatch_cpu_s=producer_us * jobs / 1e6)
 
 
 def test_the_median_run_counts_not_the_lowest_nor_the_mean() -> None:
     runs = [
-        phase(run.BOTO3, us, producer_us=p)
+        phase(systems.BOTO3, us, producer_us=p)
         for us, p in ((400.0, 190.0), (700.0, 250.0), (420.0, 180.0), (460.0, 300.0))
     ]
-    summary = run._summary(runs)
-    assert summary["worker_cpu_us"] == pytest.approx(440.0)  # (420 + 460) / 2: not 400, and not the mean 495
-    assert summary["dispatch_cpu_us"] == pytest.approx(220.0)  # the producer's too: (190 + 250) / 2
-    assert summary["typical"] is runs[2]  # the lower of the middle two is the run whose details are shown
-    assert run._span(runs) == pytest.approx((400.0, 700.0))
+    reduced = summary._summary(runs)
+    assert reduced["worker_cpu_us"] == pytest.approx(440.0)  # (420 + 460) / 2: not 400, and not the mean 495
+    assert reduced["dispatch_cpu_us"] == pytest.approx(220.0)  # the producer's too: (190 + 250) / 2
+    assert reduced["typical"] is runs[2]  # the lower of the middle two is the run whose details are shown
+    assert summary._span(runs) == pytest.approx((400.0, 700.0))
 
 
 def test_an_odd_number_of_runs_takes_the_middle_one() -> None:
-    runs = [phase(run.BOTO3, us) for us in (390.0, 350.0, 700.0)]
-    summary = run._summary(runs)
-    assert summary["worker_cpu_us"] == pytest.approx(390.0)  # a disturbed run (700) moves nothing
-    assert summary["typical"] is runs[0]
+    runs = [phase(systems.BOTO3, us) for us in (390.0, 350.0, 700.0)]
+    reduced = summary._summary(runs)
+    assert reduced["worker_cpu_us"] == pytest.approx(390.0)  # a disturbed run (700) moves nothing
+    assert reduced["typical"] is runs[0]
 
 
 def test_calls_per_job_is_the_worst_run() -> None:
-    runs = [phase(run.BOTO3, us, receives=r) for us, r in ((450.0, 100), (400.0, 160), (500.0, 100))]
-    assert run._summary(runs)["calls_per_job"] == pytest.approx(0.26)  # a ceiling target: the worst run's calls
+    runs = [phase(systems.BOTO3, us, receives=r) for us, r in ((450.0, 100), (400.0, 160), (500.0, 100))]
+    assert summary._summary(runs)["calls_per_job"] == pytest.approx(0.26)  # a ceiling target: the worst run's calls
 
 
 def test_a_consumer_run_once_has_no_spread() -> None:
-    assert run._span([phase(run.BOTO3, 400.0)]) is None
+    assert summary._span([phase(systems.BOTO3, 400.0)]) is None
 
 
 def test_the_table_shows_each_consumers_runs(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_each_setting_is_read_against_sqs_workers_beside_its_own_floor() -> None
         "cpu_ratio_vs_boto3_async4": 1.35,
         "cpu_ratio_boto3_asyncio_checked_vs_boto3": 1.335,
     }
-    lines = {c.name: c.line() for c in run._checks(out, run.Outcome()) if c.target_name == "sqs-workers"}
+    lines = {c.name: c.line() for c in summary.checks_of(out, systems.Outcome()) if c.target_name == "sqs-workers"}
     assert lines == {
         "cpu_ratio_vs_boto3_defaults": "cpu_ratio_vs_boto3_defaults 1.29 <= sqs-workers (1.32): met "
         "(checked loop 1.14, at or below the target in this run)",
@@ -93,12 +93,12 @@ def test_each_setting_is_read_against_sqs_workers_beside_its_own_floor() -> None
 
 def test_every_settings_floor_runs_the_settings_own_threads() -> None:
     """A setting read against a floor on another number of threads would be read against the wrong cost."""
-    by_key = {f"cpu_ratio_{system.name}_vs_boto3": system for system in (run.CHECKED_POOL, run.CHECKED_POOL10)}
-    for setting, (worker_args, _) in run.SQSJOBS_SETTINGS.items():
-        floor = by_key.get(run._SETTING_FLOORS[setting])
+    by_key = {f"cpu_ratio_{system.name}_vs_boto3": system for system in (systems.CHECKED_POOL, systems.CHECKED_POOL10)}
+    for setting, (worker_args, _) in systems.SQSJOBS_SETTINGS.items():
+        floor = by_key.get(summary._SETTING_FLOORS[setting])
         if floor is not None:
             assert floor.worker_args.split()[-1] == worker_args.split()[-1], setting
-    assert set(by_key) <= set(run._SETTING_FLOORS.values())
+    assert set(by_key) <= set(summary._SETTING_FLOORS.values())
 
 
 def test_the_charts_whiskers_span_each_consumers_runs_and_none_for_one_run() -> None:
@@ -110,20 +110,21 @@ def test_the_charts_whiskers_span_each_consumers_runs_and_none_for_one_run() -> 
 
 
 def test_the_names_of_earlier_versions_read_the_same_medians_as_the_targets() -> None:
-    outcome = run.Outcome()
+    outcome = systems.Outcome()
     cpu = {"boto3": (350.0, 420.0, 360.0, 380.0), "sqsjobs_defaults": (450.0, 700.0, 470.0, 520.0)}
-    for system in [run.BOTO3, run.CHECKED, run.CHECKED_POOL, run.CHECKED_POOL10, *run.SQSJOBS_SYSTEMS]:
+    measured = [systems.BOTO3, systems.CHECKED, systems.CHECKED_POOL, systems.CHECKED_POOL10, *systems.SQSJOBS_SYSTEMS]
+    for system in measured:
         outcome.runs[system.name] = [phase(system, us) for us in cpu.get(system.name, (400.0, 410.0, 420.0, 430.0))]
     dispatch = {
         "dispatch_cpu_us_per_job_sqsjobs": 180.0,
         "dispatch_cpu_us_per_job_boto3": 190.0,
         "dispatch_many_ratio_vs_boto3": 1.0,
     }
-    out = run._results(1000, 4, dispatch, outcome, None, None)
+    out = summary.results(1000, 4, dispatch, outcome, None, None)
     assert out["cpu_ratio_vs_boto3_defaults"] == pytest.approx(495.0 / 370.0)  # the medians
     assert out["worker_cpu_ratio_vs_boto3"] == pytest.approx(out["cpu_ratio_vs_boto3_defaults"])
     assert out["worker_cpu_us_per_job_sqsjobs"] == pytest.approx(495.0)  # not the typical run's 470
     assert out["cpu_ratio_vs_boto3"] == pytest.approx((180.0 + 495.0) / (190.0 + 370.0))
     assert out["worker_cpu_us_per_job_runs_sqsjobs_defaults"] == "450,700,470,520"
-    consumer_floors = [key for key in run._FLOOR_NAMES if not key.startswith("lambda_")]
+    consumer_floors = [key for key in summary._FLOOR_NAMES if not key.startswith("lambda_")]
     assert set(consumer_floors) - {"cpu_ratio_boto3_asyncio_checked_vs_boto3"} <= set(out)

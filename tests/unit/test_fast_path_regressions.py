@@ -147,12 +147,12 @@ def test_AWS_DATA_PATH_models_reach_sqsjobs_clients_as_they_reach_boto3s(custom_
 def test_the_checked_floors_sqs_calls_per_job_count_its_producer_as_every_other_row() -> None:
     """The results table counts the producer's and the consumer's calls for every row: the checked loop's
     jobs are sent by the bench process (SQSJOBS_DISPATCH_KEY), so that is the key its row must count."""
-    from benchmarks import run
+    from benchmarks import harness, systems
 
-    producer_key = run.SQSJOBS_DISPATCH_KEY  # Bench.__init__ puts it in os.environ for sqsjobs' clients
-    assert run.CHECKED.keys[0] == producer_key
-    assert run.CHECKED_POOL.keys[0] == producer_key  # the same floor on 4 threads (`--concurrency 4`)
-    assert run.CHECKED_ASYNCIO.keys[0] == producer_key  # the same checks as asyncio tasks (`--async`)
+    producer_key = harness.SQSJOBS_DISPATCH_KEY  # Bench.__init__ puts it in os.environ for sqsjobs' clients
+    assert systems.CHECKED.keys[0] == producer_key
+    assert systems.CHECKED_POOL.keys[0] == producer_key  # the same floor on 4 threads (`--concurrency 4`)
+    assert systems.CHECKED_ASYNCIO.keys[0] == producer_key  # the same checks as asyncio tasks (`--async`)
 
 
 # -- settings and log lines --------------------------------------------------------------------------

@@ -108,6 +108,19 @@ def test_no_module_is_longer_than_400_lines() -> None:
     assert long == {}
 
 
+def test_no_module_of_the_handlers_samples_or_benchmarks_is_longer_than_400_lines() -> None:
+    """The same rule for the code shipped or run beside the package (the tests are not held to it)."""
+    folders = [ROOT.parent / name for name in ("lambda_handlers", "samples", "benchmarks")]
+    assert all(folder.is_dir() for folder in folders)
+    long = {
+        str(path.relative_to(ROOT.parent)): n
+        for folder in folders
+        for path in folder.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}
+
+
 #: docs/architecture.md's layers, bottom (0) to top. A module may import its own layer and those below.
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
