@@ -40,13 +40,13 @@ class Check:
         return value <= self.target if self.op == "<=" else value == self.target
 
     def line(self) -> str:
-        target = _num(self.target) if self.target is not None else "?"
+        target = number(self.target) if self.target is not None else "?"
         if self.target_name:
             target = f"{self.target_name} ({target})"
         if self.met is None:
             why = self.skipped or "not measured"
             return f"{self.name} {self.op} {self.target_name or target}: skipped ({why})"
-        line = f"{self.name} {_num(self.value)} {self.op} {target}: {'met' if self.met else 'NOT MET'}"
+        line = f"{self.name} {number(self.value)} {self.op} {target}: {'met' if self.met else 'NOT MET'}"
         if not self.floor_name or self.op != "<=":
             return line
         if self.floor is None:
@@ -55,7 +55,7 @@ class Check:
         floor = round(self.floor, self.decimals) if self.decimals is not None else self.floor
         assert self.target is not None  # `met` was None otherwise
         where = "above" if floor > self.target else "at or below"
-        return f"{line} ({self.floor_name} {_num(floor)}, {where} the target in this run)"
+        return f"{line} ({self.floor_name} {number(floor)}, {where} the target in this run)"
 
 
 @dataclass
@@ -108,7 +108,8 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _num(value: float | None) -> str:
+def number(value: float | None, small_decimals: int = 2) -> str:
+    """A number as the tables print it: whole from 100 up, one decimal from 10, else `small_decimals`."""
     if value is None:
         return "-"
     if isinstance(value, int):
@@ -117,7 +118,7 @@ def _num(value: float | None) -> str:
         return f"{value:.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"
-    return f"{value:.2f}"
+    return f"{value:.{small_decimals}f}"
 
 
 def _markdown(
@@ -152,9 +153,9 @@ def _markdown(
             lines.append(f"| {row.label} | - | - | - | - | - | - | skipped: {row.note} |")
             continue
         lines.append(
-            f"| {row.label} | {_num(row.worker_cpu_us)} | {_num(row.ratio)} | {_range(row.worker_cpu_range)} | "
-            f"{_num(row.producer_cpu_us)} | "
-            f"{_num(row.calls_per_job)} | {_num(row.msgs_per_receive)} | {row.note} |"
+            f"| {row.label} | {number(row.worker_cpu_us)} | {number(row.ratio)} | {_range(row.worker_cpu_range)} | "
+            f"{number(row.producer_cpu_us)} | "
+            f"{number(row.calls_per_job)} | {number(row.msgs_per_receive)} | {row.note} |"
         )
     lines += [
         "",
@@ -163,32 +164,32 @@ def _markdown(
         "raw loop doing what sqsjobs' standards require of any consumer per job: the body decoded as an untrusted "
         "envelope, the payload validated by its job class, one log line"
         + (
-            f"; `sqsjobs work` defaults cost {_num(out.get('cpu_ratio_vs_checked_floor_defaults'))}x of it."
+            f"; `sqsjobs work` defaults cost {number(out.get('cpu_ratio_vs_checked_floor_defaults'))}x of it."
             if out.get("cpu_ratio_vs_checked_floor_defaults") is not None
             else "."
         )
         + (
             " The checked loop on 4 threads (each batch run on a pool of 4, no receive overlapping it) is what"
-            f" `--concurrency 4` is read against: `--concurrency 4` costs {_num(pool4_ratio)}x of it."
+            f" `--concurrency 4` is read against: `--concurrency 4` costs {number(pool4_ratio)}x of it."
             if (pool4_ratio := out.get("cpu_ratio_concurrency4_vs_boto3_checked_pool4")) is not None
             else ""
         )
         + (
             " The same on 10 threads is what `--concurrency 10` is read against (and sqs-workers, which runs its"
-            f" jobs on one thread, at that setting): `--concurrency 10` costs {_num(pool10_ratio)}x of it."
+            f" jobs on one thread, at that setting): `--concurrency 10` costs {number(pool10_ratio)}x of it."
             if (pool10_ratio := out.get("cpu_ratio_concurrency10_vs_boto3_checked_pool10")) is not None
             else ""
         )
         + (
             " The two asyncio loops are what running each job as an asyncio task costs any consumer (no checks);"
-            f" `--async --concurrency 4` costs {_num(out['cpu_ratio_async4_vs_asyncio_floor'])}x of the first."
+            f" `--async --concurrency 4` costs {number(out['cpu_ratio_async4_vs_asyncio_floor'])}x of the first."
             if out.get("cpu_ratio_async4_vs_asyncio_floor") is not None
             else ""
         )
         + (
             " The checked loop with a task per job on a loop thread (the first asyncio loop doing the checks, on"
             " an `async def handle` job) is what `--async --concurrency 4` is read against:"
-            f" `--async --concurrency 4` costs {_num(asyncio_ratio)}x of it."
+            f" `--async --concurrency 4` costs {number(asyncio_ratio)}x of it."
             if (asyncio_ratio := out.get("cpu_ratio_async4_vs_boto3_asyncio_checked")) is not None
             else ""
         ),
@@ -198,19 +199,19 @@ def _markdown(
         "| measure | lambda_handlers.sqs | floor | ratio | floor with sqsjobs' checks | ratio to it "
         "| required floor | its ratio to the floor | ours to it |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| CPU per record (µs) | {_num(out.get('lambda_cpu_us_per_record'))} | "
-        f"{_num(out.get('lambda_cpu_us_per_record_floor'))} | {_num(out.get('lambda_cpu_ratio_per_record'))} | "
-        f"{_num(out.get('lambda_cpu_us_per_record_checked_floor'))} | "
-        f"{_num(out.get('lambda_cpu_ratio_vs_checked_floor'))} | "
-        f"{_num(out.get('lambda_cpu_us_per_record_required_floor'))} | "
-        f"{_num(out.get('lambda_required_floor_ratio'))} | {_num(out.get('lambda_cpu_ratio_vs_required_floor'))} |",
+        f"| CPU per record (µs) | {number(out.get('lambda_cpu_us_per_record'))} | "
+        f"{number(out.get('lambda_cpu_us_per_record_floor'))} | {number(out.get('lambda_cpu_ratio_per_record'))} | "
+        f"{number(out.get('lambda_cpu_us_per_record_checked_floor'))} | "
+        f"{number(out.get('lambda_cpu_ratio_vs_checked_floor'))} | "
+        f"{number(out.get('lambda_cpu_us_per_record_required_floor'))} | "
+        f"{number(out.get('lambda_required_floor_ratio'))} | {number(out.get('lambda_cpu_ratio_vs_required_floor'))} |",
         "| cold start: import (with the init phase) + first 10-record event (ms) | "
         f"{_ms(out.get('lambda_cold_start_s'))} | "
-        f"{_ms(out.get('lambda_cold_start_floor_s'))} | {_num(out.get('lambda_cold_start_ratio'))} | "
+        f"{_ms(out.get('lambda_cold_start_floor_s'))} | {number(out.get('lambda_cold_start_ratio'))} | "
         f"{_ms(out.get('lambda_cold_start_pydantic_floor_s'))} | "
-        f"{_num(out.get('lambda_cold_start_ratio_vs_pydantic_floor'))} | | | |",
+        f"{number(out.get('lambda_cold_start_ratio_vs_pydantic_floor'))} | | | |",
         f"| imports alone (ms) | {_ms(out.get('lambda_import_s'))} | {_ms(out.get('lambda_import_baseline_s'))} | "
-        f"{_num(out.get('lambda_import_ratio'))} | | | | | |",
+        f"{number(out.get('lambda_import_ratio'))} | | | | | |",
         "",
         "The floor: Powertools' `BatchProcessor` + `process_partial_response` with a record handler that "
         "`json.loads` the body (and `import boto3` for the cold start). With sqsjobs' checks: per record, the "
@@ -230,9 +231,9 @@ def _markdown(
         ratio = out.get(f"dispatch_cpu_ratio_vs_boto3_{size}")
         lines.append(
             f"| {size.upper().replace('KB', ' KB').replace('MB', ' MB')} | {out.get(f'dispatch_jobs_{size}', '-')} | "
-            f"{_num(out.get(f'dispatch_cpu_us_per_job_sqsjobs_{size}'))} | "
-            f"{_num(out.get(f'dispatch_cpu_us_per_job_boto3_{size}'))} | "
-            f"{ratio if isinstance(ratio, str) else _num(ratio)} |"
+            f"{number(out.get(f'dispatch_cpu_us_per_job_sqsjobs_{size}'))} | "
+            f"{number(out.get(f'dispatch_cpu_us_per_job_boto3_{size}'))} | "
+            f"{ratio if isinstance(ratio, str) else number(ratio)} |"
         )
     lines += [
         "",
@@ -254,13 +255,13 @@ def _markdown(
     lines += ["## Chart", ""]
     lines.append(f"_{chart_note}_" if chart_note else f"![consumer CPU per job]({png_name})")
     lines += ["", "## Every number", "", "```"]
-    lines += [f"{name}={value if isinstance(value, str) else _num(value)}" for name, value in out.items()]
+    lines += [f"{name}={value if isinstance(value, str) else number(value)}" for name, value in out.items()]
     lines += ["```", ""]
     return "\n".join(lines)
 
 
 def _ms(seconds: float | None) -> str:
-    return _num(seconds * 1e3) if seconds is not None else "-"
+    return number(seconds * 1e3) if seconds is not None else "-"
 
 
 def _short(label: str) -> str:

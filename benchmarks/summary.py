@@ -33,13 +33,8 @@ TARGET_DDB_CALLS_PER_JOB = 0.01
 
 
 def fmt(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3f}"
+    """A printed `name=value` number: as the tables, with three decimals below 10."""
+    return report.number(value, small_decimals=3)
 
 
 def _per_receive(counts: Counts, keys: tuple[str, ...], action: str) -> float:
