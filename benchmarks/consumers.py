@@ -5,7 +5,7 @@
     python -m benchmarks.consumers boto3 --queue NAME --jobs 2000 --out result.json
     python -m benchmarks.consumers dramatiq --queue PREFIX --jobs 2000 --out result.json
 
-The parent (benchmarks.run) sets the AWS and SQSJOBS_* environment. Each child
+The parent (benchmarks.bench) sets the AWS and SQSJOBS_* environment. Each child
 imports and builds its client first, then measures CPU (`time.process_time()`,
 every thread, plus the CPU of any child process it reaped meanwhile: Celery's
 prefork pool) and wall time around the work loop only, and writes them as JSON

@@ -1,4 +1,4 @@
-"""What benchmarks.run drives: the counting moto server, clients per actor, child consumers."""
+"""What benchmarks.bench drives: the counting moto server, clients per actor, child consumers."""
 
 from __future__ import annotations
 

@@ -108,7 +108,7 @@ def count(server: harness.CountingServer, name: str, jobs: int) -> int:
     elif kind == "sqs-workers":
         from . import peers
 
-        # The peer sends to a queue it does not create (benchmarks.run creates it the same way).
+        # The peer sends to a queue it does not create (benchmarks.bench creates it the same way).
         setup = harness.sqs_client(endpoint, harness.SETUP_KEY)
         setup.create_queue(QueueName=peers.sqs_queue_name(kind, prefix))
         send = peers.producer_sqs_workers(prefix)

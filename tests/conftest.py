@@ -58,7 +58,8 @@ _AWS_VARS = (
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test sees the developer's AWS account or SQSJOBS_* settings."""
+    """No test sees the developer's AWS account or SQSJOBS_* settings, and none leaves the process's
+    logging or its default schedules changed for the tests after it."""
     import os
 
     for name in list(os.environ):
@@ -71,7 +72,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     aws_rules.reset()
     logger = logging.getLogger("sqsjobs")
     saved = (list(logger.handlers), logger.propagate, logger.level)
-    declared = set(default_schedules._by_name)
+    declared = dict(default_schedules._by_name)
     yield
     # The CLI configures the sqsjobs loggers for its process; undo that between tests (the level through
     # setLevel, which also drops what the child loggers cached of the old one).
@@ -80,12 +81,17 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     sqsjobs.use(None)
     aws.reset_clients()
     # Last, so a failure here leaves the next test the clean state above. The process-wide registry is
-    # every later test's too: a schedule a test leaves there is due in whichever scheduler test this
-    # worker runs next (a chance failure, by xdist's order).
-    left = sorted(set(default_schedules._by_name) - declared)
-    for name in left:  # taken out, so the leak fails this test and no other
-        default_schedules.remove(name)
-    assert not left, f"the test left {left} in the default schedules; pass schedule(..., registry=Schedules())"
+    # every later test's too: a schedule a test leaves there (or takes away) is, or is not, due in
+    # whichever scheduler test this worker runs next: a chance failure, by xdist's order. What the test
+    # monkeypatched is put back first; the registry is then put back as it was, so only this test fails.
+    monkeypatch.undo()
+    changed = sorted(set(default_schedules._by_name) ^ set(declared))
+    default_schedules._by_name.clear()
+    default_schedules._by_name.update(declared)
+    assert not changed, (
+        f"the test changed {changed} in the default schedules; pass schedule(..., registry=Schedules()), "
+        "or import a module that declares schedules at collection, not inside a test"
+    )
 
 
 @pytest.fixture
