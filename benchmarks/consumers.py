@@ -134,7 +134,17 @@ def run_sqsjobs(queue: str, jobs: int, worker_args: str, profile: str | None = N
         """The Worker `sqsjobs work` builds, measured around run() only."""
 
         def run(self, install_signals: bool = True) -> int:
-            _ = cast(Any, self.connection).client  # build the boto3 client now: start-up, not per-job work
+            # Start-up, as for every consumer here: the clients built and the queue resolved before the
+            # measured loop (sqs-workers' `get_queue()`, the raw loops' `get_queue_url`). The AWS calls
+            # the worker makes at start and stop for its features (the pause and restart marks, its
+            # beat, the dashboard's counters) stay inside.
+            from sqsjobs import aws
+
+            _ = cast(Any, self.connection).client
+            for name in self.options.queues:
+                self.connection.queue_info(name)  # what `run` checks first: the URL, the DLQ, the visibility
+            aws.client("dynamodb")  # the store's (beats, pause and restart marks)
+            aws.quick_client("dynamodb")  # the dashboard's counters at stop
             out["options"] = {k: getattr(self.options, k) for k in self.options.__slots__}
             with Measured(profile) as measured:
                 code = super().run(install_signals)
@@ -201,8 +211,8 @@ def run_boto3(
 
     done = 0
     deadline = time.monotonic() + 600
+    url = client.get_queue_url(QueueName=queue)["QueueUrl"]  # start-up, as every consumer's here
     with Measured(profile) as measured:
-        url = client.get_queue_url(QueueName=queue)["QueueUrl"]
         while done < jobs and time.monotonic() < deadline:
             response = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=10)
             messages = response.get("Messages", [])
