@@ -6,7 +6,7 @@
     python -m benchmarks.consumers dramatiq --queue PREFIX --jobs 2000 --out result.json
 
 The parent (benchmarks.bench) sets the AWS and SQSJOBS_* environment. Each child
-imports and builds its client first, then measures CPU (`time.process_time()`,
+imports, builds its SQS client and looks its queue's URL up first, then measures CPU (`time.process_time()`,
 every thread, plus the CPU of any child process it reaped meanwhile: Celery's
 prefork pool) and wall time around the work loop only, and writes them as JSON
 to --out. The parent also reads the whole process's rusage with os.wait4, which
@@ -15,7 +15,7 @@ includes interpreter start-up and imports.
 - sqsjobs: the `sqsjobs work` command itself (`sqsjobs.cli`, parsed by typer), given
   `--app benchmarks.jobs --queue default --max-jobs N` and `--worker-args`; nothing else,
   so every other option is the CLI's default. The Worker it builds is measured around
-  `run()` only (its boto3 client is built first, as start-up).
+  `run()` only (its SQS client built and its queue's URL looked up first, as every consumer's).
 - boto3: one thread: receive_message(10, WaitTimeSeconds=10), json.loads each body,
   call a no-op, delete_message_batch; until N messages are deleted.
 - boto3-pool: the same, but each received batch runs on a ThreadPoolExecutor of
@@ -134,17 +134,14 @@ def run_sqsjobs(queue: str, jobs: int, worker_args: str, profile: str | None = N
         """The Worker `sqsjobs work` builds, measured around run() only."""
 
         def run(self, install_signals: bool = True) -> int:
-            # Start-up, as for every consumer here: the clients built and the queue resolved before the
-            # measured loop (sqs-workers' `get_queue()`, the raw loops' `get_queue_url`). The AWS calls
-            # the worker makes at start and stop for its features (the pause and restart marks, its
-            # beat, the dashboard's counters) stay inside.
-            from sqsjobs import aws
-
-            _ = cast(Any, self.connection).client
+            # Start-up, as every consumer here has it: the SQS client built and the queue's URL looked up
+            # before the measured loop (the raw loops' `get_queue_url`, sqs-workers' `get_queue()`).
+            # Everything else the worker does at start and stop is its own and is measured: the queue's
+            # attributes and dead-letter check, its DynamoDB clients, the pause and restart marks, its
+            # beat and the beat's removal, the dashboard's counters.
+            connection = cast(Any, self.connection)
             for name in self.options.queues:
-                self.connection.queue_info(name)  # what `run` checks first: the URL, the DLQ, the visibility
-            aws.client("dynamodb")  # the store's (beats, pause and restart marks)
-            aws.quick_client("dynamodb")  # the dashboard's counters at stop
+                connection.url(name)  # the SQS client's first call, as the raw loops' lookup
             out["options"] = {k: getattr(self.options, k) for k in self.options.__slots__}
             with Measured(profile) as measured:
                 code = super().run(install_signals)
