@@ -4,10 +4,11 @@ Receiving, FIFO lanes, heartbeats, batched deletes, limits and shutdown are the 
 thread worker uses; only *running* differs. The runner core still decides everything, and the loop
 never waits on AWS or the store: every crossing between it and the pool wakes a thread, so a job
 that needs no call is begun, awaited, finished and settled on the loop alone
-(`Runner.begin_quiet`/`finish_quiet`), and its slot's next message is begun there too. Anything
-else crosses without waiting for an answer: a job a hook acts on (a lock, a key, a chain), a
-message that cannot become a job, a plain `def handle`, a job that failed or released itself, or
-a heartbeat call still carrying its message. Jobs handed to the loop before it turns share one
+(`Runner.begin_quiet`/`finish_quiet`), and its slot's next message is begun there too; what a
+receive holds, the loop takes when the lanes tell it (no thread waits for messages). Anything else
+crosses without waiting for an answer: a job a hook acts on (a lock, a key, a chain), a message
+that cannot become a job, a plain `def handle`, a job that failed or released itself, or a
+heartbeat call still carrying its message. Jobs handed to the loop before it turns share one
 wake-up. Each job runs in its own copy of the loop's context, wherever it is begun and decided.
 
 An `async def handle` past its timeout is cancelled for real: the watchdog asks the loop to cancel
@@ -22,6 +23,7 @@ way, without waiting for a loop that no longer turns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -44,7 +46,7 @@ from .timeouts import TimeoutEnforcer
 
 log = logging.getLogger("sqsjobs.worker")
 
-#: Pool threads besides the `concurrency` sync jobs: the one waiting for messages, begin/finish, settling.
+#: Pool threads besides the `concurrency` sync jobs: begin/finish, settling.
 _SPARE_THREADS = 4
 #: How long the loop may take to run a callback before it counts as held by a job.
 _STALLED_S = 1.0
@@ -80,6 +82,8 @@ class AsyncJobs:
         #: True while the loop serves messages; after that it only cancels what is left (see `join`).
         self._serving = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Resolved on the loop once taking has ended (a stop, or `--max-jobs` started).
+        self._fed: asyncio.Future[None] | None = None
         self._context = contextvars.Context()
         #: Coroutine jobs on the loop (asyncio keeps only weak references to tasks).
         self._tasks: set[asyncio.Task[None]] = set()
@@ -144,9 +148,13 @@ class AsyncJobs:
     async def _serve_messages(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
         self._context = contextvars.copy_context()
-        fed: asyncio.Future[None] = loop.create_future()
-        self._pool.call(self._feed, fed)
-        await fed
+        self._fed = fed = loop.create_future()
+        self._lanes.listen(functools.partial(self._look_soon, loop))
+        try:
+            self._look_again()
+            await fed
+        finally:
+            self._lanes.listen(None)
         # Stopping: running jobs finish, except those stuck past their timeout (their messages
         # return after the visibility timeout; asyncio.run cancels their tasks on the way out).
         while self._draining():
@@ -156,17 +164,29 @@ class AsyncJobs:
         with self._lock:
             return self._taking > 0 or any(not self._stuck(message) for message in self._busy.values())
 
-    # -- in the pool ------------------------------------------------------------------------
-    def _feed(self, fed: asyncio.Future[None]) -> None:
-        """The one pool thread that waits for messages: received ones, for the slots no job holds (a
-        finished job takes the next message for its own slot), each begun here if that calls nothing."""
-        assert self._loop is not None
-        try:
-            while (message := self._take(block=True)) is not None:
-                self._begin_quietly(message, self._to_loop)
-        finally:
-            self._loop.call_soon_threadsafe(_resolve, fed)
+    def _look_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The lanes' listener (the receiver's thread, or a signal handler): the loop looks at once."""
+        with contextlib.suppress(RuntimeError):  # the loop has closed: it serves nothing any more
+            loop.call_soon_threadsafe(self._look, context=self._context)
 
+    def _look(self) -> None:
+        """On the loop: begin the held messages that may start, for the slots no job holds (a finished
+        job takes the next message for its own slot), and end serving once taking has ended."""
+        while (message := self._take(block=False)) is not None:
+            self._begin_quietly(message)
+        if self._lanes.done():
+            assert self._fed is not None
+            _resolve(self._fed)
+
+    def _look_again(self) -> None:
+        """`_look` now and every `Lanes.look_again_s` while serving, as the thread worker's waiting loops
+        do, for what tells nobody (a queue resumed while a message of it was held)."""
+        self._look()
+        assert self._fed is not None and self._loop is not None
+        if not self._fed.done():
+            self._loop.call_later(Lanes.look_again_s, self._look_again, context=self._context)
+
+    # -- in the pool ------------------------------------------------------------------------
     def _take(self, block: bool) -> ReceivedMessage | None:
         with self._lock:
             self._taking += 1
@@ -191,10 +211,10 @@ class AsyncJobs:
                 return
             message = self._take(block=False)
 
-    def _begin_quietly(self, message: ReceivedMessage, launch: _Launch) -> None:
-        """Begin `message` where this runs (the feed, or the loop) if that calls nothing (`begin_quiet`): a
-        coroutine job is `launch`ed on the loop, a plain one runs in the pool, and one whose beginning would
-        call AWS or the store is begun there from the start. The job's own copy of the loop's context holds
+    def _begin_quietly(self, message: ReceivedMessage) -> None:
+        """On the loop: begin `message` here if that calls nothing (`begin_quiet`): a coroutine job starts
+        as a task here, a plain one runs in the pool, and one whose beginning would call AWS or the store
+        is begun there from the start. The job's own copy of the loop's context holds
         its begin and its run (what a `processing` listener sets reaches its `handle()`, as on the thread
         worker) and no other job's. Only copies are ever entered off the loop; `self._context` itself is
         entered only by the loop's callbacks, which set nothing in it."""
@@ -204,7 +224,7 @@ class AsyncJobs:
             if step is None:
                 self._pool.call(self._start, message)
             elif awaited_on_loop(step.job):
-                launch(message, step, ctx)
+                self._create_task(message, step, ctx)
             else:
                 decide = functools.partial(ctx.run, self._decide_here, message, step)
                 self._pool.call(self._settle_then_next, message, decide)
@@ -322,7 +342,7 @@ class AsyncJobs:
             return True
         self._settled(message)
         if (following := self._take(block=False)) is not None:
-            self._begin_quietly(following, self._create_task)
+            self._begin_quietly(following)
         return True
 
     async def _await(self, message: ReceivedMessage, step: Run) -> None:
@@ -367,10 +387,6 @@ class AsyncJobs:
         if error is None and self._settle_here(message, step, runtime_s):
             return
         self._pool.call(self._settle_then_next, message, functools.partial(self._runner.finish, step, error, runtime_s))
-
-
-#: Hands a coroutine job begun in `ctx` to the loop (from the feed) or starts it there (on the loop).
-_Launch = Callable[[ReceivedMessage, Run, contextvars.Context], None]
 
 
 class StrayCancellationError(RuntimeError):

@@ -16,6 +16,7 @@ import collections
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 from ..connections.base import ReceivedMessage
 from .control import Control
@@ -64,6 +65,8 @@ class Lanes:
         #: job's overhead besides its SQS calls.
         self._need: int | None = None
         self._closed = False
+        #: Told, without a ticket, whenever messages may start or taking must end (see `listen`).
+        self._listener: Callable[[], None] | None = None
         self.started = 0
         self.finished = 0
         control.on_stop(self.wake)
@@ -111,9 +114,29 @@ class Lanes:
             self._held.extend(messages)
             wake = self._tickets_for(len(messages))
         self._hand_out(wake)
+        self._tell()
         return True
 
     # -- the job loops' side -------------------------------------------------------------
+    def listen(self, listener: Callable[[], None] | None) -> None:
+        """Have `listener` called (on the caller's thread, after the lock is let go) whenever messages may
+        start or taking must end: a receive held some, or the worker stops. For a taker that never blocks
+        in `take` (the asyncio worker's loop), which then looks with `take(block=False)` and `done`.
+        It must not block, and it may be called from a signal handler. None: no more calls."""
+        self._listener = listener
+
+    def done(self) -> bool:
+        """Whether `take` can return nothing any more (stopping, or `max_starts` were started)."""
+        with self._lock:
+            return self._ended()
+
+    def _ended(self) -> bool:
+        return self._halted() or (self._max_starts is not None and self.started >= self._max_starts)
+
+    def _tell(self) -> None:
+        if (listener := self._listener) is not None:
+            listener()
+
     def take(self, block: bool = True) -> ReceivedMessage | None:
         """Block until a held message may start; None once stopping or `max_starts` were started
         (or, without `block`, when none may start now)."""
@@ -125,7 +148,7 @@ class Lanes:
                         self._sleepers -= 1
                         self._tickets_out -= waited
                         waited = None
-                    if self._halted() or (self._max_starts is not None and self.started >= self._max_starts):
+                    if self._ended():
                         return None
                     message = self._startable() if len(self._running) < self._concurrency else None
                     if message is not None:
@@ -210,6 +233,7 @@ class Lanes:
             self._room.notify_all()
             wake = self._tickets_for(self._sleepers)
         self._hand_out(wake)
+        self._tell()
         return held
 
     def wake(self) -> None:
@@ -217,6 +241,7 @@ class Lanes:
             self._room.notify_all()
             wake = self._tickets_for(self._sleepers)
         self._hand_out(wake)
+        self._tell()
 
     def _halted(self) -> bool:
         return self._closed or self._control.stopping

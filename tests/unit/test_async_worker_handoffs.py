@@ -17,10 +17,14 @@ import threading
 import time
 from typing import ClassVar
 
+import pytest
+
 from sqsjobs import App, PermanentError
 from sqsjobs.job_class import Job
 from sqsjobs.worker import Worker, WorkerOptions
-from tests.helpers import dead_letters, drain, queue_url
+from sqsjobs.worker.event_loop import AsyncJobs
+from sqsjobs.worker.lanes import Lanes
+from tests.helpers import dead_letters, drain, queue_url, wait_for
 
 _lock = threading.Lock()
 _ran: list[str] = []
@@ -354,3 +358,35 @@ def test_what_a_processing_listener_binds_reaches_that_jobs_handle_and_no_other(
     dispatched = {f"{'async' if 'async' in type(j).job_name else 'sync'}-{j.n}": j.dispatch().job_id for j in jobs}
     assert _work(memory_app, concurrency=2) == 0
     assert sorted(_saw) == sorted(f"{name}:bound-{job_id}" for name, job_id in dispatched.items())
+
+
+def test_a_held_message_whose_queue_was_paused_starts_once_it_resumes_without_another_receive(
+    sqs_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing tells the loop that a queue resumed: it looks at the held messages again on its own, every
+    `Lanes.look_again_s`, as the thread worker's waiting job loops do."""
+    monkeypatch.setattr(Lanes, "look_again_s", 0.05)
+    _ran.clear()
+    AwaitsSomething(n=1).dispatch()
+    worker = Worker(sqs_app, WorkerOptions(queues=["default"], event_loop=True, concurrency=1))
+    jobs = worker._jobs
+    assert isinstance(jobs, AsyncJobs)
+    received = sqs_app.connection.receive("default", 1, 1, visibility_timeout=60)
+    assert len(received) == 1
+    worker._heartbeat.track(received, 60)
+    worker._control.paused = frozenset({"default"})  # paused during the receive's long poll
+    jobs.start()
+    try:
+        wait_for(lambda: jobs._loop is not None, timeout=5, what="the loop to run")
+        assert jobs._loop is not None
+        assert worker._lanes.add(received)
+        # The loop has looked at it (told by the lanes) once this runs on it, and left it held.
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), jobs._loop).result(5)
+        assert _ran == [] and worker._lanes.held == 1
+        worker._control.paused = frozenset()
+        wait_for(lambda: _ran == ["async-1"], timeout=5, what="the held message to start after the resume")
+    finally:
+        worker._control.stop("the test is over")
+        jobs.join(lambda thread: False)
+        worker._deleter.stop()
+    assert drain(queue_url(sqs_app, "default")) == []

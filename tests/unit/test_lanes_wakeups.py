@@ -119,3 +119,32 @@ def test_stopping_wakes_a_waiting_loop_with_nothing_to_take(no_look_again: None)
     control.stop("test")
     waiter.join(5)
     assert not waiter.is_alive() and taken == [None]
+
+
+def test_a_listener_is_told_when_a_receive_holds_messages_and_when_taking_ends_and_never_after_it_leaves() -> None:
+    """The asyncio worker's loop never blocks in `take`: the lanes tell it when to look instead."""
+    control = Control()
+    lanes = Lanes(control, concurrency=1, prefetch=1, max_starts=None, wake_on_finish=False)
+    told: list[bool] = []
+    lanes.listen(lambda: told.append(lanes.done()))
+    assert lanes.add([message(1), message(2)])
+    assert told == [False], "a receive held messages: look, taking goes on"
+    first = lanes.take(block=False)
+    assert first is not None
+    lanes.finish(first, left_queue=True)
+    assert told == [False], "a finish tells nobody: the finisher takes the next message itself"
+    control.stop("the test is over")
+    assert told == [False, True], "a stop is told, and taking has ended"
+    assert [m.message_id for m in lanes.close()] == ["m2"]
+    assert told == [False, True, True]
+    lanes.listen(None)
+    lanes.wake()
+    assert told == [False, True, True], "a listener that left is not told"
+
+
+def test_taking_ends_for_a_listener_once_max_starts_were_started() -> None:
+    lanes = Lanes(Control(), concurrency=2, prefetch=0, max_starts=1, wake_on_finish=False)
+    assert lanes.add([message(1)])
+    assert not lanes.done()
+    assert lanes.take(block=False) is not None
+    assert lanes.done(), "`--max-jobs 1` started its one: taking has ended though nothing stopped"
