@@ -46,7 +46,7 @@ from .timeouts import TimeoutEnforcer
 
 log = logging.getLogger("sqsjobs.worker")
 
-#: Pool threads besides the `concurrency` sync jobs: begin/finish, settling.
+#: Pool threads besides the `concurrency` sync jobs, for begins, finishes and settling that call AWS or the store.
 _SPARE_THREADS = 4
 #: How long the loop may take to run a callback before it counts as held by a job.
 _STALLED_S = 1.0
@@ -101,12 +101,9 @@ class AsyncJobs:
         self._thread.start()
 
     def join(self, abandoned: Callable[[threading.Thread], bool]) -> None:
-        """Wait for the loop; it returns by itself once only stuck jobs are left.
-
-        Except when a coroutine job on it ignored its timeout (`abandoned` says the watchdog holds
-        the loop's thread) and the loop no longer turns: that job blocks it, or only stuck jobs are
-        left and asyncio would wait for their cancellation for ever. Its thread is a daemon, left behind.
-        """
+        """Wait for the loop, which returns by itself once only stuck jobs are left; unless a coroutine job
+        ignored its timeout (`abandoned`: the watchdog holds the loop's thread) and the loop no longer turns
+        (that job blocks it, or asyncio would wait for ever for its cancellation): its daemon thread is left."""
         while self._thread.is_alive():
             if abandoned(self._thread) and not (self._turns() if self._serving else self._ends()):
                 log.warning("the event loop is held by a job that ignored its timeout; leaving it behind")
@@ -165,34 +162,37 @@ class AsyncJobs:
             return self._taking > 0 or any(not self._stuck(message) for message in self._busy.values())
 
     def _look_soon(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The lanes' listener (the receiver's thread, or a signal handler): the loop looks at once."""
+        """The lanes' listener, on the thread that held messages or stopped the worker: the loop looks now."""
         with contextlib.suppress(RuntimeError):  # the loop has closed: it serves nothing any more
             loop.call_soon_threadsafe(self._look, context=self._context)
 
     def _look(self) -> None:
         """On the loop: begin the held messages that may start, for the slots no job holds (a finished
         job takes the next message for its own slot), and end serving once taking has ended."""
-        while (message := self._take(block=False)) is not None:
+        while (message := self._take()) is not None:
             self._begin_quietly(message)
         if self._lanes.done():
             assert self._fed is not None
             _resolve(self._fed)
 
     def _look_again(self) -> None:
-        """`_look` now and every `Lanes.look_again_s` while serving, as the thread worker's waiting loops
-        do, for what tells nobody (a queue resumed while a message of it was held)."""
-        self._look()
-        assert self._fed is not None and self._loop is not None
-        if not self._fed.done():
-            self._loop.call_later(Lanes.look_again_s, self._look_again, context=self._context)
+        """`_look` now and every `look_again_s` while serving, as the thread worker's waiting loops do, for
+        what tells nobody: a queue resumed while a message of it was held, a pool thread's take that reached
+        `--max-jobs`. Re-armed even if a look raised, so one failure never ends the looking."""
+        try:
+            self._look()
+        finally:
+            assert self._fed is not None and self._loop is not None
+            if not self._fed.done():
+                self._loop.call_later(self._lanes.look_again_s, self._look_again, context=self._context)
 
     # -- in the pool ------------------------------------------------------------------------
-    def _take(self, block: bool) -> ReceivedMessage | None:
+    def _take(self) -> ReceivedMessage | None:
         with self._lock:
             self._taking += 1
         message = None
         try:
-            message = self._lanes.take(block=block)
+            message = self._lanes.take(block=False)
         finally:
             with self._lock:
                 self._taking -= 1
@@ -209,7 +209,7 @@ class AsyncJobs:
             if step is not None:
                 self._to_loop(message, step, ctx)
                 return
-            message = self._take(block=False)
+            message = self._take()
 
     def _begin_quietly(self, message: ReceivedMessage) -> None:
         """On the loop: begin `message` here if that calls nothing (`begin_quiet`): a coroutine job starts
@@ -285,7 +285,7 @@ class AsyncJobs:
             self._crashed(message)
         else:
             self._settled(message)
-        self._start(self._take(block=False))
+        self._start(self._take())
 
     def _crashed(self, message: ReceivedMessage, logged: bool = False) -> None:
         if not logged:
@@ -298,7 +298,7 @@ class AsyncJobs:
     def _crashed_on_loop(self, message: ReceivedMessage) -> None:
         """A coroutine job (or a begin on the loop) raised what is not an Exception: a crash, settled here."""
         self._crashed(message, logged=True)
-        self._start(self._take(block=False))
+        self._start(self._take())
 
     def _settled(self, message: ReceivedMessage) -> None:
         with self._lock:
@@ -341,7 +341,7 @@ class AsyncJobs:
             self._pool.call(self._crashed_on_loop, message)
             return True
         self._settled(message)
-        if (following := self._take(block=False)) is not None:
+        if (following := self._take()) is not None:
             self._begin_quietly(following)
         return True
 

@@ -35,12 +35,8 @@ class Lanes:
         concurrency: int,
         prefetch: int,
         max_starts: int | None = None,
-        wake_on_finish: bool = True,
     ) -> None:
-        """`wake_on_finish=False`: whoever finishes a message takes the next one itself (the asyncio
-        worker), so a finish wakes no waiting taker; a finish frees one slot, for at most one message."""
         self._control = control
-        self._wake_on_finish = wake_on_finish
         self._concurrency = concurrency
         self._capacity = concurrency + prefetch
         self._max_starts = max_starts
@@ -119,10 +115,11 @@ class Lanes:
 
     # -- the job loops' side -------------------------------------------------------------
     def listen(self, listener: Callable[[], None] | None) -> None:
-        """Have `listener` called (on the caller's thread, after the lock is let go) whenever messages may
-        start or taking must end: a receive held some, or the worker stops. For a taker that never blocks
-        in `take` (the asyncio worker's loop), which then looks with `take(block=False)` and `done`.
-        It must not block, and it may be called from a signal handler. None: no more calls."""
+        """Have `listener` called (on the caller's thread, outside the lock but for a signal handler that
+        interrupted a holder of it) when a receive held messages or the worker stops. For a taker that never
+        blocks in `take` (the asyncio worker's loop), which then looks with `take(block=False)` and `done`.
+        A finish tells nobody (its finisher takes the next message for its slot), nor does a resumed queue:
+        such a taker looks again every `look_again_s` too. It must not block. None: no more calls."""
         self._listener = listener
 
     def done(self) -> bool:
@@ -209,7 +206,7 @@ class Lanes:
                         self._held.remove(held)
             if self._need is not None and (self._wanted() >= self._need or not (self._running or self._held)):
                 self._room.notify()
-            wake = self._tickets_for(1) if self._held and self._wake_on_finish else 0
+            wake = self._tickets_for(1) if self._held else 0  # a finish frees one slot: one message at most
         self._hand_out(wake)
         return rest
 

@@ -67,10 +67,7 @@ class Worker:
         self._executor: ProcessExecutor | None = None
         self._control = Control()
         self._started = time.monotonic()
-        # The asyncio worker's finishers take the next message themselves (worker/event_loop.py).
-        self._lanes = Lanes(
-            self._control, opts.concurrency, opts.prefetch or 0, opts.max_jobs, wake_on_finish=not opts.event_loop
-        )
+        self._lanes = Lanes(self._control, opts.concurrency, opts.prefetch or 0, opts.max_jobs)
         self._heartbeat = Heartbeat(quick_connection(self.connection, app.settings), app.clock, opts.heartbeat)
         self._deleter = Deleter(self.connection, app.payloads, opts.delete_flush_s)
         self._enforcer = TimeoutEnforcer(opts.timeout, app.settings.timeout)

@@ -390,3 +390,18 @@ def test_a_held_message_whose_queue_was_paused_starts_once_it_resumes_without_an
         jobs.join(lambda thread: False)
         worker._deleter.stop()
     assert drain(queue_url(sqs_app, "default")) == []
+
+
+def test_received_messages_start_and_a_stop_ends_the_loop_when_told_not_at_its_next_look(
+    sqs_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lanes tell the loop of each receive and of the stop: with its own look pushed out to 30 s, the
+    jobs still run and the worker still stops at once."""
+    monkeypatch.setattr(Lanes, "look_again_s", 30.0)
+    _ran.clear()
+    sqs_app.dispatch_many([AwaitsSomething(n=n) for n in range(3)])
+    started = time.monotonic()
+    assert _work(sqs_app, concurrency=2) == 0
+    assert sorted(_ran) == ["async-0", "async-1", "async-2"]
+    assert time.monotonic() - started < 20, "the loop waited for its own look instead of being told"
+    assert drain(queue_url(sqs_app, "default")) == []

@@ -99,16 +99,6 @@ def test_a_loop_waiting_on_a_group_that_is_running_wakes_when_the_group_moves_on
     assert taken == [a1]
 
 
-def test_a_finish_wakes_nobody_when_the_finisher_takes_the_next_itself() -> None:
-    lanes = Lanes(Control(), concurrency=1, prefetch=1, wake_on_finish=False)  # the asyncio worker's lanes
-    lanes.add([message(0), message(1)])
-    first = lanes.take(block=False)
-    assert first is not None
-    lanes._sleepers = 1  # as if its feed thread were waiting
-    lanes.finish(first, left_queue=True)
-    assert lanes._tickets.qsize() == 0
-
-
 def test_stopping_wakes_a_waiting_loop_with_nothing_to_take(no_look_again: None) -> None:
     control = Control()
     lanes = Lanes(control, concurrency=1, prefetch=0)
@@ -124,7 +114,7 @@ def test_stopping_wakes_a_waiting_loop_with_nothing_to_take(no_look_again: None)
 def test_a_listener_is_told_when_a_receive_holds_messages_and_when_taking_ends_and_never_after_it_leaves() -> None:
     """The asyncio worker's loop never blocks in `take`: the lanes tell it when to look instead."""
     control = Control()
-    lanes = Lanes(control, concurrency=1, prefetch=1, max_starts=None, wake_on_finish=False)
+    lanes = Lanes(control, concurrency=1, prefetch=1)
     told: list[bool] = []
     lanes.listen(lambda: told.append(lanes.done()))
     assert lanes.add([message(1), message(2)])
@@ -143,7 +133,7 @@ def test_a_listener_is_told_when_a_receive_holds_messages_and_when_taking_ends_a
 
 
 def test_taking_ends_for_a_listener_once_max_starts_were_started() -> None:
-    lanes = Lanes(Control(), concurrency=2, prefetch=0, max_starts=1, wake_on_finish=False)
+    lanes = Lanes(Control(), concurrency=2, prefetch=0, max_starts=1)
     assert lanes.add([message(1)])
     assert not lanes.done()
     assert lanes.take(block=False) is not None
