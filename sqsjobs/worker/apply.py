@@ -45,6 +45,18 @@ class Applier:
     def done(self, message: ReceivedMessage, decision: Decision) -> None:
         """The runner decided `message`: apply it, then let its lane go on."""
         self._heartbeat.untrack([message])
+        self._apply(message, decision)
+
+    def done_now(self, message: ReceivedMessage, decision: Decision) -> bool:
+        """`done` without waiting (the asyncio loop must not): False, and nothing applied, while a
+        heartbeat call carrying `message` is under way; the message is no longer extended meanwhile."""
+        if not self._heartbeat.untrack([message], wait=False):
+            return False
+        self._apply(message, decision)
+        return True
+
+    def _apply(self, message: ReceivedMessage, decision: Decision) -> None:
+        """Steps 2-4, for a message the heartbeat no longer carries."""
         left_queue = False
         try:
             settled = self._settler.apply(message, decision)
@@ -55,14 +67,6 @@ class Applier:
                 self._deleter.add(message, settled.drop_payload)
                 left_queue = True
         self._finish(message, left_queue)
-
-    def done_now(self, message: ReceivedMessage, decision: Decision) -> bool:
-        """`done` without waiting (the asyncio loop must not): False, and nothing applied, while a
-        heartbeat call carrying `message` is under way; the message is no longer extended meanwhile."""
-        if not self._heartbeat.untrack([message], wait=False):
-            return False
-        self.done(message, decision)
-        return True
 
     def crashed(self, message: ReceivedMessage) -> None:
         """The runner raised (our bug, or an interpreter exit): the message returns after its visibility

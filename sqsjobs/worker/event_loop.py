@@ -117,8 +117,8 @@ class AsyncJobs:
         return not self._thread.is_alive()
 
     def _turns(self) -> bool:
-        """Whether the loop runs a callback within `_STALLED_S`. Asked only when a job was abandoned: a
-        beat kept on the loop instead woke an idle worker ten times a second."""
+        """Whether the loop runs a callback within `_STALLED_S`; asked only once a job was abandoned, so
+        the loop's own looks (`_look_again`) need to keep no record of when they ran."""
         loop, turned = self._loop, threading.Event()
         if loop is None:
             return False
@@ -186,7 +186,7 @@ class AsyncJobs:
             if not self._fed.done():
                 self._loop.call_later(self._lanes.look_again_s, self._look_again, context=self._context)
 
-    # -- in the pool ------------------------------------------------------------------------
+    # -- in the pool (but `_begin_quietly`, the loop's; `_take` and `_settled`, both's) ---------
     def _take(self) -> ReceivedMessage | None:
         with self._lock:
             self._taking += 1

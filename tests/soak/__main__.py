@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs to run (default 10,000)")
     parser.add_argument("--workers", type=int, default=3, help="`sqsjobs work` subprocesses (default 3)")
     parser.add_argument("--concurrency", type=int, default=4, help="threads per worker (default 4)")
+    parser.add_argument(
+        "--async-workers", type=int, default=1, help="how many of the workers run `sqsjobs work --async` (default 1)"
+    )
     parser.add_argument("--kill-every", type=float, default=5.0, help="mean seconds between SIGKILLs; 0: none")
     parser.add_argument(
         "--fault-rate",
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs=args.jobs,
         workers=args.workers,
         concurrency=args.concurrency,
+        async_workers=args.async_workers,
         kill_every=args.kill_every,
         kill_grace=args.kill_grace,
         fault_rate=args.fault_rate,

@@ -180,6 +180,7 @@ class Checker:
                 if e.outcome != "done" and not e.never:
                     expected_fail.update(self.ids_of(e))
             self.check_unit(unit)
+        self.check_where_coroutines_ran()
         for row in rows:
             if row.reason == "missing_payload" and self.done_duplicate(row):
                 # docs/payloads.md: a duplicate of a finished large job finds its object deleted and is
@@ -291,9 +292,26 @@ class Checker:
                         ids,
                     )
 
+    def check_where_coroutines_ran(self) -> None:
+        """An `async def handle` runs as a task on an `--async` worker's loop, and on a private loop (the
+        job's own thread) in a thread worker; and the `--async` workers ran jobs at all."""
+        starts = [r for r in self.records if r["ev"] == "start"]
+        options = self.data.options
+        any_async = any(r.get("w") == "async" for r in starts)
+        if min(options.async_workers, options.workers) > 0 and starts and not any_async:
+            self.violate("--async", "no job ran on an --async worker: the soak did not test it")
+        for r in starts:
+            if "th" not in r:
+                continue
+            asynchronous = r.get("w") == "async"
+            if (r["th"] == "sqsjobs-loop") != asynchronous:
+                where = "an --async" if asynchronous else "a thread"
+                detail = f"a coroutine job ran on thread {r['th']} of {where} worker"
+                self.violate("--async", detail, r["tag"], [r["id"]])
+
     def check_rerun(self, e: Expect, starts: list[dict[str, Any]], ends: list[dict[str, Any]], ids: list[str]) -> None:
         job_id = ids[0] if ids else None
-        if e.kind in ("plain", "large", "rate_limited", "unique", "designed:fail-by-job"):
+        if e.kind in ("plain", "async_plain", "large", "rate_limited", "unique", "designed:fail-by-job"):
             # Plain jobs run at least once: a SIGKILL reruns what finished in the last delete flush
             # (docs/worker.md), and so does a delete that failed for good. Counted, never failed.
             why = "after_kill" if self.rerun_explained(ends, None) else "without_kill"
@@ -402,6 +420,8 @@ class Checker:
                     by_kind[e.kind.split(":")[0]] += 1
         total = sum(by_kind.values())
         runs = sum(1 for r in self.records if r["ev"] == "start")
+        async_runs = sum(1 for r in self.records if r["ev"] == "start" and r.get("w") == "async")
+        on_loop = sum(1 for r in self.records if r["ev"] == "start" and r.get("th") == "sqsjobs-loop")
         outcomes = collections.Counter(r["kind"] for r in self.records if r["ev"] == "outcome")
         reasons = collections.Counter(row.reason for row in rows)
         first_runs: dict[str, set[str]] = collections.defaultdict(set)
@@ -416,6 +436,8 @@ class Checker:
             "jobs_by_kind": dict(sorted(by_kind.items())),
             "units": len(data.units),
             "runs (start markers)": runs,
+            "runs_in_async_workers": async_runs,
+            "coroutine_runs_on_an_event_loop": on_loop,
             "runs_by_outcome_event": dict(sorted(outcomes.items())),
             "kills (SIGKILL)": len(data.kills),
             "workers_started": len(data.worker_logs),

@@ -1,4 +1,5 @@
 """The soak driver: a moto server, three workers that get SIGKILLed, waves of jobs, then the checks.
+The last `async_workers` of them (one by default) run `sqsjobs work --async`.
 
 Everything AWS runs in subprocesses: moto's HTTP server, and `sqsjobs work` pollers that import
 `sqsjobs.testing.boot` (fault injection) when `fault_rate` > 0. The driver dispatches without
@@ -52,6 +53,8 @@ class Options:
     seed: int = 1
     timeout: float = 1800.0
     concurrency: int = 4
+    #: How many of the workers (the last slots) run `--async`: jobs as tasks on one event loop.
+    async_workers: int = 1
     threshold: int = 4096
     max_depth: int = 60
     visibility: int = 5
@@ -194,6 +197,10 @@ class Soak:
             print(f"[soak {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
     # -- workers -----------------------------------------------------------------------
+    def asynchronous(self, slot: int) -> bool:
+        """Whether the worker in `slot` runs `--async` (the last `async_workers` slots)."""
+        return slot >= self.o.workers - self.o.async_workers
+
     def worker_env(self, endpoint: str, slot: int) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SQSJOBS_"))}
         env.update(
@@ -215,6 +222,9 @@ class Soak:
             # after 11 s instead of 2 minutes, so the run drains in its usual time.
             SQSJOBS_TIMEOUT="10",
             SOAK_DIR=str(self.markers),
+            # Written into every start marker: the checks tell the workers' kinds apart by it, not by pid
+            # (a soak kills and restarts a hundred workers, and the kernel reuses pids).
+            SOAK_WORKER="async" if self.asynchronous(slot) else "threads",
             PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
             PYTHONUNBUFFERED="1",
         )
@@ -232,6 +242,8 @@ class Soak:
         boot = "import sqsjobs.testing.boot; " if faults_available() else ""
         cmd = [sys.executable, "-c", f"{boot}from sqsjobs.cli import main; main()"]
         cmd += ["work", "--app", JOBS_MODULE, "--sleep", "1", "--concurrency", str(self.o.concurrency)]
+        if self.asynchronous(slot):
+            cmd.append("--async")
         err = self.logs / f"worker-{self._spawned:03d}-slot{slot}.err"
         with open(err, "wb") as stderr:
             popen = subprocess.Popen(
@@ -283,7 +295,8 @@ class Soak:
         units = planning.make_plan(self.o.jobs, self.o.seed)
         total = sum(u.size for u in units)
         self.say(
-            f"{total} jobs in {len(units)} units; {self.o.workers} workers x {self.o.concurrency} threads; "
+            f"{total} jobs in {len(units)} units; {self.o.workers} workers x {self.o.concurrency} threads "
+            f"({min(self.o.async_workers, self.o.workers)} of them --async); "
             f"kill every ~{self.o.kill_every}s; faults {self.fault_rate:.0%}; workdir {self.workdir}"
         )
         with moto_server(self.workdir, self.o.ddb_lock) as endpoint, pointed_at(endpoint):

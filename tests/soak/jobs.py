@@ -7,6 +7,8 @@ per line, so a SIGKILL can at worst cut the last line, which the reader skips). 
     ev    start | end | effect | stepped | hook | outcome | faults
     tag   the soak's name for the logical job (unique per job; callbacks: "<owner>:<callback>")
     id    the job id          a   the attempt (receive count)     pid, t   process and time
+    mid   (start) the SQS message id      w   (start) the worker: threads | async (`sqsjobs work --async`)
+    th    (start of a coroutine job) the thread it started on
     key   idempotency / unique key (idem, unique)    step  step name (effect, stepped)
     kind  (outcome lines) the runner's event: processed, failed, rejected, released, deferred
 
@@ -19,6 +21,7 @@ fault counts so far, by `service:operation:kind`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -104,7 +107,7 @@ class SoakJob(Job, abstract=True):
 
     def handle(self) -> None:
         self.listen()
-        self.mark("start", mid=_message_id())
+        self.mark("start", mid=_message_id(), w=os.environ.get("SOAK_WORKER", ""))
         self.work()
         self.mark("end")
 
@@ -126,6 +129,19 @@ class SoakJob(Job, abstract=True):
 
 class Plain(SoakJob, name="soak.plain"):
     """Does nothing but record; may legitimately run twice after a SIGKILL (delete flush window)."""
+
+
+class AsyncPlain(SoakJob, name="soak.async-plain"):
+    """A plain job with an `async def handle`: run as a task on the loop of a `--async` worker, and on a
+    private loop by a thread worker. Its end marker comes after the loop turns once."""
+
+    async def handle(self) -> None:  # type: ignore[override]  # a coroutine job: `sqsjobs work --async` awaits it
+        self.listen()
+        # The thread says where it ran: on an `--async` worker, its loop's (tests.soak.checks).
+        thread = threading.current_thread().name
+        self.mark("start", mid=_message_id(), w=os.environ.get("SOAK_WORKER", ""), th=thread)
+        await asyncio.sleep(0)
+        self.mark("end")
 
 
 class Unique(SoakJob, name="soak.unique"):

@@ -21,9 +21,10 @@ from sqsjobs.timing import utc_iso
 
 from . import jobs as j
 
-#: Share of the plan's jobs by kind (a unit may make several jobs: chains, batches, pairs).
+#: The odds of each kind of unit (a unit may make several jobs: chains, batches, pairs).
 WEIGHTS: dict[str, int] = {
-    "plain": 26,
+    "plain": 18,
+    "async_plain": 8,
     "unique": 8,
     "idempotent": 10,
     "chain": 14,
@@ -82,7 +83,7 @@ def make_plan(total: int, seed: int) -> list[Unit]:
 def _unit(kind: str, n: int, rng: random.Random) -> Unit:
     u = Unit(kind, n)
     tag = f"{kind[:3]}{n}"
-    if kind in ("plain", "rate_limited", "large"):
+    if kind in ("plain", "async_plain", "rate_limited", "large"):
         u.expects.append(Expect(tag, kind))
     elif kind == "unique":
         u.spec["key"] = f"key-{n}"
@@ -133,6 +134,8 @@ def dispatch(app: App, unit: Unit, sqs: Any, queue_url: str) -> None:
     first = unit.expects[0]
     if kind == "plain":
         first.job_id = j.Plain(tag=first.tag).dispatch().job_id
+    elif kind == "async_plain":
+        first.job_id = j.AsyncPlain(tag=first.tag).dispatch().job_id
     elif kind == "rate_limited":
         first.job_id = j.Rated(tag=first.tag).dispatch().job_id
     elif kind == "large":
