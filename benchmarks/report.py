@@ -31,6 +31,9 @@ class Check:
     #: between runs as the machine does, and sqsjobs has measured below its own floors in some.
     floor: float | None = None
     floor_name: str = ""
+    #: Run by run (each run's pair of consumers measured in the same round): in how many of how many the
+    #: target held. One verdict within a few hundredths of its target flips with the minute it falls in.
+    runs: tuple[int, int] | None = None
 
     @property
     def met(self) -> bool | None:
@@ -40,6 +43,12 @@ class Check:
         return value <= self.target if self.op == "<=" else value == self.target
 
     def line(self) -> str:
+        line = self._verdict()
+        if self.runs is not None and self.met is not None:
+            line += f" [met in {self.runs[0]} of {self.runs[1]} runs]"
+        return line
+
+    def _verdict(self) -> str:
         target = number(self.target) if self.target is not None else "?"
         if self.target_name:
             target = f"{self.target_name} ({target})"

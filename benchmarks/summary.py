@@ -91,7 +91,30 @@ def checks_of(out: dict[str, Any], outcome: Outcome) -> list[report.Check]:
             )
         )
     checks.append(report.Check("ddb_calls_per_job", out.get("ddb_calls_per_job"), TARGET_DDB_CALLS_PER_JOB))
+    for check in checks:
+        check.runs = _run_by_run(out, check)
     return checks
+
+
+def _run_by_run(out: dict[str, Any], check: report.Check) -> tuple[int, int] | None:
+    """For a worker's CPU target: in how many runs it held, each run's ratio against the same run's target
+    (a number, or sqs-workers' ratio in that run). None without per-run ratios (one run, or not these)."""
+    setting = check.name.removeprefix("cpu_ratio_vs_boto3_")
+    ours = _per_run(out, f"sqsjobs_{setting}")
+    if setting not in SQSJOBS_SETTINGS or not ours or check.target is None:
+        return None
+    if check.target_name == "sqs-workers":
+        targets = _per_run(out, "sqs_workers")
+        if len(targets) != len(ours):
+            return None
+    else:
+        targets = [check.target] * len(ours)
+    return sum(a <= b for a, b in zip(ours, targets, strict=True)), len(ours)
+
+
+def _per_run(out: dict[str, Any], name: str) -> list[float]:
+    value = out.get(f"cpu_ratio_vs_boto3_per_run_{name}")
+    return [float(x) for x in value.split(",")] if isinstance(value, str) and value else []
 
 
 #: What each floor is called in a target's line, by the key of its ratio in `out`.

@@ -128,3 +128,29 @@ def test_the_names_of_earlier_versions_read_the_same_medians_as_the_targets() ->
     assert out["worker_cpu_us_per_job_runs_sqsjobs_defaults"] == "450,700,470,520"
     consumer_floors = [key for key in summary._FLOOR_NAMES if not key.startswith("lambda_")]
     assert set(consumer_floors) - {"cpu_ratio_boto3_asyncio_checked_vs_boto3"} <= set(out)
+
+
+def test_each_worker_target_says_in_how_many_runs_it_held_against_the_same_runs_target() -> None:
+    """A median 0.003 above its target read "NOT MET" with nothing to say that two of the four runs met it:
+    the line counts the runs, each against the target of its own round (sqs-workers' ratio in that round)."""
+    out = {
+        "cpu_ratio_vs_boto3_async4": 1.302,
+        "cpu_ratio_vs_boto3_per_run_sqsjobs_async4": "1.490,1.190,1.280,1.540",
+        "cpu_ratio_sqs_workers_vs_boto3": 1.37,
+        "cpu_ratio_vs_boto3_per_run_sqs_workers": "1.500,1.100,1.300,1.600",
+        "cpu_ratio_vs_boto3_defaults": 1.16,
+        "cpu_ratio_vs_boto3_per_run_sqsjobs_defaults": "1.100,1.090,1.300",  # a round short of sqs-workers'
+        "dispatch_cpu_ratio_vs_boto3_1kb": 1.03,
+    }
+    checks = summary.checks_of(out, systems.Outcome())
+    lines = {(c.name, c.target_name): c.line() for c in checks}
+    assert lines[("cpu_ratio_vs_boto3_async4", None)].endswith(
+        ": NOT MET (checked asyncio loop not measured) [met in 2 of 4 runs]"
+    )
+    assert lines[("cpu_ratio_vs_boto3_async4", "sqs-workers")].endswith(
+        ": met (checked asyncio loop not measured) [met in 3 of 4 runs]"
+    )
+    assert lines[("cpu_ratio_vs_boto3_defaults", None)].endswith(" [met in 2 of 3 runs]")
+    # Rounds that do not pair up, and targets that are not a worker's CPU, say nothing run by run.
+    assert "runs]" not in lines[("cpu_ratio_vs_boto3_defaults", "sqs-workers")]
+    assert lines[("dispatch_cpu_ratio_vs_boto3_1kb", None)] == "dispatch_cpu_ratio_vs_boto3_1kb 1.03 <= 1.10: met"
