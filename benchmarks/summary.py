@@ -92,19 +92,22 @@ def checks_of(out: dict[str, Any], outcome: Outcome) -> list[report.Check]:
         )
     checks.append(report.Check("ddb_calls_per_job", out.get("ddb_calls_per_job"), TARGET_DDB_CALLS_PER_JOB))
     for check in checks:
-        check.runs = _run_by_run(out, check)
+        check.runs = _run_by_run(outcome, check)
     return checks
 
 
-def _run_by_run(out: dict[str, Any], check: report.Check) -> tuple[int, int] | None:
-    """For a worker's CPU target: in how many runs it held, each run's ratio against the same run's target
-    (a number, or sqs-workers' ratio in that run). None without per-run ratios (one run, or not these)."""
+def _run_by_run(outcome: Outcome, check: report.Check) -> tuple[int, int] | None:
+    """For a worker's CPU target: in how many runs it held, each run's ratio to the raw boto3 run of its own
+    round against that round's target (a number, or sqs-workers' ratio in that round), unrounded as the median
+    verdict compares. None with one run, rounds that do not pair up, or a target not measured."""
     setting = check.name.removeprefix("cpu_ratio_vs_boto3_")
-    ours = _per_run(out, f"sqsjobs_{setting}")
-    if setting not in SQSJOBS_SETTINGS or not ours or check.target is None:
+    if setting not in SQSJOBS_SETTINGS or check.target is None:
+        return None
+    ours = _ratios(outcome, f"sqsjobs_{setting}")
+    if len(ours) < 2:
         return None
     if check.target_name == "sqs-workers":
-        targets = _per_run(out, "sqs_workers")
+        targets = _ratios(outcome, "sqs_workers")
         if len(targets) != len(ours):
             return None
     else:
@@ -112,9 +115,12 @@ def _run_by_run(out: dict[str, Any], check: report.Check) -> tuple[int, int] | N
     return sum(a <= b for a, b in zip(ours, targets, strict=True)), len(ours)
 
 
-def _per_run(out: dict[str, Any], name: str) -> list[float]:
-    value = out.get(f"cpu_ratio_vs_boto3_per_run_{name}")
-    return [float(x) for x in value.split(",")] if isinstance(value, str) and value else []
+def _ratios(outcome: Outcome, name: str) -> list[float]:
+    """Each run's CPU per job against raw boto3's in the same round; empty when the rounds do not pair up."""
+    runs, boto3 = outcome.runs.get(name, []), outcome.runs.get("boto3", [])
+    if len(runs) != len(boto3):
+        return []
+    return [_cpu_per_job(a) / _cpu_per_job(b) for a, b in zip(runs, boto3, strict=True)]
 
 
 #: What each floor is called in a target's line, by the key of its ratio in `out`.
