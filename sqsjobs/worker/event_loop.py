@@ -186,7 +186,7 @@ class AsyncJobs:
             if not self._fed.done():
                 self._loop.call_later(self._lanes.look_again_s, self._look_again, context=self._context)
 
-    # -- in the pool (but `_begin_quietly`, the loop's; `_take` and `_settled`, both's) ---------
+    # -- in the pool (`_begin_quietly` runs on the loop; `_take` and `_settled` on both) --------
     def _take(self) -> ReceivedMessage | None:
         with self._lock:
             self._taking += 1
